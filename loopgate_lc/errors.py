@@ -1,0 +1,138 @@
+"""One error tree, so callers can catch everything loopgate_lc raises with one clause.
+
+Control-flow signals from LangGraph (``GraphInterrupt``, ``GraphBubbleUp``) are never
+wrapped or caught here: a pause is not an error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "AlreadyDecided",
+    "ApproverNotAllowed",
+    "ConfigurationError",
+    "DecisionNotAllowed",
+    "InvalidDecision",
+    "InvalidPolicy",
+    "LoopgateError",
+    "RequestNotFound",
+    "SessionExists",
+    "SessionNotFound",
+    "SignatureError",
+    "StaleDecision",
+    "StoreError",
+]
+
+
+class LoopgateError(Exception):
+    """Base of every error loopgate_lc raises on purpose."""
+
+
+class InvalidPolicy(LoopgateError, ValueError):
+    """A policy or policy file is malformed.
+
+    It is also a ``ValueError`` so code that validates configuration generically
+    keeps working.
+    """
+
+
+class ConfigurationError(LoopgateError, ValueError):
+    """The library was set up in a way that cannot work (missing checkpointer, bad URL)."""
+
+
+class StoreError(LoopgateError):
+    """The store could not do what was asked for a reason other than the request's state."""
+
+
+class RequestNotFound(LoopgateError, KeyError):
+    """No request has this id.
+
+    Unknown ids are always an error, never silently ignored.
+    """
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"no approval request with id {request_id!r}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class SessionNotFound(LoopgateError, KeyError):
+    """No session has this id."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"no session with id {session_id!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SessionExists(LoopgateError):
+    """A session with this id is already registered (and active)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id!r} is already registered")
+
+
+class AlreadyDecided(LoopgateError):
+    """The request already left ``pending``: the loser of a race learns who won.
+
+    Attributes:
+        request_id: The request that was answered twice.
+        status: The final status it already has.
+        decided_by: Who decided it (``None`` for a timeout).
+        decided_at: When it was decided.
+        channel: Through which channel it was decided.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        *,
+        status: str,
+        decided_by: str | None,
+        decided_at: datetime | None,
+        channel: str | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.status = status
+        self.decided_by = decided_by
+        self.decided_at = decided_at
+        self.channel = channel
+        who = f" by {decided_by}" if decided_by else ""
+        when = f" at {decided_at.isoformat(timespec='seconds')}" if decided_at else ""
+        via = f" via {channel}" if channel else ""
+        super().__init__(f"request {request_id!r} was already {status}{who}{via}{when}")
+
+
+class InvalidDecision(LoopgateError, ValueError):
+    """A decision does not fit its request: wrong shape, wrong tool, bad edited arguments."""
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        self.errors = errors or []
+        super().__init__(message)
+
+
+class DecisionNotAllowed(InvalidDecision):
+    """The decision type is not among the request's ``allowed_decisions``."""
+
+
+class ApproverNotAllowed(LoopgateError, PermissionError):
+    """The actor is not one of the approvers the session or policy names."""
+
+
+class StaleDecision(LoopgateError):
+    """The decision's interrupt is no longer pending in the graph's checkpoint.
+
+    LangGraph ignores resume values for unknown interrupt ids without a word; loopgate_lc
+    reports them instead.
+    """
+
+
+class SignatureError(LoopgateError):
+    """A webhook signature is missing, malformed, wrong, or its timestamp is stale."""

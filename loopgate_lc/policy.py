@@ -1,0 +1,375 @@
+"""Approval policies: which tool calls a person must see.
+
+Pure on purpose: no I/O (beyond ``from_file`` reading its one file), no LangChain, no clock.
+A policy set is evaluated on every guarded tool call, so matching is memoised per tool
+name and patterns are compiled once, when a policy is created.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from loopgate_lc.errors import InvalidPolicy
+
+__all__ = ["ApprovalPolicy", "PolicySet", "RiskLevel", "Verdict", "compile_glob"]
+
+
+class RiskLevel(str, Enum):
+    """How much harm a call can do, ordered ``READ_ONLY < DATA_MODIFICATION < IRREVERSIBLE``.
+
+    The values are strings so they travel through JSON unchanged; comparisons use the
+    rank, not the alphabet.
+    """
+
+    READ_ONLY = "read_only"
+    DATA_MODIFICATION = "data_modification"
+    IRREVERSIBLE = "irreversible"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    @classmethod
+    def parse(cls, value: object) -> RiskLevel:
+        """Read a risk level from its value or name, case-insensitively.
+
+        Raises:
+            InvalidPolicy: ``value`` names no risk level.
+        """
+        if isinstance(value, RiskLevel):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower().replace("-", "_").replace(" ", "_")
+            for level in cls:
+                if key == level.value:
+                    return level
+        allowed = ", ".join(repr(level.value) for level in cls)
+        raise InvalidPolicy(f"unknown risk level {value!r}; expected one of {allowed}")
+
+    def _cmp(self, other: object) -> int | None:
+        if not isinstance(other, RiskLevel):
+            return None
+        return self.rank - other.rank
+
+    def __lt__(self, other: object) -> bool:
+        diff = self._cmp(other)
+        return NotImplemented if diff is None else diff < 0
+
+    def __le__(self, other: object) -> bool:
+        diff = self._cmp(other)
+        return NotImplemented if diff is None else diff <= 0
+
+    def __gt__(self, other: object) -> bool:
+        diff = self._cmp(other)
+        return NotImplemented if diff is None else diff > 0
+
+    def __ge__(self, other: object) -> bool:
+        diff = self._cmp(other)
+        return NotImplemented if diff is None else diff >= 0
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RANKS = {RiskLevel.READ_ONLY: 0, RiskLevel.DATA_MODIFICATION: 1, RiskLevel.IRREVERSIBLE: 2}
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a tool-name glob: ``*`` any run of characters (``/`` and ``.`` included),
+    ``?`` one character, ``[abc]``/``[!abc]``/``[a-z]`` one character of a class.
+
+    Raises:
+        InvalidPolicy: The pattern is empty, blank, has control characters, or has an
+            unclosed or empty ``[`` class.
+    """
+    if not isinstance(pattern, str):
+        raise InvalidPolicy(f"tool_pattern must be a string, got {type(pattern).__name__}")
+    if not pattern or not pattern.strip():
+        raise InvalidPolicy("tool_pattern must not be empty")
+    if pattern != pattern.strip():
+        raise InvalidPolicy(f"tool_pattern {pattern!r} has leading or trailing whitespace")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in pattern):
+        raise InvalidPolicy(f"tool_pattern {pattern!r} contains control characters")
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            while i + 1 < n and pattern[i + 1] == "*":
+                i += 1
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1)
+            if end == -1:
+                raise InvalidPolicy(f"tool_pattern {pattern!r} has an unclosed '[' at {i}")
+            body = pattern[i + 1 : end]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            if not body:
+                raise InvalidPolicy(f"tool_pattern {pattern!r} has an empty '[]' class at {i}")
+            escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            out.append(f"[{'^' if negate else ''}{escaped}]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    try:
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
+    except re.error as exc:  # e.g. a reversed range such as [z-a]
+        raise InvalidPolicy(f"tool_pattern {pattern!r} is malformed: {exc}") from exc
+
+
+def _fmt(value: float) -> str:
+    text = f"{value:.2f}"
+    return text if float(text) == value else f"{value:.6g}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """One rule: for tools matching ``tool_pattern``, when may a call skip the human?
+
+    A call is auto-approved when its confidence is at least ``min_confidence`` and its
+    risk is at most ``max_risk_level``, unless ``require_explicit`` sends every call to
+    a person. ``approvers``, when given, narrows who may decide calls under this policy.
+
+    Raises:
+        InvalidPolicy: On an empty name, a malformed pattern, a threshold outside
+            [0, 1] or NaN, or an unknown risk level.
+    """
+
+    name: str
+    tool_pattern: str
+    min_confidence: float = 0.0
+    max_risk_level: RiskLevel = RiskLevel.READ_ONLY
+    require_explicit: bool = False
+    approvers: tuple[str, ...] = ()
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidPolicy("policy name must be a non-empty string")
+        object.__setattr__(self, "_regex", compile_glob(self.tool_pattern))
+        conf = self.min_confidence
+        if isinstance(conf, bool) or not isinstance(conf, int | float):
+            raise InvalidPolicy(
+                f"policy {self.name!r}: min_confidence must be a number, got {conf!r}"
+            )
+        if math.isnan(conf) or not 0.0 <= conf <= 1.0:
+            raise InvalidPolicy(
+                f"policy {self.name!r}: min_confidence must be within [0, 1], got {conf!r}"
+            )
+        object.__setattr__(self, "min_confidence", float(conf))
+        object.__setattr__(self, "max_risk_level", RiskLevel.parse(self.max_risk_level))
+        if not isinstance(self.require_explicit, bool):
+            raise InvalidPolicy(
+                f"policy {self.name!r}: require_explicit must be true or false, "
+                f"got {self.require_explicit!r}"
+            )
+        approvers = self.approvers
+        if isinstance(approvers, str) or not all(isinstance(a, str | int) for a in approvers):
+            raise InvalidPolicy(f"policy {self.name!r}: approvers must be a list of ids")
+        object.__setattr__(self, "approvers", tuple(str(a) for a in approvers))
+
+    def matches(self, tool_name: str) -> bool:
+        return self._regex.match(tool_name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of evaluating one call.
+
+    Attributes:
+        auto_approved: True when no person needs to see the call.
+        policy: The name of the policy that decided, or None when none matched.
+        reason: One sentence a person understands, shown to approvers and in the audit.
+        approvers: Who may decide under the deciding policy (empty: the session's).
+    """
+
+    auto_approved: bool
+    policy: str | None
+    reason: str
+    approvers: tuple[str, ...] = ()
+
+
+_POLICY_FIELDS = {
+    "name",
+    "tool_pattern",
+    "min_confidence",
+    "max_risk_level",
+    "require_explicit",
+    "approvers",
+}
+
+
+class PolicySet:
+    """An ordered list of policies where the FIRST match alone decides.
+
+    No match sends the call to a person (fail closed). The index of the first match is
+    memoised per tool name, so evaluation cost does not grow with the number of
+    policies once a name has been seen.
+    """
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self, policies: Iterable[ApprovalPolicy] = ()) -> None:
+        self._policies: list[ApprovalPolicy] = []
+        self._first_match: dict[str, int | None] = {}
+        for policy in policies:
+            self.add(policy)
+
+    @property
+    def policies(self) -> tuple[ApprovalPolicy, ...]:
+        return tuple(self._policies)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def __iter__(self) -> Any:
+        return iter(self._policies)
+
+    def add(self, policy: ApprovalPolicy) -> None:
+        """Append a policy; it decides only for tools no earlier policy matches."""
+        if not isinstance(policy, ApprovalPolicy):
+            raise InvalidPolicy(f"expected an ApprovalPolicy, got {type(policy).__name__}")
+        self._policies.append(policy)
+        self._first_match.clear()
+
+    def match(self, tool_name: str) -> ApprovalPolicy | None:
+        """The policy that decides for ``tool_name``, if any."""
+        try:
+            index = self._first_match[tool_name]
+        except KeyError:
+            index = next(
+                (i for i, p in enumerate(self._policies) if p.matches(tool_name)), None
+            )
+            if len(self._first_match) >= self._CACHE_LIMIT:
+                self._first_match.clear()
+            self._first_match[tool_name] = index
+        return None if index is None else self._policies[index]
+
+    def evaluate(
+        self, tool_name: str, *, confidence: float, risk: RiskLevel | str
+    ) -> Verdict:
+        """Decide whether a call may run without a person.
+
+        A NaN or out-of-range confidence never auto-approves.
+        """
+        level = RiskLevel.parse(risk)
+        policy = self.match(tool_name)
+        if policy is None:
+            return Verdict(
+                False, None, f"no policy matches tool {tool_name!r}, so a person decides"
+            )
+        name = policy.name
+        if policy.require_explicit:
+            return Verdict(
+                False,
+                name,
+                f"policy {name!r} requires a person to approve every call",
+                policy.approvers,
+            )
+        valid = (
+            isinstance(confidence, int | float)
+            and not isinstance(confidence, bool)
+            and not math.isnan(confidence)
+            and 0.0 <= confidence <= 1.0
+        )
+        problems: list[str] = []
+        if not valid:
+            problems.append(
+                f"confidence {confidence!r} is not a number between 0 and 1 "
+                f"(policy {name!r} cannot trust it)"
+            )
+        elif confidence < policy.min_confidence:
+            problems.append(
+                f"confidence {_fmt(confidence)} is below {_fmt(policy.min_confidence)} "
+                f"required by policy {name!r}"
+            )
+        if level > policy.max_risk_level:
+            problems.append(
+                f"risk {level.value} is above {policy.max_risk_level.value} "
+                f"allowed by policy {name!r}"
+            )
+        if problems:
+            return Verdict(False, name, "; ".join(problems), policy.approvers)
+        return Verdict(
+            True,
+            name,
+            f"confidence {_fmt(confidence)} meets {_fmt(policy.min_confidence)} and risk "
+            f"{level.value} is within {policy.max_risk_level.value} under policy {name!r}",
+            policy.approvers,
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | Sequence[Any], *, source: str = "") -> PolicySet:
+        """Build a set from ``{"policies": [...]}`` or a bare list of policy tables.
+
+        Errors name the source, the policy's index and the field.
+        """
+        where = f"{source}: " if source else ""
+        items: Any = data.get("policies") if isinstance(data, Mapping) else data
+        if isinstance(data, Mapping) and "policies" not in data:
+            raise InvalidPolicy(f"{where}expected a top-level 'policies' list")
+        if not isinstance(items, list):
+            raise InvalidPolicy(f"{where}'policies' must be a list of tables")
+        policies: list[ApprovalPolicy] = []
+        for index, item in enumerate(items):
+            at = f"{where}policies[{index}]"
+            if not isinstance(item, Mapping):
+                raise InvalidPolicy(f"{at}: expected a table, got {type(item).__name__}")
+            unknown = sorted(set(item) - _POLICY_FIELDS)
+            if unknown:
+                raise InvalidPolicy(f"{at}: unknown field(s) {', '.join(unknown)}")
+            for required in ("name", "tool_pattern"):
+                if required not in item:
+                    raise InvalidPolicy(f"{at}.{required}: missing")
+            kwargs = dict(item)
+            if "approvers" in kwargs and isinstance(kwargs["approvers"], list):
+                kwargs["approvers"] = tuple(kwargs["approvers"])
+            try:
+                policies.append(ApprovalPolicy(**kwargs))
+            except InvalidPolicy as exc:
+                raise InvalidPolicy(f"{at}.{_field_of(str(exc))}: {exc}") from exc
+        return cls(policies)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PolicySet:
+        """Load policies from a ``.toml`` or ``.json`` file."""
+        file = Path(path)
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise InvalidPolicy(f"{file}: cannot read policy file: {exc.strerror}") from exc
+        try:
+            if file.suffix.lower() == ".toml":
+                data: Any = tomllib.loads(raw.decode("utf-8"))
+            elif file.suffix.lower() == ".json":
+                data = json.loads(raw)
+            else:
+                raise InvalidPolicy(f"{file}: policy files must end in .toml or .json")
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidPolicy(f"{file}: not valid {file.suffix[1:].upper()}: {exc}") from exc
+        return cls.from_dict(data, source=str(file))
+
+
+def _field_of(message: str) -> str:
+    for name in ("tool_pattern", "min_confidence", "max_risk_level", "require_explicit",
+                 "approvers"):
+        if name in message:
+            return name
+    if "risk level" in message:
+        return "max_risk_level"
+    return "name"

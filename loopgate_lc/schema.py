@@ -1,0 +1,289 @@
+"""The wire types: what an interrupt carries, what a decision looks like, what a request's
+status can be.
+
+The interrupt value for a tool call is a superset of LangChain's per-call
+``ToolApprovalRequest``, and decisions are LangChain's decision dicts as they are, so a
+client written for ``HumanInTheLoopMiddleware(interrupt_mode="per_call")`` can answer a
+loopgate_lc interrupt unchanged. Everything here is plain data: it crosses checkpoints,
+stores, HTTP and Telegram as JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validator
+
+from loopgate_lc.policy import RiskLevel
+
+__all__ = [
+    "ApprovalRequest",
+    "ApproveDecision",
+    "CancelDecision",
+    "Decision",
+    "DecisionType",
+    "EditDecision",
+    "EditedAction",
+    "HumanResponse",
+    "Option",
+    "RejectDecision",
+    "RequestKind",
+    "RespondDecision",
+    "Status",
+    "TimeoutDecision",
+    "option_approves",
+    "utcnow",
+]
+
+DecisionType = Literal["approve", "edit", "reject", "respond"]
+"""The decisions a person can make, as LangChain names them."""
+
+ALL_DECISIONS: tuple[DecisionType, ...] = ("approve", "edit", "reject", "respond")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (every stored timestamp is)."""
+    return datetime.now(UTC)
+
+
+class RequestKind(str, Enum):
+    """What is asked of the person.
+
+    ``tool_approval`` is a guarded tool call; the others cover Loopgate's request types
+    (approval, confirmation, input, choice) and Beluga's (feedback, annotation).
+    """
+
+    TOOL_APPROVAL = "tool_approval"
+    APPROVAL = "approval"
+    CONFIRMATION = "confirmation"
+    CHOICE = "choice"
+    INPUT = "input"
+    FEEDBACK = "feedback"
+    ANNOTATION = "annotation"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Status(str, Enum):
+    """A request's life: ``pending`` leaves exactly once, to one final status."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EDITED = "edited"
+    ANSWERED = "answered"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self is not Status.PENDING
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# --- options -----------------------------------------------------------------------------
+
+_NEGATIVE = re.compile(
+    r"\b(no|nope|not|never|don'?t|do not|cancel\w*|reject\w*|den(y|ied)|abort\w*|declin\w*|"
+    r"stop\w*|halt|ignore|skip|block\w*|refus\w*|remove|delete|wait|later|hold|postpone\w*|"
+    r"revert|rollback|roll back|disallow\w*|dismiss\w*|veto)\b",
+    re.IGNORECASE,
+)
+_AFFIRMATIVE = re.compile(
+    r"^\s*(yes|y|yep|ok|okay|approve[ds]?|allow|accept|confirm|proceed|continue|go|"
+    r"do it|deploy|execute|run|apply|ship|merge|publish|release|send|grant|agree|sure)\b",
+    re.IGNORECASE,
+)
+
+
+def option_approves(label: str) -> bool:
+    """The one fail-closed rule that gives a plain-string option its meaning.
+
+    An option counts as approved only when it STARTS with an affirmative word (yes, ok,
+    approve, allow, accept, confirm, proceed, continue, go, deploy, execute, run, apply,
+    ship, merge, publish, release, send, grant, agree) and contains no negative word
+    (no, not, never, cancel, reject, deny, abort, decline, stop, halt, ignore, skip,
+    block, refuse, remove, delete, wait, later, hold, postpone, revert, rollback, ...).
+    Everything else — "Cancel", "No", "Review", "Staging" — is not approved; the client
+    still receives the chosen label. Give options as ``{"label": ..., "approved": ...}``
+    to state the meaning explicitly.
+    """
+    return bool(_AFFIRMATIVE.search(label)) and not _NEGATIVE.search(label)
+
+
+class Option(BaseModel):
+    """A choice offered to the person, with what choosing it means."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str = Field(min_length=1, max_length=256)
+    approved: bool
+
+    @classmethod
+    def parse(cls, value: str | dict[str, Any] | Option) -> Option:
+        """Accept the seed's plain strings or explicit ``{"label", "approved"}`` objects."""
+        if isinstance(value, Option):
+            return value
+        if isinstance(value, str):
+            return cls(label=value, approved=option_approves(value))
+        if isinstance(value, dict) and "approved" not in value and "label" in value:
+            return cls(label=value["label"], approved=option_approves(str(value["label"])))
+        return cls.model_validate(value)
+
+
+# --- the interrupt value ------------------------------------------------------------------
+
+
+class ApprovalRequest(BaseModel):
+    """The value every loopgate_lc ``interrupt()`` carries.
+
+    For tool calls the first five fields are LangChain's ``ToolApprovalRequest``
+    (``type="tool_approval"``, ``tool_call_id``, ``name``, ``args``, ``description``);
+    the rest is what a person and an audit need. For node requests ``type`` names the
+    kind and ``message``/``options`` say what is asked.
+    """
+
+    model_config = ConfigDict(extra="allow", use_enum_values=False)
+
+    type: RequestKind
+    request_id: str
+    tool_call_id: str | None = None
+    name: str | None = None
+    args: dict[str, Any] | None = None
+    description: str = ""
+    message: str = ""
+    risk_level: RiskLevel | None = None
+    confidence: float | None = None
+    policy: str | None = None
+    reason: str = ""
+    allowed_decisions: list[DecisionType] = Field(default_factory=lambda: list(ALL_DECISIONS))
+    options: list[Option] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    approvers: list[str] = Field(default_factory=list)
+    session_id: str | None = None
+    timeout_seconds: float | None = None
+    expires_at: datetime | None = None
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _parse_options(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [Option.parse(v) for v in value]
+        return value
+
+    @property
+    def kind(self) -> RequestKind:
+        return self.type
+
+    @property
+    def text(self) -> str:
+        """What to show a person first: the message, else the tool description."""
+        return self.message or self.description or (f"Run tool {self.name}?" if self.name else "")
+
+    def to_interrupt(self) -> dict[str, Any]:
+        """The JSON-safe dict placed in ``interrupt()`` (and in stores and webhooks)."""
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+class _DecisionBase(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    actor: str | None = Field(default=None, description="Who decided (filled by loopgate_lc).")
+    channel: str | None = Field(default=None, description="Where the decision came from.")
+
+
+class ApproveDecision(_DecisionBase):
+    """Run the call as the model asked."""
+
+    type: Literal["approve"] = "approve"
+
+
+class EditedAction(BaseModel):
+    """The call a person wants run instead: the same tool, other arguments."""
+
+    name: str
+    args: dict[str, Any]
+
+
+class EditDecision(_DecisionBase):
+    """Run the call with the person's arguments (validated against the tool's schema)."""
+
+    type: Literal["edit"] = "edit"
+    edited_action: EditedAction
+
+
+class RejectDecision(_DecisionBase):
+    """Do not run the call; the model is told so, with the reason if given."""
+
+    type: Literal["reject"] = "reject"
+    message: str | None = None
+
+
+class RespondDecision(_DecisionBase):
+    """Do not run the call; the person's message is the result (or the node's answer)."""
+
+    type: Literal["respond"] = "respond"
+    message: str
+
+
+class TimeoutDecision(_DecisionBase):
+    """Nobody answered in time; ``outcome`` is what the configuration says happens then.
+
+    Always accepted, whatever ``allowed_decisions`` says: it is the system's answer, not
+    a person's, and it is recorded as ``timeout``, never as a human rejection.
+    """
+
+    type: Literal["timeout"] = "timeout"
+    outcome: Literal["approve", "reject"] = "reject"
+    message: str | None = None
+
+
+class CancelDecision(_DecisionBase):
+    """The request was withdrawn; the call does not run."""
+
+    type: Literal["cancel"] = "cancel"
+    message: str | None = None
+
+
+Decision = Annotated[
+    ApproveDecision
+    | EditDecision
+    | RejectDecision
+    | RespondDecision
+    | TimeoutDecision
+    | CancelDecision,
+    Discriminator("type"),
+]
+"""Every resume value loopgate_lc understands, discriminated by ``type``."""
+
+
+class HumanResponse(BaseModel):
+    """What ``request_approval()`` returns to a node: the person's answer, typed.
+
+    Attributes:
+        approved: Whether the answer lets the node go ahead.
+        status: The request's final status (approved, rejected, answered, edited,
+            timeout, cancelled).
+        text: The person's free text (a reason, an input, feedback), if any.
+        choice: The chosen option's label, for choice requests.
+        data: Edited data, for an ``edit`` answer.
+        decided_by: Who answered, when known.
+    """
+
+    approved: bool
+    status: Status
+    text: str | None = None
+    choice: str | None = None
+    data: dict[str, Any] | None = None
+    decided_by: str | None = None
+    decision: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,303 @@
+"""The store contract: where every pending approval, every answer and every audit event
+lives.
+
+Every backend (memory, SQLite, Postgres) implements :class:`Store` and passes the one
+conformance suite in ``tests/stores/conformance.py``. The contract's central promise is
+:meth:`Store.resolve`: leaving ``pending`` is one atomic compare-and-set, so of any number
+of concurrent answers exactly one wins and the others get :class:`AlreadyDecided`.
+
+All methods are async (servers and graphs run on event loops); timestamps are
+timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``list``.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from loopgate_lc.schema import RequestKind, Status, utcnow
+
+__all__ = [
+    "AuditEvent",
+    "OutboxItem",
+    "RequestRecord",
+    "SessionRecord",
+    "Store",
+]
+
+
+class SessionRecord(BaseModel):
+    """A Loopgate session: requests are routed by session, not by client.
+
+    Attributes:
+        session_id: The routing key clients send with every request.
+        client_id: Who registered it (informational, as in Loopgate).
+        telegram_id: The Telegram chat (user or group) that receives its requests.
+        approvers: Further approver ids (Telegram user ids or names) allowed to decide;
+            the ``telegram_id`` user is always allowed.
+        active: False after ``deactivate``; an inactive session takes no new requests.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str
+    client_id: str = ""
+    telegram_id: int | None = None
+    approvers: list[str] = Field(default_factory=list)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestRecord(BaseModel):
+    """One approval request and, once decided, its answer.
+
+    ``payload`` is the full :class:`~loopgate_lc.schema.ApprovalRequest` as JSON.
+    ``(thread_id, interrupt_id)`` is unique when both are set: filing the same interrupt
+    twice returns the first record.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: RequestKind
+    session_id: str | None = None
+    client_id: str | None = None
+    thread_id: str | None = None
+    interrupt_id: str | None = None
+    graph: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    status: Status = Status.PENDING
+    decision: dict[str, Any] | None = None
+    decided_by: str | None = None
+    channel: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    decided_at: datetime | None = None
+    escalation_level: int = 0
+    resumed_at: datetime | None = None
+    message_refs: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def pending(self) -> bool:
+        return self.status is Status.PENDING
+
+
+class AuditEvent(BaseModel):
+    """One append-only line of the audit trail: who, through which channel, when, what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int | None = None
+    at: datetime = Field(default_factory=utcnow)
+    event: str
+    request_id: str | None = None
+    session_id: str | None = None
+    thread_id: str | None = None
+    actor: str | None = None
+    channel: str | None = None
+    args_hash: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+OutboxKind = Literal["notify", "resolved", "callback"]
+
+
+class OutboxItem(BaseModel):
+    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int | None = None
+    request_id: str
+    notifier: str
+    kind: OutboxKind = "notify"
+    attempts: int = 0
+    due_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = None
+    done: bool = False
+
+
+class Store(abc.ABC):
+    """The persistence contract every backend implements.
+
+    Implementations must make :meth:`resolve`, :meth:`mark_resumed`,
+    :meth:`extend_expiry` and :meth:`claim_outbox` atomic across tasks, threads and (for
+    SQLite and Postgres) processes.
+    """
+
+    #: Schema version :meth:`setup` migrates to.
+    SCHEMA_VERSION = 1
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Create or migrate the schema. Idempotent: safe to call on every start."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    async def __aenter__(self) -> Store:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # sessions ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_session(self, session: SessionRecord) -> SessionRecord:
+        """Register a session.
+
+        Raises:
+            SessionExists: An ACTIVE session already has this id. Registering over an
+                inactive one reactivates it with the new fields.
+        """
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str) -> SessionRecord:
+        """Raises: SessionNotFound."""
+
+    @abc.abstractmethod
+    async def deactivate_session(self, session_id: str) -> SessionRecord:
+        """Mark a session inactive. Raises: SessionNotFound."""
+
+    @abc.abstractmethod
+    async def list_sessions(self, *, active: bool | None = None) -> list[SessionRecord]:
+        """Sessions, oldest first."""
+
+    # requests ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_request(self, record: RequestRecord) -> tuple[RequestRecord, bool]:
+        """File a request; idempotent.
+
+        Returns ``(stored, created)``. When a record with the same ``id``, or the same
+        ``(thread_id, interrupt_id)``, exists, it is returned unchanged with
+        ``created=False``.
+        """
+
+    @abc.abstractmethod
+    async def get_request(self, request_id: str) -> RequestRecord:
+        """Raises: RequestNotFound."""
+
+    @abc.abstractmethod
+    async def find_request(self, thread_id: str, interrupt_id: str) -> RequestRecord | None:
+        """The request filed for one interrupt of one thread, if any."""
+
+    @abc.abstractmethod
+    async def list_requests(
+        self,
+        *,
+        status: Status | None = None,
+        session_id: str | None = None,
+        thread_id: str | None = None,
+        graph: str | None = None,
+        limit: int | None = None,
+    ) -> list[RequestRecord]:
+        """Requests matching every given filter, oldest first."""
+
+    @abc.abstractmethod
+    async def resolve(
+        self,
+        request_id: str,
+        *,
+        status: Status,
+        decision: dict[str, Any],
+        decided_by: str | None,
+        channel: str | None,
+        decided_at: datetime | None = None,
+    ) -> RequestRecord:
+        """Move a request from ``pending`` to ``status``: one atomic compare-and-set.
+
+        Raises:
+            RequestNotFound: No such request.
+            AlreadyDecided: It is no longer pending; the error says who decided what, when.
+            ValueError: ``status`` is ``pending``.
+        """
+
+    @abc.abstractmethod
+    async def mark_resumed(self, request_id: str) -> bool:
+        """Claim the right to resume the graph for a decided request.
+
+        True for exactly one caller; False when someone already claimed it.
+        Raises: RequestNotFound.
+        """
+
+    @abc.abstractmethod
+    async def extend_expiry(
+        self, request_id: str, *, expires_at: datetime, escalation_level: int
+    ) -> bool:
+        """Push a pending request's deadline out (escalation), only if still pending and
+        still at ``escalation_level - 1``. True when this call moved it."""
+
+    @abc.abstractmethod
+    async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:
+        """Pending requests whose ``expires_at`` is at or before ``now``, soonest first."""
+
+    @abc.abstractmethod
+    async def next_expiry(self) -> datetime | None:
+        """The earliest ``expires_at`` among pending requests."""
+
+    @abc.abstractmethod
+    async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
+        """Remember where a notifier showed a request (chat and message ids, ...).
+
+        Raises: RequestNotFound.
+        """
+
+    # callback keys (short server-side keys for chat buttons) -----------------------------
+
+    @abc.abstractmethod
+    async def put_callback(self, key: str, request_id: str, action: dict[str, Any]) -> None:
+        """Map a short key (Telegram allows 64 bytes of callback data) to an action."""
+
+    @abc.abstractmethod
+    async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """``(request_id, action)`` for a key, or None."""
+
+    # audit -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append one event; returns it with its ``id``. Never updates or deletes."""
+
+    @abc.abstractmethod
+    async def list_audit(
+        self,
+        *,
+        request_id: str | None = None,
+        session_id: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Events matching every given filter, in the order they were appended."""
+
+    # outbox ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue_outbox(self, item: OutboxItem) -> OutboxItem:
+        """Add a delivery; idempotent on ``(request_id, notifier, kind)`` while not done."""
+
+    @abc.abstractmethod
+    async def claim_outbox(
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
+    ) -> list[OutboxItem]:
+        """Atomically lease due, undone items (``due_at <= now``) so that one worker
+        delivers each; a leased item becomes due again after ``lease_seconds``."""
+
+    @abc.abstractmethod
+    async def complete_outbox(self, item_id: int) -> None:
+        """Mark a delivery done."""
+
+    @abc.abstractmethod
+    async def retry_outbox(self, item_id: int, *, due_at: datetime, error: str) -> OutboxItem:
+        """Record a failed attempt (``attempts += 1``) and when to try again."""
+
+    @abc.abstractmethod
+    async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
+        """Deliveries, done or not, for inspection and tests."""
