@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from loopgate_lc.errors import InvalidPolicy
 __all__ = ["ApprovalPolicy", "PolicySet", "RiskLevel", "Verdict", "compile_glob"]
 
 
-class RiskLevel(str, Enum):
+class RiskLevel(StrEnum):
     """How much harm a call can do, ordered ``READ_ONLY < DATA_MODIFICATION < IRREVERSIBLE``.
 
     The values are strings so they travel through JSON unchanged; comparisons use the
@@ -76,9 +76,6 @@ class RiskLevel(str, Enum):
         return NotImplemented if diff is None else diff >= 0
 
     __hash__ = str.__hash__
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _RANKS = {RiskLevel.READ_ONLY: 0, RiskLevel.DATA_MODIFICATION: 1, RiskLevel.IRREVERSIBLE: 2}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validator
@@ -34,6 +34,8 @@ __all__ = [
     "RespondDecision",
     "Status",
     "TimeoutDecision",
+    "decision_approves",
+    "decision_status",
     "option_approves",
     "utcnow",
 ]
@@ -49,7 +51,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class RequestKind(str, Enum):
+class RequestKind(StrEnum):
     """What is asked of the person.
 
     ``tool_approval`` is a guarded tool call; the others cover Loopgate's request types
@@ -64,11 +66,8 @@ class RequestKind(str, Enum):
     FEEDBACK = "feedback"
     ANNOTATION = "annotation"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Status(str, Enum):
+class Status(StrEnum):
     """A request's life: ``pending`` leaves exactly once, to one final status."""
 
     PENDING = "pending"
@@ -83,9 +82,6 @@ class Status(str, Enum):
     @property
     def final(self) -> bool:
         return self is not Status.PENDING
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # --- options -----------------------------------------------------------------------------
@@ -287,3 +283,44 @@ class HumanResponse(BaseModel):
     data: dict[str, Any] | None = None
     decided_by: str | None = None
     decision: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- what a decision means ----------------------------------------------------------------
+
+
+def decision_status(decision: dict[str, Any]) -> Status:
+    """The final status a decision gives its request (one mapping for every channel)."""
+    kind = decision.get("type")
+    if kind == "approve":
+        return Status.APPROVED
+    if kind == "edit":
+        return Status.EDITED
+    if kind == "reject":
+        return Status.REJECTED
+    if kind == "respond":
+        return Status.ANSWERED
+    if kind == "timeout":
+        return Status.TIMEOUT
+    if kind == "cancel":
+        return Status.CANCELLED
+    raise ValueError(f"unknown decision type {kind!r}")
+
+
+def decision_approves(decision: dict[str, Any], request: ApprovalRequest) -> bool:
+    """Whether a decision lets the action go ahead.
+
+    ``respond`` approves only for a choice whose option means approval (see
+    :func:`option_approves`) and for input kinds (the answer is what was asked for);
+    a ``respond`` to a tool approval answers in the tool's place, so nothing ran.
+    """
+    kind = decision.get("type")
+    if kind in ("approve", "edit"):
+        return True
+    if kind == "timeout":
+        return decision.get("outcome") == "approve"
+    if kind == "respond":
+        if request.options:
+            label = decision.get("message")
+            return any(o.label == label and o.approved for o in request.options)
+        return request.type in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION)
+    return False

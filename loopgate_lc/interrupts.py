@@ -1,0 +1,159 @@
+"""How loopgate_lc pauses a run: request ids, response schemas and the ``interrupt()`` call.
+
+Shared by the tool guard, the agent middleware and ``request_approval`` so that every
+pause carries the same payload and accepts the same decisions. Nothing here has side
+effects before ``interrupt()``: LangGraph re-runs a node from its top on every resume.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated, Any, Literal, cast
+
+from langgraph.config import get_config
+from langgraph.types import interrupt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    create_model,
+)
+
+from loopgate_lc.schema import (
+    ApprovalRequest,
+    ApproveDecision,
+    CancelDecision,
+    DecisionType,
+    RejectDecision,
+    RespondDecision,
+    TimeoutDecision,
+    utcnow,
+)
+
+__all__ = ["ask", "decision_schema", "new_request_id", "question_schema"]
+
+_NAMESPACE = uuid.UUID("6f1b0f3e-6f5c-4c1e-9a53-3c1f1f0e7a11")
+_COUNTER_KEY = "__loopgate_request_counter"
+
+
+def new_request_id(key: str) -> str:
+    """A request id that is the same every time the node re-runs up to this pause.
+
+    LangGraph re-executes a node from its top on resume, so a random id would change on
+    every re-run. The id is derived from the thread, the task's checkpoint namespace, a
+    caller key (the tool call id, or the question) and how often that key was already
+    asked in this task.
+    """
+    try:
+        configurable = get_config().get("configurable", {})
+    except RuntimeError:  # outside a graph: nothing to keep stable
+        return str(uuid.uuid4())
+    counter = configurable.setdefault(_COUNTER_KEY, Counter())
+    occurrence = counter[key]
+    counter[key] += 1
+    thread = configurable.get("thread_id", "")
+    namespace = configurable.get("checkpoint_ns", "")
+    return str(uuid.uuid5(_NAMESPACE, f"{thread}\x1f{namespace}\x1f{key}\x1f{occurrence}"))
+
+
+_WHO: dict[str, Any] = {"actor": (str | None, None), "channel": (str | None, None)}
+
+
+def _as_sent(answer: object, check: ValidatorFunctionWrapHandler) -> object:
+    """Validate an edit, then keep it as sent so the tool validates its own args once."""
+    check(answer)
+    return answer
+
+
+def _edit_branch(name: str, args_schema: object) -> object:
+    if isinstance(args_schema, type) and issubclass(args_schema, BaseModel):
+        args_type: object = args_schema
+    else:
+        shown = args_schema if isinstance(args_schema, dict) else {"type": "object"}
+        args_type = Annotated[dict[str, Any], WithJsonSchema(shown)]
+    action_fields: dict[str, Any] = {"name": (Literal[name], ...), "args": (args_type, ...)}
+    edited_action = create_model(
+        "EditedAction", __config__=ConfigDict(extra="forbid"), **action_fields
+    )
+    decision_fields: dict[str, Any] = {
+        "type": (Literal["edit"], ...),
+        "edited_action": (edited_action, ...),
+        **_WHO,
+    }
+    decision = create_model("EditDecision", __config__=ConfigDict(extra="ignore"),
+                            **decision_fields)
+    return Annotated[decision, WrapValidator(_as_sent)]
+
+
+def _respond_branch(options: tuple[str, ...]) -> object:
+    if not options:
+        return RespondDecision
+    fields: dict[str, Any] = {
+        "type": (Literal["respond"], ...),
+        "message": (Literal[options], ...),
+        **_WHO,
+    }
+    return create_model("ChoiceDecision", __config__=ConfigDict(extra="ignore"), **fields)
+
+
+def decision_schema(
+    allowed: Sequence[DecisionType],
+    *,
+    name: str = "",
+    args_schema: object = None,
+    options: Sequence[str] = (),
+) -> object:
+    """The ``response_schema`` for one pause: the allowed decisions, plus the system's own
+    ``timeout`` and ``cancel``.
+
+    An edit's ``name`` is pinned (an edit cannot switch tools) and its ``args`` follow the
+    tool's own schema; a choice's ``respond`` must name one of the options. LangGraph
+    validates a resume value against this type before saving it, so a wrong answer
+    raises and leaves the interrupt pending. Building the type costs a little, so
+    callers build it once per tool (or per question shape) and reuse it.
+    """
+    branches: dict[str, object] = {}
+    for kind in dict.fromkeys(allowed):
+        if kind == "approve":
+            branches[kind] = ApproveDecision
+        elif kind == "reject":
+            branches[kind] = RejectDecision
+        elif kind == "respond":
+            branches[kind] = _respond_branch(tuple(options))
+        elif kind == "edit":
+            branches[kind] = _edit_branch(name, args_schema)
+    branches["timeout"] = TimeoutDecision
+    branches["cancel"] = CancelDecision
+    union: Any = None
+    for member in branches.values():
+        union = member if union is None else union | member
+    return Annotated[union, Discriminator("type")]
+
+
+@lru_cache(maxsize=256)
+def question_schema(
+    allowed: tuple[DecisionType, ...], name: str, options: tuple[str, ...]
+) -> object:
+    """:func:`decision_schema` for node questions, which have no tool schema to pin."""
+    return decision_schema(allowed, name=name, options=options)
+
+
+def ask(request: ApprovalRequest, schema: object) -> dict[str, Any]:
+    """Pause the run with ``request`` and return the validated decision as a plain dict.
+
+    The first time through, ``interrupt()`` raises LangGraph's ``GraphInterrupt`` (never
+    caught here); on resume it returns the answer, already checked against ``schema``.
+    """
+    if request.timeout_seconds is not None and request.expires_at is None:
+        request.expires_at = utcnow() + timedelta(seconds=request.timeout_seconds)
+    answer = interrupt(request.to_interrupt(), response_schema=cast(type[Any], schema))
+    if isinstance(answer, BaseModel):
+        return answer.model_dump(mode="json", exclude_none=True)
+    return dict(answer)

@@ -1,0 +1,101 @@
+"""Hand-built graphs: one task per tool call keeps every body exactly-once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.types import Command
+
+from loopgate_lc import ApprovalPolicy, PolicySet, RiskLevel, guard, route_tool_calls
+from loopgate_lc.testing import ScriptedChatModel, ai, call
+
+POLICIES = PolicySet([ApprovalPolicy("reads", "read_*", 0.0, RiskLevel.READ_ONLY)])
+
+
+def build(runs: Counter[str], *, one_task_per_call: bool) -> Any:
+    @tool
+    def read_log(name: str) -> str:
+        """Read a log."""
+        runs["read_log"] += 1
+        return f"log {name}"
+
+    @tool
+    def restart(service: str) -> str:
+        """Restart a service."""
+        runs["restart"] += 1
+        return f"restarted {service}"
+
+    tools: list[BaseTool] = [
+        guard(read_log, policies=POLICIES, risk=RiskLevel.READ_ONLY),
+        guard(restart, policies=POLICIES, risk=RiskLevel.IRREVERSIBLE),
+    ]
+    model = ScriptedChatModel(script=[
+        ai("", call("read_log", "c1", name="api"), call("restart", "c2", service="api"),
+           call("restart", "c3", service="db")),
+        "all done",
+    ])
+
+    def agent(state: MessagesState) -> dict[str, list[AIMessage]]:
+        return {"messages": [model.invoke(state["messages"])]}  # type: ignore[list-item]
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "agent")
+    if one_task_per_call:
+        builder.add_conditional_edges("agent", route_tool_calls(), ["tools", END])
+    else:
+        builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def run_to_end(graph: Any, config: dict[str, Any]) -> tuple[Any, list[set[str]]]:
+    """Approve whatever is pending, one resume per pending call, until the run ends."""
+    result = graph.invoke({"messages": [HumanMessage("fix api")]}, config, version="v2")
+    seen: list[set[str]] = []
+    for _ in range(6):
+        if not result.interrupts:
+            return result, seen
+        seen.append({i.value["tool_call_id"] for i in result.interrupts})
+        first = result.interrupts[0]
+        result = graph.invoke(Command(resume={first.id: {"type": "approve"}}), config,
+                              version="v2")
+    raise AssertionError("run did not finish")
+
+
+def test_route_tool_calls_keeps_every_body_exactly_once(config: dict[str, Any]) -> None:
+    runs: Counter[str] = Counter()
+    final, seen = run_to_end(build(runs, one_task_per_call=True), config)
+    assert seen == [{"c2", "c3"}, {"c3"}]  # both pause at once, each resolved alone
+    assert runs == Counter(read_log=1, restart=2)
+    contents = {m.tool_call_id: m.content for m in final.value["messages"]
+                if isinstance(m, ToolMessage)}
+    assert contents == {"c1": "log api", "c2": "restarted api", "c3": "restarted db"}
+    assert final.value["messages"][-1].content == "all done"
+
+
+def test_plain_tools_condition_reruns_finished_siblings_which_is_why_routing_exists(
+    config: dict[str, Any],
+) -> None:
+    runs: Counter[str] = Counter()
+    _, seen = run_to_end(build(runs, one_task_per_call=False), config)
+    assert seen == [{"c2"}, {"c3"}]  # one task: the calls pause one after another
+    # every re-run of the single task runs the finished auto-approved read again, and
+    # the first approved restart runs again when the second pause is answered
+    assert runs["read_log"] > 1
+    assert runs["restart"] > 2
+
+
+def test_route_tool_calls_ends_without_calls() -> None:
+    route = route_tool_calls()
+    assert route({"messages": [HumanMessage("hi"), AIMessage("hello")]}) == END
+    done = [AIMessage("", tool_calls=[call("x", "1")]),
+            ToolMessage("ok", tool_call_id="1")]
+    assert route({"messages": done}) == END
