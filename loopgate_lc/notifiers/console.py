@@ -193,11 +193,11 @@ class ConsoleNotifier:
         Returns at once: the answer may take minutes, and the gateway's delivery must not
         wait for it (nor redeliver because it took long).
         """
+        if request.id in self._tasks:  # a redelivery: one screen and conversation per request
+            return
         self._write(render_request(request))
         if self._gateway is None:
             self._write(f"(no one is reading answers here; {_cli_hint(request.id)})")
-            return
-        if request.id in self._tasks:  # a redelivery: one conversation per request
             return
         task = asyncio.create_task(self._converse(request), name=f"loopgate-console-{request.id}")
         self._tasks[request.id] = task

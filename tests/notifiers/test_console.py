@@ -279,6 +279,7 @@ async def test_the_loop_runs_while_waiting_and_resolution_elsewhere_drops_the_qu
     first, second = make_record("one"), make_record("two")
     await notifier.notify(first)
     await notifier.notify(second)  # returned although the first question is open
+    await notifier.notify(second)  # an outbox redelivery: not shown or asked twice
 
     # "two" is decided in another channel while "one" is still being asked.
     await notifier.on_resolved(resolved(second, Status.APPROVED, {"type": "approve"}))
@@ -288,6 +289,7 @@ async def test_the_loop_runs_while_waiting_and_resolution_elsewhere_drops_the_qu
 
     assert [c[0] for c in gateway.calls] == ["one"]
     assert len(prompts) == 1
+    assert out.getvalue().count("request:    two") == 1
     assert (
         "request two approved by telegram:42 (@alice) via telegram at 2026-01-02 03:10:00 UTC"
         in (out.getvalue())
