@@ -1,0 +1,164 @@
+"""Small rules every store backend applies the same way.
+
+Keeping them in one place is what lets the one conformance suite pass unchanged against
+memory, SQLite and Postgres: what a caller gets back must not depend on where it was kept.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from loopgate_lc.errors import AlreadyDecided, StoreError
+from loopgate_lc.schema import Status
+from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord
+
+__all__ = [
+    "already_decided",
+    "check_limit",
+    "coerce_status",
+    "final_status",
+    "json_text",
+    "json_value",
+    "normalized_audit",
+    "normalized_outbox",
+    "normalized_request",
+    "normalized_session",
+    "outbox_not_found",
+    "utc",
+    "utc_or_none",
+]
+
+
+def utc(value: datetime) -> datetime:
+    """The same instant in UTC.
+
+    A naive datetime is taken to be UTC already (the convention of ``datetime.utcnow``
+    and LangGraph), because SQLite and Postgres would otherwise read it in different
+    zones and the backends would disagree about deadlines.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def utc_or_none(value: datetime | None) -> datetime | None:
+    """:func:`utc` that lets a missing time stay missing."""
+    return None if value is None else utc(value)
+
+
+def json_value(value: Any, *, what: str) -> Any:
+    """``value`` as plain JSON data: exactly what a JSON column would hand back.
+
+    The memory store applies this too, so a tuple stored anywhere comes back a list
+    everywhere, and a value no database could store fails in every backend alike.
+
+    Raises:
+        StoreError: The value cannot be represented as JSON.
+    """
+    return json.loads(json_text(value, what=what))
+
+
+def json_text(value: Any, *, what: str) -> str:
+    """``value`` as compact JSON text, for stores that keep JSON in text columns.
+
+    Raises:
+        StoreError: The value cannot be represented as JSON (NaN and infinities included,
+            which JSON has no words for).
+    """
+    try:
+        return json.dumps(
+            to_jsonable_python(value), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+        )
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise StoreError(f"{what} is not JSON-serializable: {exc}") from exc
+
+
+def coerce_status(status: Status | str) -> Status:
+    """Accept a status or its string value; anything else is a ``ValueError``."""
+    try:
+        return Status(status)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise ValueError(f"unknown status {status!r}; expected one of: {allowed}") from None
+
+
+def final_status(status: Status | str) -> Status:
+    """The status a request may be resolved to: any but ``pending``.
+
+    Raises:
+        ValueError: ``status`` is ``pending`` or not a status at all.
+    """
+    coerced = coerce_status(status)
+    if coerced is Status.PENDING:
+        raise ValueError("a request can only be resolved to a final status, not 'pending'")
+    return coerced
+
+
+def check_limit(limit: int | None) -> int | None:
+    """Reject negative limits early instead of letting each database read them its way."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be zero or positive, got {limit}")
+    return limit
+
+
+def already_decided(record: RequestRecord) -> AlreadyDecided:
+    """The error the loser of a resolve race gets: who won, with what, when, where."""
+    return AlreadyDecided(
+        record.id,
+        status=record.status.value,
+        decided_by=record.decided_by,
+        decided_at=record.decided_at,
+        channel=record.channel,
+    )
+
+
+def outbox_not_found(item_id: int) -> StoreError:
+    """Unknown outbox ids are errors, like unknown request ids."""
+    return StoreError(f"no outbox item with id {item_id!r}")
+
+
+def normalized_request(record: RequestRecord) -> RequestRecord:
+    """A private copy of ``record`` with UTC times and JSON-only payloads."""
+    return record.model_copy(
+        update={
+            "payload": json_value(record.payload, what="request payload"),
+            "decision": None
+            if record.decision is None
+            else json_value(record.decision, what="decision"),
+            "message_refs": json_value(record.message_refs, what="message refs"),
+            "created_at": utc(record.created_at),
+            "expires_at": utc_or_none(record.expires_at),
+            "decided_at": utc_or_none(record.decided_at),
+            "resumed_at": utc_or_none(record.resumed_at),
+        },
+        deep=True,
+    )
+
+
+def normalized_outbox(item: OutboxItem) -> OutboxItem:
+    """A private copy of ``item`` with a UTC due time."""
+    return item.model_copy(update={"due_at": utc(item.due_at)}, deep=True)
+
+
+def normalized_session(session: SessionRecord) -> SessionRecord:
+    """A private copy of ``session`` with a UTC time and JSON-only metadata."""
+    return session.model_copy(
+        update={
+            "created_at": utc(session.created_at),
+            "approvers": [str(a) for a in session.approvers],
+            "metadata": json_value(session.metadata, what="session metadata"),
+        },
+        deep=True,
+    )
+
+
+def normalized_audit(event: AuditEvent) -> AuditEvent:
+    """A private copy of ``event`` with a UTC time and JSON-only details."""
+    return event.model_copy(
+        update={"at": utc(event.at), "details": json_value(event.details, what="audit details")},
+        deep=True,
+    )

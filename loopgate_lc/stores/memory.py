@@ -1,0 +1,369 @@
+"""The reference store: everything in dicts, gone when the process ends.
+
+It defines what the other backends must behave like, so it is deliberately plain. One
+``threading.Lock`` guards all state: no method awaits while holding it, so it is safe from
+any number of tasks, event loops and worker threads (the gateway calls stores from
+threads), and every compare-and-set is trivially atomic.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound
+from loopgate_lc.schema import Status, utcnow
+from loopgate_lc.stores._common import (
+    already_decided,
+    check_limit,
+    coerce_status,
+    final_status,
+    json_value,
+    normalized_audit,
+    normalized_outbox,
+    normalized_request,
+    normalized_session,
+    outbox_not_found,
+    utc,
+)
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    OutboxItem,
+    RequestRecord,
+    SessionRecord,
+    Store,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _OutboxRow:
+    item: OutboxItem
+    leased_until: datetime | None = None
+
+
+class MemoryStore(Store):
+    """A :class:`Store` kept in process memory, for tests, notebooks and demos.
+
+    Records handed in and out are copies, so callers cannot change stored state by
+    mutating what they hold, just as with a database.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._outbox_seq = 0
+        self._sessions: dict[str, tuple[int, SessionRecord]] = {}
+        self._requests: dict[str, tuple[int, RequestRecord]] = {}
+        self._by_interrupt: dict[tuple[str, str], str] = {}
+        self._callbacks: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._audit: list[AuditEvent] = []
+        self._outbox: dict[int, _OutboxRow] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _request(self, request_id: str) -> RequestRecord:
+        try:
+            return self._requests[request_id][1]
+        except KeyError:
+            raise RequestNotFound(request_id) from None
+
+    def _replace(self, record: RequestRecord) -> None:
+        seq = self._requests[record.id][0]
+        self._requests[record.id] = (seq, record)
+
+    # sessions ----------------------------------------------------------------------------
+
+    async def create_session(self, session: SessionRecord) -> SessionRecord:
+        stored = normalized_session(session)
+        with self._lock:
+            existing = self._sessions.get(stored.session_id)
+            if existing is not None and existing[1].active:
+                raise SessionExists(stored.session_id)
+            seq = existing[0] if existing is not None else self._next_seq()
+            self._sessions[stored.session_id] = (seq, stored)
+            return stored.model_copy(deep=True)
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        with self._lock:
+            try:
+                return self._sessions[session_id][1].model_copy(deep=True)
+            except KeyError:
+                raise SessionNotFound(session_id) from None
+
+    async def deactivate_session(self, session_id: str) -> SessionRecord:
+        with self._lock:
+            try:
+                seq, session = self._sessions[session_id]
+            except KeyError:
+                raise SessionNotFound(session_id) from None
+            updated = session.model_copy(update={"active": False})
+            self._sessions[session_id] = (seq, updated)
+            return updated.model_copy(deep=True)
+
+    async def list_sessions(self, *, active: bool | None = None) -> list[SessionRecord]:
+        with self._lock:
+            rows = sorted(self._sessions.values(), key=lambda r: (r[1].created_at, r[0]))
+            return [
+                s.model_copy(deep=True) for _, s in rows if active is None or s.active == active
+            ]
+
+    # requests ----------------------------------------------------------------------------
+
+    async def create_request(self, record: RequestRecord) -> tuple[RequestRecord, bool]:
+        stored = normalized_request(record)
+        with self._lock:
+            if stored.id in self._requests:
+                return self._requests[stored.id][1].model_copy(deep=True), False
+            key = None
+            if stored.thread_id is not None and stored.interrupt_id is not None:
+                key = (stored.thread_id, stored.interrupt_id)
+                first = self._by_interrupt.get(key)
+                if first is not None:
+                    return self._requests[first][1].model_copy(deep=True), False
+                self._by_interrupt[key] = stored.id
+            self._requests[stored.id] = (self._next_seq(), stored)
+            return stored.model_copy(deep=True), True
+
+    async def get_request(self, request_id: str) -> RequestRecord:
+        with self._lock:
+            return self._request(request_id).model_copy(deep=True)
+
+    async def find_request(self, thread_id: str, interrupt_id: str) -> RequestRecord | None:
+        with self._lock:
+            request_id = self._by_interrupt.get((thread_id, interrupt_id))
+            if request_id is None:
+                return None
+            return self._requests[request_id][1].model_copy(deep=True)
+
+    async def list_requests(
+        self,
+        *,
+        status: Status | None = None,
+        session_id: str | None = None,
+        thread_id: str | None = None,
+        graph: str | None = None,
+        limit: int | None = None,
+    ) -> list[RequestRecord]:
+        wanted = None if status is None else coerce_status(status)
+        check_limit(limit)
+        with self._lock:
+            rows = sorted(self._requests.values(), key=lambda r: (r[1].created_at, r[0]))
+            found = [
+                r.model_copy(deep=True)
+                for _, r in rows
+                if (wanted is None or r.status is wanted)
+                and (session_id is None or r.session_id == session_id)
+                and (thread_id is None or r.thread_id == thread_id)
+                and (graph is None or r.graph == graph)
+            ]
+        return found if limit is None else found[:limit]
+
+    async def resolve(
+        self,
+        request_id: str,
+        *,
+        status: Status,
+        decision: dict[str, Any],
+        decided_by: str | None,
+        channel: str | None,
+        decided_at: datetime | None = None,
+    ) -> RequestRecord:
+        final = final_status(status)
+        clean = json_value(decision, what="decision")
+        when = utc(decided_at or utcnow())
+        with self._lock:
+            current = self._request(request_id)
+            if not current.pending:
+                raise already_decided(current)
+            updated = current.model_copy(
+                update={
+                    "status": final,
+                    "decision": clean,
+                    "decided_by": decided_by,
+                    "channel": channel,
+                    "decided_at": when,
+                }
+            )
+            self._replace(updated)
+            return updated.model_copy(deep=True)
+
+    async def mark_resumed(self, request_id: str) -> bool:
+        """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
+        with self._lock:
+            current = self._request(request_id)
+            if current.pending or current.resumed_at is not None:
+                return False
+            self._replace(current.model_copy(update={"resumed_at": utcnow()}))
+            return True
+
+    async def extend_expiry(
+        self, request_id: str, *, expires_at: datetime, escalation_level: int
+    ) -> bool:
+        """See :meth:`Store.extend_expiry`. Raises: RequestNotFound."""
+        new_expiry = utc(expires_at)
+        with self._lock:
+            current = self._request(request_id)
+            if not current.pending or current.escalation_level != escalation_level - 1:
+                return False
+            self._replace(
+                current.model_copy(
+                    update={"expires_at": new_expiry, "escalation_level": escalation_level}
+                )
+            )
+            return True
+
+    async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:
+        cutoff = utc(now)
+        check_limit(limit)
+        with self._lock:
+            due = [
+                (r.expires_at, r.created_at, seq, r)
+                for seq, r in self._requests.values()
+                if r.pending and r.expires_at is not None and r.expires_at <= cutoff
+            ]
+            due.sort(key=lambda t: (t[0], t[1], t[2]))
+            return [t[3].model_copy(deep=True) for t in due[:limit]]
+
+    async def next_expiry(self) -> datetime | None:
+        with self._lock:
+            times = [
+                r.expires_at
+                for _, r in self._requests.values()
+                if r.pending and r.expires_at is not None
+            ]
+        return min(times, default=None)
+
+    async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
+        clean = json_value(ref, what=f"message ref for channel {channel!r}")
+        with self._lock:
+            current = self._request(request_id)
+            refs = {**current.message_refs, channel: clean}
+            self._replace(current.model_copy(update={"message_refs": refs}))
+
+    # callback keys -----------------------------------------------------------------------
+
+    async def put_callback(self, key: str, request_id: str, action: dict[str, Any]) -> None:
+        clean = json_value(action, what="callback action")
+        with self._lock:
+            self._callbacks[key] = (request_id, clean)
+
+    async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            found = self._callbacks.get(key)
+            if found is None:
+                return None
+            request_id, action = found
+            return request_id, json_value(action, what="callback action")
+
+    # audit -------------------------------------------------------------------------------
+
+    async def append_audit(self, event: AuditEvent) -> AuditEvent:
+        clean = normalized_audit(event)
+        with self._lock:
+            stored = clean.model_copy(update={"id": len(self._audit) + 1})
+            self._audit.append(stored)
+            return stored.model_copy(deep=True)
+
+    async def list_audit(
+        self,
+        *,
+        request_id: str | None = None,
+        session_id: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """See :meth:`Store.list_audit`; ``since`` is inclusive, ``until`` exclusive."""
+        start = None if since is None else utc(since)
+        end = None if until is None else utc(until)
+        check_limit(limit)
+        with self._lock:
+            found = [
+                e.model_copy(deep=True)
+                for e in self._audit
+                if (request_id is None or e.request_id == request_id)
+                and (session_id is None or e.session_id == session_id)
+                and (thread_id is None or e.thread_id == thread_id)
+                and (start is None or e.at >= start)
+                and (end is None or e.at < end)
+            ]
+        return found if limit is None else found[:limit]
+
+    # outbox ------------------------------------------------------------------------------
+
+    async def enqueue_outbox(self, item: OutboxItem) -> OutboxItem:
+        clean = normalized_outbox(item)
+        with self._lock:
+            for row in self._outbox.values():
+                it = row.item
+                if (
+                    not it.done
+                    and it.request_id == clean.request_id
+                    and it.notifier == clean.notifier
+                    and it.kind == clean.kind
+                ):
+                    return it.model_copy(deep=True)
+            self._outbox_seq += 1
+            item_id = self._outbox_seq
+            stored = clean.model_copy(update={"id": item_id})
+            self._outbox[item_id] = _OutboxRow(stored)
+            return stored.model_copy(deep=True)
+
+    async def claim_outbox(
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
+    ) -> list[OutboxItem]:
+        at = utc(now)
+        check_limit(limit)
+        lease_end = at + timedelta(seconds=lease_seconds)
+        with self._lock:
+            due = sorted(
+                (
+                    row
+                    for row in self._outbox.values()
+                    if not row.item.done
+                    and row.item.due_at <= at
+                    and (row.leased_until is None or row.leased_until <= at)
+                ),
+                key=lambda row: (row.item.due_at, row.item.id or 0),
+            )[:limit]
+            for row in due:
+                row.leased_until = lease_end
+            return [row.item.model_copy(deep=True) for row in due]
+
+    async def complete_outbox(self, item_id: int) -> None:
+        with self._lock:
+            row = self._outbox.get(item_id)
+            if row is None:
+                raise outbox_not_found(item_id)
+            row.item = row.item.model_copy(update={"done": True})
+            row.leased_until = None
+
+    async def retry_outbox(self, item_id: int, *, due_at: datetime, error: str) -> OutboxItem:
+        when = utc(due_at)
+        with self._lock:
+            row = self._outbox.get(item_id)
+            if row is None:
+                raise outbox_not_found(item_id)
+            row.item = row.item.model_copy(
+                update={"attempts": row.item.attempts + 1, "due_at": when, "last_error": error}
+            )
+            row.leased_until = None
+            return row.item.model_copy(deep=True)
+
+    async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
+        with self._lock:
+            return [
+                row.item.model_copy(deep=True)
+                for row in sorted(self._outbox.values(), key=lambda r: r.item.id or 0)
+                if request_id is None or row.item.request_id == request_id
+            ]

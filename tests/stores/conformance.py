@@ -1,0 +1,641 @@
+"""The one conformance suite every :class:`~loopgate_lc.stores.base.Store` passes.
+
+A backend's test module subclasses :class:`StoreConformance` and provides a
+``make_store`` fixture: an async factory returning a new, not yet set up store over the
+same backing data on every call (the same file, the same Postgres schema). The suite
+sets stores up itself. Backends that keep nothing across instances set
+``persistent = False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import pytest
+
+from loopgate_lc.errors import (
+    AlreadyDecided,
+    LoopgateError,
+    RequestNotFound,
+    SessionExists,
+    SessionNotFound,
+    StoreError,
+)
+from loopgate_lc.schema import RequestKind, Status, utcnow
+from loopgate_lc.stores import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+
+MakeStore = Callable[[], Awaitable[Store]]
+
+#: A fixed point in time: every test states its clock explicitly instead of sleeping.
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def request(request_id: str, **fields: Any) -> RequestRecord:
+    fields.setdefault("kind", RequestKind.TOOL_APPROVAL)
+    fields.setdefault("payload", {"type": "tool_approval", "request_id": request_id})
+    return RequestRecord(id=request_id, **fields)
+
+
+APPROVE = {"type": "approve"}
+
+
+def assert_utc(value: datetime | None) -> None:
+    assert value is not None
+    assert value.tzinfo is not None
+    assert value.utcoffset() == timedelta(0)
+
+
+class StoreConformance:
+    """Behaviour every store must show; see the module docstring for how to use it."""
+
+    persistent: ClassVar[bool] = True
+
+    @pytest.fixture
+    async def store(self, make_store: MakeStore) -> AsyncIterator[Store]:
+        store = await make_store()
+        await store.setup()
+        yield store
+        await store.close()
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def test_setup_twice_is_a_no_op(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        await store.setup()
+        await store.setup()
+        assert [r.id for r in await store.list_requests()] == ["r1"]
+
+    async def test_context_manager_sets_up_and_closes(self, make_store: MakeStore) -> None:
+        async with await make_store() as store:
+            stored, created = await store.create_request(request("ctx"))
+        assert created
+        assert stored.id == "ctx"
+
+    async def test_data_survives_close_and_reopen(self, make_store: MakeStore) -> None:
+        if not self.persistent:
+            pytest.skip("this backend keeps nothing once the store object is gone")
+        first = await make_store()
+        await first.setup()
+        await first.create_session(SessionRecord(session_id="s1", telegram_id=42))
+        await first.create_request(request("r1", thread_id="t1", interrupt_id="i1"))
+        await first.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="ann", channel="cli"
+        )
+        await first.append_audit(AuditEvent(event="approved", request_id="r1"))
+        await first.enqueue_outbox(OutboxItem(request_id="r1", notifier="log", due_at=T0))
+        await first.put_callback("k1", "r1", {"type": "approve"})
+        await first.close()
+
+        second = await make_store()
+        await second.setup()  # must not wipe or re-migrate
+        try:
+            assert (await second.get_session("s1")).telegram_id == 42
+            got = await second.get_request("r1")
+            assert got.status is Status.APPROVED
+            assert got.decided_by == "ann"
+            assert (await second.find_request("t1", "i1")) == got
+            assert [e.event for e in await second.list_audit()] == ["approved"]
+            assert [i.notifier for i in await second.list_outbox()] == ["log"]
+            assert await second.get_callback("k1") == ("r1", {"type": "approve"})
+        finally:
+            await second.close()
+
+    # sessions ----------------------------------------------------------------------------
+
+    async def test_create_and_get_session(self, store: Store) -> None:
+        session = SessionRecord(
+            session_id="s1",
+            client_id="agent-7",
+            telegram_id=-1001234567890,
+            approvers=["alice", "123"],
+            created_at=T0,
+            metadata={"team": "ops", "tags": ["a", "b"]},
+        )
+        stored = await store.create_session(session)
+        assert stored == session
+        got = await store.get_session("s1")
+        assert got == session
+        assert_utc(got.created_at)
+
+    async def test_duplicate_active_session_raises_and_changes_nothing(self, store: Store) -> None:
+        await store.create_session(SessionRecord(session_id="s1", client_id="first"))
+        with pytest.raises(SessionExists) as caught:
+            await store.create_session(SessionRecord(session_id="s1", client_id="second"))
+        assert caught.value.session_id == "s1"
+        assert isinstance(caught.value, LoopgateError)
+        assert (await store.get_session("s1")).client_id == "first"
+
+    async def test_register_over_inactive_session_reactivates_with_new_fields(
+        self, store: Store
+    ) -> None:
+        await store.create_session(SessionRecord(session_id="s1", client_id="old", telegram_id=1))
+        deactivated = await store.deactivate_session("s1")
+        assert deactivated.active is False
+        assert (await store.get_session("s1")).active is False
+
+        renewed = await store.create_session(
+            SessionRecord(session_id="s1", client_id="new", telegram_id=2, approvers=["bob"])
+        )
+        assert renewed.active is True
+        got = await store.get_session("s1")
+        assert (got.client_id, got.telegram_id, got.approvers, got.active) == (
+            "new",
+            2,
+            ["bob"],
+            True,
+        )
+        assert len(await store.list_sessions()) == 1
+
+    async def test_unknown_session_raises_session_not_found(self, store: Store) -> None:
+        with pytest.raises(SessionNotFound) as caught:
+            await store.get_session("nope")
+        assert caught.value.session_id == "nope"
+        with pytest.raises(SessionNotFound):
+            await store.deactivate_session("nope")
+
+    async def test_list_sessions_oldest_first_with_active_filter(self, store: Store) -> None:
+        await store.create_session(SessionRecord(session_id="late", created_at=at(20)))
+        await store.create_session(SessionRecord(session_id="early", created_at=at(0)))
+        await store.create_session(SessionRecord(session_id="middle", created_at=at(10)))
+        await store.deactivate_session("middle")
+        assert [s.session_id for s in await store.list_sessions()] == ["early", "middle", "late"]
+        assert [s.session_id for s in await store.list_sessions(active=True)] == ["early", "late"]
+        assert [s.session_id for s in await store.list_sessions(active=False)] == ["middle"]
+
+    # requests: filing and reading --------------------------------------------------------
+
+    async def test_create_and_get_request_round_trips_every_field(self, store: Store) -> None:
+        record = RequestRecord(
+            id="r1",
+            kind=RequestKind.CHOICE,
+            session_id="s1",
+            client_id="c1",
+            thread_id="t1",
+            interrupt_id="i1",
+            graph="deploy",
+            payload={"type": "choice", "options": [{"label": "Yes", "approved": True}], "n": 1.5},
+            created_at=at(0),
+            expires_at=at(60),
+            escalation_level=0,
+            message_refs={"telegram": {"chat_id": -100, "message_id": 7}},
+        )
+        stored, created = await store.create_request(record)
+        assert created is True
+        assert stored == record
+        got = await store.get_request("r1")
+        assert got == record
+        assert got.pending
+        for value in (got.created_at, got.expires_at):
+            assert_utc(value)
+
+    async def test_create_is_idempotent_on_id(self, store: Store) -> None:
+        first, created = await store.create_request(request("r1", payload={"v": 1}))
+        assert created
+        again, created_again = await store.create_request(request("r1", payload={"v": 2}))
+        assert created_again is False
+        assert again == first
+        assert again.payload == {"v": 1}
+        assert len(await store.list_requests()) == 1
+
+    async def test_create_is_idempotent_on_thread_and_interrupt(self, store: Store) -> None:
+        first, _ = await store.create_request(request("r1", thread_id="t", interrupt_id="i"))
+        again, created = await store.create_request(request("r2", thread_id="t", interrupt_id="i"))
+        assert created is False
+        assert again.id == "r1"
+        assert again == first
+        with pytest.raises(RequestNotFound):
+            await store.get_request("r2")
+
+    async def test_interrupt_uniqueness_needs_both_ids(self, store: Store) -> None:
+        await store.create_request(request("a", thread_id="t1", interrupt_id="i"))
+        _, other_thread = await store.create_request(request("b", thread_id="t2", interrupt_id="i"))
+        _, no_interrupt_1 = await store.create_request(request("c", thread_id="t1"))
+        _, no_interrupt_2 = await store.create_request(request("d", thread_id="t1"))
+        _, no_thread = await store.create_request(request("e", interrupt_id="i"))
+        assert (other_thread, no_interrupt_1, no_interrupt_2, no_thread) == (True,) * 4
+        assert len(await store.list_requests()) == 5
+
+    async def test_find_request(self, store: Store) -> None:
+        stored, _ = await store.create_request(request("r1", thread_id="t", interrupt_id="i"))
+        assert await store.find_request("t", "i") == stored
+        assert await store.find_request("t", "other") is None
+        assert await store.find_request("other", "i") is None
+
+    async def test_unknown_request_raises_request_not_found(self, store: Store) -> None:
+        with pytest.raises(RequestNotFound) as caught:
+            await store.get_request("missing")
+        assert caught.value.request_id == "missing"
+        assert isinstance(caught.value, LoopgateError)
+        assert isinstance(caught.value, KeyError)
+
+    async def test_list_requests_filters_and_orders_oldest_first(self, store: Store) -> None:
+        await store.create_request(
+            request("c", session_id="s1", thread_id="t2", graph="g", created_at=at(2))
+        )
+        await store.create_request(request("a", session_id="s1", thread_id="t1", created_at=at(0)))
+        await store.create_request(
+            request("b", session_id="s2", thread_id="t1", graph="g", created_at=at(1))
+        )
+        await store.resolve(
+            "b", status=Status.REJECTED, decision={"type": "reject"}, decided_by="x", channel="cli"
+        )
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.id for r in await store.list_requests(**filters)]
+
+        assert await ids() == ["a", "b", "c"]
+        assert await ids(status=Status.PENDING) == ["a", "c"]
+        assert await ids(status=Status.REJECTED) == ["b"]
+        assert await ids(status=Status.APPROVED) == []
+        assert await ids(session_id="s1") == ["a", "c"]
+        assert await ids(thread_id="t1") == ["a", "b"]
+        assert await ids(graph="g") == ["b", "c"]
+        assert await ids(session_id="s1", graph="g") == ["c"]
+        assert await ids(limit=2) == ["a", "b"]
+        assert await ids(limit=0) == []
+        with pytest.raises(ValueError):
+            await store.list_requests(limit=-1)
+
+    async def test_records_handed_out_are_copies(self, store: Store) -> None:
+        stored, _ = await store.create_request(request("r1", payload={"k": ["v"]}))
+        stored.payload["k"].append("changed")
+        got = await store.get_request("r1")
+        got.payload["k"].append("changed again")
+        assert (await store.get_request("r1")).payload == {"k": ["v"]}
+
+    async def test_non_json_payload_is_refused_and_nothing_is_stored(self, store: Store) -> None:
+        with pytest.raises(StoreError, match="JSON"):
+            await store.create_request(request("r1", payload={"f": object()}))
+        with pytest.raises(StoreError, match="JSON"):
+            await store.create_request(request("r2", payload={"nan": float("nan")}))
+        assert await store.list_requests() == []
+
+    async def test_json_fields_come_back_as_plain_json(self, store: Store) -> None:
+        await store.create_request(
+            request("r1", payload={"when": T0, "pair": (1, 2), "kind": Status.APPROVED})
+        )
+        got = await store.get_request("r1")
+        assert got.payload["pair"] == [1, 2]
+        assert got.payload["kind"] == "approved"
+        assert datetime.fromisoformat(got.payload["when"].replace("Z", "+00:00")) == T0
+
+    async def test_naive_and_offset_times_are_stored_as_utc(self, store: Store) -> None:
+        plus_two = timezone(timedelta(hours=2))
+        await store.create_request(
+            request(
+                "r1",
+                created_at=T0.replace(tzinfo=None),
+                expires_at=datetime(2030, 1, 1, 14, 0, tzinfo=plus_two),
+            )
+        )
+        got = await store.get_request("r1")
+        assert got.created_at == T0
+        assert got.expires_at == T0
+        assert_utc(got.created_at)
+        assert_utc(got.expires_at)
+
+    # requests: deciding ------------------------------------------------------------------
+
+    async def test_resolve_records_the_decision(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        decision = {"type": "edit", "edited_action": {"name": "deploy", "args": {"env": "prod"}}}
+        resolved = await store.resolve(
+            "r1",
+            status=Status.EDITED,
+            decision=decision,
+            decided_by="alice",
+            channel="telegram",
+            decided_at=at(5),
+        )
+        assert resolved.status is Status.EDITED
+        assert resolved.decision == decision
+        assert (resolved.decided_by, resolved.channel, resolved.decided_at) == (
+            "alice",
+            "telegram",
+            at(5),
+        )
+        assert await store.get_request("r1") == resolved
+
+    async def test_resolve_defaults_decided_at_to_now(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        before = utcnow()
+        resolved = await store.resolve(
+            "r1", status=Status.TIMEOUT, decision={"type": "timeout"}, decided_by=None, channel=None
+        )
+        after = utcnow()
+        assert resolved.decided_at is not None
+        assert_utc(resolved.decided_at)
+        assert before - timedelta(seconds=1) <= resolved.decided_at <= after + timedelta(seconds=1)
+        assert resolved.decided_by is None
+
+    async def test_second_resolve_raises_already_decided_with_the_winner(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1"))
+        await store.resolve(
+            "r1",
+            status=Status.APPROVED,
+            decision=APPROVE,
+            decided_by="alice",
+            channel="telegram",
+            decided_at=at(1),
+        )
+        with pytest.raises(AlreadyDecided) as caught:
+            await store.resolve(
+                "r1",
+                status=Status.REJECTED,
+                decision={"type": "reject"},
+                decided_by="bob",
+                channel="webhook",
+                decided_at=at(2),
+            )
+        error = caught.value
+        assert error.request_id == "r1"
+        assert error.status == Status.APPROVED
+        assert error.decided_by == "alice"
+        assert error.decided_at == at(1)
+        assert error.channel == "telegram"
+        stored = await store.get_request("r1")
+        assert (stored.status, stored.decided_by, stored.decision) == (
+            Status.APPROVED,
+            "alice",
+            APPROVE,
+        )
+
+    async def test_resolve_unknown_request_raises_request_not_found(self, store: Store) -> None:
+        with pytest.raises(RequestNotFound):
+            await store.resolve(
+                "missing", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+            )
+
+    @pytest.mark.parametrize("status", [Status.PENDING, "pending", "maybe"])
+    async def test_resolve_to_a_non_final_status_is_a_value_error(
+        self, store: Store, status: Any
+    ) -> None:
+        await store.create_request(request("r1"))
+        with pytest.raises(ValueError):
+            await store.resolve("r1", status=status, decision=APPROVE, decided_by="a", channel="c")
+        assert (await store.get_request("r1")).pending
+
+    async def test_resolve_accepts_a_status_string(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        resolved = await store.resolve(
+            "r1",
+            status="cancelled",
+            decision={"type": "cancel"},
+            decided_by="a",
+            channel="api",  # type: ignore[arg-type]
+        )
+        assert resolved.status is Status.CANCELLED
+
+    async def test_mark_resumed_is_true_exactly_once(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        assert await store.mark_resumed("r1") is False  # pending: nothing to resume yet
+        await store.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+        )
+        assert await store.mark_resumed("r1") is True
+        assert await store.mark_resumed("r1") is False
+        got = await store.get_request("r1")
+        assert_utc(got.resumed_at)
+        with pytest.raises(RequestNotFound):
+            await store.mark_resumed("missing")
+
+    async def test_extend_expiry_is_a_compare_and_set_on_escalation_level(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1", expires_at=at(10)))
+        assert await store.extend_expiry("r1", expires_at=at(20), escalation_level=1) is True
+        got = await store.get_request("r1")
+        assert (got.expires_at, got.escalation_level) == (at(20), 1)
+        # a second escalator who also saw level 0 loses
+        assert await store.extend_expiry("r1", expires_at=at(99), escalation_level=1) is False
+        # skipping a level is refused too
+        assert await store.extend_expiry("r1", expires_at=at(99), escalation_level=3) is False
+        assert await store.extend_expiry("r1", expires_at=at(30), escalation_level=2) is True
+        got = await store.get_request("r1")
+        assert (got.expires_at, got.escalation_level) == (at(30), 2)
+
+        await store.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+        )
+        assert await store.extend_expiry("r1", expires_at=at(40), escalation_level=3) is False
+        assert (await store.get_request("r1")).expires_at == at(30)
+        with pytest.raises(RequestNotFound):
+            await store.extend_expiry("missing", expires_at=at(1), escalation_level=1)
+
+    async def test_expired_lists_due_pending_requests_soonest_first(self, store: Store) -> None:
+        await store.create_request(request("late", expires_at=at(30), created_at=at(0)))
+        await store.create_request(request("soon", expires_at=at(10), created_at=at(1)))
+        await store.create_request(request("exact", expires_at=at(50), created_at=at(2)))
+        await store.create_request(request("future", expires_at=at(51), created_at=at(3)))
+        await store.create_request(request("never", created_at=at(4)))
+        await store.create_request(request("decided", expires_at=at(5), created_at=at(5)))
+        await store.resolve(
+            "decided", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+        )
+
+        assert [r.id for r in await store.expired(at(50))] == ["soon", "late", "exact"]
+        assert [r.id for r in await store.expired(at(50), limit=2)] == ["soon", "late"]
+        assert [r.id for r in await store.expired(at(10))] == ["soon"]
+        assert await store.expired(at(9)) == []
+        naive = at(10).replace(tzinfo=None)
+        assert [r.id for r in await store.expired(naive)] == ["soon"]
+
+    async def test_next_expiry_is_the_earliest_pending_deadline(self, store: Store) -> None:
+        assert await store.next_expiry() is None
+        await store.create_request(request("never"))
+        assert await store.next_expiry() is None
+        await store.create_request(request("b", expires_at=at(20)))
+        await store.create_request(request("a", expires_at=at(10)))
+        soonest = await store.next_expiry()
+        assert soonest == at(10)
+        assert_utc(soonest)
+        await store.resolve(
+            "a", status=Status.TIMEOUT, decision={"type": "timeout"}, decided_by=None, channel=None
+        )
+        assert await store.next_expiry() == at(20)
+
+    async def test_set_message_ref_merges_per_channel(self, store: Store) -> None:
+        await store.create_request(request("r1", message_refs={"log": "line-1"}))
+        await store.set_message_ref("r1", "telegram", {"chat_id": -100, "message_id": 1})
+        await store.set_message_ref("r1", "webhook", ("a", 2))
+        await store.set_message_ref("r1", "telegram", {"chat_id": -100, "message_id": 2})
+        assert (await store.get_request("r1")).message_refs == {
+            "log": "line-1",
+            "telegram": {"chat_id": -100, "message_id": 2},
+            "webhook": ["a", 2],
+        }
+        with pytest.raises(RequestNotFound):
+            await store.set_message_ref("missing", "telegram", 1)
+        with pytest.raises(StoreError):
+            await store.set_message_ref("r1", "bad", object())
+        assert "bad" not in (await store.get_request("r1")).message_refs
+
+    async def test_set_message_ref_with_an_odd_channel_name(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        await store.set_message_ref("r1", 'we"ird.$[0]', None)
+        assert (await store.get_request("r1")).message_refs == {'we"ird.$[0]': None}
+
+    # callback keys -----------------------------------------------------------------------
+
+    async def test_callbacks_put_and_get(self, store: Store) -> None:
+        assert await store.get_callback("k1") is None
+        await store.put_callback("k1", "r1", {"type": "approve"})
+        await store.put_callback("k2", "r1", {"type": "reject", "message": "no"})
+        assert await store.get_callback("k1") == ("r1", {"type": "approve"})
+        assert await store.get_callback("k2") == ("r1", {"type": "reject", "message": "no"})
+        await store.put_callback("k1", "r2", {"type": "edit"})
+        assert await store.get_callback("k1") == ("r2", {"type": "edit"})
+
+    # audit -------------------------------------------------------------------------------
+
+    async def test_audit_is_append_only_in_order(self, store: Store) -> None:
+        first = await store.append_audit(AuditEvent(event="requested", at=at(5), request_id="r1"))
+        second = await store.append_audit(AuditEvent(event="requested", at=at(5), request_id="r1"))
+        # an event's time does not reorder the log: it is kept in append order
+        third = await store.append_audit(
+            AuditEvent(id=1, event="approved", at=at(1), request_id="r1", actor="ann")
+        )
+        assert first.id is not None and second.id is not None and third.id is not None
+        assert first.id < second.id < third.id
+        events = await store.list_audit()
+        assert [e.id for e in events] == [first.id, second.id, third.id]
+        assert events[2] == third
+        assert (third.event, third.actor, third.at) == ("approved", "ann", at(1))
+        assert_utc(events[0].at)
+
+    async def test_audit_filters(self, store: Store) -> None:
+        rows = [
+            AuditEvent(event="e0", at=at(0), request_id="r1", session_id="s1", thread_id="t1"),
+            AuditEvent(event="e1", at=at(10), request_id="r2", session_id="s1", thread_id="t2"),
+            AuditEvent(event="e2", at=at(20), request_id="r1", session_id="s2", thread_id="t1"),
+            AuditEvent(
+                event="e3",
+                at=at(30),
+                request_id="r3",
+                actor="bob",
+                channel="cli",
+                args_hash="abc",
+                details={"why": "because", "n": [1]},
+            ),
+        ]
+        for row in rows:
+            await store.append_audit(row)
+
+        async def events(**filters: Any) -> list[str]:
+            return [e.event for e in await store.list_audit(**filters)]
+
+        assert await events() == ["e0", "e1", "e2", "e3"]
+        assert await events(request_id="r1") == ["e0", "e2"]
+        assert await events(session_id="s1") == ["e0", "e1"]
+        assert await events(thread_id="t1") == ["e0", "e2"]
+        assert await events(since=at(10)) == ["e1", "e2", "e3"]  # since is inclusive
+        assert await events(until=at(20)) == ["e0", "e1"]  # until is exclusive
+        assert await events(since=at(5), until=at(25)) == ["e1", "e2"]
+        assert await events(limit=3) == ["e0", "e1", "e2"]
+        assert await events(request_id="r1", since=at(1)) == ["e2"]
+        assert await events(request_id="nope") == []
+        full = (await store.list_audit(request_id="r3"))[0]
+        assert (full.actor, full.channel, full.args_hash, full.details) == (
+            "bob",
+            "cli",
+            "abc",
+            {"why": "because", "n": [1]},
+        )
+        with pytest.raises(ValueError):
+            await store.list_audit(limit=-5)
+
+    # outbox ------------------------------------------------------------------------------
+
+    async def test_enqueue_is_idempotent_while_not_done(self, store: Store) -> None:
+        first = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="tg", due_at=T0))
+        assert first.id is not None
+        again = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="tg", due_at=at(9)))
+        assert again == first
+        other_kind = await store.enqueue_outbox(
+            OutboxItem(request_id="r1", notifier="tg", kind="resolved", due_at=T0)
+        )
+        other_notifier = await store.enqueue_outbox(
+            OutboxItem(request_id="r1", notifier="hook", due_at=T0)
+        )
+        assert len({first.id, other_kind.id, other_notifier.id}) == 3
+        await store.complete_outbox(first.id)
+        renewed = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="tg", due_at=T0))
+        assert renewed.id not in (None, first.id)
+        assert len(await store.list_outbox()) == 4
+
+    async def test_claim_leases_due_items_once_until_the_lease_expires(self, store: Store) -> None:
+        late = await store.enqueue_outbox(OutboxItem(request_id="r2", notifier="n", due_at=at(5)))
+        early = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="n", due_at=at(0)))
+        future = await store.enqueue_outbox(
+            OutboxItem(request_id="r3", notifier="n", due_at=at(100))
+        )
+
+        claimed = await store.claim_outbox(at(10), lease_seconds=30)
+        assert [i.id for i in claimed] == [early.id, late.id]  # due first, future left
+        assert_utc(claimed[0].due_at)
+        assert await store.claim_outbox(at(10), lease_seconds=30) == []
+        assert await store.claim_outbox(at(39), lease_seconds=30) == []
+        # the lease ran out (a worker died): due again, for one worker
+        reclaimed = await store.claim_outbox(at(40), lease_seconds=100)
+        assert [i.id for i in reclaimed] == [early.id, late.id]
+        assert await store.claim_outbox(at(40), lease_seconds=30) == []
+
+        assert [i.id for i in await store.claim_outbox(at(100))] == [future.id]
+        everything = await store.claim_outbox(at(140))
+        assert [i.id for i in everything] == [early.id, late.id, future.id]
+
+    async def test_claim_respects_limit(self, store: Store) -> None:
+        for n in range(5):
+            await store.enqueue_outbox(OutboxItem(request_id=f"r{n}", notifier="n", due_at=at(n)))
+        first = await store.claim_outbox(at(10), limit=2)
+        second = await store.claim_outbox(at(10), limit=2)
+        third = await store.claim_outbox(at(10), limit=2)
+        assert [i.request_id for i in first + second + third] == [f"r{n}" for n in range(5)]
+        assert await store.claim_outbox(at(10), limit=0) == []
+
+    async def test_retry_counts_attempts_and_reschedules(self, store: Store) -> None:
+        item = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="n", due_at=T0))
+        assert item.id is not None
+        (claimed,) = await store.claim_outbox(at(1), lease_seconds=300)
+        retried = await store.retry_outbox(claimed.id or 0, due_at=at(60), error="HTTP 503")
+        assert (retried.attempts, retried.due_at, retried.last_error, retried.done) == (
+            1,
+            at(60),
+            "HTTP 503",
+            False,
+        )
+        # released from its lease, but not due before its new time
+        assert await store.claim_outbox(at(59)) == []
+        (again,) = await store.claim_outbox(at(60))
+        assert again.attempts == 1
+        retried = await store.retry_outbox(item.id, due_at=at(120), error="timeout")
+        assert (retried.attempts, retried.last_error) == (2, "timeout")
+        assert (await store.list_outbox(request_id="r1"))[0] == retried
+
+    async def test_complete_hides_an_item_from_claims(self, store: Store) -> None:
+        done = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="n", due_at=T0))
+        kept = await store.enqueue_outbox(OutboxItem(request_id="r2", notifier="n", due_at=T0))
+        assert done.id is not None
+        await store.complete_outbox(done.id)
+        await store.complete_outbox(done.id)  # idempotent
+        assert [i.id for i in await store.claim_outbox(at(1))] == [kept.id]
+        # long after every lease ran out, only the undone item comes back
+        assert [i.id for i in await store.claim_outbox(at(10_000))] == [kept.id]
+        listed = await store.list_outbox()
+        assert [(i.id, i.done) for i in listed] == [(done.id, True), (kept.id, False)]
+        assert [i.id for i in await store.list_outbox(request_id="r2")] == [kept.id]
+        assert await store.list_outbox(request_id="none") == []
+
+    async def test_unknown_outbox_ids_are_errors(self, store: Store) -> None:
+        with pytest.raises(StoreError):
+            await store.complete_outbox(999_999)
+        with pytest.raises(StoreError):
+            await store.retry_outbox(999_999, due_at=T0, error="x")

@@ -1,0 +1,98 @@
+"""SQLiteStore against the conformance suite, plus file-level behaviour."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from loopgate_lc.errors import ConfigurationError, StoreError
+from loopgate_lc.stores import SQLiteStore, Store
+from tests.stores.conformance import MakeStore, StoreConformance, request
+
+
+class TestSQLiteStore(StoreConformance):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> MakeStore:
+        path = tmp_path / "loopgate.db"
+
+        async def make() -> Store:
+            return SQLiteStore(path)
+
+        return make
+
+
+async def test_setup_creates_a_wal_file_at_schema_version_one(tmp_path: Path) -> None:
+    path = tmp_path / "nested.db"
+    store = SQLiteStore(path)
+    assert await store.schema_version() == 0
+    await store.setup()
+    await store.setup()
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 1
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
+    assert versions == [(1,)]
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    store = SQLiteStore(path)
+    await store.setup()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO loopgate_schema_version VALUES (99, '2099-01-01')")
+    with pytest.raises(StoreError, match="newer"):
+        await store.setup()
+    await store.close()
+
+
+async def test_shares_a_file_with_other_tables(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE checkpoints (id TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO checkpoints VALUES ('keep me')")
+    async with SQLiteStore(path) as store:
+        await store.create_request(request("r1"))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM checkpoints").fetchall() == [("keep me",)]
+
+
+async def test_two_store_objects_on_one_file_see_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    async with SQLiteStore(path) as one, SQLiteStore(str(path)) as two:
+        await one.create_request(request("r1"))
+        assert (await two.get_request("r1")).id == "r1"
+
+
+@pytest.mark.parametrize("path", ["", ":memory:", "file::memory:?cache=shared"])
+def test_in_memory_paths_are_refused(path: str) -> None:
+    with pytest.raises(ConfigurationError, match="MemoryStore"):
+        SQLiteStore(path)
+
+
+def test_from_conn_string_relative_and_absolute(tmp_path: Path) -> None:
+    relative = SQLiteStore.from_conn_string("sqlite:///data/loopgate.db")
+    assert relative.path == Path("data/loopgate.db")
+    absolute = SQLiteStore.from_conn_string(f"sqlite:///{tmp_path}/x.db")
+    assert absolute.path == tmp_path / "x.db"
+    assert absolute.path.is_absolute()
+    for bad in ("sqlite://", "sqlite:///", "sqlite:x.db", "postgresql://h/db"):
+        with pytest.raises(ConfigurationError):
+            SQLiteStore.from_conn_string(bad)
+
+
+async def test_unopenable_file_is_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "missing-dir" / "x.db")
+    with pytest.raises(StoreError, match="cannot open"):
+        await store.setup()
+
+
+async def test_store_is_usable_again_after_close(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "reuse.db")
+    await store.setup()
+    await store.create_request(request("r1"))
+    await store.close()
+    assert (await store.get_request("r1")).id == "r1"
+    await store.close()
