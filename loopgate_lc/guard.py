@@ -26,7 +26,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
 from loopgate_lc.errors import ConfigurationError
-from loopgate_lc.interrupts import ask, decision_schema, new_request_id
+from loopgate_lc.interrupts import ask, decision_schema, new_request_id, observer
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import ALL_DECISIONS, ApprovalRequest, DecisionType, RequestKind
 
@@ -177,6 +177,9 @@ class Gate:
         risk = self._risk_of(args)
         verdict = self.policies.evaluate(name, confidence=confidence, risk=risk)
         if verdict.auto_approved:
+            watcher = observer()
+            if watcher is not None:  # only runs driven by a Loopgate pay for the audit
+                watcher.auto_approved(name, args, verdict, tool_call_id)
             return Outcome(run_args=args, verdict=verdict)
         request = ApprovalRequest(
             type=RequestKind.TOOL_APPROVAL,

@@ -37,10 +37,27 @@ from loopgate_lc.schema import (
     utcnow,
 )
 
-__all__ = ["ask", "decision_schema", "new_request_id", "question_schema"]
+__all__ = [
+    "OBSERVER_KEY",
+    "ask",
+    "decision_schema",
+    "new_request_id",
+    "observer",
+    "question_schema",
+]
 
 _NAMESPACE = uuid.UUID("6f1b0f3e-6f5c-4c1e-9a53-3c1f1f0e7a11")
 _COUNTER_KEY = "__loopgate_request_counter"
+OBSERVER_KEY = "__loopgate_observer"
+"""Config key under which a gateway running the graph listens for auto-approvals."""
+
+
+def observer() -> Any:
+    """The gateway observing this run, if the run goes through one (else None)."""
+    try:
+        return get_config().get("configurable", {}).get(OBSERVER_KEY)
+    except RuntimeError:
+        return None
 
 
 def new_request_id(key: str) -> str:

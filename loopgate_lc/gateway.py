@@ -1,0 +1,1364 @@
+"""``Loopgate``: the facade users hold.
+
+It files every pause as a stored request, reaches people through notifiers (from a
+durable outbox), takes their answers through ONE path (:meth:`Loopgate.arespond`),
+fires timeouts, keeps the audit trail, and resumes LangGraph runs exactly once.
+
+Everything stateful runs on the gateway's own event loop (see ``_portal``), so the same
+object works from scripts, notebooks and ASGI servers; every public coroutine has a
+blocking twin without the ``a`` prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from langgraph.types import Command, Interrupt
+from pydantic import TypeAdapter, ValidationError
+
+from loopgate_lc._portal import Portal
+from loopgate_lc.errors import (
+    AlreadyDecided,
+    ApproverNotAllowed,
+    ConfigurationError,
+    DecisionNotAllowed,
+    InvalidDecision,
+    LoopgateError,
+    RequestNotFound,
+    SessionNotFound,
+    StaleDecision,
+)
+from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire
+from loopgate_lc.interrupts import OBSERVER_KEY
+from loopgate_lc.notifiers.base import DeliveryError, Notifier
+from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
+from loopgate_lc.schema import (
+    ApprovalRequest,
+    Decision,
+    HumanResponse,
+    Option,
+    RequestKind,
+    Status,
+    decision_approves,
+    decision_status,
+    utcnow,
+)
+from loopgate_lc.stores import open_store
+from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+
+__all__ = ["Escalation", "Loopgate", "args_hash"]
+
+log = logging.getLogger("loopgate_lc")
+
+_DECISION = TypeAdapter(Decision)
+_SYSTEM_DECISIONS = ("timeout", "cancel")
+_NAMESPACE = uuid.UUID("0b9a1c52-27d1-4d0e-a1f4-3f0a7d5f2a90")
+OnTimeout = Literal["reject", "approve", "escalate"]
+
+
+def args_hash(args: Any) -> str | None:
+    """A stable SHA-256 of a call's arguments, so the audit proves what ran without
+    storing secrets twice."""
+    if args is None:
+        return None
+    canonical = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """One step of ``on_timeout="escalate"``: when the deadline passes, tell these
+    notifiers (by name) and let these approvers decide too, for ``timeout`` more seconds.
+    """
+
+    timeout: float
+    notifiers: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass
+class _Driver:
+    """What the gateway knows about a graph it may resume."""
+
+    graph: Any
+    run_async: bool
+
+
+@dataclass
+class _State:
+    """Objects that must be created on the gateway's loop."""
+
+    outbox_kick: asyncio.Event = field(default_factory=asyncio.Event)
+    timer_kick: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: dict[str, list[asyncio.Future[RequestRecord]]] = field(default_factory=dict)
+    thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    delivering: set[int] = field(default_factory=set)
+
+
+def _supports_async(checkpointer: Any) -> bool:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    if type(checkpointer).aget_tuple is BaseCheckpointSaver.aget_tuple:
+        return False
+    try:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+    except ImportError:  # pragma: no cover - optional extra
+        return True
+    return not isinstance(checkpointer, SqliteSaver)
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if math.isnan(seconds) or seconds <= 0:
+        raise ConfigurationError(f"a timeout must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+class _Observer:
+    """Handed to guards through the run's config, so auto-approvals reach the audit."""
+
+    def __init__(self, gateway: Loopgate, thread_id: str | None) -> None:
+        self._gateway = gateway
+        self._thread_id = thread_id
+
+    def auto_approved(
+        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None
+    ) -> None:
+        self._gateway._portal.submit(
+            self._gateway._record_auto(name, args, verdict, tool_call_id, self._thread_id)
+        )
+
+
+class Loopgate:
+    """Files pauses, reaches people, takes answers once, resumes runs.
+
+    Args:
+        store: A :class:`~loopgate_lc.stores.base.Store` or a URL for ``open_store``
+            (``"memory://"``, ``"sqlite:///loopgate.db"``, ``"postgresql://..."``);
+            default ``./loopgate.db``.
+        notifiers: Channels that show pending requests to people.
+        policies: The policy set guards and :meth:`should_approve` evaluate.
+        default_timeout: Seconds (or a ``timedelta``) a request waits when it does not
+            say; None waits forever.
+        on_timeout: ``"reject"`` (default, fail closed), ``"approve"``, or
+            ``"escalate"`` through ``escalation`` and then reject.
+        escalation: The steps of ``on_timeout="escalate"``.
+        hooks: Lifecycle hooks (several are composed in order).
+        clock: Returns "now" (UTC); tests inject one to move time.
+        poll_interval: How often waiting code re-reads the store, to see decisions made
+            by other processes.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        notifiers: Sequence[Notifier] = (),
+        policies: PolicySet | Iterable[ApprovalPolicy] | None = None,
+        *,
+        default_timeout: float | timedelta | None = None,
+        on_timeout: OnTimeout = "reject",
+        escalation: Sequence[Escalation] = (),
+        hooks: Hooks | Sequence[Hooks] | None = None,
+        clock: Any = utcnow,
+        poll_interval: float = 1.0,
+        retry_backoff: float = 1.0,
+        max_retry_backoff: float = 300.0,
+    ) -> None:
+        if on_timeout not in ("reject", "approve", "escalate"):
+            raise ConfigurationError(
+                f"on_timeout must be 'reject', 'approve' or 'escalate', got {on_timeout!r}"
+            )
+        if on_timeout == "escalate" and not escalation:
+            raise ConfigurationError("on_timeout='escalate' needs at least one Escalation step")
+        self.store: Store = open_store(store)
+        self.notifiers: list[Notifier] = list(notifiers)
+        names = [n.name for n in self.notifiers]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"notifier names must be unique, got {names}")
+        self.policies = policies if isinstance(policies, PolicySet) else PolicySet(policies or ())
+        self.default_timeout = _seconds(default_timeout)
+        self.on_timeout: OnTimeout = on_timeout
+        self.escalation = tuple(escalation)
+        self.hooks = compose_hooks(*(hooks if isinstance(hooks, Sequence) else [hooks]))
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.retry_backoff = retry_backoff
+        self.max_retry_backoff = max_retry_backoff
+        self._portal = Portal()
+        self._opened: asyncio.Future[None] | None = None
+        self._state: _State | None = None
+        self._drivers: dict[str, _Driver] = {}
+        self._closing = False
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> Loopgate:
+        """Set up the store, start notifiers and the background timers. Idempotent."""
+        self._portal.call(self._open())
+        return self
+
+    async def aopen(self) -> Loopgate:
+        await self._portal.acall(self._open())
+        return self
+
+    def close(self) -> None:
+        """Stop timers and notifiers, close the store, stop the gateway's loop."""
+        if self._portal.running:
+            self._portal.call(self._close())
+        self._portal.close()
+
+    async def aclose(self) -> None:
+        if self._portal.running:
+            await self._portal.acall(self._close())
+        self._portal.close()
+
+    def __enter__(self) -> Loopgate:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Loopgate:
+        return await self.aopen()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def _s(self) -> _State:
+        assert self._state is not None, "gateway not open"
+        return self._state
+
+    async def _open(self) -> None:
+        if self._opened is None:
+            self._opened = asyncio.get_running_loop().create_future()
+            try:
+                self._state = _State()
+                self._closing = False
+                await self.store.setup()
+                for notifier in self.notifiers:
+                    start = getattr(notifier, "start", None)
+                    if start is not None:
+                        await start(self)
+                self._spawn(self._timer_loop())
+                self._spawn(self._outbox_loop())
+                self._spawn(self._watch_loop())
+                self._opened.set_result(None)
+            except BaseException as exc:
+                self._opened.set_exception(exc)
+                opened, self._opened = self._opened, None
+                opened.exception()  # mark retrieved
+                raise
+        await asyncio.shield(self._opened)
+
+    async def _close(self) -> None:
+        if self._opened is None:
+            return
+        self._closing = True
+        state = self._s
+        for task in list(state.tasks):
+            task.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        for notifier in self.notifiers:
+            stop = getattr(notifier, "stop", None)
+            if stop is not None:
+                try:
+                    await stop()
+                except Exception as exc:  # closing must finish
+                    log.warning("notifier %s failed to stop: %s", notifier.name, exc)
+            aclose = getattr(notifier, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await self.store.close()
+        self._opened = None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._s.tasks.add(task)
+        task.add_done_callback(self._s.tasks.discard)
+        return task
+
+    # policies ----------------------------------------------------------------------------
+
+    def add_policy(self, policy: ApprovalPolicy) -> None:
+        """Append a policy; guards created with this gateway's set see it at once."""
+        self.policies.add(policy)
+
+    def should_approve(
+        self, tool_name: str, confidence: float, risk: RiskLevel | str
+    ) -> Verdict:
+        """Evaluate a call against the policies without pausing anything (Beluga's
+        ``ShouldApprove``)."""
+        return self.policies.evaluate(tool_name, confidence=confidence, risk=risk)
+
+    # sessions ----------------------------------------------------------------------------
+
+    async def _register_session(self, session: SessionRecord) -> SessionRecord:
+        await self._open()
+        stored = await self.store.create_session(session)
+        await self._audit("session_registered", session_id=stored.session_id,
+                          actor=stored.client_id or None,
+                          details={"telegram_id": stored.telegram_id,
+                                   "approvers": stored.approvers})
+        return stored
+
+    def register_session(
+        self, session_id: str, client_id: str = "", telegram_id: int | None = None,
+        approvers: Sequence[str | int] = (), metadata: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        """Register a Loopgate session: requests naming it go to its Telegram chat and
+        may be decided by its approvers.
+
+        Raises:
+            SessionExists: An active session already has this id.
+        """
+        return self._portal.call(self._register_session(
+            _session(session_id, client_id, telegram_id, approvers, metadata)))
+
+    async def aregister_session(
+        self, session_id: str, client_id: str = "", telegram_id: int | None = None,
+        approvers: Sequence[str | int] = (), metadata: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        return await self._portal.acall(self._register_session(
+            _session(session_id, client_id, telegram_id, approvers, metadata)))
+
+    async def _deactivate(self, session_id: str) -> SessionRecord:
+        await self._open()
+        record = await self.store.deactivate_session(session_id)
+        await self._audit("session_deactivated", session_id=session_id)
+        return record
+
+    def deactivate_session(self, session_id: str) -> SessionRecord:
+        return self._portal.call(self._deactivate(session_id))
+
+    async def adeactivate_session(self, session_id: str) -> SessionRecord:
+        return await self._portal.acall(self._deactivate(session_id))
+
+    async def _session(self, session_id: str) -> SessionRecord:
+        await self._open()
+        return await self.store.get_session(session_id)
+
+    def session(self, session_id: str) -> SessionRecord:
+        """Raises: SessionNotFound."""
+        return self._portal.call(self._session(session_id))
+
+    async def asession(self, session_id: str) -> SessionRecord:
+        return await self._portal.acall(self._session(session_id))
+
+    async def _sessions(self, active: bool | None) -> list[SessionRecord]:
+        await self._open()
+        return await self.store.list_sessions(active=active)
+
+    def sessions(self, *, active: bool | None = None) -> list[SessionRecord]:
+        return self._portal.call(self._sessions(active))
+
+    async def asessions(self, *, active: bool | None = None) -> list[SessionRecord]:
+        return await self._portal.acall(self._sessions(active))
+
+    # reading -----------------------------------------------------------------------------
+
+    async def _get(self, request_id: str) -> RequestRecord:
+        await self._open()
+        return await self.store.get_request(request_id)
+
+    def get(self, request_id: str) -> RequestRecord:
+        """Raises: RequestNotFound."""
+        return self._portal.call(self._get(request_id))
+
+    async def aget(self, request_id: str) -> RequestRecord:
+        return await self._portal.acall(self._get(request_id))
+
+    async def _pending(self, session_id: str | None, thread_id: str | None
+                       ) -> list[RequestRecord]:
+        await self._open()
+        return await self.store.list_requests(status=Status.PENDING, session_id=session_id,
+                                              thread_id=thread_id)
+
+    def pending(self, *, session_id: str | None = None, thread_id: str | None = None
+                ) -> list[RequestRecord]:
+        """Requests still waiting for a person, oldest first."""
+        return self._portal.call(self._pending(session_id, thread_id))
+
+    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None
+                       ) -> list[RequestRecord]:
+        return await self._portal.acall(self._pending(session_id, thread_id))
+
+    async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
+        await self._open()
+        return await self.store.list_audit(**filters)
+
+    def audit(
+        self, *, request_id: str | None = None, thread_id: str | None = None,
+        session_id: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """The audit trail, filtered, in the order events happened."""
+        return self._portal.call(self._list_audit(dict(
+            request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
+            until=until, limit=limit)))
+
+    async def aaudit(
+        self, *, request_id: str | None = None, thread_id: str | None = None,
+        session_id: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int | None = None,
+    ) -> list[AuditEvent]:
+        return await self._portal.acall(self._list_audit(dict(
+            request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
+            until=until, limit=limit)))
+
+    def export_audit(self, out: IO[str], **filters: Any) -> int:
+        """Write the (filtered) audit trail as JSON lines; returns the number written."""
+        events = self.audit(**filters)
+        for event in events:
+            out.write(event.model_dump_json() + "\n")
+        return len(events)
+
+    # filing ------------------------------------------------------------------------------
+
+    def _expiry(self, request: ApprovalRequest, now: datetime) -> datetime | None:
+        if request.expires_at is not None:
+            return request.expires_at
+        seconds = request.timeout_seconds or self.default_timeout
+        return now + timedelta(seconds=seconds) if seconds else None
+
+    async def _file(
+        self,
+        request: ApprovalRequest,
+        *,
+        thread_id: str | None = None,
+        interrupt_id: str | None = None,
+        graph: str | None = None,
+        client_id: str | None = None,
+        response_schema: Any = None,
+        foreign: bool = False,
+    ) -> RequestRecord:
+        """Store one request (idempotent), run ``on_request``, queue notifications."""
+        await self._open()
+        if request.session_id is not None:
+            session = await self.store.get_session(request.session_id)
+            if not session.active:
+                raise SessionNotFound(request.session_id)
+        now = self.clock()
+        payload = request.to_interrupt()
+        if response_schema is not None:
+            payload["response_schema"] = response_schema
+        if foreign:
+            payload["foreign"] = True
+        record = RequestRecord(
+            id=request.request_id,
+            kind=request.type,
+            session_id=request.session_id,
+            client_id=client_id,
+            thread_id=thread_id,
+            interrupt_id=interrupt_id,
+            graph=graph,
+            payload=payload,
+            created_at=now,
+            expires_at=self._expiry(request, now),
+        )
+        stored, created = await self.store.create_request(record)
+        if not created:
+            return stored
+        await self._audit("requested", stored, details={
+            "kind": stored.kind.value, "tool": request.name, "policy": request.policy,
+            "reason": request.reason, "risk_level": request.risk_level,
+            "confidence": request.confidence, "expires_at": stored.expires_at,
+        })
+        vetoes = [v for v in await self._fire("on_request", stored) if isinstance(v, Veto)]
+        if vetoes:
+            decided = await self._decide(
+                stored, {"type": "reject", "message": vetoes[0].reason},
+                actor="hook:on_request", channel="hook", event="vetoed",
+            )
+            return decided
+        for notifier in self.notifiers:
+            await self.store.enqueue_outbox(
+                OutboxItem(request_id=stored.id, notifier=notifier.name, kind="notify",
+                           due_at=now))
+        self._s.outbox_kick.set()
+        self._s.timer_kick.set()
+        return stored
+
+    async def _file_interrupts(
+        self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None
+    ) -> list[RequestRecord]:
+        records = []
+        for intr in interrupts:
+            request, foreign = _request_of(intr, thread_id)
+            existing = await self.store.find_request(thread_id, intr.id)
+            if existing is not None:
+                records.append(existing)
+                continue
+            records.append(await self._file(
+                request, thread_id=thread_id, interrupt_id=intr.id, graph=graph,
+                response_schema=intr.response_schema, foreign=foreign))
+        return records
+
+    def submit(self, message: str, **kwargs: Any) -> RequestRecord:
+        """File a request outside any graph and return at once (see
+        :meth:`request_interaction` for the blocking form)."""
+        return self._portal.call(self._submit(message, **kwargs))
+
+    async def asubmit(self, message: str, **kwargs: Any) -> RequestRecord:
+        return await self._portal.acall(self._submit(message, **kwargs))
+
+    async def _submit(
+        self,
+        message: str,
+        *,
+        kind: RequestKind | str = RequestKind.APPROVAL,
+        options: Sequence[str | Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+        client_id: str | None = None,
+        timeout: float | timedelta | None = None,
+        tool_name: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        risk: RiskLevel | str | None = None,
+        confidence: float | None = None,
+        allowed_decisions: Sequence[str] | None = None,
+    ) -> RequestRecord:
+        request_kind = RequestKind(kind)
+        parsed = [Option.parse(dict(o) if isinstance(o, Mapping) else o) for o in options]
+        if request_kind is RequestKind.CHOICE and not parsed:
+            raise InvalidDecision("a choice request needs at least one option")
+        if len({o.label for o in parsed}) != len(parsed):
+            raise InvalidDecision("option labels must be unique")
+        verdict = None
+        if tool_name is not None and confidence is not None and risk is not None:
+            verdict = self.should_approve(tool_name, confidence, risk)
+        allowed = list(allowed_decisions or _default_decisions(request_kind, bool(parsed)))
+        request = ApprovalRequest(
+            type=request_kind,
+            request_id=str(uuid.uuid4()),
+            name=tool_name,
+            args=dict(args) if args is not None else None,
+            message=message,
+            description=message,
+            risk_level=RiskLevel.parse(risk) if risk is not None else None,
+            confidence=confidence,
+            policy=verdict.policy if verdict else None,
+            reason=verdict.reason if verdict else "",
+            allowed_decisions=allowed,
+            options=parsed,
+            metadata=dict(metadata or {}),
+            approvers=list(verdict.approvers) if verdict else [],
+            session_id=session_id,
+            timeout_seconds=_seconds(timeout),
+        )
+        return await self._file(request, client_id=client_id)
+
+    def request_interaction(self, message: str, *, wait: float | None = None,
+                            **kwargs: Any) -> HumanResponse:
+        """File a request, notify, and block until it is decided, times out or is
+        cancelled (Beluga's ``RequestInteraction``). ``wait`` bounds the wait in
+        seconds; past it the request is cancelled."""
+        return self._portal.call(self._request_interaction(message, wait, **kwargs))
+
+    async def arequest_interaction(self, message: str, *, wait: float | None = None,
+                                   **kwargs: Any) -> HumanResponse:
+        return await self._portal.acall(self._request_interaction(message, wait, **kwargs))
+
+    async def _request_interaction(self, message: str, wait: float | None,
+                                   **kwargs: Any) -> HumanResponse:
+        record = await self._submit(message, **kwargs)
+        try:
+            record = await self._wait_decided(record.id, wait)
+        except TimeoutError:
+            try:
+                record = await self._cancel(record.id, actor="loopgate", reason="wait ended")
+            except AlreadyDecided:
+                record = await self.store.get_request(record.id)
+        return response_of(record)
+
+    # deciding ----------------------------------------------------------------------------
+
+    def respond(self, request_id: str, decision: Mapping[str, Any], *, actor: str | None = None,
+                channel: str = "api", approver_id: str | None = None) -> RequestRecord:
+        """Decide a pending request: the ONLY way a request is decided.
+
+        Args:
+            request_id: The request.
+            decision: A LangChain decision dict: ``{"type": "approve"}``,
+                ``{"type": "edit", "edited_action": {"name", "args"}}``,
+                ``{"type": "reject", "message"?}``, ``{"type": "respond", "message"}``.
+            actor: Who decided, for the audit ("telegram:42 (@ana)", "api:key1", ...).
+            channel: Through which channel.
+            approver_id: The identity to check against the session's and policy's
+                approvers (channels with their own identity pass it).
+
+        Raises:
+            RequestNotFound: Unknown id.
+            AlreadyDecided: It was decided before; says who decided what, when.
+            ApproverNotAllowed: ``approver_id`` may not decide this request.
+            InvalidDecision: The decision does not fit (``DecisionNotAllowed`` for a
+                type outside ``allowed_decisions``).
+        """
+        return self._portal.call(self._respond(request_id, decision, actor, channel,
+                                               approver_id))
+
+    async def arespond(self, request_id: str, decision: Mapping[str, Any], *,
+                       actor: str | None = None, channel: str = "api",
+                       approver_id: str | None = None) -> RequestRecord:
+        return await self._portal.acall(self._respond(request_id, decision, actor, channel,
+                                                      approver_id))
+
+    async def _respond(self, request_id: str, decision: Mapping[str, Any], actor: str | None,
+                       channel: str, approver_id: str | None) -> RequestRecord:
+        await self._open()
+        record = await self.store.get_request(request_id)
+        if not record.pending:
+            raise _already(record)
+        await self._authorize(record, approver_id, actor, channel)
+        checked = _validate(record, decision)
+        return await self._decide(record, checked, actor=actor, channel=channel)
+
+    def cancel(self, request_id: str, *, actor: str | None = None,
+               reason: str | None = None) -> RequestRecord:
+        """Withdraw a pending request; its tool call does not run.
+
+        Raises:
+            RequestNotFound, AlreadyDecided: as for :meth:`respond`.
+        """
+        return self._portal.call(self._cancel(request_id, actor=actor, reason=reason))
+
+    async def acancel(self, request_id: str, *, actor: str | None = None,
+                      reason: str | None = None) -> RequestRecord:
+        return await self._portal.acall(self._cancel(request_id, actor=actor, reason=reason))
+
+    async def _cancel(self, request_id: str, *, actor: str | None, reason: str | None
+                      ) -> RequestRecord:
+        await self._open()
+        record = await self.store.get_request(request_id)
+        if not record.pending:
+            raise _already(record)
+        decision: dict[str, Any] = {"type": "cancel"}
+        if reason:
+            decision["message"] = reason
+        return await self._decide(record, decision, actor=actor, channel="cancel")
+
+    async def _authorize(self, record: RequestRecord, approver_id: str | None,
+                         actor: str | None, channel: str) -> None:
+        if approver_id is None:
+            return
+        allowed = await self._approvers(record)
+        if allowed and str(approver_id) not in allowed:
+            await self._audit("unauthorized", record, actor=actor, channel=channel,
+                              details={"approver_id": str(approver_id)})
+            raise ApproverNotAllowed(
+                f"{actor or approver_id} is not an approver for request {record.id}")
+
+    async def _approvers(self, record: RequestRecord) -> set[str]:
+        """Who may decide: the policy's list if it names one, else the session's; plus
+        the approvers of every escalation step reached."""
+        allowed = {str(a) for a in record.payload.get("approvers") or ()}
+        if not allowed and record.session_id:
+            try:
+                session = await self.store.get_session(record.session_id)
+            except SessionNotFound:
+                session = None
+            if session is not None:
+                allowed = {str(a) for a in session.approvers}
+                if session.telegram_id is not None:
+                    allowed.add(str(session.telegram_id))
+        for step in self.escalation[: record.escalation_level]:
+            allowed.update(str(a) for a in step.approvers)
+        return allowed
+
+    async def _decide(self, record: RequestRecord, decision: dict[str, Any], *,
+                      actor: str | None, channel: str | None,
+                      event: str | None = None) -> RequestRecord:
+        """The single place a request leaves ``pending``: compare-and-set, audit, hooks,
+        notifications, wake-ups, resume."""
+        decision = {**decision, "actor": actor, "channel": channel}
+        status = decision_status(decision)
+        decided = await self.store.resolve(
+            record.id, status=status, decision=decision, decided_by=actor, channel=channel,
+            decided_at=self.clock(),
+        )
+        await self._audit(event or f"decided:{status.value}", decided, actor=actor,
+                          channel=channel, details={"decision": _public(decision)})
+        request = ApprovalRequest.model_validate(decided.payload)
+        if status is Status.TIMEOUT:
+            await self._fire("on_timeout", decided)
+        elif status is Status.CANCELLED:
+            await self._fire("on_cancel", decided)
+        elif decision_approves(decision, request):
+            await self._fire("on_approve", decided, False, request.policy)
+        elif status is Status.REJECTED:
+            await self._fire("on_reject", decided)
+        channels = {n.name for n in self.notifiers} | set(decided.message_refs)
+        for name in sorted(channels):
+            await self.store.enqueue_outbox(OutboxItem(
+                request_id=decided.id, notifier=name, kind="resolved", due_at=self.clock()))
+        self._s.outbox_kick.set()
+        for waiter in self._s.waiters.pop(decided.id, []):
+            if not waiter.done():
+                waiter.set_result(decided)
+        if decided.graph in self._drivers and decided.thread_id:
+            self._spawn(self._resume_thread(decided.graph, decided.thread_id))
+        return decided
+
+    async def _wait_decided(self, request_id: str, timeout: float | None) -> RequestRecord:
+        """Wait for a decision made here (woken at once) or by another process (seen at
+        the next poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            record = await self.store.get_request(request_id)
+            if not record.pending:
+                return record
+            waiter: asyncio.Future[RequestRecord] = loop.create_future()
+            self._s.waiters.setdefault(request_id, []).append(waiter)
+            step = self.poll_interval
+            if deadline is not None:
+                step = min(step, deadline - loop.time())
+                if step <= 0:
+                    raise TimeoutError(request_id)
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), step)
+            except TimeoutError:
+                pass
+            finally:
+                waiters = self._s.waiters.get(request_id, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+
+    def wait(self, request_id: str, timeout: float | None = None) -> RequestRecord:
+        """Block until a request leaves ``pending`` (TimeoutError after ``timeout``)."""
+        return self._portal.call(self._wait_with_open(request_id, timeout))
+
+    async def await_decision(self, request_id: str, timeout: float | None = None
+                             ) -> RequestRecord:
+        """Async twin of :meth:`wait`, for long polls."""
+        return await self._portal.acall(self._wait_with_open(request_id, timeout))
+
+    async def _wait_with_open(self, request_id: str, timeout: float | None) -> RequestRecord:
+        await self._open()
+        return await self._wait_decided(request_id, timeout)
+
+    # timeouts ----------------------------------------------------------------------------
+
+    def expire_due(self, now: datetime | None = None) -> list[RequestRecord]:
+        """Resolve every request whose deadline has passed; the timer calls this, tests
+        may call it with an injected ``now``."""
+        return self._portal.call(self._expire_due(now))
+
+    async def aexpire_due(self, now: datetime | None = None) -> list[RequestRecord]:
+        return await self._portal.acall(self._expire_due(now))
+
+    async def _expire_due(self, now: datetime | None = None) -> list[RequestRecord]:
+        await self._open()
+        now = now or self.clock()
+        done: list[RequestRecord] = []
+        for record in await self.store.expired(now):
+            try:
+                result = await self._expire(record, now)
+            except AlreadyDecided:
+                continue  # a person answered just in time: their answer stands
+            if result is not None:
+                done.append(result)
+        return done
+
+    async def _expire(self, record: RequestRecord, now: datetime) -> RequestRecord | None:
+        level = record.escalation_level
+        if self.on_timeout == "escalate" and level < len(self.escalation):
+            step = self.escalation[level]
+            moved = await self.store.extend_expiry(
+                record.id, expires_at=now + timedelta(seconds=step.timeout),
+                escalation_level=level + 1)
+            if moved:
+                await self._audit("escalated", record, channel="timer", details={
+                    "level": level + 1, "notifiers": list(step.notifiers),
+                    "approvers": list(step.approvers)})
+                for name in step.notifiers or tuple(n.name for n in self.notifiers):
+                    await self.store.enqueue_outbox(OutboxItem(
+                        request_id=record.id, notifier=name, kind="notify", due_at=now))
+                self._s.outbox_kick.set()
+                return await self.store.get_request(record.id)
+            return None
+        outcome = "approve" if self.on_timeout == "approve" else "reject"
+        waited = (record.expires_at or now) - record.created_at
+        decision = {
+            "type": "timeout",
+            "outcome": outcome,
+            "message": f"no answer within {int(waited.total_seconds())}s; "
+                       f"the configured outcome is {outcome}",
+        }
+        return await self._decide(record, decision, actor=None, channel="timer",
+                                  event="timed_out")
+
+    async def _timer_loop(self) -> None:
+        """Fire deadlines within a second: sleep until the next one (at most ``interval``
+        so injected clocks and other processes' requests are seen), re-armed from the
+        store after a restart."""
+        interval = min(0.5, self.poll_interval)
+        while not self._closing:
+            try:
+                await self._expire_due()
+            except Exception as exc:
+                await self._report(exc, {"task": "timeouts"})
+            kick = self._s.timer_kick
+            kick.clear()
+            delay = interval
+            nxt = await self.store.next_expiry()
+            if nxt is not None:
+                delay = max(0.0, min(interval, (nxt - self.clock()).total_seconds()))
+            try:
+                await asyncio.wait_for(kick.wait(), delay)
+            except TimeoutError:
+                pass
+
+    # outbox ------------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        """Deliver what is owed to notifiers; failures are retried with backoff and never
+        change a request's status."""
+        while not self._closing:
+            kick = self._s.outbox_kick
+            kick.clear()
+            try:
+                await self._drain_outbox()
+            except Exception as exc:
+                await self._report(exc, {"task": "outbox"})
+            try:
+                await asyncio.wait_for(kick.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def _drain_outbox(self) -> None:
+        names = {n.name: n for n in self.notifiers}
+        items = await self.store.claim_outbox(self.clock(), lease_seconds=300.0)
+        for item in items:
+            if item.id is None or item.id in self._s.delivering:
+                continue
+            if item.notifier not in names:
+                # another process owns this channel: give the lease back at once
+                await self.store.retry_outbox(item.id, due_at=self.clock(),
+                                              error="notifier not configured here")
+                continue
+            self._s.delivering.add(item.id)
+            self._spawn(self._deliver(item, names[item.notifier]))
+
+    async def _deliver(self, item: OutboxItem, notifier: Notifier) -> None:
+        assert item.id is not None
+        try:
+            record = await self.store.get_request(item.request_id)
+            if item.kind == "notify" and not record.pending:
+                await self.store.complete_outbox(item.id)
+                return
+            try:
+                if item.kind == "notify":
+                    ref = await notifier.notify(record)
+                    if ref is not None:
+                        await self.store.set_message_ref(record.id, notifier.name, ref)
+                else:
+                    await notifier.on_resolved(record)
+            except Exception as exc:
+                await self._delivery_failed(item, record, notifier, exc)
+                return
+            await self.store.complete_outbox(item.id)
+            if item.kind == "notify":
+                await self._audit("notified", record, channel=notifier.name)
+                await self._fire("on_notified", record, notifier.name)
+        finally:
+            self._s.delivering.discard(item.id)
+
+    async def _delivery_failed(self, item: OutboxItem, record: RequestRecord,
+                               notifier: Notifier, exc: Exception) -> None:
+        assert item.id is not None
+        retryable = getattr(exc, "retryable", True) and not isinstance(exc, LoopgateError)
+        if isinstance(exc, DeliveryError):
+            retryable = exc.retryable
+        attempts = item.attempts + 1
+        delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
+        await self._audit("delivery_failed", record, channel=notifier.name, details={
+            "kind": item.kind, "attempt": attempts, "error": f"{type(exc).__name__}: {exc}",
+            "retrying_in": delay if retryable else None})
+        await self._report(exc, {"notifier": notifier.name, "request_id": record.id})
+        if retryable:
+            await self.store.retry_outbox(item.id, due_at=self.clock() + timedelta(
+                seconds=delay), error=str(exc))
+        else:
+            await self.store.complete_outbox(item.id)
+
+    # graphs ------------------------------------------------------------------------------
+
+    def register_graph(self, name: str, graph: Any) -> None:
+        """Let the gateway resume ``graph`` in the background when its requests are
+        decided, also after a restart.
+
+        Raises:
+            ConfigurationError: The graph has no checkpointer (nothing to resume from).
+        """
+        checkpointer = getattr(graph, "checkpointer", None)
+        if checkpointer is None or checkpointer is False or checkpointer is True:
+            raise ConfigurationError(
+                f"graph {name!r} has no checkpointer; compile it with one "
+                "(e.g. InMemorySaver, SqliteSaver, PostgresSaver) so paused runs can resume"
+            )
+        self._drivers[name] = _Driver(graph, _supports_async(checkpointer))
+        if self._portal.running and self._state is not None:
+            self._portal.submit(self._recover(name))
+
+    def start(self, name: str, input: Any, config: Mapping[str, Any] | None = None) -> str:
+        """Start a registered graph in the background; returns its thread id at once."""
+        return self._portal.call(self._start(name, input, config))
+
+    async def astart(self, name: str, input: Any, config: Mapping[str, Any] | None = None
+                     ) -> str:
+        return await self._portal.acall(self._start(name, input, config))
+
+    async def _start(self, name: str, input: Any, config: Mapping[str, Any] | None) -> str:
+        await self._open()
+        if name not in self._drivers:
+            raise ConfigurationError(f"no graph registered as {name!r}")
+        cfg = self._config(config)
+        thread_id = cfg["configurable"]["thread_id"]
+        self._spawn(self._drive(name, input, cfg))
+        return str(thread_id)
+
+    def _config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        cfg = dict(config or {})
+        configurable = dict(cfg.get("configurable") or {})
+        configurable.setdefault("thread_id", str(uuid.uuid4()))
+        configurable[OBSERVER_KEY] = _Observer(self, str(configurable["thread_id"]))
+        cfg["configurable"] = configurable
+        return cfg
+
+    async def _invoke(self, driver: _Driver, value: Any, config: dict[str, Any]) -> Any:
+        if driver.run_async:
+            return await driver.graph.ainvoke(value, config, version="v2")
+        return await asyncio.to_thread(driver.graph.invoke, value, config, version="v2")
+
+    async def _drive(self, name: str, value: Any, config: dict[str, Any]) -> None:
+        thread_id = str(config["configurable"]["thread_id"])
+        driver = self._drivers[name]
+        lock = self._s.thread_locks.setdefault(thread_id, asyncio.Lock())
+        try:
+            async with lock:
+                result = await self._invoke(driver, value, config)
+                await self._after_step(name, thread_id, result)
+        except Exception as exc:
+            await self._audit("run_failed", thread_id=thread_id,
+                              details={"graph": name, "error": f"{type(exc).__name__}: {exc}"})
+            await self._report(exc, {"graph": name, "thread_id": thread_id})
+
+    async def _after_step(self, name: str, thread_id: str, result: Any) -> None:
+        interrupts = tuple(getattr(result, "interrupts", ()) or ())
+        if not interrupts:
+            await self._audit("finished", thread_id=thread_id, details={"graph": name})
+            return
+        records = await self._file_interrupts(interrupts, thread_id, name)
+        if any(not r.pending and r.resumed_at is None for r in records):
+            self._spawn(self._resume_thread(name, thread_id))
+
+    async def _claim(self, thread_id: str, interrupt_ids: set[str]
+                     ) -> tuple[dict[str, Any], list[RequestRecord]]:
+        """Claim decided, not yet resumed requests of a thread whose interrupts are
+        still pending; a decision for an interrupt that is gone is reported stale."""
+        resume: dict[str, Any] = {}
+        claimed: list[RequestRecord] = []
+        for record in await self.store.list_requests(thread_id=thread_id):
+            if record.pending or record.resumed_at is not None or not record.interrupt_id:
+                continue
+            if record.interrupt_id not in interrupt_ids:
+                if await self.store.mark_resumed(record.id):
+                    await self._audit("stale", record, details={
+                        "error": str(StaleDecision(
+                            f"interrupt {record.interrupt_id} is no longer pending"))})
+                continue
+            if await self.store.mark_resumed(record.id):
+                resume[record.interrupt_id] = resume_value(record)
+                claimed.append(record)
+        return resume, claimed
+
+    async def _pending_interrupts(self, driver: _Driver, config: dict[str, Any]) -> set[str]:
+        if driver.run_async:
+            state = await driver.graph.aget_state(config)
+        else:
+            state = await asyncio.to_thread(driver.graph.get_state, config)
+        return {i.id for i in state.interrupts}
+
+    async def _resume_thread(self, name: str, thread_id: str) -> None:
+        driver = self._drivers[name]
+        lock = self._s.thread_locks.setdefault(thread_id, asyncio.Lock())
+        config = self._config({"configurable": {"thread_id": thread_id}})
+        try:
+            async with lock:
+                pending_ids = await self._pending_interrupts(driver, config)
+                resume, claimed = await self._claim(thread_id, pending_ids)
+                if not resume:
+                    return
+                for record in claimed:
+                    await self._audit("resumed", record)
+                result = await self._invoke(driver, Command(resume=resume), config)
+                await self._after_step(name, thread_id, result)
+        except Exception as exc:
+            await self._audit("resume_failed", thread_id=thread_id, details={
+                "graph": name, "error": f"{type(exc).__name__}: {exc}"})
+            await self._report(exc, {"graph": name, "thread_id": thread_id})
+
+    async def _recover(self, name: str | None = None) -> None:
+        """Resume threads whose requests were decided while nobody could resume them
+        (a restart, or a decision made in another process)."""
+        names = [name] if name else list(self._drivers)
+        threads: set[tuple[str, str]] = set()
+        for graph_name in names:
+            for status in Status:
+                if status is Status.PENDING:
+                    continue
+                for record in await self.store.list_requests(status=status, graph=graph_name):
+                    if record.resumed_at is None and record.thread_id:
+                        threads.add((graph_name, record.thread_id))
+        for graph_name, thread_id in sorted(threads):
+            lock = self._s.thread_locks.get(thread_id)
+            if lock is None or not lock.locked():
+                self._spawn(self._resume_thread(graph_name, thread_id))
+
+    async def _watch_loop(self) -> None:
+        while not self._closing:
+            if self._drivers:
+                try:
+                    await self._recover()
+                except Exception as exc:
+                    await self._report(exc, {"task": "recover"})
+            await asyncio.sleep(self.poll_interval)
+
+    # driving a graph from the caller -----------------------------------------------------
+
+    def run(self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, *,
+            name: str | None = None, max_pauses: int = 1000) -> Any:
+        """Run a graph until it finishes, pausing for people as its guards ask.
+
+        The graph runs in the calling thread; each interrupt becomes a stored request,
+        notifiers are called, and the graph resumes with
+        ``Command(resume={interrupt_id: decision})`` as decisions arrive (parallel
+        interrupts independently). Returns the final state.
+        """
+        result = None
+        for kind, item in self._iterate(graph, input, config, name, max_pauses,
+                                        stream_mode=None):
+            if kind == "result":
+                result = item
+        return result
+
+    async def arun(self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, *,
+                   name: str | None = None, max_pauses: int = 1000) -> Any:
+        """Async twin of :meth:`run` (the graph runs on the caller's event loop)."""
+        result = None
+        async for kind, item in self._aiterate(graph, input, config, name, max_pauses,
+                                               stream_mode=None):
+            if kind == "result":
+                result = item
+        return result
+
+    def stream(self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, *,
+               stream_mode: str | list[str] = "updates", name: str | None = None,
+               max_pauses: int = 1000) -> Iterator[tuple[str, Any]]:
+        """Like :meth:`run`, yielding ``("chunk", chunk)`` for the graph's stream and
+        ``("requested", RequestRecord)`` / ``("decided", RequestRecord)`` between."""
+        for kind, item in self._iterate(graph, input, config, name, max_pauses,
+                                        stream_mode=stream_mode):
+            if kind != "result":
+                yield kind, item
+
+    async def astream(self, graph: Any, input: Any, config: Mapping[str, Any] | None = None,
+                      *, stream_mode: str | list[str] = "updates", name: str | None = None,
+                      max_pauses: int = 1000) -> AsyncIterator[tuple[str, Any]]:
+        async for kind, item in self._aiterate(graph, input, config, name, max_pauses,
+                                               stream_mode=stream_mode):
+            if kind != "result":
+                yield kind, item
+
+    def _iterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
+                 name: str | None, max_pauses: int, stream_mode: Any
+                 ) -> Iterator[tuple[str, Any]]:
+        _require_checkpointer(graph)
+        cfg = self._portal.call(self._prepare(config))
+        thread_id = str(cfg["configurable"]["thread_id"])
+        for _ in range(max_pauses + 1):
+            if stream_mode is None:
+                result = graph.invoke(value, cfg, version="v2")
+            else:
+                for chunk in graph.stream(value, cfg, stream_mode=stream_mode):
+                    yield "chunk", chunk
+                result = _final(graph.get_state(cfg))
+            if not result.interrupts:
+                yield "result", result.value
+                return
+            records = self._portal.call(self._file_interrupts(result.interrupts, thread_id,
+                                                              name))
+            yield from (("requested", r) for r in records)
+            resume, decided = self._portal.call(self._next_resume(
+                records, {i.id for i in result.interrupts}, thread_id))
+            yield from (("decided", r) for r in decided)
+            value = Command(resume=resume)
+        raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
+
+    async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
+                        name: str | None, max_pauses: int, stream_mode: Any
+                        ) -> AsyncIterator[tuple[str, Any]]:
+        _require_checkpointer(graph)
+        cfg = await self._portal.acall(self._prepare(config))
+        thread_id = str(cfg["configurable"]["thread_id"])
+        for _ in range(max_pauses + 1):
+            if stream_mode is None:
+                result = await graph.ainvoke(value, cfg, version="v2")
+            else:
+                async for chunk in graph.astream(value, cfg, stream_mode=stream_mode):
+                    yield "chunk", chunk
+                result = _final(await graph.aget_state(cfg))
+            if not result.interrupts:
+                yield "result", result.value
+                return
+            records = await self._portal.acall(self._file_interrupts(
+                result.interrupts, thread_id, name))
+            for record in records:
+                yield "requested", record
+            resume, decided = await self._portal.acall(self._next_resume(
+                records, {i.id for i in result.interrupts}, thread_id))
+            for record in decided:
+                yield "decided", record
+            value = Command(resume=resume)
+        raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
+
+    async def _prepare(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        await self._open()
+        return self._config(config)
+
+    async def _next_resume(self, records: list[RequestRecord], pending_ids: set[str],
+                           thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:
+        """Wait until at least one of the thread's requests is decided, then claim every
+        decided one (each resumes exactly once)."""
+        for _ in range(1_000_000):
+            resume, claimed = await self._claim(thread_id, pending_ids)
+            if resume:
+                return resume, claimed
+            waiting = [r for r in records if r.pending]
+            if not waiting:
+                waiting = [r for r in await self.store.list_requests(thread_id=thread_id)
+                           if r.pending and r.interrupt_id in pending_ids]
+            if not waiting:
+                raise StaleDecision(
+                    f"thread {thread_id} is paused but none of its requests can resume it")
+            done, _ = await asyncio.wait(
+                [asyncio.ensure_future(self._wait_decided(r.id, None)) for r in waiting],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                task.result()
+            records = [await self.store.get_request(r.id) for r in records]
+        raise LoopgateError("waiting for decisions did not converge")  # pragma: no cover
+
+    # audit and errors --------------------------------------------------------------------
+
+    async def _audit(self, event: str, record: RequestRecord | None = None, *,
+                     actor: str | None = None, channel: str | None = None,
+                     thread_id: str | None = None, session_id: str | None = None,
+                     details: dict[str, Any] | None = None) -> None:
+        payload = record.payload if record else {}
+        await self.store.append_audit(AuditEvent(
+            at=self.clock(),
+            event=event,
+            request_id=record.id if record else None,
+            session_id=record.session_id if record else session_id,
+            thread_id=record.thread_id if record else thread_id,
+            actor=actor,
+            channel=channel,
+            args_hash=args_hash(payload.get("args")) if record else None,
+            details=json.loads(json.dumps(details or {}, default=str)),
+        ))
+
+    async def _record_auto(self, name: str, args: dict[str, Any], verdict: Verdict,
+                           tool_call_id: str | None, thread_id: str | None) -> None:
+        await self._open()
+        await self.store.append_audit(AuditEvent(
+            at=self.clock(), event="auto_approved", thread_id=thread_id,
+            channel="policy", args_hash=args_hash(args),
+            details={"tool": name, "tool_call_id": tool_call_id, "policy": verdict.policy,
+                     "reason": verdict.reason}))
+        await self._fire("on_approve", None, True, verdict.policy)
+
+    async def _fire(self, name: str, *args: Any) -> list[Any]:
+        return await fire(self.hooks, name, *args, report=self._report)
+
+    async def _report(self, error: BaseException, context: dict[str, Any]) -> None:
+        log.warning("loopgate_lc: %s in %s", error, context)
+        try:
+            await self.store.append_audit(AuditEvent(
+                at=self.clock(), event="error", request_id=context.get("request_id"),
+                thread_id=context.get("thread_id"),
+                details={"error": f"{type(error).__name__}: {error}",
+                         **{k: str(v) for k, v in context.items()}}))
+        except Exception:  # the audit itself failing must not hide the first error
+            log.exception("loopgate_lc: could not audit an error")
+        if "hook" in context and context["hook"] == "on_error":
+            return
+        for part in self.hooks._parts or (self.hooks,):
+            if part.on_error is None:
+                continue
+            try:
+                result = part.on_error(error, context)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("loopgate_lc: on_error hook failed")
+
+
+# helpers ------------------------------------------------------------------------------------
+
+
+def _session(session_id: str, client_id: str, telegram_id: int | None,
+             approvers: Sequence[str | int], metadata: Mapping[str, Any] | None
+             ) -> SessionRecord:
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise InvalidDecision("session_id must be a non-empty string")
+    return SessionRecord(session_id=session_id, client_id=client_id or "",
+                         telegram_id=telegram_id, approvers=[str(a) for a in approvers],
+                         metadata=dict(metadata or {}))
+
+
+def _default_decisions(kind: RequestKind, has_options: bool) -> tuple[str, ...]:
+    if has_options:
+        return ("respond",)
+    if kind in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION):
+        return ("respond", "reject")
+    if kind is RequestKind.TOOL_APPROVAL:
+        return ("approve", "edit", "reject", "respond")
+    return ("approve", "reject")
+
+
+def _require_checkpointer(graph: Any) -> None:
+    if getattr(graph, "checkpointer", None) in (None, False, True):
+        raise ConfigurationError(
+            "the graph has no checkpointer; compile it with one so paused runs can resume")
+
+
+def _final(state: Any) -> Any:
+    class _Result:
+        value = state.values
+        interrupts = tuple(state.interrupts)
+
+    return _Result()
+
+
+def _request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
+    """Read an interrupt's value as a request; values loopgate_lc did not raise become
+    free-text questions whose answer is resumed as plain text."""
+    value = intr.value
+    derived = str(uuid.uuid5(_NAMESPACE, f"{thread_id}\x1f{intr.id}"))
+    kinds = {k.value for k in RequestKind}
+    if isinstance(value, Mapping) and value.get("type") in kinds:
+        data = dict(value)
+        data.setdefault("request_id", derived)
+        try:
+            return ApprovalRequest.model_validate(data), False
+        except ValidationError:
+            pass
+    text = value if isinstance(value, str) else json.dumps(value, default=str, indent=2)
+    return ApprovalRequest(type=RequestKind.INPUT, request_id=derived, message=text,
+                           description=text, allowed_decisions=["respond"],
+                           metadata={"interrupt_value": value} if not isinstance(value, str)
+                           else {}), True
+
+
+def _already(record: RequestRecord) -> AlreadyDecided:
+    return AlreadyDecided(record.id, status=record.status.value, decided_by=record.decided_by,
+                          decided_at=record.decided_at, channel=record.channel)
+
+
+def _public(decision: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in decision.items() if k not in ("actor", "channel")}
+
+
+def _validate(record: RequestRecord, decision: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a person's decision against its request before anything is stored."""
+    if not isinstance(decision, Mapping):
+        raise InvalidDecision(f"a decision must be an object, got {type(decision).__name__}")
+    raw = dict(decision)
+    raw.pop("actor", None)
+    raw.pop("channel", None)
+    try:
+        parsed = _DECISION.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidDecision(f"invalid decision: {_first_error(exc)}",
+                              errors=json.loads(exc.json())) from exc
+    kind = parsed.type
+    request = ApprovalRequest.model_validate(record.payload)
+    if kind in _SYSTEM_DECISIONS:
+        raise DecisionNotAllowed(f"{kind!r} is decided by loopgate_lc itself, not by a person")
+    if kind not in request.allowed_decisions:
+        raise DecisionNotAllowed(
+            f"decision {kind!r} is not allowed for this request; allowed: "
+            f"{', '.join(request.allowed_decisions)}")
+    checked = parsed.model_dump(mode="json", exclude_none=True)
+    checked.pop("actor", None)
+    checked.pop("channel", None)
+    if kind == "edit":
+        checked["edited_action"] = dict(raw["edited_action"])  # as sent, for the tool
+        if request.name and checked["edited_action"].get("name") != request.name:
+            raise InvalidDecision(
+                f"an edit cannot switch tools: this request is for {request.name!r}, the "
+                f"edit names {checked['edited_action'].get('name')!r}")
+    if kind == "respond" and request.options:
+        labels = [o.label for o in request.options]
+        if checked.get("message") not in labels:
+            raise InvalidDecision(
+                f"choose one of the options: {', '.join(repr(x) for x in labels)}")
+    schema = record.payload.get("response_schema")
+    if isinstance(schema, dict):
+        error = best_match(Draft202012Validator(schema).iter_errors(checked))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            raise InvalidDecision(f"invalid decision{' at ' + where if where else ''}: "
+                                  f"{error.message}")
+    return checked
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+def resume_value(record: RequestRecord) -> Any:
+    """What ``Command(resume=...)`` carries for a decided request: the decision dict, or
+    the plain text answer for interrupts loopgate_lc did not raise."""
+    decision = dict(record.decision or {})
+    if record.payload.get("foreign"):
+        return decision.get("message")
+    return decision
+
+
+def response_of(record: RequestRecord) -> HumanResponse:
+    """A decided record as the typed answer ``request_approval`` would return."""
+    decision = dict(record.decision or {})
+    request = ApprovalRequest.model_validate(record.payload)
+    kind = decision.get("type")
+    text = decision.get("message") if kind in ("reject", "respond", "timeout", "cancel") \
+        else None
+    chose = bool(request.options) and kind == "respond"
+    return HumanResponse(
+        approved=decision_approves(decision, request) if decision else False,
+        status=record.status,
+        text=None if chose else text,
+        choice=text if chose else None,
+        data=dict(decision["edited_action"]["args"]) if kind == "edit" else None,
+        decided_by=record.decided_by,
+        decision=decision,
+    )
