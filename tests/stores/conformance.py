@@ -387,10 +387,10 @@ class StoreConformance:
         await store.create_request(request("r1"))
         resolved = await store.resolve(
             "r1",
-            status="cancelled",
+            status="cancelled",  # type: ignore[arg-type]
             decision={"type": "cancel"},
             decided_by="a",
-            channel="api",  # type: ignore[arg-type]
+            channel="api",
         )
         assert resolved.status is Status.CANCELLED
 
