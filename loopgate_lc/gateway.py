@@ -39,7 +39,7 @@ from loopgate_lc.errors import (
     SessionNotFound,
     StaleDecision,
 )
-from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire
+from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
 from loopgate_lc.interrupts import OBSERVER_KEY
 from loopgate_lc.notifiers.base import DeliveryError, Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
@@ -161,6 +161,10 @@ class Loopgate:
         clock: Returns "now" (UTC); tests inject one to move time.
         poll_interval: How often waiting code re-reads the store, to see decisions made
             by other processes.
+        retry_backoff: First delay before a failed delivery is retried (doubling, up to
+            ``max_retry_backoff``).
+        timers: Run the background deadline timer (tests that step time by hand with
+            :meth:`expire_due` turn it off).
     """
 
     def __init__(
@@ -177,6 +181,7 @@ class Loopgate:
         poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 300.0,
+        timers: bool = True,
     ) -> None:
         if on_timeout not in ("reject", "approve", "escalate"):
             raise ConfigurationError(
@@ -198,6 +203,7 @@ class Loopgate:
         self.poll_interval = poll_interval
         self.retry_backoff = retry_backoff
         self.max_retry_backoff = max_retry_backoff
+        self.timers = timers
         self._portal = Portal()
         self._opened: asyncio.Future[None] | None = None
         self._state: _State | None = None
@@ -254,7 +260,8 @@ class Loopgate:
                     start = getattr(notifier, "start", None)
                     if start is not None:
                         await start(self)
-                self._spawn(self._timer_loop())
+                if self.timers:
+                    self._spawn(self._timer_loop())
                 self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
                 self._opened.set_result(None)
@@ -889,7 +896,8 @@ class Loopgate:
         await self._audit("delivery_failed", record, channel=notifier.name, details={
             "kind": item.kind, "attempt": attempts, "error": f"{type(exc).__name__}: {exc}",
             "retrying_in": delay if retryable else None})
-        await self._report(exc, {"notifier": notifier.name, "request_id": record.id})
+        await self._report(exc, {"notifier": notifier.name, "request_id": record.id},
+                           audit=False)
         if retryable:
             await self.store.retry_outbox(item.id, due_at=self.clock() + timedelta(
                 seconds=delay), error=str(exc))
@@ -1197,19 +1205,23 @@ class Loopgate:
     async def _fire(self, name: str, *args: Any) -> list[Any]:
         return await fire(self.hooks, name, *args, report=self._report)
 
-    async def _report(self, error: BaseException, context: dict[str, Any]) -> None:
+    async def _report(self, error: BaseException, context: dict[str, Any], *,
+                      audit: bool = True) -> None:
+        """Log, audit (unless the caller already did) and pass to ``on_error`` hooks;
+        never raises, so a failure elsewhere cannot lose a decision."""
         log.warning("loopgate_lc: %s in %s", error, context)
-        try:
-            await self.store.append_audit(AuditEvent(
-                at=self.clock(), event="error", request_id=context.get("request_id"),
-                thread_id=context.get("thread_id"),
-                details={"error": f"{type(error).__name__}: {error}",
-                         **{k: str(v) for k, v in context.items()}}))
-        except Exception:  # the audit itself failing must not hide the first error
-            log.exception("loopgate_lc: could not audit an error")
-        if "hook" in context and context["hook"] == "on_error":
+        if audit:
+            try:
+                await self.store.append_audit(AuditEvent(
+                    at=self.clock(), event="error", request_id=context.get("request_id"),
+                    thread_id=context.get("thread_id"),
+                    details={"error": f"{type(error).__name__}: {error}",
+                             **{k: str(v) for k, v in context.items()}}))
+            except Exception:  # the audit itself failing must not hide the first error
+                log.exception("loopgate_lc: could not audit an error")
+        if context.get("hook") == "on_error":
             return
-        for part in self.hooks._parts or (self.hooks,):
+        for part in parts_of(self.hooks):
             if part.on_error is None:
                 continue
             try:

@@ -8,7 +8,8 @@ same replies. No network, no provider.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -19,7 +20,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import Field
 
-__all__ = ["ScriptedChatModel", "ai", "call"]
+__all__ = ["RecordingNotifier", "ScriptedApprover", "ScriptedChatModel", "ai", "call"]
 
 Reply = AIMessage | str | Callable[[list[BaseMessage]], AIMessage | str]
 
@@ -79,3 +80,86 @@ class ScriptedChatModel(BaseChatModel):
             reply = reply(messages)
         message = AIMessage(content=reply) if isinstance(reply, str) else reply
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class RecordingNotifier:
+    """A notifier that remembers what it was asked to deliver.
+
+    Args:
+        name: Its name in the outbox and audit.
+        fail_times: Fail this many deliveries first (with ``DeliveryError``), to test
+            retries.
+        retryable: Whether those failures are worth retrying.
+    """
+
+    def __init__(self, name: str = "recording", *, fail_times: int = 0,
+                 retryable: bool = True) -> None:
+        self.name = name
+        self.fail_times = fail_times
+        self.retryable = retryable
+        self.notified: list[Any] = []
+        self.resolved: list[Any] = []
+        self.attempts = 0
+        self._event: asyncio.Event | None = None
+
+    async def notify(self, request: Any) -> Any:
+        from loopgate_lc.notifiers.base import DeliveryError
+
+        self.attempts += 1
+        if self.attempts <= self.fail_times:
+            raise DeliveryError(f"{self.name}: failure {self.attempts} of {self.fail_times}",
+                                retryable=self.retryable)
+        self.notified.append(request)
+        return {"seen": len(self.notified)}
+
+    async def on_resolved(self, request: Any) -> None:
+        self.resolved.append(request)
+
+
+Script = Callable[[Any], Mapping[str, Any] | None]
+
+
+class ScriptedApprover:
+    """A notifier that answers every request itself, as a person would.
+
+    ``decide`` gets the pending record and returns a decision dict (or None to leave
+    it pending). Handy in tests, CI smoke runs and demos without a human.
+    """
+
+    def __init__(self, decide: Script | Mapping[str, Any] | None = None, *,
+                 name: str = "scripted", actor: str = "scripted-approver") -> None:
+        self.name = name
+        self.actor = actor
+        fixed = dict(decide) if isinstance(decide, Mapping) else {"type": "approve"}
+        self._decide: Script = decide if callable(decide) else (lambda _record: fixed)
+        self._gateway: Any = None
+        self.answered: list[tuple[str, Mapping[str, Any]]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, gateway: Any) -> None:
+        self._gateway = gateway
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def notify(self, request: Any) -> Any:
+        decision = self._decide(request)
+        if decision is not None and self._gateway is not None:
+            task = asyncio.get_running_loop().create_task(self._answer(request.id, decision))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
+
+    async def _answer(self, request_id: str, decision: Mapping[str, Any]) -> None:
+        from loopgate_lc.errors import AlreadyDecided
+
+        try:
+            await self._gateway.arespond(request_id, dict(decision), actor=self.actor,
+                                         channel=self.name)
+        except AlreadyDecided:
+            return
+        self.answered.append((request_id, decision))
+
+    async def on_resolved(self, request: Any) -> None:
+        return None

@@ -21,3 +21,67 @@ def config() -> dict[str, Any]:
 def runs() -> Counter[str]:
     """How often each tool body ran: the exactly-once invariant is read from here."""
     return Counter()
+
+
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def any_store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """A fresh store of every backend (PostgreSQL in its own schema, when a DSN is set)."""
+    from loopgate_lc.stores import MemoryStore, SQLiteStore
+
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "sqlite":
+        yield SQLiteStore(tmp_path / "loopgate.db")
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        from loopgate_lc.stores.postgres import PostgresStore
+
+        yield PostgresStore(request.getfixturevalue("postgres_dsn"), schema=schema)
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    import os
+
+    dsn = os.environ.get("LOOPGATE_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("set LOOPGATE_TEST_POSTGRES_DSN to run the PostgreSQL tests")
+    return dsn
+
+
+@pytest.fixture
+def pg_schema(postgres_dsn: str) -> Any:
+    """A schema name no other test uses; dropped with everything in it afterwards."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    name = f"loopgate_test_{uuid.uuid4().hex[:16]}"
+    yield name
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+class FakeClock:
+    """A clock tests move by hand, so timeouts fire without waiting."""
+
+    def __init__(self) -> None:
+        from loopgate_lc.schema import utcnow
+
+        self.now = utcnow()
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, seconds: float) -> Any:
+        from datetime import timedelta
+
+        self.now = self.now + timedelta(seconds=seconds)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
