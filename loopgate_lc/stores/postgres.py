@@ -259,7 +259,8 @@ class PostgresStore(Store):
         self._min_size = min_size
         self.timeout = timeout
         self._max_size = max_size
-        self._pool_lock = asyncio.Lock()
+        self._pool_lock: asyncio.Lock | None = None
+        self._pool_lock_loop: asyncio.AbstractEventLoop | None = None
         self._tables: dict[str, sql.Identifier] = {
             name: sql.Identifier(schema, f"loopgate_{name}")
             if schema
@@ -298,6 +299,10 @@ class PostgresStore(Store):
     async def _get_pool(self) -> AsyncConnectionPool:
         if self._pool is not None:
             return self._pool
+        loop = asyncio.get_running_loop()
+        if self._pool_lock is None or self._pool_lock_loop is not loop:
+            # Created here, not in __init__: the store may be built outside any loop.
+            self._pool_lock, self._pool_lock_loop = asyncio.Lock(), loop
         async with self._pool_lock:
             if self._pool is None:
                 if self._dsn is None:  # pragma: no cover - a pool passed in is never dropped

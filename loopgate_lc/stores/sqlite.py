@@ -153,7 +153,7 @@ _write_locks_guard = threading.Lock()
 
 
 def _write_lock_for(path: Path) -> threading.Lock:
-    key = str(path.resolve())
+    key = str(path)
     with _write_locks_guard:
         return _write_locks.setdefault(key, threading.Lock())
 
@@ -272,11 +272,13 @@ class SQLiteStore(Store):
                 "(open_store('memory://')) for a store that lives in memory"
             )
         self.path = Path(text).expanduser()
+        # Fixed now, so a later chdir() cannot point the store at another file.
+        self._file = self.path.resolve()
         self.timeout = timeout
         self._max_idle = max_idle_connections
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
-        self._write_lock = _write_lock_for(self.path)
+        self._write_lock = _write_lock_for(self._file)
 
     @classmethod
     def from_conn_string(cls, conn_string: str, **kwargs: Any) -> SQLiteStore:
@@ -301,7 +303,7 @@ class SQLiteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path,
+                self._file,
                 timeout=self.timeout,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # a pooled connection moves between threads
