@@ -293,6 +293,17 @@ class Loopgate:
         await self.store.close()
         self._opened = None
 
+    def _accepting(self, record: RequestRecord) -> list[Notifier]:
+        """The notifiers that want this request. A notifier may decline with an optional
+        ``accepts(record) -> bool`` (a channel only some requests use, like the server's
+        ``callback_url`` delivery) instead of being sent, and auditing, every request."""
+        wanted = []
+        for notifier in self.notifiers:
+            accepts = getattr(notifier, "accepts", None)
+            if accepts is None or accepts(record):
+                wanted.append(notifier)
+        return wanted
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._s.tasks.add(task)
@@ -492,7 +503,7 @@ class Loopgate:
                 actor="hook:on_request", channel="hook", event="vetoed",
             )
             return decided
-        for notifier in self.notifiers:
+        for notifier in self._accepting(stored):
             await self.store.enqueue_outbox(
                 OutboxItem(request_id=stored.id, notifier=notifier.name, kind="notify",
                            due_at=now))
@@ -538,7 +549,10 @@ class Loopgate:
         risk: RiskLevel | str | None = None,
         confidence: float | None = None,
         allowed_decisions: Sequence[str] | None = None,
+        callback_url: str | None = None,
     ) -> RequestRecord:
+        # callback_url is kept in the payload (ApprovalRequest allows extra fields), so
+        # whichever process decides the request can still deliver the callback.
         request_kind = RequestKind(kind)
         parsed = [Option.parse(dict(o) if isinstance(o, Mapping) else o) for o in options]
         if request_kind is RequestKind.CHOICE and not parsed:
@@ -566,6 +580,7 @@ class Loopgate:
             approvers=list(verdict.approvers) if verdict else [],
             session_id=session_id,
             timeout_seconds=_seconds(timeout),
+            **({"callback_url": callback_url} if callback_url else {}),
         )
         return await self._file(request, client_id=client_id)
 
@@ -708,7 +723,7 @@ class Loopgate:
             await self._fire("on_approve", decided, False, request.policy)
         elif status is Status.REJECTED:
             await self._fire("on_reject", decided)
-        channels = {n.name for n in self.notifiers} | set(decided.message_refs)
+        channels = {n.name for n in self._accepting(decided)} | set(decided.message_refs)
         for name in sorted(channels):
             await self.store.enqueue_outbox(OutboxItem(
                 request_id=decided.id, notifier=name, kind="resolved", due_at=self.clock()))
@@ -792,7 +807,7 @@ class Loopgate:
                 await self._audit("escalated", record, channel="timer", details={
                     "level": level + 1, "notifiers": list(step.notifiers),
                     "approvers": list(step.approvers)})
-                for name in step.notifiers or tuple(n.name for n in self.notifiers):
+                for name in step.notifiers or tuple(n.name for n in self._accepting(record)):
                     await self.store.enqueue_outbox(OutboxItem(
                         request_id=record.id, notifier=name, kind="notify", due_at=now))
                 self._s.outbox_kick.set()
