@@ -12,6 +12,7 @@ blocking twin without the ``a`` prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +36,6 @@ from loopgate_lc.errors import (
     DecisionNotAllowed,
     InvalidDecision,
     LoopgateError,
-    RequestNotFound,
     SessionNotFound,
     StaleDecision,
 )
@@ -840,10 +840,8 @@ class Loopgate:
             nxt = await self.store.next_expiry()
             if nxt is not None:
                 delay = max(0.0, min(interval, (nxt - self.clock()).total_seconds()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), delay)
-            except TimeoutError:
-                pass
 
     # outbox ------------------------------------------------------------------------------
 
@@ -857,10 +855,8 @@ class Loopgate:
                 await self._drain_outbox()
             except Exception as exc:
                 await self._report(exc, {"task": "outbox"})
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
 
     async def _drain_outbox(self) -> None:
         names = {n.name: n for n in self.notifiers}

@@ -156,7 +156,6 @@ def test_edit_runs_the_edited_call_once_and_tells_the_model(
     runs: Counter[str], config: dict[str, Any]
 ) -> None:
     seen: list[dict[str, Any]] = []
-    get_status, _ = make_tools(runs)
 
     @tool
     def transfer(amount: int, to: str) -> str:

@@ -106,7 +106,9 @@ def test_glob_features_and_anchoring() -> None:
         ({"name": ""}, "name must be a non-empty string"),
     ],
 )
-def test_invalid_policies_raise_a_clear_value_error(kwargs: dict[str, object], message: str) -> None:
+def test_invalid_policies_raise_a_clear_value_error(
+    kwargs: dict[str, object], message: str
+) -> None:
     args: dict[str, object] = {"name": "p", "tool_pattern": "x*", **kwargs}
     with pytest.raises(InvalidPolicy) as info:
         ApprovalPolicy(**args)  # type: ignore[arg-type]
