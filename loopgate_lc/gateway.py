@@ -1004,6 +1004,7 @@ class Loopgate:
             if await self.store.mark_resumed(record.id):
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
+                await self._audit("resumed", record)
         return resume, claimed
 
     async def _pending_interrupts(self, driver: _Driver, config: dict[str, Any]) -> set[str]:
@@ -1020,11 +1021,9 @@ class Loopgate:
         try:
             async with lock:
                 pending_ids = await self._pending_interrupts(driver, config)
-                resume, claimed = await self._claim(thread_id, pending_ids)
+                resume, _ = await self._claim(thread_id, pending_ids)
                 if not resume:
                     return
-                for record in claimed:
-                    await self._audit("resumed", record)
                 result = await self._invoke(driver, Command(resume=resume), config)
                 await self._after_step(name, thread_id, result)
         except Exception as exc:
@@ -1118,6 +1117,8 @@ class Loopgate:
                     yield "chunk", chunk
                 result = _final(graph.get_state(cfg))
             if not result.interrupts:
+                self._portal.call(self._audit("finished", thread_id=thread_id,
+                                              details={"graph": name}))
                 yield "result", result.value
                 return
             records = self._portal.call(self._file_interrupts(result.interrupts, thread_id,
@@ -1143,6 +1144,8 @@ class Loopgate:
                     yield "chunk", chunk
                 result = _final(await graph.aget_state(cfg))
             if not result.interrupts:
+                await self._portal.acall(self._audit("finished", thread_id=thread_id,
+                                                     details={"graph": name}))
                 yield "result", result.value
                 return
             records = await self._portal.acall(self._file_interrupts(
