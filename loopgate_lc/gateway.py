@@ -1035,14 +1035,12 @@ class Loopgate:
         """Resume threads whose requests were decided while nobody could resume them
         (a restart, or a decision made in another process)."""
         names = [name] if name else list(self._drivers)
-        threads: set[tuple[str, str]] = set()
-        for graph_name in names:
-            for status in Status:
-                if status is Status.PENDING:
-                    continue
-                for record in await self.store.list_requests(status=status, graph=graph_name):
-                    if record.resumed_at is None and record.thread_id:
-                        threads.add((graph_name, record.thread_id))
+        threads = {
+            (graph_name, record.thread_id)
+            for graph_name in names
+            for record in await self.store.list_requests(graph=graph_name, unresumed=True)
+            if record.thread_id
+        }
         for graph_name, thread_id in sorted(threads):
             lock = self._s.thread_locks.get(thread_id)
             if lock is None or not lock.locked():

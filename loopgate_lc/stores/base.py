@@ -195,9 +195,14 @@ class Store(abc.ABC):
         session_id: str | None = None,
         thread_id: str | None = None,
         graph: str | None = None,
+        unresumed: bool = False,
         limit: int | None = None,
     ) -> list[RequestRecord]:
-        """Requests matching every given filter, oldest first."""
+        """Requests matching every given filter, oldest first.
+
+        ``unresumed=True`` keeps only decided requests whose run has not been resumed
+        yet (``resumed_at`` unset): what a restarted gateway must pick up.
+        """
 
     @abc.abstractmethod
     async def resolve(

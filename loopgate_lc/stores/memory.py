@@ -151,6 +151,7 @@ class MemoryStore(Store):
         session_id: str | None = None,
         thread_id: str | None = None,
         graph: str | None = None,
+        unresumed: bool = False,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         wanted = None if status is None else coerce_status(status)
@@ -164,6 +165,7 @@ class MemoryStore(Store):
                 and (session_id is None or r.session_id == session_id)
                 and (thread_id is None or r.thread_id == thread_id)
                 and (graph is None or r.graph == graph)
+                and (not unresumed or (not r.pending and r.resumed_at is None))
             ]
         return found if limit is None else found[:limit]
 

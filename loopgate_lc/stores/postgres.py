@@ -535,6 +535,7 @@ class PostgresStore(Store):
         session_id: str | None = None,
         thread_id: str | None = None,
         graph: str | None = None,
+        unresumed: bool = False,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         # NULL parameters switch a filter off, so one static statement covers every mix.
@@ -543,12 +544,14 @@ class PostgresStore(Store):
             "AND (%(session)s::text IS NULL OR session_id = %(session)s) "
             "AND (%(thread)s::text IS NULL OR thread_id = %(thread)s) "
             "AND (%(graph)s::text IS NULL OR graph = %(graph)s) "
+            "AND (NOT %(unresumed)s OR (status <> 'pending' AND resumed_at IS NULL)) "
             "ORDER BY created_at, seq LIMIT %(limit)s",
             {
                 "status": None if status is None else coerce_status(status).value,
                 "session": session_id,
                 "thread": thread_id,
                 "graph": graph,
+                "unresumed": unresumed,
                 "limit": check_limit(limit),
             },
         )

@@ -580,6 +580,7 @@ class SQLiteStore(Store):
         session_id: str | None = None,
         thread_id: str | None = None,
         graph: str | None = None,
+        unresumed: bool = False,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         where: list[str] = []
@@ -595,6 +596,8 @@ class SQLiteStore(Store):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if unresumed:
+            where.append("status != 'pending' AND resumed_at IS NULL")
         query = "SELECT * FROM loopgate_requests"
         if where:
             query += " WHERE " + " AND ".join(where)

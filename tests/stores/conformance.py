@@ -407,6 +407,19 @@ class StoreConformance:
         with pytest.raises(RequestNotFound):
             await store.mark_resumed("missing")
 
+    async def test_unresumed_lists_decided_requests_until_they_are_resumed(
+        self, store: Store
+    ) -> None:
+        for rid in ("r1", "r2", "r3"):
+            await store.create_request(request(rid))
+        for rid in ("r1", "r2"):
+            await store.resolve(
+                rid, status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+            )
+        assert [r.id for r in await store.list_requests(unresumed=True)] == ["r1", "r2"]
+        assert await store.mark_resumed("r1") is True
+        assert [r.id for r in await store.list_requests(unresumed=True)] == ["r2"]
+
     async def test_extend_expiry_is_a_compare_and_set_on_escalation_level(
         self, store: Store
     ) -> None:
