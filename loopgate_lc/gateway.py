@@ -1176,10 +1176,12 @@ class Loopgate:
             if not waiting:
                 raise StaleDecision(
                     f"thread {thread_id} is paused but none of its requests can resume it")
-            done, _ = await asyncio.wait(
-                [asyncio.ensure_future(self._wait_decided(r.id, None)) for r in waiting],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            watchers = [asyncio.ensure_future(self._wait_decided(r.id, None)) for r in waiting]
+            try:
+                done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for watcher in watchers:
+                    watcher.cancel()
             for task in done:
                 task.result()
             records = [await self.store.get_request(r.id) for r in records]
