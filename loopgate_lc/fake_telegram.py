@@ -698,7 +698,7 @@ class FakeBotAPI:
     # --- waiting -------------------------------------------------------------------------
 
     def wait_for(
-        self, predicate: Callable[[], _T], timeout: float = 5.0, interval: float = 0.01
+        self, predicate: Callable[[], _T | None], timeout: float = 5.0, interval: float = 0.01
     ) -> _T:
         """Block until ``predicate()`` is truthy and return its value.
 
@@ -720,23 +720,23 @@ class FakeBotAPI:
     @overload
     async def await_for(
         self,
-        predicate: Callable[[], Awaitable[_T]],
-        timeout: float = ...,  # noqa: ASYNC109
+        predicate: Callable[[], Awaitable[_T | None]],
+        timeout: float = ...,
         interval: float = ...,
     ) -> _T: ...
 
     @overload
     async def await_for(
         self,
-        predicate: Callable[[], _T],
-        timeout: float = ...,  # noqa: ASYNC109
+        predicate: Callable[[], _T | None],
+        timeout: float = ...,
         interval: float = ...,
     ) -> _T: ...
 
     async def await_for(
         self,
         predicate: Callable[[], Any],
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bounded poll, the twin of wait_for
+        timeout: float = 5.0,
         interval: float = 0.01,
     ) -> Any:
         """The async twin of :meth:`wait_for`; ``predicate`` may be a coroutine function.
