@@ -1,0 +1,246 @@
+"""``loopgate-lc demo`` as a user runs it: a real process, a real store, a real terminal
+(a pseudo-terminal), a real Telegram Bot API fake, and never a hang."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from loopgate_lc.fake_telegram import FakeBotAPI
+from loopgate_lc.gateway import Loopgate
+
+TIMEOUT = 60  # generous: a hang is what these tests catch, not slowness
+DEMO = [sys.executable, "-m", "loopgate_lc.demo"]
+CLI = [sys.executable, "-m", "loopgate_lc.cli"]
+REQUEST_ID = re.compile(r"loopgate-lc approve ([0-9a-f-]{36})")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment minus anything that would reach a real bot or store."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TELEGRAM_", "LOOPGATE_"))}
+    env.update(extra)
+    return env
+
+
+def run_demo(*args: str, cwd: Path, cmd: list[str] = DEMO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=TIMEOUT, cwd=cwd, env=clean_env())
+
+
+class Lines:
+    """Reads a child's output on a thread, so waiting for a line has a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def until(self, pattern: re.Pattern[str], timeout: float = TIMEOUT) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            found = pattern.search(line)
+            if found:
+                return found
+        raise AssertionError(f"{pattern.pattern!r} never printed:\n{''.join(self.seen)}")
+
+    def rest(self) -> str:
+        for _ in range(100_000):
+            line = self._queue.get(timeout=TIMEOUT)
+            if line is None:
+                break
+            self.seen.append(line)
+        return "".join(self.seen)
+
+
+@pytest.fixture
+def child() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test started, killed if the test fails before they end."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_without_a_terminal_it_files_explains_and_exits_0(tmp_path: Path) -> None:
+    done = run_demo(cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "no terminal to ask" in out and "stays pending" in out
+    assert "loopgate-lc demo --auto approve" in out
+    assert "loopgate-lc approve <request id>" in out
+    assert "live on production" not in out and "deployed:" not in out
+    # the read-only checks and the staging deploy went through on policy alone
+    assert "live on staging" in out
+    assert re.search(r"auto_approved\s+check_build_status", out)
+    assert re.search(r"requested\s+deploy #", out)
+    assert list(tmp_path.iterdir()) == []  # the throwaway store is not left in the cwd
+
+
+def test_auto_approve_deploys_and_prints_the_audit_trail(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    done = run_demo("--auto", "approve", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "<- deploy: version 1.4.2 is live on production" in out
+    assert "deployed: staging, production" in out
+    assert "audit trail:" in out
+    assert re.search(r"decided:approved\s+deploy #\w+\s+demo --auto approve", out)
+    # the trail printed is the one kept in the store
+    with Loopgate(store=store) as gate:
+        events = [e.event for e in gate.audit()]
+    assert events.count("auto_approved") == 3
+    assert events.count("requested") == 1 and events.count("decided:approved") == 1
+
+
+def test_auto_reject_does_not_deploy_to_production(tmp_path: Path) -> None:
+    done = run_demo("--auto", "reject", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "deployed: staging\n" in out
+    assert "live on production" not in out
+    assert "production was not approved" in out
+    assert re.search(r"decided:rejected\s+deploy #", out)
+
+
+def test_the_cli_subcommand_runs_the_same_demo(tmp_path: Path) -> None:
+    done = run_demo("demo", "--auto", "approve", cwd=tmp_path, cmd=CLI)
+    assert done.returncode == 0, done.stderr
+    assert "deployed: staging, production" in done.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_a_person_at_the_terminal_approves(tmp_path: Path,
+                                           child: list[subprocess.Popen[str]]) -> None:
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(DEMO, stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                               env=clean_env(), close_fds=True)
+    child.append(process)  # type: ignore[arg-type]
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+            if not answered and b"[a]pprove" in seen:
+                os.write(master, b"a\n")
+                answered = True
+    finally:
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert process.wait(10) == 0, text
+    assert answered, text
+    assert "=== loopgate: tool_approval needs a person ===" in text
+    assert "deploy version 1.4.2 to production" in text
+    assert "deployed: staging, production" in text
+    assert re.search(r"decided:approved\s+deploy #\w+\s+console:", text)
+
+
+def test_wait_takes_the_answer_from_another_terminal(
+    tmp_path: Path, child: list[subprocess.Popen[str]]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    process = subprocess.Popen([*DEMO, "--wait", "--store", store], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=tmp_path, env=clean_env())
+    child.append(process)
+    assert process.stdout is not None
+    lines = Lines(process.stdout)
+    request_id = lines.until(REQUEST_ID).group(1)
+    answer = subprocess.run([*CLI, "reject", request_id, "--reason", "release freeze",
+                             "--store", store], capture_output=True, text=True,
+                            timeout=TIMEOUT, cwd=tmp_path, env=clean_env())
+    assert answer.returncode == 0, answer.stderr
+    assert process.wait(TIMEOUT) == 0
+    out = lines.rest()
+    assert "release freeze" in out
+    assert "live on production" not in out
+    assert re.search(r"decided:rejected\s+deploy #\w+\s+\S+\s+cli", out)
+
+
+def test_telegram_is_used_when_a_bot_and_chat_are_configured(
+    tmp_path: Path, child: list[subprocess.Popen[str]]
+) -> None:
+    chat = 4242
+    with FakeBotAPI() as api:
+        env = clean_env(TELEGRAM_BOT_TOKEN=api.token, TELEGRAM_CHAT_ID=str(chat),
+                        TELEGRAM_API_BASE_URL=api.base_url)
+        process = subprocess.Popen(DEMO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+        child.append(process)
+        (message,) = api.wait_for(lambda: api.messages(chat), timeout=TIMEOUT)
+        assert "deploy version 1.4.2 to production" in message["plain_text"]
+        buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
+        approve = next(b for b in buttons if "Approve" in b["text"])
+        api.tap(chat, message["message_id"], approve["callback_data"],
+                {"id": chat, "first_name": "Ana", "username": "ana"})
+        out, _ = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, out
+    assert "approvals: Telegram chat 4242" in out
+    assert "deployed: staging, production" in out
+    assert re.search(r"decided:approved\s+deploy #\w+\s+telegram:4242 \(@ana\)", out)
+
+
+@pytest.mark.parametrize(("model", "says"), [
+    ("gpt-4o", "takes provider:name"),
+    ("no-such-provider:x", "cannot start 'no-such-provider:x'"),
+    ("openai:gpt-4o-mini", "cannot load 'openai:gpt-4o-mini'"),
+])
+def test_an_unusable_model_is_refused_clearly(tmp_path: Path, model: str, says: str) -> None:
+    if model.startswith("openai:"):
+        try:
+            import langchain_openai  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            pytest.skip("langchain-openai is installed, so this provider would load")
+    done = run_demo("--model", model, cwd=tmp_path)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "deploy" not in done.stdout  # nothing ran
+
+
+def test_a_bad_timeout_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_demo("--timeout", "0", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--timeout must be a positive number" in done.stderr
