@@ -202,22 +202,8 @@ class TelegramNotifier:
         self.retry_backoff = retry_backoff
         self.max_retry_after = max_retry_after
         self.poll_timeout = poll_timeout
-        # Concurrent: one slow store call or retried API call must not hold up other taps.
-        builder = ApplicationBuilder().token(token).concurrent_updates(True)
-        if mode == "webhook":
-            builder = builder.updater(None)
-        if self.base_url:
-            builder = builder.base_url(self.base_url)
-        self.application: Application[Any, Any, Any, Any, Any, Any] = builder.build()
-        self.application.add_handler(CommandHandler("start", self._cmd_start))
-        self.application.add_handler(CommandHandler("help", self._cmd_help))
-        self.application.add_handler(CommandHandler("pending", self._cmd_pending))
-        self.application.add_handler(CommandHandler("status", self._cmd_status))
-        self.application.add_handler(CallbackQueryHandler(self._on_tap))
-        self.application.add_handler(
-            MessageHandler(filters.REPLY & filters.TEXT & ~filters.COMMAND, self._on_reply)
-        )
-        self.application.add_error_handler(self._on_error)
+        self._token = token
+        self.application = self._build()
         self._gateway: Loopgate | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initialized = False
@@ -225,6 +211,24 @@ class TelegramNotifier:
 
     def __repr__(self) -> str:
         return f"TelegramNotifier(name={self.name!r}, mode={self.mode!r})"
+
+    def _build(self) -> Application[Any, Any, Any, Any, Any, Any]:
+        # Concurrent: one slow store call or retried API call must not hold up other taps.
+        builder = ApplicationBuilder().token(self._token).concurrent_updates(True)
+        if self.mode == "webhook":
+            builder = builder.updater(None)
+        if self.base_url:
+            builder = builder.base_url(self.base_url)
+        application = builder.build()
+        application.add_handler(CommandHandler("start", self._cmd_start))
+        application.add_handler(CommandHandler("help", self._cmd_help))
+        application.add_handler(CommandHandler("pending", self._cmd_pending))
+        application.add_handler(CommandHandler("status", self._cmd_status))
+        application.add_handler(CallbackQueryHandler(self._on_tap))
+        # Commands were matched above; a reply like "/tmp is full" is still an answer.
+        application.add_handler(MessageHandler(filters.REPLY & filters.TEXT, self._on_reply))
+        application.add_error_handler(self._on_error)
+        return application
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -234,8 +238,14 @@ class TelegramNotifier:
         Raises:
             ConfigurationError: Telegram refused the token.
         """
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop and not self._started:
+            # Started again by a reopened gateway on a new loop: python-telegram-bot's
+            # queues and HTTP clients belong to the old one, so start from a fresh app.
+            self.application = self._build()
+            self._initialized = False
         self._gateway = gateway
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         await self._initialize()
         if self._started:
             return

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from loopgate_lc.errors import ConfigurationError, SignatureError
 from loopgate_lc.fake_telegram import FakeBotAPI, parse_html
-from loopgate_lc.gateway import Loopgate
+from loopgate_lc.gateway import Escalation, Loopgate
 from loopgate_lc.guard import guard
 from loopgate_lc.notifiers.base import LifecycleNotifier, Notifier
 from loopgate_lc.notifiers.telegram import SECRET_HEADER, InvalidUpdate, TelegramNotifier
@@ -59,6 +59,7 @@ async def _running(
     store: str = "memory://",
     notifier: TelegramNotifier | None = None,
     policies: list[ApprovalPolicy] | None = None,
+    gateway_options: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[Loopgate, TelegramNotifier]]:
     telegram = notifier or _notifier(fake, **kwargs)
@@ -68,6 +69,7 @@ async def _running(
         policies=policies,
         poll_interval=0.05,
         retry_backoff=0.05,
+        **(gateway_options or {}),
     )
     async with gateway:
         yield gateway, telegram
@@ -571,6 +573,30 @@ async def test_long_rate_limits_go_back_to_the_outbox(fake: FakeBotAPI) -> None:
         await _message(fake, CHAT, "Approval needed")  # and the next attempt goes through
 
 
+async def test_escalation_renotifies_and_every_message_is_resolved(fake: FakeBotAPI) -> None:
+    options = {
+        "on_timeout": "escalate",
+        "escalation": [Escalation(timeout=30, notifiers=("telegram",))],
+    }
+    async with _running(fake, gateway_options=options) as (gateway, _):
+        await gateway.aregister_session("ops", telegram_id=CHAT)
+        record = await _approval(gateway, timeout=0.2)
+        first = await _message(fake, CHAT, "Deploy the release?")
+        await fake.await_for(lambda: len(fake.messages(CHAT)) == 2)  # reminded after 0.2 s
+        second = fake.messages(CHAT)[1]
+        assert second["message_id"] != first["message_id"]
+        await _delivered(gateway, record.id)
+        refs = (await gateway.aget(record.id)).message_refs["telegram"]
+        assert refs["message_id"] == second["message_id"]
+        assert refs["previous"] == [{"chat_id": CHAT, "message_id": first["message_id"]}]
+
+        query = fake.tap(CHAT, first["message_id"], _button(first, "Approve"), ANN)  # old one
+        assert await _answer(fake, query) == "✅ Approved"
+        for message in (first, second):
+            edited = await _edited(fake, CHAT, message["message_id"])
+            assert edited["plain_text"].startswith("✅ Approved by @ann")
+
+
 # --- restarts ---------------------------------------------------------------------------------
 
 
@@ -587,14 +613,26 @@ async def test_restart_while_pending(fake: FakeBotAPI, tmp_path: Path) -> None:
         prompt = await _message(fake, CHAT, "reason for rejecting")
     # Nobody is polling now; taps and replies wait at Telegram.
     tap = fake.tap(CHAT, message["message_id"], _button(message, "Approve"), ANN)
-    fake.send_text(CHAT, "wrong week", ANN, prompt["message_id"])
+    fake.send_text(CHAT, "/tmp is full", ANN, prompt["message_id"])  # a reply, not a command
     async with _running(fake, store=store, notifier=_notifier(fake)) as (gateway, _):
         assert await _answer(fake, tap) == "✅ Approved"
         assert (await _decided(gateway, first.id)).status is Status.APPROVED
         rejected = await _decided(gateway, second.id)
-        assert rejected.decision is not None and rejected.decision["message"] == "wrong week"
+        assert rejected.decision is not None and rejected.decision["message"] == "/tmp is full"
         await _edited(fake, CHAT, message["message_id"])
         await _edited(fake, CHAT, other["message_id"])
+
+
+async def test_the_same_notifier_survives_a_gateway_reopen(fake: FakeBotAPI) -> None:
+    telegram = _notifier(fake)
+    for attempt in range(2):  # each gateway opening runs on a new event loop
+        async with _running(fake, notifier=telegram) as (gateway, _):
+            await gateway.aregister_session("ops", telegram_id=CHAT)
+            record = await _approval(gateway, message=f"Attempt {attempt}?")
+            message = await _message(fake, CHAT, f"Attempt {attempt}?")
+            query = fake.tap(CHAT, message["message_id"], _button(message, "Approve"), ANN)
+            assert await _answer(fake, query) == "✅ Approved"
+            assert (await _decided(gateway, record.id)).status is Status.APPROVED
 
 
 # --- 7: commands ------------------------------------------------------------------------------
