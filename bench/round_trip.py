@@ -1,0 +1,182 @@
+"""2. One human round trip's machine cost.
+
+The same one-call agent pauses for a person and is resumed with "approve", four ways,
+on the same kind of checkpointer:
+
+- raw LangGraph (the anchor): the tool body calls ``interrupt()`` with a
+  ``ToolApprovalRequest``-shaped value; the caller resumes with ``Command(resume=...)``;
+- LangChain's ``HumanInTheLoopMiddleware(interrupt_mode="per_call")``, resumed the same way;
+- a ``guard()``-ed tool, resumed the same way (loopgate_lc's pause without its gateway);
+- the guarded agent through ``Loopgate.run``: interrupt -> request stored -> notifier
+  called -> decision through ``respond()`` -> resumed -> finished. The "person" is a
+  ``ScriptedApprover`` that answers as soon as it is notified, so human time is zero and
+  what is left is the machine's cost.
+
+Goal: the gateway's round trip at most 1.2x raw LangGraph.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import HumanInTheLoopMiddleware
+from langchain_core.tools import BaseTool, tool
+from langgraph.types import Command, interrupt
+
+from bench._backends import Backend, backend, backend_names
+from bench._harness import (
+    Config,
+    Section,
+    interleave,
+    ms,
+    not_measured,
+    paired_ratio,
+    timed_rows,
+)
+from loopgate_lc import guard
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
+
+GOAL = 1.2
+LABELS = {
+    "raw": "raw LangGraph interrupt + resume",
+    "hitl": "HumanInTheLoopMiddleware per_call",
+    "guard": "guard(), resumed by hand (no gateway)",
+    "gateway": "Loopgate.run: stored, notified, decided, resumed",
+}
+SCRIPT = [ai("", call("deploy", "call_deploy", environment="production")), "done"]
+
+
+def _deploy(environment: str) -> str:
+    """Deploy the current build to an environment."""
+    return f"deployed to {environment}"
+
+
+def _raw_deploy(environment: str) -> str:
+    """Deploy the current build to an environment."""
+    decision = interrupt({
+        "type": "tool_approval", "tool_call_id": "call_deploy", "name": "deploy",
+        "args": {"environment": environment},
+        "description": f"Tool execution requires approval\n\nTool: deploy\nArgs: {environment}",
+    })
+    if decision.get("type") != "approve":
+        return "rejected"
+    return f"deployed to {environment}"
+
+
+def _agent(kind: str, checkpointer: Any) -> Any:
+    middleware: list[Any] = []
+    deploy: BaseTool = tool("deploy")(_raw_deploy if kind == "raw" else _deploy)
+    if kind == "hitl":
+        middleware = [HumanInTheLoopMiddleware(interrupt_on={"deploy": True},
+                                               interrupt_mode="per_call")]
+    elif kind in ("guard", "gateway"):
+        deploy = guard(deploy)
+    return create_agent(ScriptedChatModel(script=SCRIPT), tools=[deploy],
+                        middleware=middleware, checkpointer=checkpointer)
+
+
+def _finished(values: Any) -> None:
+    messages = values["messages"]
+    if messages[-1].content != "done" or messages[-2].content != "deployed to production":
+        raise RuntimeError(f"the round trip did not finish as scripted: {messages[-2:]}")
+
+
+def by_hand(agent: Any) -> Callable[[], None]:
+    """Pause, then resume every interrupt with approve, as a client of LangGraph would."""
+    def once() -> None:
+        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        paused = agent.invoke({"messages": [("user", "ship it")]}, config, version="v2")
+        if len(paused.interrupts) != 1:
+            raise RuntimeError(f"expected one interrupt, got {paused.interrupts}")
+        resume = {i.id: {"type": "approve"} for i in paused.interrupts}
+        done = agent.invoke(Command(resume=resume), config, version="v2")
+        _finished(done.value)
+    return once
+
+
+class CountingApprover(ScriptedApprover):
+    """A person who approves at once; counts resolution notices so the harness can let
+    the gateway's background work settle (untimed) before the next sample."""
+
+    def __init__(self) -> None:
+        super().__init__({"type": "approve"}, name="instant", actor="bench")
+        self.resolved = 0
+
+    async def on_resolved(self, request: Any) -> None:
+        self.resolved += 1
+
+
+def _settle(gate: Loopgate, person: CountingApprover, expected: Callable[[], int]
+            ) -> Callable[[], None]:
+    def wait() -> None:
+        for _ in range(2_000):  # at most ~2 s
+            if person.resolved >= expected():
+                break
+            time.sleep(0.001)
+        gate.pending()  # one more round trip through the gateway's loop
+    return wait
+
+
+def measure(back: Backend, config: Config) -> tuple[dict[str, list[int]], int]:
+    person = CountingApprover()
+    runs = [0]
+    with Loopgate(store=back.store(), notifiers=[person]) as gate:
+        agents = {kind: _agent(kind, back.checkpointer()) for kind in LABELS}
+        variants = {kind: by_hand(agent) for kind, agent in agents.items()
+                    if kind != "gateway"}
+
+        def through_gateway() -> None:
+            runs[0] += 1
+            _finished(gate.run(agents["gateway"], {"messages": [("user", "ship it")]}))
+
+        variants["gateway"] = through_gateway
+        samples = interleave(
+            variants,
+            reps=config.reps(60, 3),
+            warmup=config.reps(5, 1),
+            budget_s=config.reps(20, 10),
+            between=_settle(gate, person, lambda: runs[0]),
+        )
+        if len(person.answered) != runs[0]:
+            raise RuntimeError("the scripted person did not answer every request")
+    back.close()
+    return samples, runs[0]
+
+
+def run(config: Config) -> Section:
+    began = time.perf_counter()
+    section = Section(
+        key="round_trip",
+        title="2. One human round trip, machine cost (human time excluded)",
+        goal=f"Loopgate.run round trip at most {GOAL}x raw LangGraph",
+    )
+    met: list[bool] = []
+    for name, missing in backend_names():
+        if missing is not None:
+            for kind in LABELS:
+                section.rows.append(not_measured(
+                    f"PostgresSaver: {LABELS[kind]}", "ms", missing, anchor=LABELS["raw"]))
+            continue
+        with backend(name) as back:
+            samples, _ = measure(back, config)
+            rows = timed_rows({k: ms(v) for k, v in samples.items()}, "raw", "ms",
+                              labels=LABELS)
+            for row in rows:
+                row.label = f"{back.label}: {row.label}"
+            gateway = rows[-1]
+            paired = paired_ratio(samples, "gateway", "raw")
+            gateway.note = f"paired ratio {paired:.2f}"
+            met.append((gateway.ratio or 99.0) <= GOAL)
+            section.rows.extend(rows)
+    section.verdict = "met" if met and all(met) else "not met"
+    section.notes.append(
+        "Median wall time of one pause + resume of a one-call agent (two model turns, a "
+        "fresh thread each time); ratio = median / median of raw LangGraph on the same "
+        "checkpointer. The gateway's store is the same kind as the checkpointer.")
+    section.seconds = time.perf_counter() - began
+    return section
