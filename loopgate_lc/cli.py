@@ -1,0 +1,399 @@
+"""``loopgate-lc``: serve the API, serve MCP, and decide requests from a terminal.
+
+Every subcommand works on the same store as the server (``--store``, ``LOOPGATE_STORE``,
+default ``sqlite:///loopgate.db``), so ``loopgate-lc approve`` in one terminal resumes
+what ``loopgate-lc serve`` filed in another. Decisions go through ``Loopgate.respond``
+(channel ``cli``) like every other channel's, so a request already decided elsewhere is
+reported with who decided it, and nothing is decided twice.
+
+Exit codes: 0 done, 1 the request could not be decided (unknown id, already decided,
+not allowed), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from loopgate_lc.errors import (
+    AlreadyDecided,
+    ConfigurationError,
+    DecisionNotAllowed,
+    LoopgateError,
+    RequestNotFound,
+)
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.schema import ApprovalRequest, RequestKind
+from loopgate_lc.stores.base import RequestRecord
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_STORE = "sqlite:///loopgate.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def _load_env_file(path: str | None) -> None:
+    """Honour a ``.env`` file (variables already set win), when python-dotenv is there."""
+    target = Path(path) if path else Path.cwd() / ".env"
+    if not target.is_file():
+        if path:
+            raise ConfigurationError(f"env file {path!r} does not exist")
+        return
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - the server extra brings it
+        print("warning: .env found but python-dotenv is not installed; ignoring it",
+              file=sys.stderr)
+        return
+    load_dotenv(target, override=False)
+
+
+def _store(args: argparse.Namespace) -> str:
+    return str(args.store or os.environ.get("LOOPGATE_STORE") or DEFAULT_STORE)
+
+
+def _port(value: str | None) -> int:
+    raw = value or os.environ.get("SERVER_PORT") or os.environ.get("LOOPGATE_PORT")
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"port must be a number, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive number")
+    return number
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _telegram_from_env() -> Any:
+    """A TelegramNotifier when ``TELEGRAM_BOT_TOKEN`` is set, else None."""
+    if not os.environ.get("TELEGRAM_BOT_TOKEN"):
+        return None
+    from loopgate_lc.notifiers.telegram import TelegramNotifier
+
+    webhook_url = os.environ.get("TELEGRAM_WEBHOOK_URL") or None
+    chat = os.environ.get("TELEGRAM_DEFAULT_CHAT_ID") or None
+    try:
+        default_chat = int(chat) if chat else None
+    except ValueError:
+        raise ConfigurationError(
+            f"TELEGRAM_DEFAULT_CHAT_ID must be a chat id (a number), got {chat!r}") from None
+    return TelegramNotifier(
+        mode="webhook" if webhook_url else "polling",
+        webhook_url=webhook_url,
+        webhook_secret=os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None,
+        default_chat_id=default_chat,
+    )
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``loopgate-lc`` argument parser (exposed for docs and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store", metavar="URL",
+        help="where requests live: sqlite:///path.db, postgresql://..., memory:// "
+             f"(env LOOPGATE_STORE; default {DEFAULT_STORE})")
+    common.add_argument("--env-file", metavar="PATH",
+                        help="read variables from this file (default ./.env when present)")
+
+    parser = argparse.ArgumentParser(
+        prog="loopgate-lc",
+        description="Human-in-the-loop approvals: serve the Loopgate API and MCP, and "
+                    "decide pending requests from the terminal.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the HTTP API (and /mcp)")
+    serve.add_argument("--host", help=f"bind address (env LOOPGATE_HOST; default {DEFAULT_HOST})")
+    serve.add_argument("--port", help=f"port (env SERVER_PORT; default {DEFAULT_PORT})")
+    serve.add_argument("--max-body-bytes", type=int, default=None,
+                       help="larger request bodies get 413 (default 1 MiB)")
+    serve.add_argument("--default-timeout", type=_positive, default=None, metavar="SECONDS",
+                       help="requests without timeout_seconds end as 'timeout' after this "
+                            "(env LOOPGATE_DEFAULT_TIMEOUT; default: wait forever)")
+    serve.add_argument("--no-mcp", action="store_true", help="do not serve MCP at /mcp")
+    serve.add_argument("--poll-interval", type=_positive, default=1.0, metavar="SECONDS",
+                       help="how often decisions made by other processes are looked for")
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug"])
+
+    mcp = sub.add_parser("mcp", parents=[common], help="serve MCP over stdio")
+    mcp.add_argument("--poll-interval", type=_positive, default=1.0, metavar="SECONDS",
+                     help="how often decisions made by other processes are looked for")
+    mcp.add_argument("--progress-interval", type=_positive, default=5.0, metavar="SECONDS",
+                     help="seconds between progress notifications while waiting")
+
+    pending = sub.add_parser("pending", parents=[common], help="list requests waiting")
+    pending.add_argument("--json", action="store_true", help="print a JSON array")
+    pending.add_argument("--session", metavar="ID", help="only this session's requests")
+
+    approve = sub.add_parser("approve", parents=[common], help="approve (or answer) a request")
+    approve.add_argument("request_id", metavar="ID")
+    approve.add_argument("--as", dest="actor", metavar="NAME",
+                         help="who is deciding, for the audit (default: your user name)")
+    approve.add_argument("--choice", metavar="LABEL",
+                         help="for requests with options: the option to choose")
+    approve.add_argument("--text", metavar="TEXT", help="for input requests: the answer")
+
+    reject = sub.add_parser("reject", parents=[common], help="reject a request")
+    reject.add_argument("request_id", metavar="ID")
+    reject.add_argument("--reason", required=True, help="why (the agent is told)")
+    reject.add_argument("--as", dest="actor", metavar="NAME",
+                        help="who is deciding, for the audit (default: your user name)")
+
+    audit = sub.add_parser("audit", parents=[common], help="print the audit trail")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--request", metavar="ID", help="only this request's events")
+    audit.add_argument("--session", metavar="ID", help="only this session's events")
+    audit.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="at most N events")
+
+    sub.add_parser("demo", help="run the demo (its own flags: loopgate-lc demo --help)",
+                   add_help=False)
+    return parser
+
+
+# --- subcommands ----------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from loopgate_lc.server import create_app
+    except ImportError as exc:
+        print(f"error: serving needs the server extra: pip install 'loopgate-lc[server]' "
+              f"({exc})", file=sys.stderr)
+        return 2
+    host = args.host or os.environ.get("LOOPGATE_HOST") or DEFAULT_HOST
+    port = _port(args.port)
+    timeout = args.default_timeout or _env_float("LOOPGATE_DEFAULT_TIMEOUT")
+    telegram = _telegram_from_env()
+    gateway = Loopgate(_store(args), notifiers=[telegram] if telegram else [],
+                       default_timeout=timeout, poll_interval=args.poll_interval)
+    kwargs: dict[str, Any] = {}
+    if args.max_body_bytes is not None:
+        kwargs["max_body_bytes"] = args.max_body_bytes
+    app = create_app(
+        gateway,
+        api_keys=os.environ.get("LOOPGATE_API_KEYS"),
+        webhook_secret=os.environ.get("LOOPGATE_WEBHOOK_SECRET") or None,
+        telegram=telegram, mcp=not args.no_mcp, host=host, close_gateway=True, **kwargs,
+    )
+    print(f"loopgate-lc: serving on http://{host}:{port} (store {_store(args)}; telegram "
+          f"{'on' if telegram else 'off'}; API keys "
+          f"{'required' if os.environ.get('LOOPGATE_API_KEYS') else 'off'})", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level)
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    try:
+        import anyio
+
+        from loopgate_lc.server.mcp import run_stdio
+    except ImportError as exc:
+        print(f"error: MCP needs the mcp extra: pip install 'loopgate-lc[mcp]' ({exc})",
+              file=sys.stderr)
+        return 2
+    gateway = Loopgate(_store(args), poll_interval=args.poll_interval)
+    anyio.run(lambda: run_stdio(gateway, progress_interval=args.progress_interval))
+    return 0
+
+
+def _age(record: RequestRecord) -> str:
+    from loopgate_lc.schema import utcnow
+
+    seconds = int((utcnow() - record.created_at).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _pending(args: argparse.Namespace, out: TextIO) -> int:
+    with Loopgate(_store(args)) as gateway:
+        records = gateway.pending(session_id=args.session)
+    if args.json:
+        from loopgate_lc.server.models import poll_result
+
+        json.dump([poll_result(r) for r in records], out, indent=2)
+        out.write("\n")
+        return 0
+    if not records:
+        print("no pending requests", file=out)
+        return 0
+    for record in records:
+        request = ApprovalRequest.model_validate(record.payload)
+        options = ""
+        if request.options:
+            options = "  [" + " | ".join(
+                f"{o.label}{'' if o.approved else ' (no)'}" for o in request.options) + "]"
+        print(f"{record.id}  {_age(record):>4}  {record.kind.value:<13} "
+              f"session={record.session_id or '-'}  {_one_line(request.text, 70)}{options}",
+              file=out)
+    print(f"{len(records)} pending", file=out)
+    return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    name = args.actor
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError):  # no user name in this environment
+            name = "unknown"
+    return f"cli:{name}"
+
+
+def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
+    with Loopgate(_store(args)) as gateway:
+        record = gateway.get(args.request_id)
+        request = ApprovalRequest.model_validate(record.payload)
+        decision: dict[str, Any]
+        if approve:
+            if args.choice is not None:
+                decision = {"type": "respond", "message": args.choice}
+            elif args.text is not None:
+                decision = {"type": "respond", "message": args.text}
+            elif request.options and record.pending:
+                labels = ", ".join(
+                    f"{o.label!r} ({'approves' if o.approved else 'does not approve'})"
+                    for o in request.options)
+                print(f"error: request {record.id} is answered by choosing an option: "
+                      f"--choice LABEL, one of {labels}", file=sys.stderr)
+                return 1
+            elif request.type in (RequestKind.INPUT, RequestKind.FEEDBACK,
+                                  RequestKind.ANNOTATION) and record.pending:
+                print(f"error: request {record.id} asks for input: pass --text TEXT",
+                      file=sys.stderr)
+                return 1
+            else:
+                decision = {"type": "approve"}
+        else:
+            decision = {"type": "reject", "message": args.reason}
+        try:
+            decided = gateway.respond(record.id, decision, actor=_actor(args), channel="cli")
+        except DecisionNotAllowed as exc:
+            hint = ""
+            if request.options:
+                hint = " (choose an option instead: loopgate-lc approve ID --choice LABEL)"
+            print(f"error: {exc}{hint}", file=sys.stderr)
+            return 1
+    from loopgate_lc.gateway import response_of
+
+    outcome = response_of(decided)
+    verdict = "approved" if outcome.approved else "not approved"
+    detail = f" with {outcome.choice!r}" if outcome.choice else ""
+    print(f"request {decided.id}: {decided.status.value}{detail} ({verdict}) by "
+          f"{decided.decided_by}", file=out)
+    return 0
+
+
+def _audit(args: argparse.Namespace, out: TextIO) -> int:
+    filters = {"request_id": args.request, "session_id": args.session, "limit": args.limit}
+    with Loopgate(_store(args)) as gateway:
+        if args.json:
+            gateway.export_audit(out, **filters)
+            return 0
+        events = gateway.audit(**filters)
+    for event in events:
+        details = json.dumps(event.details, default=str, separators=(",", ":"))
+        print(f"{event.at.isoformat(timespec='seconds')}  {event.event:<20} "
+              f"request={event.request_id or '-'}  actor={event.actor or '-'}  "
+              f"channel={event.channel or '-'}  {_one_line(details, 120)}", file=out)
+    if not events:
+        print("no audit events", file=out)
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    try:
+        from loopgate_lc import demo
+    except ImportError as exc:
+        if exc.name not in ("loopgate_lc.demo", None):
+            raise
+        print("error: the demo is not part of this installation (loopgate_lc.demo is "
+              "missing)", file=sys.stderr)
+        return 2
+    result: int | None = demo.main(argv)
+    return int(result or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``loopgate-lc``; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["demo"]:
+        # The demo parses its own flags; argparse would reject the ones it does not know.
+        return _demo(arguments[1:])
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    out = sys.stdout
+    try:
+        _load_env_file(args.env_file)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "mcp":
+            return _mcp(args)
+        if args.command == "pending":
+            return _pending(args, out)
+        if args.command in ("approve", "reject"):
+            return _decide(args, out, approve=args.command == "approve")
+        if args.command == "audit":
+            return _audit(args, out)
+    except (AlreadyDecided, RequestNotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LoopgateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

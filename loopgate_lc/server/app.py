@@ -1,0 +1,197 @@
+"""``create_app``: the ASGI app that serves the Loopgate API, MCP and the Telegram webhook.
+
+The app holds no state of its own: everything lives in the gateway and its store, so
+several app instances (or processes) on one Postgres store serve the same requests. The
+gateway runs its own event loop (see ``Loopgate``), which is why uvicorn's loop may call
+it freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from loopgate_lc.errors import LoopgateError
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier
+from loopgate_lc.server.errors import ApiError, internal_error
+from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
+from loopgate_lc.server.middleware import (
+    ApiKeys,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    parse_api_keys,
+)
+from loopgate_lc.server.openapi import docs_html, openapi_document
+from loopgate_lc.signing import Secrets
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "TELEGRAM_WEBHOOK_PATH", "create_app"]
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+TELEGRAM_WEBHOOK_PATH = "/telegram/webhook"
+_TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+def _version() -> str:
+    from loopgate_lc import __version__
+
+    return __version__
+
+
+def _keys(api_keys: ApiKeys | Mapping[str, str] | Iterable[str] | str | None) -> ApiKeys:
+    if api_keys is None:
+        return ApiKeys()
+    if isinstance(api_keys, ApiKeys):
+        return api_keys
+    if isinstance(api_keys, str):
+        return parse_api_keys(api_keys)
+    return ApiKeys(api_keys)
+
+
+def create_app(
+    loopgate: Loopgate,
+    *,
+    api_keys: ApiKeys | Mapping[str, str] | Iterable[str] | str | None = None,
+    webhook_secret: Secrets | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    telegram: Any = None,
+    mcp: bool = True,
+    host: str = "127.0.0.1",
+    max_wait: float = 60.0,
+    mcp_progress_interval: float = 5.0,
+    close_gateway: bool = False,
+) -> Starlette:
+    """Build the server for one gateway.
+
+    Args:
+        loopgate: The gateway; opened when the app starts.
+        api_keys: When any are given, every ``/hitl`` route and ``/mcp`` require one
+            (``Authorization: Bearer <key>`` or ``X-API-Key``). ``{name: key}`` names
+            the actor in the audit (``api:<name>``); a string is read like
+            ``LOOPGATE_API_KEYS`` (``key1,name=key2``).
+        webhook_secret: Verifies ``/hitl/webhook/decision/{id}`` (decision tokens and
+            ``X-Loopgate-Signature``) and signs ``callback_url`` deliveries; None turns
+            both off.
+        max_body_bytes: Larger bodies get 413, also when ``Content-Length`` lies.
+        telegram: A :class:`~loopgate_lc.notifiers.telegram.TelegramNotifier` the gateway
+            uses (added to it if missing); its updates are accepted at
+            ``/telegram/webhook``.
+        mcp: Serve MCP over streamable HTTP at ``/mcp``.
+        host: The address the server binds; on loopback the MCP endpoint also checks
+            ``Host``/``Origin`` against DNS rebinding.
+        max_wait: The cap on long polls (``/hitl/poll?wait=``), in seconds.
+        mcp_progress_interval: Seconds between MCP progress notifications.
+        close_gateway: Close the gateway when the app shuts down (the CLI does; callers
+            that own the gateway usually do not).
+
+    Raises:
+        ConfigurationError: An API key or a limit is unusable.
+    """
+    keys = _keys(api_keys)
+    if webhook_secret and not any(n.name == CALLBACK_CHANNEL for n in loopgate.notifiers):
+        loopgate.notifiers.append(CallbackNotifier(webhook_secret))
+    if telegram is not None and all(n is not telegram for n in loopgate.notifiers):
+        loopgate.notifiers.append(telegram)
+    config = HitlConfig(webhook_secret=webhook_secret or None, max_wait=max_wait)
+
+    async def health(request: Request) -> Response:
+        body: dict[str, Any] = {
+            "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
+            "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
+        }
+        try:
+            await loopgate.apending(session_id="\x00health")
+        except (LoopgateError, OSError) as exc:
+            body.update(status="degraded", error=str(exc))
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    document = openapi_document(version=_version(), auth=bool(keys),
+                                telegram=telegram is not None, mcp=mcp)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_html("/openapi.json"))
+
+    routes: list[BaseRoute] = [
+        Route("/health", endpoint(health), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        *hitl_routes(loopgate, config),
+    ]
+
+    if telegram is not None:
+        async def telegram_webhook(request: Request) -> Response:
+            update = await read_json(request)
+            await telegram.process_webhook_update(
+                update, request.headers.get(_TELEGRAM_SECRET_HEADER))
+            return JSONResponse({"ok": True})
+
+        routes.append(Route(TELEGRAM_WEBHOOK_PATH, endpoint(telegram_webhook),
+                            methods=["POST"]))
+
+    session_manager: Any = None
+    if mcp:
+        from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+
+        from loopgate_lc.server.mcp import create_mcp_server
+
+        mcp_server = create_mcp_server(loopgate, progress_interval=mcp_progress_interval)
+        mcp_server.streamable_http_app(streamable_http_path="/mcp", host=host,
+                                       max_request_body_size=max_body_bytes)
+        session_manager = mcp_server.session_manager
+        routes.append(Route("/mcp", StreamableHTTPASGIApp(session_manager)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await loopgate.aopen()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if session_manager is not None:
+                    await stack.enter_async_context(session_manager.run())
+                yield
+        finally:
+            if close_gateway:
+                await loopgate.aclose()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            error = ApiError(404, "not_found", f"no route {request.url.path}")
+        elif exc.status_code == 405:
+            error = ApiError(405, "method_not_allowed",
+                             f"{request.method} is not allowed on {request.url.path}",
+                             headers=dict(exc.headers or {}))
+        else:
+            error = ApiError(exc.status_code, "http_error", str(exc.detail),
+                             headers=dict(exc.headers or {}))
+        return error.response()
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return internal_error(exc).response()
+
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(AuthMiddleware, keys, protected=("/hitl", "/mcp"),
+                       exempt=("/hitl/webhook/",)),
+            Middleware(BodyLimitMiddleware, max_body_bytes),
+        ],
+        exception_handlers={HTTPException: http_error, ApiError: api_error,
+                            Exception: server_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,346 @@
+"""The ``/hitl/*`` routes: the Loopgate API, plus respond, long poll and webhook decisions.
+
+Handlers are thin: parse and validate, call the gateway, render :func:`poll_result`.
+Every decision goes through ``Loopgate.arespond`` (channel ``http`` or ``webhook``), so
+exactly-once, approver checks and the audit stay in one place. Errors are raised as
+:class:`ApiError` or library errors and rendered once, by :func:`endpoint`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from loopgate_lc.errors import LoopgateError, SignatureError
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.schema import ApprovalRequest, RequestKind
+from loopgate_lc.server.callbacks import CALLBACK_CHANNEL
+from loopgate_lc.server.errors import (
+    ApiError,
+    from_loopgate_error,
+    from_validation_error,
+    internal_error,
+)
+from loopgate_lc.server.middleware import ACTOR_KEY
+from loopgate_lc.server.models import (
+    CancelBody,
+    DeactivateBody,
+    RegisterBody,
+    RequestBody,
+    RespondBody,
+    WebhookDecisionBody,
+    poll_result,
+    session_out,
+)
+from loopgate_lc.signing import SIGNATURE_HEADER, Secrets, verify_decision_token, verify_signature
+from loopgate_lc.stores.base import RequestRecord
+
+__all__ = ["HitlConfig", "endpoint", "hitl_routes", "read_json", "simple_decision"]
+
+_M = TypeVar("_M", bound=BaseModel)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class HitlConfig:
+    """What the routes need besides the gateway.
+
+    Attributes:
+        webhook_secret: Verifies webhook decisions and signs callbacks; None turns both off.
+        max_wait: The cap on ``/hitl/poll?wait=`` in seconds.
+    """
+
+    webhook_secret: Secrets | None = None
+    max_wait: float = 60.0
+
+
+def endpoint(handler: Handler) -> Handler:
+    """Render every failure in the one error shape: API errors as raised, library errors
+    by their mapping, anything else as a logged 500 that reveals nothing."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return exc.response()
+        except LoopgateError as exc:
+            return from_loopgate_error(exc).response()
+        except Exception as exc:
+            return internal_error(exc).response()
+
+    return wrapped
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON; 400 when it is empty or not JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "malformed_json", "the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") \
+            from exc
+
+
+async def read_model(request: Request, model: type[_M]) -> _M:
+    """Parse and validate a JSON object body (400 malformed, 422 invalid)."""
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_fields",
+                       f"the request body must be a JSON object, not {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
+
+
+def _actor(request: Request, named: str | None = None) -> str:
+    """The audit's actor: the caller's API key name, with the person they name."""
+    key_actor = str(request.scope.get("state", {}).get(ACTOR_KEY, "api"))
+    if named and named.strip():
+        return f"{named.strip()} ({key_actor})"
+    return key_actor
+
+
+def _query(request: Request, name: str, *, required: bool = True) -> str | None:
+    value = request.query_params.get(name)
+    if value is None or not value.strip():
+        if required:
+            raise ApiError(422, "invalid_fields", f"the query parameter {name!r} is required",
+                           {"errors": [{"loc": ["query", name], "msg": "Field required",
+                                        "type": "missing"}]})
+        return None
+    return value.strip()
+
+
+def _ok(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def simple_decision(record: RequestRecord, approved: bool | None,
+                    response: str | None) -> dict[str, Any]:
+    """Turn the simple ``{approved, response}`` form into a LangChain decision.
+
+    With options the answer is always the chosen label (``respond``); without a
+    ``response`` the first option whose meaning matches ``approved`` is chosen, and a
+    label that contradicts ``approved`` is refused rather than guessed at.
+
+    Raises:
+        ApiError: 422 when the form cannot be read as one decision.
+    """
+    request = ApprovalRequest.model_validate(record.payload)
+    if request.options:
+        if response is not None:
+            chosen = next((o for o in request.options if o.label == response), None)
+            if chosen is not None and approved is not None and chosen.approved != approved:
+                meaning = "approves" if chosen.approved else "does not approve"
+                raise ApiError(422, "invalid_decision",
+                               f"option {response!r} {meaning}, which contradicts "
+                               f"approved={str(approved).lower()}")
+            return {"type": "respond", "message": response}
+        if approved is None:
+            raise ApiError(422, "invalid_decision",
+                           "send 'response' with one of the options' labels",
+                           {"options": [o.label for o in request.options]})
+        match = next((o for o in request.options if o.approved == approved), None)
+        if match is None:
+            raise ApiError(422, "invalid_decision",
+                           f"no option of this request means approved="
+                           f"{str(approved).lower()}; send 'response' with a label",
+                           {"options": [o.label for o in request.options]})
+        return {"type": "respond", "message": match.label}
+    if approved is False:
+        return {"type": "reject", **({"message": response} if response else {})}
+    if request.type in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION):
+        if response is None:
+            raise ApiError(422, "invalid_decision",
+                           "an input request is answered with 'response' (or approved=false)")
+        return {"type": "respond", "message": response}
+    if approved is True:
+        return {"type": "approve"}
+    if response is not None:
+        return {"type": "respond", "message": response}
+    raise ApiError(422, "invalid_decision",
+                   "send 'decision', or 'approved' (with 'response' for a reason or a label)")
+
+
+class _Routes:
+    """Route handlers bound to one gateway and configuration."""
+
+    def __init__(self, loopgate: Loopgate, config: HitlConfig) -> None:
+        self.gw = loopgate
+        self.config = config
+
+    # sessions -------------------------------------------------------------------------
+
+    async def register(self, request: Request) -> Response:
+        body = await read_model(request, RegisterBody)
+        session = await self.gw.aregister_session(
+            body.session_id, body.client_id, body.telegram_id, body.approvers, body.metadata)
+        return _ok({**session_out(session), "status": "registered"})
+
+    async def status(self, request: Request) -> Response:
+        session_id = _query(request, "session_id")
+        assert session_id is not None
+        session = await self.gw.asession(session_id)
+        pending = await self.gw.apending(session_id=session_id)
+        return _ok(session_out(session, pending=len(pending)))
+
+    async def deactivate(self, request: Request) -> Response:
+        body = await read_model(request, DeactivateBody)
+        session = await self.gw.adeactivate_session(body.session_id)
+        return _ok({**session_out(session), "status": "deactivated"})
+
+    # requests -------------------------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        body = await read_model(request, RequestBody)
+        session = await self.gw.asession(body.session_id)
+        if not session.active:
+            raise ApiError(409, "session_inactive",
+                           f"session {body.session_id!r} is deactivated; register it again",
+                           {"session_id": body.session_id})
+        callback_url = str(body.callback_url) if body.callback_url is not None else None
+        if callback_url and not self.config.webhook_secret:
+            raise ApiError(422, "invalid_fields",
+                           "callback_url needs a signing secret on this server "
+                           "(LOOPGATE_WEBHOOK_SECRET); callbacks are never sent unsigned",
+                           {"errors": [{"loc": ["body", "callback_url"],
+                                        "msg": "callbacks are off on this server",
+                                        "type": "not_configured"}]})
+        if callback_url and not any(n.name == CALLBACK_CHANNEL for n in self.gw.notifiers):
+            raise ApiError(503, "not_configured", "callbacks are not set up on this server")
+        options = [o.model_dump(exclude_none=True) if isinstance(o, BaseModel) else o
+                   for o in body.options]
+        record = await self.gw.asubmit(
+            body.message, kind=body.request_type, options=options, metadata=body.metadata,
+            session_id=body.session_id, client_id=body.client_id or None,
+            timeout=body.timeout_seconds, callback_url=callback_url,
+        )
+        return _ok(poll_result(record))
+
+    async def poll(self, request: Request) -> Response:
+        request_id = _query(request, "request_id")
+        assert request_id is not None
+        wait = _wait(request.query_params.get("wait"), self.config.max_wait)
+        record = await self.gw.aget(request_id)
+        if record.pending and wait > 0:
+            try:
+                record = await self.gw.await_decision(request_id, timeout=wait)
+            except TimeoutError:
+                record = await self.gw.aget(request_id)
+        return _ok(poll_result(record))
+
+    async def pending(self, request: Request) -> Response:
+        session_id = _query(request, "session_id", required=False)
+        if session_id is not None:
+            await self.gw.asession(session_id)  # 404 for a session that never existed
+        records = await self.gw.apending(session_id=session_id)
+        return _ok({"count": len(records), "requests": [poll_result(r) for r in records]})
+
+    async def cancel(self, request: Request) -> Response:
+        body = await read_model(request, CancelBody)
+        record = await self.gw.acancel(body.request_id, actor=_actor(request),
+                                       reason=body.reason)
+        return _ok(poll_result(record))
+
+    async def respond(self, request: Request) -> Response:
+        body = await read_model(request, RespondBody)
+        record = await self.gw.aget(body.request_id)
+        decision = _decision_of(record, body.decision, body.approved, body.response)
+        decided = await self.gw.arespond(
+            body.request_id, decision, actor=_actor(request, body.actor), channel="http",
+            approver_id=body.approver_id)
+        return _ok(poll_result(decided))
+
+    async def webhook_decision(self, request: Request) -> Response:
+        secret = self.config.webhook_secret
+        if not secret:
+            raise ApiError(503, "not_configured",
+                           "webhook decisions are off: the server has no LOOPGATE_WEBHOOK_SECRET")
+        request_id = str(request.path_params["request_id"])
+        raw = await request.body()
+        signed = request.headers.get(SIGNATURE_HEADER) is not None
+        if signed:
+            try:
+                verify_signature(raw, request.headers, secret)
+            except SignatureError as exc:
+                raise ApiError(403, "forbidden", str(exc)) from exc
+        body = await read_model(request, WebhookDecisionBody)
+        if not signed:
+            if not body.token:
+                raise ApiError(401, "unauthorized",
+                               "send the request's decision token as 'token', or sign the body "
+                               f"({SIGNATURE_HEADER})",
+                               headers={"WWW-Authenticate": "Signature"})
+            try:
+                verify_decision_token(secret, request_id, body.token)
+            except SignatureError as exc:
+                raise ApiError(403, "forbidden", str(exc)) from exc
+        record = await self.gw.aget(request_id)
+        if body.decision is None and body.type is not None:
+            inline: dict[str, Any] = {"type": body.type, **(body.model_extra or {})}
+            if body.response is not None:
+                inline.setdefault("message", body.response)
+            decision = _decision_of(record, inline, body.approved, None)
+        else:
+            decision = _decision_of(record, body.decision, body.approved, body.response)
+        actor = f"webhook:{body.actor.strip()}" if body.actor and body.actor.strip() \
+            else "webhook"
+        decided = await self.gw.arespond(request_id, decision, actor=actor, channel="webhook",
+                                         approver_id=body.approver_id)
+        return _ok(poll_result(decided))
+
+
+def _decision_of(record: RequestRecord, decision: dict[str, Any] | None,
+                 approved: bool | None, response: str | None) -> dict[str, Any]:
+    if not record.pending:
+        return decision or {"type": "approve"}  # the gateway answers AlreadyDecided
+    if decision is not None:
+        if approved is not None or response is not None:
+            raise ApiError(422, "invalid_fields",
+                           "send either 'decision' or 'approved'/'response', not both")
+        return decision
+    return simple_decision(record, approved, response)
+
+
+def _wait(raw: str | None, cap: float) -> float:
+    if raw is None or not raw.strip():
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0 or math.isinf(value):
+        raise ApiError(422, "invalid_fields", "'wait' must be a number of seconds >= 0",
+                       {"errors": [{"loc": ["query", "wait"], "msg": "not a non-negative number",
+                                    "type": "value_error"}]})
+    return min(value, cap)
+
+
+def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
+    """The ``/hitl`` routes for one gateway."""
+    r = _Routes(loopgate, config)
+    return [
+        Route("/hitl/register", endpoint(r.register), methods=["POST"]),
+        Route("/hitl/status", endpoint(r.status), methods=["GET"]),
+        Route("/hitl/deactivate", endpoint(r.deactivate), methods=["POST"]),
+        Route("/hitl/request", endpoint(r.create), methods=["POST"]),
+        Route("/hitl/poll", endpoint(r.poll), methods=["GET"]),
+        Route("/hitl/pending", endpoint(r.pending), methods=["GET"]),
+        Route("/hitl/cancel", endpoint(r.cancel), methods=["POST"]),
+        Route("/hitl/respond", endpoint(r.respond), methods=["POST"]),
+        Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
+              methods=["POST"]),
+    ]

@@ -1,0 +1,139 @@
+"""MCP: the same requests, reachable from any MCP client (Claude Desktop, agents, IDEs).
+
+Built on the official ``mcp`` SDK (2.x, ``MCPServer``). The tools share the gateway, and
+so the store, with the HTTP API: a request filed here shows up in ``/hitl/pending``, on
+Telegram and in the CLI, and may be decided from any of them. Served over stdio
+(``loopgate-lc mcp``) and over streamable HTTP at ``/mcp`` in the ASGI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from loopgate_lc.errors import LoopgateError
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.server.models import OptionIn, PendingOut, PollResult, poll_result
+
+__all__ = ["create_mcp_server", "run_stdio"]
+
+INSTRUCTIONS = (
+    "Ask a human before risky or irreversible actions. Call request_human_input with a "
+    "clear message (and options when there are choices); it returns once a person has "
+    "answered or the request timed out. Act only when the result's `approved` is true. "
+    "`response` holds the chosen option, the person's text or the reason."
+)
+
+
+def _result(record: Any) -> PollResult:
+    return PollResult.model_validate(poll_result(record))
+
+
+def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
+                      name: str = "loopgate-lc") -> MCPServer[Any]:
+    """An MCP server whose tools file, read and cancel requests on ``loopgate``.
+
+    Args:
+        loopgate: The gateway (and store) the tools act on.
+        progress_interval: Seconds between progress notifications while
+            ``request_human_input`` waits (only sent when the client asked for progress).
+        name: The server's name in the MCP handshake.
+    """
+    server: MCPServer[Any] = MCPServer(name, instructions=INSTRUCTIONS, log_level="WARNING")
+
+    async def request_human_input(
+        message: str,
+        ctx: Context,
+        session_id: str | None = None,
+        options: list[str | OptionIn] | None = None,
+        request_type: Literal["approval", "confirmation", "input", "choice"] = "approval",
+        metadata: dict[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+        client_id: str = "mcp",
+    ) -> PollResult:
+        """Ask a person and wait for the answer.
+
+        Returns when the person answered, the request timed out (approved is false) or it
+        was cancelled. Options may be plain strings or {"label", "approved"}; a plain
+        string counts as approval only if it starts with an affirmative word and has no
+        negative one ("Cancel", "No", "Deny"... never approve).
+        """
+        if not message.strip():
+            raise ToolError("message must not be empty")
+        if timeout_seconds is not None and not timeout_seconds > 0:
+            raise ToolError("timeout_seconds must be a positive number")
+        try:
+            if session_id is not None:
+                session = await loopgate.asession(session_id)
+                if not session.active:
+                    raise ToolError(f"session {session_id!r} is deactivated")
+            record = await loopgate.asubmit(
+                message, kind=request_type,
+                options=[o.model_dump(exclude_none=True) if isinstance(o, OptionIn) else o
+                         for o in options or ()],
+                metadata=metadata or {}, session_id=session_id, client_id=client_id,
+                timeout=timeout_seconds)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while record.pending:
+                try:
+                    record = await loopgate.await_decision(record.id,
+                                                           timeout=progress_interval)
+                except TimeoutError:
+                    waited = loop.time() - started
+                    await ctx.report_progress(
+                        waited, timeout_seconds,
+                        f"waiting for a person to answer request {record.id} "
+                        f"({int(waited)}s)")
+                    record = await loopgate.aget(record.id)
+        except LoopgateError as exc:
+            raise ToolError(str(exc)) from exc
+        return _result(record)
+
+    async def check_request_status(request_id: str, wait_seconds: float = 0) -> PollResult:
+        """A request's current state; with wait_seconds > 0 (at most 60) wait for a
+        decision first."""
+        try:
+            if wait_seconds > 0:
+                try:
+                    return _result(await loopgate.await_decision(
+                        request_id, timeout=min(wait_seconds, 60.0)))
+                except TimeoutError:
+                    pass
+            return _result(await loopgate.aget(request_id))
+        except LoopgateError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def list_pending_requests(session_id: str | None = None) -> PendingOut:
+        """Requests still waiting for a person, oldest first (optionally one session's)."""
+        try:
+            records = await loopgate.apending(session_id=session_id)
+        except LoopgateError as exc:
+            raise ToolError(str(exc)) from exc
+        return PendingOut(count=len(records), requests=[_result(r) for r in records])
+
+    async def cancel_request(request_id: str, reason: str | None = None) -> PollResult:
+        """Withdraw a pending request; a request already decided is reported with who
+        decided it and when."""
+        try:
+            return _result(await loopgate.acancel(request_id, actor="mcp", reason=reason))
+        except LoopgateError as exc:
+            raise ToolError(str(exc)) from exc
+
+    for tool in (request_human_input, check_request_status, list_pending_requests,
+                 cancel_request):
+        server.add_tool(tool)
+    return server
+
+
+async def run_stdio(loopgate: Loopgate, *, progress_interval: float = 5.0) -> None:
+    """Serve the tools over stdin/stdout until the client disconnects."""
+    server = create_mcp_server(loopgate, progress_interval=progress_interval)
+    await loopgate.aopen()
+    try:
+        await server.run_stdio_async()
+    finally:
+        await loopgate.aclose()
