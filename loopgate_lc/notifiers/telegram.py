@@ -665,7 +665,7 @@ class TelegramNotifier:
                 await self._reply(
                     message,
                     "⚠️ The new arguments must be one JSON object, like "
-                    '<code>{"path": "/tmp/x"}</code>. The request is still pending: reply '
+                    '<code>{"environment": "staging"}</code>. The request is still pending: reply '
                     "to the prompt again.",
                 )
                 return
