@@ -105,6 +105,7 @@ class _State:
     thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
+    outbox_task: asyncio.Task[Any] | None = None
 
 
 def _supports_async(checkpointer: Any) -> bool:
@@ -262,7 +263,7 @@ class Loopgate:
                         await start(self)
                 if self.timers:
                     self._spawn(self._timer_loop())
-                self._spawn(self._outbox_loop())
+                self._s.outbox_task = self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
                 self._opened.set_result(None)
             except BaseException as exc:
@@ -277,6 +278,12 @@ class Loopgate:
             return
         self._closing = True
         state = self._s
+        if state.outbox_task is not None:
+            # Let the outbox finish its pass: deliveries it claimed for channels another
+            # process owns are handed back at once, instead of staying leased for minutes
+            # after a short-lived process (the CLI) exits.
+            state.outbox_kick.set()
+            await asyncio.wait({state.outbox_task}, timeout=5)
         for task in list(state.tasks):
             task.cancel()
         await asyncio.gather(*state.tasks, return_exceptions=True)
