@@ -16,6 +16,7 @@ __all__ = [
     "DecisionNotAllowed",
     "InvalidDecision",
     "InvalidPolicy",
+    "InvalidUpdate",
     "LoopgateError",
     "RequestNotFound",
     "SessionExists",
@@ -132,6 +133,10 @@ class StaleDecision(LoopgateError):
     LangGraph ignores resume values for unknown interrupt ids without a word; loopgate_lc
     reports them instead.
     """
+
+
+class InvalidUpdate(LoopgateError, ValueError):
+    """A Telegram webhook body is not a Telegram update."""
 
 
 class SignatureError(LoopgateError):

@@ -66,6 +66,7 @@ from loopgate_lc.errors import (
     ApproverNotAllowed,
     ConfigurationError,
     InvalidDecision,
+    InvalidUpdate,
     LoopgateError,
     RequestNotFound,
     SessionNotFound,
@@ -110,10 +111,6 @@ _COMMANDS = [
     ("status", "Count this chat's requests by status"),
     ("help", "How approving works here"),
 ]
-
-
-class InvalidUpdate(LoopgateError, ValueError):
-    """A webhook body is not a Telegram update."""
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:
