@@ -18,14 +18,17 @@ Goal: the gateway's round trip at most 1.2x raw LangGraph.
 from __future__ import annotations
 
 import time
+import typing
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.tools import BaseTool, tool
 from langgraph.types import Command, interrupt
+from pydantic import WithJsonSchema
 
 from bench._backends import Backend, backend, backend_names
 from bench._harness import (
@@ -39,6 +42,7 @@ from bench._harness import (
 )
 from loopgate_lc import guard
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.guard import Gate
 from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
 
 GOAL = 1.2
@@ -46,6 +50,7 @@ LABELS = {
     "raw": "raw LangGraph interrupt + resume",
     "hitl": "HumanInTheLoopMiddleware per_call",
     "guard": "guard(), resumed by hand (no gateway)",
+    "guard_before": "same, decision JSON schema generated on every pause (before fix 1)",
     "gateway": "Loopgate.run: stored, notified, decided, resumed",
 }
 SCRIPT = [ai("", call("deploy", "call_deploy", environment="production")), "done"]
@@ -68,6 +73,17 @@ def _raw_deploy(environment: str) -> str:
     return f"deployed to {environment}"
 
 
+@dataclass
+class _GateBeforeFix1(Gate):
+    """The gate as it was before its decision schema carried its own JSON schema, so
+    every run can show what that fix buys (LangGraph then generates it on every pause)."""
+
+    def schema_for(self, name: str, args_schema: object) -> object:
+        base, *meta = typing.get_args(super().schema_for(name, args_schema))
+        kept = [m for m in meta if not isinstance(m, WithJsonSchema)]
+        return Annotated[(base, *kept)]
+
+
 def _agent(kind: str, checkpointer: Any) -> Any:
     middleware: list[Any] = []
     deploy: BaseTool = tool("deploy")(_raw_deploy if kind == "raw" else _deploy)
@@ -76,6 +92,10 @@ def _agent(kind: str, checkpointer: Any) -> Any:
                                                interrupt_mode="per_call")]
     elif kind in ("guard", "gateway"):
         deploy = guard(deploy)
+    elif kind == "guard_before":
+        guarded = guard(deploy)
+        guarded.gate = _GateBeforeFix1(policies=guarded.gate.policies)
+        deploy = guarded
     return create_agent(ScriptedChatModel(script=SCRIPT), tools=[deploy],
                         middleware=middleware, checkpointer=checkpointer)
 
