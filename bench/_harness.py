@@ -124,10 +124,11 @@ def interleave(
 ) -> dict[str, list[int]]:
     """Time every variant once per repetition, rotating their order each time.
 
-    Returns nanoseconds per call, warm-up excluded. Stops early (after ``min_reps``)
-    when ``budget_s`` is spent, so a slow machine gets fewer samples, not a longer
-    run. ``between`` runs untimed after each call (to let background work settle, the
-    same for every variant).
+    Returns nanoseconds per call, warm-up excluded; a variant that returns an ``int``
+    reports its own nanoseconds (to cut out a modelled wait, like a person's). Stops
+    early (after ``min_reps``) when ``budget_s`` is spent, so a slow machine gets fewer
+    samples, not a longer run. ``between`` runs untimed after each call (to let
+    background work settle, the same for every variant).
     """
     names = list(variants)
     out: dict[str, list[int]] = {name: [] for name in names}
@@ -137,8 +138,8 @@ def interleave(
         for name in names[shift:] + names[:shift]:
             fn = variants[name]
             began = time.perf_counter_ns()
-            fn()
-            took = time.perf_counter_ns() - began
+            own = fn()
+            took = own if isinstance(own, int) else time.perf_counter_ns() - began
             if rep >= warmup:
                 out[name].append(took)
             if between is not None:
