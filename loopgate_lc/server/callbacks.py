@@ -38,16 +38,19 @@ class CallbackNotifier:
         secret: The webhook secret the body is signed with (``X-Loopgate-Signature``).
         max_attempts: Quick attempts per outbox try; after them the outbox retries with
             backoff for as long as needed.
+        backoff: First delay between quick attempts (doubling).
         timeout: Seconds per attempt.
         transport: An httpx transport (tests, proxies).
     """
 
     name = CALLBACK_CHANNEL
 
-    def __init__(self, secret: Secrets, *, max_attempts: int = 3, timeout: float = 10.0,
+    def __init__(self, secret: Secrets, *, max_attempts: int = 3, backoff: float = 0.5,
+                 timeout: float = 10.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._secret = secret
         self._max_attempts = max_attempts
+        self._backoff = backoff
         self._timeout = timeout
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -72,7 +75,7 @@ class CallbackNotifier:
             return
         poster = _PollResultPoster(
             str(url), self._secret, name=self.name, client=self._get_client(),
-            max_attempts=self._max_attempts, timeout=self._timeout,
+            max_attempts=self._max_attempts, backoff=self._backoff, timeout=self._timeout,
         )
         await poster.deliver("approval.resolved", request)
 

@@ -1,0 +1,206 @@
+"""``loopgate-lc``: subcommands on a temp SQLite store, as subprocesses (the real console
+entry) and in-process through ``main(argv)`` where only the output matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from loopgate_lc.cli import main
+from loopgate_lc.gateway import Loopgate
+
+ENTRY = [sys.executable, "-m", "loopgate_lc.cli"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.fixture
+def gateway(store: str) -> Any:
+    with Loopgate(store) as gw:
+        gw.register_session("ops", client_id="ci")
+        yield gw
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ENTRY, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_approve_then_approve_again_exits_1_with_who_decided(
+        gateway: Loopgate, store: str, tmp_path: Path) -> None:
+    record = gateway.submit("Deploy v2.1.0?", session_id="ops")
+    first = run("approve", record.id, "--as", "ann", "--store", store, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"request {record.id}: approved (approved) by cli:ann" in first.stdout
+    decided = gateway.get(record.id)
+    assert (decided.status.value, decided.decided_by, decided.channel) == (
+        "approved", "cli:ann", "cli")
+
+    second = run("reject", record.id, "--reason", "changed my mind", "--store", store,
+                 cwd=tmp_path)
+    assert second.returncode == 1
+    assert "was already approved by cli:ann via cli" in second.stderr
+    assert gateway.get(record.id).status.value == "approved"
+
+
+def test_unknown_id_exits_1_and_store_from_the_environment(
+        gateway: Loopgate, store: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LOOPGATE_STORE", store)
+    assert main(["approve", "no-such-id"]) == 1
+    assert "no approval request with id 'no-such-id'" in capsys.readouterr().err
+
+
+def test_pending_json_with_the_store_from_dotenv(gateway: Loopgate, store: str,
+                                                 tmp_path: Path) -> None:
+    waiting = gateway.submit("Ship it?", session_id="ops", options=["Deploy", "Skip"])
+    done = gateway.submit("Old one", session_id="ops")
+    gateway.respond(done.id, {"type": "approve"}, actor="ann")
+    (tmp_path / ".env").write_text(f"LOOPGATE_STORE={store}\n")  # .env is honoured
+    env = {k: v for k, v in os.environ.items() if k != "LOOPGATE_STORE"}
+    pending = subprocess.run([*ENTRY, "pending", "--json"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert pending.returncode == 0, pending.stderr
+    [listed] = json.loads(pending.stdout)
+    assert listed["request_id"] == waiting.id
+    assert listed["options"] == [{"label": "Deploy", "approved": True},
+                                 {"label": "Skip", "approved": False}]
+
+
+def test_audit_json_lines(gateway: Loopgate, store: str,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    done = gateway.submit("Old one", session_id="ops")
+    gateway.respond(done.id, {"type": "approve"}, actor="ann")
+    assert main(["audit", "--json", "--request", done.id, "--store", store]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["event"] for e in events] == ["requested", "decided:approved"]
+    assert events[-1]["actor"] == "ann"
+
+
+def test_pending_and_audit_as_text(gateway: Loopgate, store: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pending", "--store", store]) == 0
+    assert "no pending requests" in capsys.readouterr().out
+    record = gateway.submit("Deploy   to\nproduction?", session_id="ops",
+                            options=["Deploy", "Cancel"])
+    assert main(["pending", "--store", store, "--session", "ops"]) == 0
+    out = capsys.readouterr().out
+    assert record.id in out
+    assert "Deploy to production?" in out  # one line, whitespace folded
+    assert "[Deploy | Cancel (no)]" in out
+    assert "1 pending" in out
+    assert main(["audit", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "session_registered" in out and "requested" in out
+
+
+def test_options_are_chosen_explicitly(gateway: Loopgate, store: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    record = gateway.submit("Deploy?", session_id="ops", options=["Deploy", "Cancel"])
+    assert main(["approve", record.id, "--store", store]) == 1
+    err = capsys.readouterr().err
+    assert "--choice" in err and "'Cancel' (does not approve)" in err
+    assert main(["reject", record.id, "--reason", "no", "--store", store]) == 1
+    assert "choose an option instead" in capsys.readouterr().err
+    assert gateway.get(record.id).pending
+    assert main(["approve", record.id, "--choice", "Cancel", "--as", "bob",
+                 "--store", store]) == 0
+    assert "answered with 'Cancel' (not approved) by cli:bob" in capsys.readouterr().out
+
+
+def test_input_requests_need_text(gateway: Loopgate, store: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    record = gateway.submit("Which region?", kind="input", session_id="ops")
+    assert main(["approve", record.id, "--store", store]) == 1
+    assert "--text" in capsys.readouterr().err
+    assert main(["approve", record.id, "--text", "eu-west-1", "--store", store]) == 0
+    assert gateway.get(record.id).decision == {
+        "type": "respond", "message": "eu-west-1", "actor": gateway.get(record.id).decided_by,
+        "channel": "cli"}
+
+
+def test_reject_records_the_reason(gateway: Loopgate, store: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    record = gateway.submit("Drop the table?", session_id="ops")
+    assert main(["reject", record.id, "--reason", "not on a Friday", "--store", store]) == 0
+    assert "rejected (not approved)" in capsys.readouterr().out
+    assert gateway.get(record.id).decision["message"] == "not on a Friday"  # type: ignore[index]
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["reject", "some-id"])  # --reason is required
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["launch"])
+    assert main(["pending", "--env-file", str(tmp_path / "missing.env")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_is_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    import loopgate_lc.demo as demo
+
+    monkeypatch.setattr(demo, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["demo", "--auto", "approve", "--unknown-to-us"]) == 0
+    assert seen == [["--auto", "approve", "--unknown-to-us"]]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_reads_port_keys_and_store_from_the_environment(tmp_path: Path,
+                                                              store: str) -> None:
+    port = _free_port()
+    (tmp_path / ".env").write_text(f"SERVER_PORT={port}\nLOOPGATE_API_KEYS=ops=k-123\n")
+    env = {**os.environ, "LOOPGATE_STORE": store}
+    env.pop("TELEGRAM_BOT_TOKEN", None)
+    proc = subprocess.Popen([*ENTRY, "serve", "--log-level", "warning"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        health = None
+        ready = threading.Event()
+        for _ in range(300):  # bounded: up to ~30 s for the interpreter to start
+            try:
+                health = httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None:
+                    break
+                ready.wait(0.1)
+        assert health is not None, proc.stderr.read() if proc.stderr else ""
+        assert health.json()["auth"] is True
+        assert httpx.get(f"{base}/hitl/pending").status_code == 401
+        authed = httpx.post(f"{base}/hitl/register", json={"session_id": "s"},
+                            headers={"Authorization": "Bearer k-123"})
+        assert authed.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    with Loopgate(store) as gw:  # the server wrote to the store it was given
+        assert gw.session("s").active
