@@ -349,13 +349,11 @@ def _channel(args: argparse.Namespace) -> _Channel:
 
         return _Channel([TelegramNotifier(token, default_chat_id=chat_id)],
                         f"Telegram chat {chat_id}", True)
+    unused = " (TELEGRAM_BOT_TOKEN is set; add TELEGRAM_CHAT_ID for Telegram)" if token else ""
     if _interactive():
-        return _Channel([ConsoleNotifier()], "this terminal (or `loopgate-lc approve`)", True)
-    return _Channel([], "nobody yet: no terminal", args.wait)
-
-
-def _cli_store(store: str) -> str:
-    return f"--store {store}"
+        return _Channel([ConsoleNotifier()],
+                        f"this terminal (or `loopgate-lc approve`){unused}", True)
+    return _Channel([], f"nobody yet: no terminal{unused}", args.wait)
 
 
 def _explain_no_terminal(out: _Out, record: RequestRecord, store: str, throwaway: bool
@@ -369,8 +367,8 @@ def _explain_no_terminal(out: _Out, record: RequestRecord, store: str, throwaway
         " or")
     example = "sqlite:///demo.db" if throwaway else store
     out("  * keep the run waiting and answer from another terminal:")
-    out(f"      loopgate-lc demo --wait {_cli_store(example)}")
-    out(f"      loopgate-lc approve <request id> {_cli_store(example)}")
+    out(f"      loopgate-lc demo --wait --store {example}")
+    out(f"      loopgate-lc approve <request id> --store {example}")
 
 
 def _say_waiting(out: _Out, record: RequestRecord, store: str, *, only_cli: bool = False
@@ -378,7 +376,7 @@ def _say_waiting(out: _Out, record: RequestRecord, store: str, *, only_cli: bool
     out(f"waiting for a person on request {record.id}")
     where = "answer" if only_cli else "or answer"
     out(f"  ({where} from another terminal: loopgate-lc approve {record.id} "
-        f"{_cli_store(store)})")
+        f"--store {store})")
 
 
 def _run(args: argparse.Namespace, out: _Out) -> int:
@@ -391,12 +389,10 @@ def _run(args: argparse.Namespace, out: _Out) -> int:
         temp_dir = tempfile.mkdtemp(prefix="loopgate-demo-")
         store = f"sqlite:///{os.path.join(temp_dir, 'loopgate.db')}"
 
-    hint_store = store
-
     def on_request(record: RequestRecord) -> None:
         # Runs before the notifiers are called, so this line comes before the prompt.
         if channel.notifiers and not args.auto:
-            _say_waiting(out, record, hint_store)
+            _say_waiting(out, record, store)
 
     gate = Loopgate(store=store, notifiers=channel.notifiers, policies=policies(),
                     default_timeout=args.timeout, hooks=Hooks(on_request=on_request),

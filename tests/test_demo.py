@@ -127,6 +127,15 @@ def test_auto_reject_does_not_deploy_to_production(tmp_path: Path) -> None:
     assert re.search(r"decided:rejected\s+deploy #", out)
 
 
+def test_nobody_answering_in_time_fails_closed(tmp_path: Path) -> None:
+    done = run_demo("--wait", "--timeout", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "deployed: staging\n" in out and "live on production" not in out
+    assert re.search(r"timed_out\s+deploy #\w+\s+-\s+timer\s+no answer within 1s; the "
+                     r"configured outcome is reject", out)
+
+
 def test_the_cli_subcommand_runs_the_same_demo(tmp_path: Path) -> None:
     done = run_demo("demo", "--auto", "approve", cwd=tmp_path, cmd=CLI)
     assert done.returncode == 0, done.stderr
