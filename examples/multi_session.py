@@ -101,9 +101,10 @@ def main() -> None:
         print("\noutcomes:")
         for session, record in requests.items():
             done = gate.wait(record.id, timeout=300)
+            said = (done.decision or {}).get("message")
             print(f"  {session:<8} {done.status:<9} by {done.decided_by}"
-                  + (f" ({done.decision['message']})" if done.decision.get("message") else ""))
-        release = {"configurable": {"thread_id": thread_id}}
+                  + (f" ({said})" if said else ""))
+        release: Any = {"configurable": {"thread_id": thread_id}}
         for _ in range(200):  # the release bot resumes in the background
             if not agent.get_state(release).next:
                 break
