@@ -8,10 +8,14 @@ threads), and every compare-and-set is trivially atomic.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound
 from loopgate_lc.schema import Status, utcnow
@@ -37,6 +41,23 @@ from loopgate_lc.stores.base import (
 )
 
 __all__ = ["MemoryStore"]
+
+_Record = TypeVar("_Record", bound=BaseModel)
+_IMMUTABLE = (str, int, float, bool, type(None), datetime, Enum)
+
+
+def _copy(record: _Record) -> _Record:
+    """A deep copy of a record, made for the JSON data records hold.
+
+    ``json_value`` turned every stored payload into plain dicts, lists and scalars, and a
+    pickle round trip copies such data exactly, in C. ``model_copy(deep=True)`` walked
+    the same data through ``copy.deepcopy`` in Python at several times the cost: with a
+    tool's decision schema in every payload, that was most of the memory store's share
+    of a round trip.
+    """
+    mutable = {k: pickle.loads(pickle.dumps(v, pickle.HIGHEST_PROTOCOL))
+               for k, v in record.__dict__.items() if not isinstance(v, _IMMUTABLE)}
+    return record.model_copy(update=mutable)
 
 
 @dataclass
@@ -90,12 +111,12 @@ class MemoryStore(Store):
                 raise SessionExists(stored.session_id)
             seq = existing[0] if existing is not None else self._next_seq()
             self._sessions[stored.session_id] = (seq, stored)
-            return stored.model_copy(deep=True)
+            return _copy(stored)
 
     async def get_session(self, session_id: str) -> SessionRecord:
         with self._lock:
             try:
-                return self._sessions[session_id][1].model_copy(deep=True)
+                return _copy(self._sessions[session_id][1])
             except KeyError:
                 raise SessionNotFound(session_id) from None
 
@@ -107,13 +128,13 @@ class MemoryStore(Store):
                 raise SessionNotFound(session_id) from None
             updated = session.model_copy(update={"active": False})
             self._sessions[session_id] = (seq, updated)
-            return updated.model_copy(deep=True)
+            return _copy(updated)
 
     async def list_sessions(self, *, active: bool | None = None) -> list[SessionRecord]:
         with self._lock:
             rows = sorted(self._sessions.values(), key=lambda r: (r[1].created_at, r[0]))
             return [
-                s.model_copy(deep=True) for _, s in rows if active is None or s.active == active
+                _copy(s) for _, s in rows if active is None or s.active == active
             ]
 
     # requests ----------------------------------------------------------------------------
@@ -122,27 +143,27 @@ class MemoryStore(Store):
         stored = normalized_request(record)
         with self._lock:
             if stored.id in self._requests:
-                return self._requests[stored.id][1].model_copy(deep=True), False
+                return _copy(self._requests[stored.id][1]), False
             key = None
             if stored.thread_id is not None and stored.interrupt_id is not None:
                 key = (stored.thread_id, stored.interrupt_id)
                 first = self._by_interrupt.get(key)
                 if first is not None:
-                    return self._requests[first][1].model_copy(deep=True), False
+                    return _copy(self._requests[first][1]), False
                 self._by_interrupt[key] = stored.id
             self._requests[stored.id] = (self._next_seq(), stored)
-            return stored.model_copy(deep=True), True
+            return _copy(stored), True
 
     async def get_request(self, request_id: str) -> RequestRecord:
         with self._lock:
-            return self._request(request_id).model_copy(deep=True)
+            return _copy(self._request(request_id))
 
     async def find_request(self, thread_id: str, interrupt_id: str) -> RequestRecord | None:
         with self._lock:
             request_id = self._by_interrupt.get((thread_id, interrupt_id))
             if request_id is None:
                 return None
-            return self._requests[request_id][1].model_copy(deep=True)
+            return _copy(self._requests[request_id][1])
 
     async def list_requests(
         self,
@@ -159,7 +180,7 @@ class MemoryStore(Store):
         with self._lock:
             rows = sorted(self._requests.values(), key=lambda r: (r[1].created_at, r[0]))
             found = [
-                r.model_copy(deep=True)
+                _copy(r)
                 for _, r in rows
                 if (wanted is None or r.status is wanted)
                 and (session_id is None or r.session_id == session_id)
@@ -196,7 +217,7 @@ class MemoryStore(Store):
                 }
             )
             self._replace(updated)
-            return updated.model_copy(deep=True)
+            return _copy(updated)
 
     async def mark_resumed(self, request_id: str) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
@@ -233,7 +254,7 @@ class MemoryStore(Store):
                 if r.pending and r.expires_at is not None and r.expires_at <= cutoff
             ]
             due.sort(key=lambda t: (t[0], t[1], t[2]))
-            return [t[3].model_copy(deep=True) for t in due[:limit]]
+            return [_copy(t[3]) for t in due[:limit]]
 
     async def next_expiry(self) -> datetime | None:
         with self._lock:
@@ -273,7 +294,7 @@ class MemoryStore(Store):
         with self._lock:
             stored = clean.model_copy(update={"id": len(self._audit) + 1})
             self._audit.append(stored)
-            return stored.model_copy(deep=True)
+            return _copy(stored)
 
     async def list_audit(
         self,
@@ -291,7 +312,7 @@ class MemoryStore(Store):
         check_limit(limit)
         with self._lock:
             found = [
-                e.model_copy(deep=True)
+                _copy(e)
                 for e in self._audit
                 if (request_id is None or e.request_id == request_id)
                 and (session_id is None or e.session_id == session_id)
@@ -314,12 +335,12 @@ class MemoryStore(Store):
                     and it.notifier == clean.notifier
                     and it.kind == clean.kind
                 ):
-                    return it.model_copy(deep=True)
+                    return _copy(it)
             self._outbox_seq += 1
             item_id = self._outbox_seq
             stored = clean.model_copy(update={"id": item_id})
             self._outbox[item_id] = _OutboxRow(stored)
-            return stored.model_copy(deep=True)
+            return _copy(stored)
 
     async def claim_outbox(
         self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
@@ -340,7 +361,7 @@ class MemoryStore(Store):
             )[:limit]
             for row in due:
                 row.leased_until = lease_end
-            return [row.item.model_copy(deep=True) for row in due]
+            return [_copy(row.item) for row in due]
 
     async def complete_outbox(self, item_id: int) -> None:
         with self._lock:
@@ -360,12 +381,12 @@ class MemoryStore(Store):
                 update={"attempts": row.item.attempts + 1, "due_at": when, "last_error": error}
             )
             row.leased_until = None
-            return row.item.model_copy(deep=True)
+            return _copy(row.item)
 
     async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
         with self._lock:
             return [
-                row.item.model_copy(deep=True)
+                _copy(row.item)
                 for row in sorted(self._outbox.values(), key=lambda r: r.item.id or 0)
                 if request_id is None or row.item.request_id == request_id
             ]
