@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from loopgate_lc.cli import main
+from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
 
 ENTRY = [sys.executable, "-m", "loopgate_lc.cli"]
@@ -167,12 +168,13 @@ def _free_port() -> int:
         return port
 
 
-def test_serve_reads_port_keys_and_store_from_the_environment(tmp_path: Path,
-                                                              store: str) -> None:
+def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
+        tmp_path: Path, store: str) -> None:
     port = _free_port()
     (tmp_path / ".env").write_text(f"SERVER_PORT={port}\nLOOPGATE_API_KEYS=ops=k-123\n")
-    env = {**os.environ, "LOOPGATE_STORE": store}
-    env.pop("TELEGRAM_BOT_TOKEN", None)
+    fake = FakeBotAPI().start()
+    env = {**os.environ, "LOOPGATE_STORE": store, "TELEGRAM_BOT_TOKEN": fake.token,
+           "TELEGRAM_API_BASE_URL": fake.base_url}
     proc = subprocess.Popen([*ENTRY, "serve", "--log-level", "warning"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -189,11 +191,16 @@ def test_serve_reads_port_keys_and_store_from_the_environment(tmp_path: Path,
                     break
                 ready.wait(0.1)
         assert health is not None, proc.stderr.read() if proc.stderr else ""
-        assert health.json()["auth"] is True
+        assert (health.json()["auth"], health.json()["telegram"]) == (True, True)
         assert httpx.get(f"{base}/hitl/pending").status_code == 401
-        authed = httpx.post(f"{base}/hitl/register", json={"session_id": "s"},
-                            headers={"Authorization": "Bearer k-123"})
+        auth = {"Authorization": "Bearer k-123"}
+        authed = httpx.post(f"{base}/hitl/register", json={"session_id": "s",
+                                                            "telegram_id": 42}, headers=auth)
         assert authed.status_code == 200
+        httpx.post(f"{base}/hitl/request", json={"session_id": "s", "message": "Ship it?"},
+                   headers=auth)
+        [message] = fake.wait_for(lambda: fake.messages(42), timeout=10)
+        assert "Ship it?" in message["plain_text"]
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -201,6 +208,7 @@ def test_serve_reads_port_keys_and_store_from_the_environment(tmp_path: Path,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        fake.stop()
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     with Loopgate(store) as gw:  # the server wrote to the store it was given
         assert gw.session("s").active

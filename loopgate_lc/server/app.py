@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from loopgate_lc.errors import LoopgateError
+from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier
 from loopgate_lc.server.errors import ApiError, internal_error
@@ -108,7 +108,10 @@ def create_app(
             "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
         }
         try:
-            await loopgate.apending(session_id="\x00health")
+            # One indexed lookup proves the store answers; the id never exists.
+            await loopgate.aget("loopgate-health-check")
+        except RequestNotFound:
+            pass
         except (LoopgateError, OSError) as exc:
             body.update(status="degraded", error=str(exc))
             return JSONResponse(body, status_code=503)

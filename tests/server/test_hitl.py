@@ -325,3 +325,27 @@ def test_requests_filed_elsewhere_are_served(client: httpx.Client, session: str,
     pending = client.get("/hitl/pending").json()
     assert record.id in [r["request_id"] for r in pending["requests"]]
     assert respond(client, record.id, approved=True).json()["approved"] is True
+
+
+def test_the_api_on_postgres(postgres_dsn: str, pg_schema: str) -> None:
+    """The same routes over the PostgreSQL store (skipped without a DSN)."""
+    from loopgate_lc.server import create_app
+    from loopgate_lc.stores.postgres import PostgresStore
+    from tests.server.conftest import LiveServer
+
+    gateway = Loopgate(PostgresStore(postgres_dsn, schema=pg_schema), poll_interval=0.05)
+    live = LiveServer(create_app(gateway, mcp=False)).start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            assert client.get("/health").json()["store"] == "PostgresStore"
+            client.post("/hitl/register", json={"session_id": "pg", "client_id": "c"})
+            created = ask(client, "pg", options=["Deploy", "Cancel"])
+            assert respond(client, created["request_id"], response="Cancel").status_code == 200
+            result = poll(client, created["request_id"])
+            assert (result["status"], result["approved"]) == ("answered", False)
+            again = client.post("/hitl/cancel", json={"request_id": created["request_id"]})
+            assert again.status_code == 409
+            assert client.get("/hitl/status", params={"session_id": "nope"}).status_code == 404
+    finally:
+        live.stop()
+        gateway.close()
