@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -61,7 +61,14 @@ RiskSpec = RiskLevel | str | Callable[[dict[str, Any]], RiskLevel | str]
 ConfidenceSpec = float | Callable[[dict[str, Any]], float] | Literal["self_reported"]
 """A fixed confidence, a function of the call's arguments, or ``"self_reported"``."""
 
-PoliciesSpec = PolicySet | Iterable[ApprovalPolicy] | None
+class HasPolicies(Protocol):
+    """Anything holding a live policy set, such as a ``Loopgate``."""
+
+    @property
+    def policies(self) -> PolicySet: ...
+
+
+PoliciesSpec = PolicySet | Iterable[ApprovalPolicy] | HasPolicies | None
 
 
 def _policy_set(policies: PoliciesSpec) -> PolicySet:
@@ -72,7 +79,7 @@ def _policy_set(policies: PoliciesSpec) -> PolicySet:
     own = getattr(policies, "policies", None)  # a Loopgate: share its live set
     if isinstance(own, PolicySet):
         return own
-    return PolicySet(policies)
+    return PolicySet(policies)  # type: ignore[arg-type]
 
 
 def _check_allowed(allowed: Sequence[str]) -> tuple[DecisionType, ...]:
