@@ -105,7 +105,7 @@ class _State:
     thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
-    outbox_task: asyncio.Task[Any] | None = None
+    outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _supports_async(checkpointer: Any) -> bool:
@@ -263,7 +263,7 @@ class Loopgate:
                         await start(self)
                 if self.timers:
                     self._spawn(self._timer_loop())
-                self._s.outbox_task = self._spawn(self._outbox_loop())
+                self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
                 self._opened.set_result(None)
             except BaseException as exc:
@@ -278,12 +278,14 @@ class Loopgate:
             return
         self._closing = True
         state = self._s
-        if state.outbox_task is not None:
-            # Let the outbox finish its pass: deliveries it claimed for channels another
-            # process owns are handed back at once, instead of staying leased for minutes
-            # after a short-lived process (the CLI) exits.
-            state.outbox_kick.set()
-            await asyncio.wait({state.outbox_task}, timeout=5)
+        try:
+            # A pass of the outbox in progress finishes first: deliveries it claimed are
+            # handed back, not left leased for minutes after a short-lived process (the
+            # CLI) exits. Holding the lock keeps a new pass from starting.
+            async with asyncio.timeout(5):
+                await state.outbox_lock.acquire()
+        except TimeoutError:
+            log.warning("loopgate_lc: the outbox pass did not finish while closing")
         for task in list(state.tasks):
             task.cancel()
         await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -859,7 +861,8 @@ class Loopgate:
             kick = self._s.outbox_kick
             kick.clear()
             try:
-                await self._drain_outbox()
+                async with self._s.outbox_lock:
+                    await self._drain_outbox()
             except Exception as exc:
                 await self._report(exc, {"task": "outbox"})
             with contextlib.suppress(TimeoutError):
@@ -871,10 +874,12 @@ class Loopgate:
         for item in items:
             if item.id is None or item.id in self._s.delivering:
                 continue
-            if item.notifier not in names:
-                # another process owns this channel: give the lease back at once
-                await self.store.retry_outbox(item.id, due_at=self.clock(),
-                                              error="notifier not configured here")
+            if item.notifier not in names or self._closing:
+                # another process owns this channel, or this gateway is closing and the
+                # delivery would be cut off: give the lease back at once
+                await self.store.retry_outbox(
+                    item.id, due_at=self.clock(),
+                    error="gateway closing" if self._closing else "notifier not configured here")
                 continue
             self._s.delivering.add(item.id)
             self._spawn(self._deliver(item, names[item.notifier]))
