@@ -445,13 +445,17 @@ def keyboard_for(record: RequestRecord) -> list[list[Button]]:
     """The buttons a request's message carries, row by row (empty for free-text kinds).
 
     Approvals get Approve / Reject, Reject with reason, and Edit when ``edit`` is
-    allowed for a tool call; choices get one button per option.
+    allowed for a tool call; choices, and approvals that offer options, get one button
+    per option.
     """
     payload = _payload(record)
     kind = _kind(record)
     if kind in INPUT_KINDS:
         return []
-    if kind is RequestKind.CHOICE:
+    allowed = _allowed(payload)
+    labels = _option_labels(payload)
+    if labels and (kind is RequestKind.CHOICE or "respond" in allowed):
+        # choices, and approvals with options (the seed's default): one button per option
         return [
             [
                 Button(
@@ -459,9 +463,8 @@ def keyboard_for(record: RequestRecord) -> list[list[Button]]:
                     {"op": "decide", "decision": {"type": "respond", "message": label}},
                 )
             ]
-            for label in _option_labels(payload)
+            for label in labels
         ]
-    allowed = _allowed(payload)
     first: list[Button] = []
     second: list[Button] = []
     if "approve" in allowed:

@@ -145,12 +145,7 @@ def fake() -> Iterator[FakeBotAPI]:
         yield server
 
 
-@pytest.mark.parametrize("request_type", [
-    "choice",
-    pytest.param("approval", marks=pytest.mark.xfail(
-        strict=True, reason="telegram_render.keyboard_for shows no option buttons for an "
-                            "approval request with options (the seed's default)")),
-])
+@pytest.mark.parametrize("request_type", ["choice", "approval"])
 def test_a_request_answered_on_telegram(fake: FakeBotAPI, db_url: str,
                                         request_type: str) -> None:
     sock = free_socket()
