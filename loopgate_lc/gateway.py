@@ -101,6 +101,7 @@ class _State:
 
     outbox_kick: asyncio.Event = field(default_factory=asyncio.Event)
     timer_kick: asyncio.Event = field(default_factory=asyncio.Event)
+    timer_due: datetime | None = None  # when the timer wakes next; None while it computes
     waiters: dict[str, list[asyncio.Future[RequestRecord]]] = field(default_factory=dict)
     thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -517,7 +518,11 @@ class Loopgate:
                 OutboxItem(request_id=stored.id, notifier=notifier.name, kind="notify",
                            due_at=now))
         self._s.outbox_kick.set()
-        self._s.timer_kick.set()
+        due = self._s.timer_due
+        if stored.expires_at is not None and (due is None or stored.expires_at < due):
+            # Only a deadline before the timer's next wake needs it early: every wake
+            # re-reads the store, which with thousands pending cost more than the filing.
+            self._s.timer_kick.set()
         return stored
 
     async def _file_interrupts(
@@ -845,10 +850,12 @@ class Loopgate:
                 await self._report(exc, {"task": "timeouts"})
             kick = self._s.timer_kick
             kick.clear()
+            self._s.timer_due = None  # a request filed meanwhile kicks, whatever its deadline
             delay = interval
             nxt = await self.store.next_expiry()
             if nxt is not None:
                 delay = max(0.0, min(interval, (nxt - self.clock()).total_seconds()))
+            self._s.timer_due = self.clock() + timedelta(seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), delay)
 
