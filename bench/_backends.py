@@ -68,6 +68,7 @@ class Backend:
         return saver
 
     def store(self) -> Store:
+        """A fresh store (each benchmark variant gets its own data)."""
         if self.name == "memory":
             return MemoryStore()
         if self.name == "sqlite":
@@ -76,6 +77,18 @@ class Backend:
 
         assert self.dsn is not None
         return PostgresStore(self.dsn, schema=self.schema)
+
+    def twin(self, store: Store) -> Store:
+        """Another handle on ``store``'s data, for use from another event loop (a
+        Postgres pool belongs to the loop that opened it; the memory store is shared)."""
+        if isinstance(store, SQLiteStore):
+            return SQLiteStore(store.path)
+        if self.name == "postgres":
+            from loopgate_lc.stores.postgres import PostgresStore
+
+            assert self.dsn is not None
+            return PostgresStore(self.dsn, schema=self.schema)
+        return store
 
     def __post_init__(self) -> None:
         self._closers: list[Any] = []
