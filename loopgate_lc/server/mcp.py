@@ -9,6 +9,7 @@ Telegram and in the CLI, and may be decided from any of them. Served over stdio
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -42,7 +43,13 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
             ``request_human_input`` waits (only sent when the client asked for progress).
         name: The server's name in the MCP handshake.
     """
+    # MCPServer configures the root logger (logging.basicConfig); a library must leave
+    # the application's logging alone, so whatever it changes is put back.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     server: MCPServer[Any] = MCPServer(name, instructions=INSTRUCTIONS, log_level="WARNING")
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
     async def request_human_input(
         message: str,

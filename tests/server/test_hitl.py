@@ -349,3 +349,14 @@ def test_the_api_on_postgres(postgres_dsn: str, pg_schema: str) -> None:
     finally:
         live.stop()
         gateway.close()
+
+
+def test_approver_id_is_checked_when_given(client: httpx.Client, session: str) -> None:
+    """The session routes to Telegram user 123456789: only that id may decide when the
+    caller names whom it acts for."""
+    created = ask(client, session)
+    refused = respond(client, created["request_id"], approved=True, approver_id="999")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "approver_not_allowed"
+    allowed = respond(client, created["request_id"], approved=True, approver_id="123456789")
+    assert allowed.json()["approved"] is True

@@ -127,3 +127,20 @@ async def test_streamable_http_endpoint(live: LiveServer, shared_gateway: Loopga
         cancelled = _structured(await client.call_tool("cancel_request",
                                                        {"request_id": record.id}))
     assert cancelled["status"] == "cancelled"
+
+
+def test_building_the_server_leaves_logging_alone(gateway: Loopgate) -> None:
+    import logging
+
+    from loopgate_lc.server.mcp import create_mcp_server
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    root.handlers.clear()  # as in an application that has not configured logging yet
+    root.setLevel(logging.ERROR)
+    try:
+        create_mcp_server(gateway)
+        assert (root.handlers, root.level) == ([], logging.ERROR)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
