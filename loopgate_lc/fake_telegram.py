@@ -394,7 +394,10 @@ class FakeBotAPI:
         if self.running:
             return self
         family = socket.AF_INET6 if self._host == "::1" else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on
+        # sockets that say they are TCP, and with it on every reply waited ~40 ms for
+        # the client's delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         port = sock.getsockname()[1]
