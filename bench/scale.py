@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -79,7 +80,7 @@ def _memory_rows(gate: Loopgate, store_name: str, count: int, concurrency: int
     records = gate.pending()
     if len(records) != count:
         raise RuntimeError(f"expected {count} pending requests, found {len(records)}")
-    payloads, copies = _heap_of(lambda: [dict(r.payload) for r in records])
+    payloads, copies = _heap_of(lambda: [json.loads(json.dumps(r.payload)) for r in records])
     del copies
     anchor = f"{store_name}: the requests' payloads as plain dicts"
     rows = [
