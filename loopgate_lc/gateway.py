@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 from langgraph.types import Command, Interrupt
 from pydantic import TypeAdapter, ValidationError
 
@@ -1367,6 +1365,10 @@ def _validate(record: RequestRecord, decision: Mapping[str, Any]) -> dict[str, A
                 f"choose one of the options: {', '.join(repr(x) for x in labels)}")
     schema = record.payload.get("response_schema")
     if isinstance(schema, dict):
+        # imported here: jsonschema pulls in format checkers that slow every CLI start
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
         error = best_match(Draft202012Validator(schema).iter_errors(checked))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path)
