@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from loopgate_lc import Loopgate, SignatureError, WebhookNotifier, verify_signature
 from loopgate_lc.server import create_app
-from tests.server.conftest import LiveServer, free_socket
+from tests.support.live import LiveServer, free_socket
 from tests.test_gateway_graphs import agent
 
 SECRET = "shared-secret"

@@ -17,7 +17,8 @@ from loopgate_lc.notifiers.telegram import TelegramNotifier
 from loopgate_lc.notifiers.webhook import WebhookNotifier
 from loopgate_lc.server import TELEGRAM_WEBHOOK_PATH, create_app
 from loopgate_lc.signing import decision_token, sign
-from tests.server.conftest import WEBHOOK_SECRET, LiveServer, Receiver, ServeFn, free_socket
+from tests.server.conftest import WEBHOOK_SECRET, Receiver, ServeFn
+from tests.support.live import LiveServer, free_socket
 
 
 def test_health(client: httpx.Client) -> None:

@@ -13,7 +13,8 @@ import pytest
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.server import CallbackNotifier
 from loopgate_lc.signing import verify_signature
-from tests.server.conftest import WEBHOOK_SECRET, LiveServer, Receiver, ServeFn
+from tests.server.conftest import WEBHOOK_SECRET, Receiver, ServeFn
+from tests.support.live import LiveServer
 
 
 @pytest.fixture

@@ -331,7 +331,7 @@ def test_the_api_on_postgres(postgres_dsn: str, pg_schema: str) -> None:
     """The same routes over the PostgreSQL store (skipped without a DSN)."""
     from loopgate_lc.server import create_app
     from loopgate_lc.stores.postgres import PostgresStore
-    from tests.server.conftest import LiveServer
+    from tests.support.live import LiveServer
 
     gateway = Loopgate(PostgresStore(postgres_dsn, schema=pg_schema), poll_interval=0.05)
     live = LiveServer(create_app(gateway, mcp=False)).start()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.server.conftest import LiveServer
+from tests.support.live import LiveServer
 
 BASE: str = ""
 

@@ -14,7 +14,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from loopgate_lc.gateway import Loopgate
-from tests.server.conftest import LiveServer
+from tests.support.live import LiveServer
 
 TOOLS = {"request_human_input", "check_request_status", "list_pending_requests",
          "cancel_request"}

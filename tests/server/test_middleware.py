@@ -10,7 +10,7 @@ import pytest
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.server import ApiKeys, create_app, parse_api_keys
-from tests.server.conftest import LiveServer
+from tests.support.live import LiveServer
 
 KEYS = "ci=key-ci-123,ui=key-ui-456,bare-key-789"
 
