@@ -40,3 +40,19 @@ def test_policies_snippet_prints_what_it_says() -> None:
     out = run(snippet("Policies"))
     assert out.strip() == ("False payments confidence 0.62 is below 0.80 required by "
                            "policy 'payments'")
+
+
+def test_guard_snippet() -> None:
+    out = run(snippet("Guarding tools")).splitlines()
+    assert out == ["risk irreversible is above data_modification allowed by policy 'payments'",
+                   "sent 900 to bob"]
+
+
+def test_middleware_snippet() -> None:
+    out = run(snippet("`ApprovalMiddleware` for `create_agent`")).splitlines()
+    assert out == ["[('requested', 'delete_user')]"]
+
+
+def test_request_approval_snippet() -> None:
+    out = run(snippet("`request_approval()` in any node")).splitlines()
+    assert out == ["{'choice': 'Cancel', 'by': 'ana'}"]
