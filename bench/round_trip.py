@@ -225,10 +225,20 @@ def run(config: Config) -> Section:
             gateway.note = f"paired ratio {paired:.2f}"
             met.append((gateway.ratio or 99.0) <= GOAL)
             section.rows.extend(rows)
+    gateway_ratios = [r.ratio for r in section.rows
+                      if r.label.endswith(LABELS["gateway"]) and r.ratio is not None]
+    guard_ratios = [r.ratio for r in section.rows
+                    if r.label.endswith(LABELS["guard"]) and r.ratio is not None]
     section.verdict = "met" if met and all(met) else "not met"
+    if gateway_ratios and guard_ratios:
+        section.verdict += (
+            f" (Loopgate.run {min(gateway_ratios):.2f}-{max(gateway_ratios):.2f}x raw; the "
+            f"guard's own pause {min(guard_ratios):.2f}-{max(guard_ratios):.2f}x)")
     section.notes.append(
         "Median wall time of one pause + resume of a one-call agent (two model turns, a "
         "fresh thread each time); ratio = median / median of raw LangGraph on the same "
-        "checkpointer. The gateway's store is the same kind as the checkpointer.")
+        "checkpointer. The gateway's store is the same kind as the checkpointer. What the "
+        "gateway adds on SQLite and PostgreSQL is mostly its durable writes (see the last "
+        "section); on the memory store, validation, audit and the hop to its own loop.")
     section.seconds = time.perf_counter() - began
     return section

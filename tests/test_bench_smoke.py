@@ -40,7 +40,8 @@ def test_each_benchmark_runs_in_smoke_size(key: str) -> None:
     fn = dict(BENCHMARKS)[key]
     section = fn(SMOKE)
     assert section.key == key
-    assert section.title and section.goal and section.verdict in ("met", "not met", "measured")
+    assert section.title and section.goal
+    assert section.verdict.split(" (")[0] in ("met", "not met", "measured")
     check_rows(section)
 
 
