@@ -50,6 +50,7 @@ from loopgate_lc.schema import (
     Status,
     decision_approves,
     decision_status,
+    human_response,
     utcnow,
 )
 from loopgate_lc.stores import open_store
@@ -1394,18 +1395,6 @@ def resume_value(record: RequestRecord) -> Any:
 
 def response_of(record: RequestRecord) -> HumanResponse:
     """A decided record as the typed answer ``request_approval`` would return."""
-    decision = dict(record.decision or {})
-    request = ApprovalRequest.model_validate(record.payload)
-    kind = decision.get("type")
-    text = decision.get("message") if kind in ("reject", "respond", "timeout", "cancel") \
-        else None
-    chose = bool(request.options) and kind == "respond"
-    return HumanResponse(
-        approved=decision_approves(decision, request) if decision else False,
-        status=record.status,
-        text=None if chose else text,
-        choice=text if chose else None,
-        data=dict(decision["edited_action"]["args"]) if kind == "edit" else None,
-        decided_by=record.decided_by,
-        decision=decision,
-    )
+    return human_response(dict(record.decision or {}),
+                          ApprovalRequest.model_validate(record.payload),
+                          status=record.status, decided_by=record.decided_by)

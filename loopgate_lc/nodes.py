@@ -21,8 +21,7 @@ from loopgate_lc.schema import (
     HumanResponse,
     Option,
     RequestKind,
-    decision_approves,
-    decision_status,
+    human_response,
 )
 
 __all__ = ["request_approval"]
@@ -94,16 +93,4 @@ def request_approval(
         session_id=session_id,
         timeout_seconds=timeout,
     )
-    decision = ask(request, question_schema(allowed, kind, labels))
-    kind_of = decision["type"]
-    text = decision.get("message") if kind_of in ("reject", "respond", "timeout", "cancel") \
-        else None
-    return HumanResponse(
-        approved=decision_approves(decision, request),
-        status=decision_status(decision),
-        text=None if labels and kind_of == "respond" else text,
-        choice=text if labels and kind_of == "respond" else None,
-        data=dict(decision["edited_action"]["args"]) if kind_of == "edit" else None,
-        decided_by=decision.get("actor"),
-        decision=decision,
-    )
+    return human_response(ask(request, question_schema(allowed, kind, labels)), request)

@@ -36,6 +36,7 @@ __all__ = [
     "TimeoutDecision",
     "decision_approves",
     "decision_status",
+    "human_response",
     "option_approves",
     "utcnow",
 ]
@@ -324,3 +325,24 @@ def decision_approves(decision: dict[str, Any], request: ApprovalRequest) -> boo
             return any(o.label == label and o.approved for o in request.options)
         return request.type in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION)
     return False
+
+
+def human_response(
+    decision: dict[str, Any], request: ApprovalRequest, *, status: Status | None = None,
+    decided_by: str | None = None,
+) -> HumanResponse:
+    """The typed answer for a decision: what ``request_approval`` returns in a node and
+    what ``Loopgate.request_interaction`` returns outside one."""
+    kind = decision.get("type")
+    text = decision.get("message") if kind in ("reject", "respond", "timeout", "cancel") \
+        else None
+    chose = bool(request.options) and kind == "respond"
+    return HumanResponse(
+        approved=decision_approves(decision, request) if decision else False,
+        status=status or decision_status(decision),
+        text=None if chose else text,
+        choice=text if chose else None,
+        data=dict(decision["edited_action"]["args"]) if kind == "edit" else None,
+        decided_by=decided_by if decided_by is not None else decision.get("actor"),
+        decision=decision,
+    )
