@@ -45,12 +45,13 @@ from loopgate_lc.schema import (
     ApprovalRequest,
     Decision,
     HumanResponse,
-    Option,
     RequestKind,
     Status,
     decision_approves,
     decision_status,
+    default_decisions,
     human_response,
+    parse_options,
     utcnow,
 )
 from loopgate_lc.stores import open_store
@@ -567,15 +568,14 @@ class Loopgate:
         # callback_url is kept in the payload (ApprovalRequest allows extra fields), so
         # whichever process decides the request can still deliver the callback.
         request_kind = RequestKind(kind)
-        parsed = [Option.parse(dict(o) if isinstance(o, Mapping) else o) for o in options]
-        if request_kind is RequestKind.CHOICE and not parsed:
-            raise InvalidDecision("a choice request needs at least one option")
-        if len({o.label for o in parsed}) != len(parsed):
-            raise InvalidDecision("option labels must be unique")
+        try:
+            parsed = parse_options(request_kind, options)
+        except ValueError as exc:
+            raise InvalidDecision(str(exc)) from exc
         verdict = None
         if tool_name is not None and confidence is not None and risk is not None:
             verdict = self.should_approve(tool_name, confidence, risk)
-        allowed = list(allowed_decisions or _default_decisions(request_kind, bool(parsed)))
+        allowed = list(allowed_decisions or default_decisions(request_kind, bool(parsed)))
         request = ApprovalRequest(
             type=request_kind,
             request_id=str(uuid.uuid4()),
@@ -1275,16 +1275,6 @@ def _session(session_id: str, client_id: str, telegram_id: int | None,
     return SessionRecord(session_id=session_id, client_id=client_id or "",
                          telegram_id=telegram_id, approvers=[str(a) for a in approvers],
                          metadata=dict(metadata or {}))
-
-
-def _default_decisions(kind: RequestKind, has_options: bool) -> tuple[str, ...]:
-    if has_options:
-        return ("respond",)
-    if kind in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION):
-        return ("respond", "reject")
-    if kind is RequestKind.TOOL_APPROVAL:
-        return ("approve", "edit", "reject", "respond")
-    return ("approve", "reject")
 
 
 def _require_checkpointer(graph: Any) -> None:

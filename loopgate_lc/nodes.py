@@ -19,24 +19,15 @@ from loopgate_lc.schema import (
     ApprovalRequest,
     DecisionType,
     HumanResponse,
-    Option,
     RequestKind,
+    default_decisions,
     human_response,
+    parse_options,
 )
 
 __all__ = ["request_approval"]
 
 Kind = Literal["approval", "confirmation", "choice", "input", "feedback", "annotation"]
-
-_DEFAULT_DECISIONS: dict[RequestKind, tuple[DecisionType, ...]] = {
-    RequestKind.APPROVAL: ("approve", "reject"),
-    RequestKind.CONFIRMATION: ("approve", "reject"),
-    RequestKind.CHOICE: ("respond",),
-    RequestKind.INPUT: ("respond", "reject"),
-    RequestKind.FEEDBACK: ("respond", "reject"),
-    RequestKind.ANNOTATION: ("respond", "edit", "reject"),
-}
-
 
 def request_approval(
     message: str,
@@ -67,17 +58,14 @@ def request_approval(
         session_id: The Loopgate session whose approvers receive it.
 
     Raises:
-        ConfigurationError: A choice without options, or options on another kind.
+        ConfigurationError: A choice without options, or two options with one label.
     """
     request_kind = RequestKind(kind)
-    parsed = [Option.parse(dict(o) if isinstance(o, Mapping) else o) for o in options or ()]
-    if request_kind is RequestKind.CHOICE and not parsed:
-        raise ConfigurationError("a choice request needs at least one option")
-    if len({o.label for o in parsed}) != len(parsed):
-        raise ConfigurationError("option labels must be unique")
-    allowed = tuple(allowed_decisions or _DEFAULT_DECISIONS[request_kind])
-    if parsed and request_kind is not RequestKind.CHOICE and "respond" not in allowed:
-        allowed = (*allowed, "respond")
+    try:
+        parsed = parse_options(request_kind, options)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    allowed = tuple(allowed_decisions or default_decisions(request_kind, bool(parsed)))
     labels = tuple(o.label for o in parsed)
     request = ApprovalRequest(
         type=request_kind,

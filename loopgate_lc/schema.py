@@ -11,6 +11,7 @@ stores, HTTP and Telegram as JSON.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -36,8 +37,10 @@ __all__ = [
     "TimeoutDecision",
     "decision_approves",
     "decision_status",
+    "default_decisions",
     "human_response",
     "option_approves",
+    "parse_options",
     "utcnow",
 ]
 
@@ -133,6 +136,35 @@ class Option(BaseModel):
         if isinstance(value, dict) and "approved" not in value and "label" in value:
             return cls(label=value["label"], approved=option_approves(str(value["label"])))
         return cls.model_validate(value)
+
+
+def parse_options(kind: RequestKind, options: Sequence[str | Mapping[str, Any]] | None
+                  ) -> list[Option]:
+    """Options as :class:`Option` objects, checked the same way for every caller.
+
+    Raises:
+        ValueError: A choice without options, or two options with the same label.
+    """
+    parsed = [Option.parse(dict(o) if isinstance(o, Mapping) else o) for o in options or ()]
+    if kind is RequestKind.CHOICE and not parsed:
+        raise ValueError("a choice request needs at least one option")
+    if len({o.label for o in parsed}) != len(parsed):
+        raise ValueError("option labels must be unique")
+    return parsed
+
+
+def default_decisions(kind: RequestKind, has_options: bool) -> tuple[DecisionType, ...]:
+    """What a person may answer when the asker does not say: pick an option when there
+    are options; otherwise what the kind asks for."""
+    if has_options:
+        return ("respond",)
+    if kind is RequestKind.TOOL_APPROVAL:
+        return ALL_DECISIONS
+    if kind is RequestKind.ANNOTATION:
+        return ("respond", "edit", "reject")
+    if kind in (RequestKind.INPUT, RequestKind.FEEDBACK):
+        return ("respond", "reject")
+    return ("approve", "reject")
 
 
 # --- the interrupt value ------------------------------------------------------------------
