@@ -96,7 +96,7 @@ def local_server() -> Iterator[str]:
     from loopgate_lc.server import create_app
 
     app = create_app(Loopgate(store="memory://"), close_gateway=True)
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
