@@ -27,7 +27,7 @@ import httpx
 
 from bench._backends import Backend, backend, backend_names
 from bench._harness import Config, Row, Section, median, not_measured, percentile
-from bench._live import LiveServer
+from loopgate_lc.background import BackgroundServer as LiveServer
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import Status, utcnow
 from loopgate_lc.server import create_app

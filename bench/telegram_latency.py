@@ -31,8 +31,8 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from bench._harness import Config, Row, Section, median, percentile
-from bench._live import LiveServer
 from loopgate_lc import guard
+from loopgate_lc.background import BackgroundServer as LiveServer
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.notifiers.telegram import TelegramNotifier

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -90,26 +89,12 @@ class LoopgateClient:
 @contextmanager
 def local_server() -> Iterator[str]:
     """Serve loopgate-lc on a free 127.0.0.1 port (what `loopgate-lc serve` does)."""
-    import uvicorn
-
     from loopgate_lc import Loopgate
+    from loopgate_lc.background import BackgroundServer
     from loopgate_lc.server import create_app
 
-    app = create_app(Loopgate(store="memory://"), close_gateway=True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with BackgroundServer(create_app(Loopgate(store="memory://"), close_gateway=True)) as live:
+        yield live.url
 
 
 def reviewer(client: LoopgateClient, session_id: str, choice: str) -> threading.Thread:

@@ -28,19 +28,20 @@ import copy
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from loopgate_lc.background import BackgroundServer
+
 try:
-    import uvicorn
+    import uvicorn  # noqa: F401  (checked here so the error below names the extra)
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -370,8 +371,7 @@ class FakeBotAPI:
         self._blocked: set[int] = set()
         self._poll_generation = 0
         self._closing = False
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._background: BackgroundServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._http: httpx.AsyncClient | None = None
@@ -387,56 +387,25 @@ class FakeBotAPI:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._background is not None and self._background.running
 
     def start(self) -> FakeBotAPI:
         """Start serving in a background thread; returns once the port accepts connections."""
         if self.running:
             return self
-        family = socket.AF_INET6 if self._host == "::1" else socket.AF_INET
-        # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on
-        # sockets that say they are TCP, and with it on every reply waited ~40 ms for
-        # the client's delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        port = sock.getsockname()[1]
-        host = f"[{self._host}]" if family == socket.AF_INET6 else self._host
-        self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(
-            self._app(),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
         self._closing = False
-        self._server = uvicorn.Server(config)
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name="FakeBotAPI", daemon=True
-        )
-        self._thread.start()
-        # Bounded: uvicorn binds nothing (the socket is ours), so startup is quick.
-        for _ in range(1000):
-            if self._server.started or not self._thread.is_alive():
-                break
-            ready.wait(0.01)
-        if not self._server.started:
-            self.stop()
-            raise RuntimeError("FakeBotAPI did not start")
+        self._background = BackgroundServer(self._app(), host=self._host, port=self._port,
+                                            name="FakeBotAPI").start()
+        self.url = self._background.url
         return self
 
     def stop(self) -> None:
         """Stop serving; wakes long polls so shutdown does not wait for them."""
         self._closing = True
         self._wake()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._thread = None
-        self._server = None
+        if self._background is not None:
+            self._background.stop()
+        self._background = None
 
     def __enter__(self) -> FakeBotAPI:
         return self.start()
@@ -450,31 +419,26 @@ class FakeBotAPI:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
 
-    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
-        async def serve() -> None:
+    def _app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            # state that lives on the server's own event loop
             self._loop = asyncio.get_running_loop()
             self._changed = asyncio.Event()
             self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
-            assert self._server is not None
             try:
-                await self._server.serve(sockets=[sock])
+                yield
             finally:
                 for task in list(self._pending_tasks):
                     task.cancel()
                 await self._http.aclose()
                 self._loop = None
 
-        try:
-            asyncio.run(serve())
-        finally:
-            sock.close()
-            ready.set()
-
-    def _app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"]),
-            ]
+            ],
+            lifespan=lifespan,
         )
 
     # --- inspection (test side) --------------------------------------------------------
