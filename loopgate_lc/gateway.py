@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -483,7 +484,8 @@ class Loopgate:
         now = self.clock()
         payload = request.to_interrupt()
         if response_schema is not None:
-            payload["response_schema"] = response_schema
+            # kept as one string: stores copy it for free, and validators are cached by it
+            payload["response_schema"] = json.dumps(response_schema, sort_keys=True)
         if foreign:
             payload["foreign"] = True
         record = RequestRecord(
@@ -727,6 +729,12 @@ class Loopgate:
         )
         await self._audit(event or f"decided:{status.value}", decided, actor=actor,
                           channel=channel, details={"decision": _public(decision)})
+        # wake whoever waits to resume first: hooks and notifications are not on that path
+        for waiter in self._s.waiters.pop(decided.id, []):
+            if not waiter.done():
+                waiter.set_result(decided)
+        if decided.graph in self._drivers and decided.thread_id:
+            self._spawn(self._resume_thread(decided.graph, decided.thread_id))
         request = ApprovalRequest.model_validate(decided.payload)
         if status is Status.TIMEOUT:
             await self._fire("on_timeout", decided)
@@ -741,11 +749,6 @@ class Loopgate:
             await self.store.enqueue_outbox(OutboxItem(
                 request_id=decided.id, notifier=name, kind="resolved", due_at=self.clock()))
         self._s.outbox_kick.set()
-        for waiter in self._s.waiters.pop(decided.id, []):
-            if not waiter.done():
-                waiter.set_result(decided)
-        if decided.graph in self._drivers and decided.thread_id:
-            self._spawn(self._resume_thread(decided.graph, decided.thread_id))
         return decided
 
     async def _wait_decided(self, request_id: str, timeout: float | None) -> RequestRecord:
@@ -1137,11 +1140,17 @@ class Loopgate:
                                               details={"graph": name}))
                 yield "result", result.value
                 return
-            records = self._portal.call(self._file_interrupts(result.interrupts, thread_id,
-                                                              name))
-            yield from (("requested", r) for r in records)
-            resume, decided = self._portal.call(self._next_resume(
-                records, {i.id for i in result.interrupts}, thread_id))
+            pending = {i.id for i in result.interrupts}
+            if stream_mode is None:  # nobody watches: file and wait in one trip
+                records, resume, decided = self._portal.call(self._pause(
+                    result.interrupts, thread_id, name))
+                yield from (("requested", r) for r in records)
+            else:  # show the requests before waiting for them
+                records = self._portal.call(self._file_interrupts(
+                    result.interrupts, thread_id, name))
+                yield from (("requested", r) for r in records)
+                resume, decided = self._portal.call(self._next_resume(
+                    records, pending, thread_id))
             yield from (("decided", r) for r in decided)
             value = Command(resume=resume)
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
@@ -1164,16 +1173,32 @@ class Loopgate:
                                                      details={"graph": name}))
                 yield "result", result.value
                 return
-            records = await self._portal.acall(self._file_interrupts(
-                result.interrupts, thread_id, name))
-            for record in records:
-                yield "requested", record
-            resume, decided = await self._portal.acall(self._next_resume(
-                records, {i.id for i in result.interrupts}, thread_id))
+            pending = {i.id for i in result.interrupts}
+            if stream_mode is None:
+                records, resume, decided = await self._portal.acall(self._pause(
+                    result.interrupts, thread_id, name))
+                for record in records:
+                    yield "requested", record
+            else:
+                records = await self._portal.acall(self._file_interrupts(
+                    result.interrupts, thread_id, name))
+                for record in records:
+                    yield "requested", record
+                resume, decided = await self._portal.acall(self._next_resume(
+                    records, pending, thread_id))
             for record in decided:
                 yield "decided", record
             value = Command(resume=resume)
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
+
+    async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None
+                     ) -> tuple[list[RequestRecord], dict[str, Any], list[RequestRecord]]:
+        """File a paused run's interrupts and wait for what resumes it, in one trip to the
+        gateway's loop."""
+        records = await self._file_interrupts(interrupts, thread_id, name)
+        resume, decided = await self._next_resume(records, {i.id for i in interrupts},
+                                                  thread_id)
+        return records, resume, decided
 
     async def _prepare(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         await self._open()
@@ -1355,17 +1380,26 @@ def _validate(record: RequestRecord, decision: Mapping[str, Any]) -> dict[str, A
             raise InvalidDecision(
                 f"choose one of the options: {', '.join(repr(x) for x in labels)}")
     schema = record.payload.get("response_schema")
-    if isinstance(schema, dict):
-        # imported here: jsonschema pulls in format checkers that slow every CLI start
-        from jsonschema import Draft202012Validator
+    if isinstance(schema, dict):  # requests filed before the schema was kept as text
+        schema = json.dumps(schema, sort_keys=True)
+    if isinstance(schema, str):
         from jsonschema.exceptions import best_match
 
-        error = best_match(Draft202012Validator(schema).iter_errors(checked))
+        error = best_match(_validator(schema).iter_errors(checked))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path)
             raise InvalidDecision(f"invalid decision{' at ' + where if where else ''}: "
                                   f"{error.message}")
     return checked
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema: str) -> Any:
+    """A compiled validator per decision schema (one per tool, in practice)."""
+    # imported here: jsonschema pulls in format checkers that slow every CLI start
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(json.loads(schema))
 
 
 def _first_error(exc: ValidationError) -> str:

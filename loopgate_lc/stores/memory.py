@@ -83,6 +83,9 @@ class MemoryStore(Store):
         self._callbacks: dict[str, tuple[str, dict[str, Any]]] = {}
         self._audit: list[AuditEvent] = []
         self._outbox: dict[int, _OutboxRow] = {}
+        # undone deliveries only, so enqueueing and claiming do not scan the history
+        self._open: dict[int, _OutboxRow] = {}
+        self._open_keys: dict[tuple[str, str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -178,17 +181,21 @@ class MemoryStore(Store):
         wanted = None if status is None else coerce_status(status)
         check_limit(limit)
         with self._lock:
-            rows = sorted(self._requests.values(), key=lambda r: (r[1].created_at, r[0]))
-            found = [
-                _copy(r)
-                for _, r in rows
-                if (wanted is None or r.status is wanted)
-                and (session_id is None or r.session_id == session_id)
-                and (thread_id is None or r.thread_id == thread_id)
-                and (graph is None or r.graph == graph)
-                and (not unresumed or (not r.pending and r.resumed_at is None))
-            ]
-        return found if limit is None else found[:limit]
+            # filter first, then sort and copy only what matched
+            matched = sorted(
+                (
+                    (r.created_at, seq, r)
+                    for seq, r in self._requests.values()
+                    if (wanted is None or r.status is wanted)
+                    and (session_id is None or r.session_id == session_id)
+                    and (thread_id is None or r.thread_id == thread_id)
+                    and (graph is None or r.graph == graph)
+                    and (not unresumed or (not r.pending and r.resumed_at is None))
+                ),
+                key=lambda t: (t[0], t[1]),
+            )
+            found = [_copy(r) for _, _, r in matched[:limit]]
+        return found
 
     async def resolve(
         self,
@@ -326,20 +333,17 @@ class MemoryStore(Store):
 
     async def enqueue_outbox(self, item: OutboxItem) -> OutboxItem:
         clean = normalized_outbox(item)
+        key = (clean.request_id, clean.notifier, clean.kind)
         with self._lock:
-            for row in self._outbox.values():
-                it = row.item
-                if (
-                    not it.done
-                    and it.request_id == clean.request_id
-                    and it.notifier == clean.notifier
-                    and it.kind == clean.kind
-                ):
-                    return _copy(it)
+            open_id = self._open_keys.get(key)
+            if open_id is not None:
+                return _copy(self._outbox[open_id].item)
             self._outbox_seq += 1
             item_id = self._outbox_seq
             stored = clean.model_copy(update={"id": item_id})
             self._outbox[item_id] = _OutboxRow(stored)
+            self._open[item_id] = self._outbox[item_id]
+            self._open_keys[key] = item_id
             return _copy(stored)
 
     async def claim_outbox(
@@ -352,7 +356,7 @@ class MemoryStore(Store):
             due = sorted(
                 (
                     row
-                    for row in self._outbox.values()
+                    for row in self._open.values()
                     if not row.item.done
                     and row.item.due_at <= at
                     and (row.leased_until is None or row.leased_until <= at)
@@ -370,6 +374,10 @@ class MemoryStore(Store):
                 raise outbox_not_found(item_id)
             row.item = row.item.model_copy(update={"done": True})
             row.leased_until = None
+            self._open.pop(item_id, None)
+            key = (row.item.request_id, row.item.notifier, row.item.kind)
+            if self._open_keys.get(key) == item_id:
+                del self._open_keys[key]
 
     async def retry_outbox(self, item_id: int, *, due_at: datetime, error: str) -> OutboxItem:
         when = utc(due_at)
