@@ -130,7 +130,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""

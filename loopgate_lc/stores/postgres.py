@@ -140,6 +140,14 @@ _MIGRATIONS: tuple[tuple[int, tuple[LiteralString, ...]], ...] = (
             "CREATE INDEX loopgate_outbox_due ON {outbox} (due_at) WHERE NOT done",
         ),
     ),
+    (
+        2,
+        (
+            # what a restarted gateway looks for every poll: decided, not yet resumed
+            """CREATE INDEX loopgate_requests_unresumed ON {requests} (graph)
+                WHERE status <> 'pending' AND resumed_at IS NULL""",
+        ),
+    ),
 )
 
 _TABLES = ("sessions", "requests", "callbacks", "audit", "outbox", "schema_version")

@@ -137,6 +137,14 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX loopgate_outbox_due ON loopgate_outbox (due_at) WHERE done = 0",
         ),
     ),
+    (
+        2,
+        (
+            # what a restarted gateway looks for every poll: decided, not yet resumed
+            """CREATE INDEX loopgate_requests_unresumed ON loopgate_requests (graph)
+                WHERE status <> 'pending' AND resumed_at IS NULL""",
+        ),
+    ),
 )
 
 _REQUEST_COLUMNS = (

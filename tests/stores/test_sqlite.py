@@ -23,18 +23,36 @@ class TestSQLiteStore(StoreConformance):
         return make
 
 
-async def test_setup_creates_a_wal_file_at_schema_version_one(tmp_path: Path) -> None:
+async def test_setup_creates_a_wal_file_at_the_latest_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "nested.db"
     store = SQLiteStore(path)
     assert await store.schema_version() == 0
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 1
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 2
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
+
+
+async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.setup()
+    await store.close()
+    with sqlite3.connect(path) as conn:  # what a loopgate_lc with schema 1 left behind
+        conn.execute("DROP INDEX loopgate_requests_unresumed")
+        conn.execute("DELETE FROM loopgate_schema_version WHERE version = 2")
+    store = SQLiteStore(path)
+    await store.setup()
+    await store.setup()
+    assert await store.schema_version() == 2
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "loopgate_requests_unresumed" in names
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
