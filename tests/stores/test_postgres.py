@@ -49,7 +49,7 @@ async def test_concurrent_setup_from_many_stores(postgres_dsn: str, pg_schema: s
     stores = [PostgresStore(postgres_dsn, schema=pg_schema, max_size=1) for _ in range(4)]
     try:
         await asyncio.gather(*(s.setup() for s in stores))
-        assert [await s.schema_version() for s in stores] == [1, 1, 1, 1]
+        assert [await s.schema_version() for s in stores] == [PostgresStore.SCHEMA_VERSION] * 4
     finally:
         for s in stores:
             await s.close()
