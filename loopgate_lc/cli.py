@@ -321,7 +321,7 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
                 hint = " (choose an option instead: loopgate-lc approve ID --choice LABEL)"
             print(f"error: {exc}{hint}", file=sys.stderr)
             return 1
-    from loopgate_lc.gateway import response_of
+    from loopgate_lc.decisions import response_of
 
     outcome = response_of(decided)
     verdict = "approved" if outcome.approved else "not approved"

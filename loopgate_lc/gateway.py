@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -25,14 +24,20 @@ from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
 from langgraph.types import Command, Interrupt
-from pydantic import TypeAdapter, ValidationError
 
 from loopgate_lc._portal import Portal
+from loopgate_lc.decisions import (
+    already_decided,
+    public_decision,
+    request_of,
+    response_of,
+    resume_value,
+    validate_decision,
+)
 from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
-    DecisionNotAllowed,
     InvalidDecision,
     LoopgateError,
     SessionNotFound,
@@ -44,14 +49,12 @@ from loopgate_lc.notifiers.base import DeliveryError, Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import (
     ApprovalRequest,
-    Decision,
     HumanResponse,
     RequestKind,
     Status,
     decision_approves,
     decision_status,
     default_decisions,
-    human_response,
     parse_options,
     utcnow,
 )
@@ -62,9 +65,6 @@ __all__ = ["Escalation", "Loopgate", "args_hash"]
 
 log = logging.getLogger("loopgate_lc")
 
-_DECISION = TypeAdapter(Decision)
-_SYSTEM_DECISIONS = ("timeout", "cancel")
-_NAMESPACE = uuid.UUID("0b9a1c52-27d1-4d0e-a1f4-3f0a7d5f2a90")
 OnTimeout = Literal["reject", "approve", "escalate"]
 
 
@@ -532,7 +532,7 @@ class Loopgate:
     ) -> list[RequestRecord]:
         records = []
         for intr in interrupts:
-            request, foreign = _request_of(intr, thread_id)
+            request, foreign = request_of(intr, thread_id)
             existing = await self.store.find_request(thread_id, intr.id)
             if existing is not None:
                 records.append(existing)
@@ -659,9 +659,9 @@ class Loopgate:
         await self._open()
         record = await self.store.get_request(request_id)
         if not record.pending:
-            raise _already(record)
+            raise already_decided(record)
         await self._authorize(record, approver_id, actor, channel)
-        checked = _validate(record, decision)
+        checked = validate_decision(record, decision)
         return await self._decide(record, checked, actor=actor, channel=channel)
 
     def cancel(self, request_id: str, *, actor: str | None = None,
@@ -682,7 +682,7 @@ class Loopgate:
         await self._open()
         record = await self.store.get_request(request_id)
         if not record.pending:
-            raise _already(record)
+            raise already_decided(record)
         decision: dict[str, Any] = {"type": "cancel"}
         if reason:
             decision["message"] = reason
@@ -728,7 +728,7 @@ class Loopgate:
             decided_at=self.clock(),
         )
         await self._audit(event or f"decided:{status.value}", decided, actor=actor,
-                          channel=channel, details={"decision": _public(decision)})
+                          channel=channel, details={"decision": public_decision(decision)})
         # wake whoever waits to resume first: hooks and notifications are not on that path
         for waiter in self._s.waiters.pop(decided.id, []):
             if not waiter.done():
@@ -1314,111 +1314,3 @@ def _final(state: Any) -> Any:
         interrupts = tuple(state.interrupts)
 
     return _Result()
-
-
-def _request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
-    """Read an interrupt's value as a request; values loopgate_lc did not raise become
-    free-text questions whose answer is resumed as plain text."""
-    value = intr.value
-    derived = str(uuid.uuid5(_NAMESPACE, f"{thread_id}\x1f{intr.id}"))
-    kinds = {k.value for k in RequestKind}
-    if isinstance(value, Mapping) and value.get("type") in kinds:
-        data = dict(value)
-        data.setdefault("request_id", derived)
-        try:
-            return ApprovalRequest.model_validate(data), False
-        except ValidationError:
-            pass
-    text = value if isinstance(value, str) else json.dumps(value, default=str, indent=2)
-    return ApprovalRequest(type=RequestKind.INPUT, request_id=derived, message=text,
-                           description=text, allowed_decisions=["respond"],
-                           metadata={"interrupt_value": value} if not isinstance(value, str)
-                           else {}), True
-
-
-def _already(record: RequestRecord) -> AlreadyDecided:
-    return AlreadyDecided(record.id, status=record.status.value, decided_by=record.decided_by,
-                          decided_at=record.decided_at, channel=record.channel)
-
-
-def _public(decision: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in decision.items() if k not in ("actor", "channel")}
-
-
-def _validate(record: RequestRecord, decision: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a person's decision against its request before anything is stored."""
-    if not isinstance(decision, Mapping):
-        raise InvalidDecision(f"a decision must be an object, got {type(decision).__name__}")
-    raw = dict(decision)
-    raw.pop("actor", None)
-    raw.pop("channel", None)
-    try:
-        parsed = _DECISION.validate_python(raw)
-    except ValidationError as exc:
-        raise InvalidDecision(f"invalid decision: {_first_error(exc)}",
-                              errors=json.loads(exc.json())) from exc
-    kind = parsed.type
-    request = ApprovalRequest.model_validate(record.payload)
-    if kind in _SYSTEM_DECISIONS:
-        raise DecisionNotAllowed(f"{kind!r} is decided by loopgate_lc itself, not by a person")
-    if kind not in request.allowed_decisions:
-        raise DecisionNotAllowed(
-            f"decision {kind!r} is not allowed for this request; allowed: "
-            f"{', '.join(request.allowed_decisions)}")
-    checked = parsed.model_dump(mode="json", exclude_none=True)
-    checked.pop("actor", None)
-    checked.pop("channel", None)
-    if kind == "edit":
-        checked["edited_action"] = dict(raw["edited_action"])  # as sent, for the tool
-        if request.name and checked["edited_action"].get("name") != request.name:
-            raise InvalidDecision(
-                f"an edit cannot switch tools: this request is for {request.name!r}, the "
-                f"edit names {checked['edited_action'].get('name')!r}")
-    if kind == "respond" and request.options:
-        labels = [o.label for o in request.options]
-        if checked.get("message") not in labels:
-            raise InvalidDecision(
-                f"choose one of the options: {', '.join(repr(x) for x in labels)}")
-    schema = record.payload.get("response_schema")
-    if isinstance(schema, dict):  # requests filed before the schema was kept as text
-        schema = json.dumps(schema, sort_keys=True)
-    if isinstance(schema, str):
-        from jsonschema.exceptions import best_match
-
-        error = best_match(_validator(schema).iter_errors(checked))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            raise InvalidDecision(f"invalid decision{' at ' + where if where else ''}: "
-                                  f"{error.message}")
-    return checked
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema: str) -> Any:
-    """A compiled validator per decision schema (one per tool, in practice)."""
-    # imported here: jsonschema pulls in format checkers that slow every CLI start
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(json.loads(schema))
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
-
-
-def resume_value(record: RequestRecord) -> Any:
-    """What ``Command(resume=...)`` carries for a decided request: the decision dict, or
-    the plain text answer for interrupts loopgate_lc did not raise."""
-    decision = dict(record.decision or {})
-    if record.payload.get("foreign"):
-        return decision.get("message")
-    return decision
-
-
-def response_of(record: RequestRecord) -> HumanResponse:
-    """A decided record as the typed answer ``request_approval`` would return."""
-    return human_response(dict(record.decision or {}),
-                          ApprovalRequest.model_validate(record.payload),
-                          status=record.status, decided_by=record.decided_by)

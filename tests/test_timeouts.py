@@ -95,7 +95,7 @@ async def test_on_timeout_approve(clock: FakeClock) -> None:
         (expired,) = await gate.aexpire_due()
         assert expired.status is Status.TIMEOUT  # still recorded as a timeout
         assert expired.decision is not None and expired.decision["outcome"] == "approve"
-        from loopgate_lc.gateway import response_of
+        from loopgate_lc.decisions import response_of
 
         assert response_of(expired).approved
         assert record.id == expired.id

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from loopgate_lc.gateway import response_of
+from loopgate_lc.decisions import response_of
 from loopgate_lc.schema import ApprovalRequest
 from loopgate_lc.stores.base import RequestRecord, SessionRecord
 
