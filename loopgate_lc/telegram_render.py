@@ -278,6 +278,18 @@ def _text_of(payload: Mapping[str, Any]) -> str:
     return ""
 
 
+def _option_meanings(payload: Mapping[str, Any]) -> list[tuple[str, bool | None]]:
+    meanings: list[tuple[str, bool | None]] = []
+    for option in payload.get("options") or []:
+        if isinstance(option, Mapping) and option.get("label") is not None:
+            approved = option.get("approved")
+            meanings.append((str(option["label"]),
+                             approved if isinstance(approved, bool) else None))
+        elif option is not None and not isinstance(option, Mapping):
+            meanings.append((str(option), None))
+    return meanings
+
+
 def _option_labels(payload: Mapping[str, Any]) -> list[str]:
     labels: list[str] = []
     for option in payload.get("options") or []:
@@ -325,10 +337,15 @@ def _body(record: RequestRecord) -> list[str]:
     expires = record.expires_at
     if expires is not None:
         lines.append(f"<b>Expires:</b> {_utc_full(expires)}")
-    labels = _option_labels(payload)
-    if labels:
+    options = _option_meanings(payload)
+    if options:
+        # the person sees what each button means for the asker (approved or not)
         lines.append("<b>Options:</b>")
-        lines += [f"• {escape_clip(label, _VALUE_BUDGET)}" for label in labels]
+        lines += [
+            f"• {escape_clip(label, _VALUE_BUDGET)}"
+            + ("" if approves is None else " (approves)" if approves else " (does not approve)")
+            for label, approves in options
+        ]
     metadata = payload.get("metadata")
     if isinstance(metadata, Mapping) and metadata:
         lines.append("<b>Details:</b>")

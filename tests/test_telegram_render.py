@@ -276,3 +276,12 @@ def test_choice_buttons_one_per_option() -> None:
 @pytest.mark.parametrize("kind", [RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION])
 def test_free_text_kinds_have_no_buttons(kind: RequestKind) -> None:
     assert keyboard_for(make_record(kind=kind, message="?")) == []
+
+
+def test_options_show_what_they_mean_for_the_asker() -> None:
+    record = make_record(kind=RequestKind.APPROVAL, message="Deploy v2.1.0?",
+                         options=["Deploy", "Cancel", {"label": "Review", "approved": True}])
+    plain = _plain(render_request(record))
+    assert "• Deploy (approves)" in plain
+    assert "• Cancel (does not approve)" in plain  # the one fail-closed rule
+    assert "• Review (approves)" in plain  # an explicit meaning wins
