@@ -64,7 +64,8 @@ def run_to_end(graph: Any, config: dict[str, Any]) -> tuple[Any, list[set[str]]]
         if not result.interrupts:
             return result, seen
         seen.append({i.value["tool_call_id"] for i in result.interrupts})
-        first = result.interrupts[0]
+        # answer in call order: LangGraph lists parallel interrupts in no fixed order
+        first = min(result.interrupts, key=lambda i: i.value["tool_call_id"])
         result = graph.invoke(Command(resume={first.id: {"type": "approve"}}), config,
                               version="v2")
     raise AssertionError("run did not finish")
