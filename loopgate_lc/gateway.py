@@ -168,6 +168,9 @@ class Loopgate:
             ``max_retry_backoff``).
         timers: Run the background deadline timer (tests that step time by hand with
             :meth:`expire_due` turn it off).
+        resume_lease: Seconds after which a resume that was claimed but never reached
+            the graph's checkpoint (its process died mid-resume) is taken over by a
+            gateway that has the graph registered. Longer than your slowest tool.
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class Loopgate:
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 300.0,
         timers: bool = True,
+        resume_lease: float = 600.0,
     ) -> None:
         if on_timeout not in ("reject", "approve", "escalate"):
             raise ConfigurationError(
@@ -207,6 +211,7 @@ class Loopgate:
         self.retry_backoff = retry_backoff
         self.max_retry_backoff = max_retry_backoff
         self.timers = timers
+        self.resume_lease = resume_lease
         self._portal = Portal()
         self._opened: asyncio.Future[None] | None = None
         self._state: _State | None = None
@@ -528,8 +533,10 @@ class Loopgate:
         return stored
 
     async def _file_interrupts(
-        self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None
+        self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None,
+        done: Sequence[str] = (),
     ) -> list[RequestRecord]:
+        await self._complete(done)  # the run got this far, so those resumes are saved
         records = []
         for intr in interrupts:
             request, foreign = request_of(intr, thread_id)
@@ -1007,26 +1014,44 @@ class Loopgate:
         if any(not r.pending and r.resumed_at is None for r in records):
             self._spawn(self._resume_thread(name, thread_id))
 
-    async def _claim(self, thread_id: str, interrupt_ids: set[str]
+    async def _claim(self, thread_id: str, interrupt_ids: set[str],
+                     stale_before: datetime | None = None,
                      ) -> tuple[dict[str, Any], list[RequestRecord]]:
         """Claim decided, not yet resumed requests of a thread whose interrupts are
-        still pending; a decision for an interrupt that is gone is reported stale."""
+        still pending; a decision for an interrupt that is gone is reported stale.
+
+        With ``stale_before``, a resume claimed by then and never completed is taken
+        over: the process that claimed it died before LangGraph saved the resume.
+        """
         resume: dict[str, Any] = {}
         claimed: list[RequestRecord] = []
         for record in await self.store.list_requests(thread_id=thread_id):
-            if record.pending or record.resumed_at is not None or not record.interrupt_id:
+            if record.pending or record.resume_done_at is not None or not record.interrupt_id:
                 continue
+            claimed_at = record.resumed_at
+            retry = claimed_at is not None
+            if claimed_at is not None and (stale_before is None or claimed_at > stale_before):
+                continue  # someone is resuming it right now
             if record.interrupt_id not in interrupt_ids:
-                if await self.store.mark_resumed(record.id):
+                if retry:  # the interrupt is gone: that resume did reach the checkpoint
+                    await self.store.complete_resume(record.id, at=self.clock())
+                elif await self.store.mark_resumed(record.id, at=self.clock()):
+                    await self.store.complete_resume(record.id, at=self.clock())
                     await self._audit("stale", record, details={
                         "error": str(StaleDecision(
                             f"interrupt {record.interrupt_id} is no longer pending"))})
                 continue
-            if await self.store.mark_resumed(record.id):
+            if await self.store.mark_resumed(record.id, stale_before=stale_before,
+                                             at=self.clock()):
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
-                await self._audit("resumed", record)
+                await self._audit("resume_retried" if retry else "resumed", record)
         return resume, claimed
+
+    async def _complete(self, request_ids: Sequence[str]) -> None:
+        """Mark claimed resumes done: the graph's checkpoint now holds them."""
+        for request_id in request_ids:
+            await self.store.complete_resume(request_id, at=self.clock())
 
     async def _pending_interrupts(self, driver: _Driver, config: dict[str, Any]) -> set[str]:
         if driver.run_async:
@@ -1035,17 +1060,19 @@ class Loopgate:
             state = await asyncio.to_thread(driver.graph.get_state, config)
         return {i.id for i in state.interrupts}
 
-    async def _resume_thread(self, name: str, thread_id: str) -> None:
+    async def _resume_thread(self, name: str, thread_id: str,
+                             stale_before: datetime | None = None) -> None:
         driver = self._drivers[name]
         lock = self._s.thread_locks.setdefault(thread_id, asyncio.Lock())
         config = self._config({"configurable": {"thread_id": thread_id}})
         try:
             async with lock:
                 pending_ids = await self._pending_interrupts(driver, config)
-                resume, _ = await self._claim(thread_id, pending_ids)
+                resume, claimed = await self._claim(thread_id, pending_ids, stale_before)
                 if not resume:
                     return
                 result = await self._invoke(driver, Command(resume=resume), config)
+                await self._complete([r.id for r in claimed])
                 await self._after_step(name, thread_id, result)
         except Exception as exc:
             await self._audit("resume_failed", thread_id=thread_id, details={
@@ -1056,16 +1083,18 @@ class Loopgate:
         """Resume threads whose requests were decided while nobody could resume them
         (a restart, or a decision made in another process)."""
         names = [name] if name else list(self._drivers)
+        stale_before = self.clock() - timedelta(seconds=self.resume_lease)
         threads = {
             (graph_name, record.thread_id)
             for graph_name in names
-            for record in await self.store.list_requests(graph=graph_name, unresumed=True)
+            for record in await self.store.list_requests(
+                graph=graph_name, unresumed=True, stale_before=stale_before)
             if record.thread_id
         }
         for graph_name, thread_id in sorted(threads):
             lock = self._s.thread_locks.get(thread_id)
             if lock is None or not lock.locked():
-                self._spawn(self._resume_thread(graph_name, thread_id))
+                self._spawn(self._resume_thread(graph_name, thread_id, stale_before))
 
     async def _watch_loop(self) -> None:
         while not self._closing:
@@ -1128,6 +1157,7 @@ class Loopgate:
         _require_checkpointer(graph)
         cfg = self._portal.call(self._prepare(config))
         thread_id = str(cfg["configurable"]["thread_id"])
+        done: list[str] = []  # resumes the last invoke carried into the checkpoint
         for _ in range(max_pauses + 1):
             if stream_mode is None:
                 result = graph.invoke(value, cfg, version="v2")
@@ -1136,23 +1166,22 @@ class Loopgate:
                     yield "chunk", chunk
                 result = _final(graph.get_state(cfg))
             if not result.interrupts:
-                self._portal.call(self._audit("finished", thread_id=thread_id,
-                                              details={"graph": name}))
+                self._portal.call(self._finish(thread_id, name, done))
                 yield "result", result.value
                 return
             pending = {i.id for i in result.interrupts}
             if stream_mode is None:  # nobody watches: file and wait in one trip
                 records, resume, decided = self._portal.call(self._pause(
-                    result.interrupts, thread_id, name))
+                    result.interrupts, thread_id, name, done))
                 yield from (("requested", r) for r in records)
             else:  # show the requests before waiting for them
                 records = self._portal.call(self._file_interrupts(
-                    result.interrupts, thread_id, name))
+                    result.interrupts, thread_id, name, done))
                 yield from (("requested", r) for r in records)
                 resume, decided = self._portal.call(self._next_resume(
                     records, pending, thread_id))
             yield from (("decided", r) for r in decided)
-            value = Command(resume=resume)
+            value, done = Command(resume=resume), [r.id for r in decided]
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
@@ -1161,6 +1190,7 @@ class Loopgate:
         _require_checkpointer(graph)
         cfg = await self._portal.acall(self._prepare(config))
         thread_id = str(cfg["configurable"]["thread_id"])
+        done: list[str] = []  # resumes the last invoke carried into the checkpoint
         for _ in range(max_pauses + 1):
             if stream_mode is None:
                 result = await graph.ainvoke(value, cfg, version="v2")
@@ -1169,36 +1199,40 @@ class Loopgate:
                     yield "chunk", chunk
                 result = _final(await graph.aget_state(cfg))
             if not result.interrupts:
-                await self._portal.acall(self._audit("finished", thread_id=thread_id,
-                                                     details={"graph": name}))
+                await self._portal.acall(self._finish(thread_id, name, done))
                 yield "result", result.value
                 return
             pending = {i.id for i in result.interrupts}
             if stream_mode is None:
                 records, resume, decided = await self._portal.acall(self._pause(
-                    result.interrupts, thread_id, name))
+                    result.interrupts, thread_id, name, done))
                 for record in records:
                     yield "requested", record
             else:
                 records = await self._portal.acall(self._file_interrupts(
-                    result.interrupts, thread_id, name))
+                    result.interrupts, thread_id, name, done))
                 for record in records:
                     yield "requested", record
                 resume, decided = await self._portal.acall(self._next_resume(
                     records, pending, thread_id))
             for record in decided:
                 yield "decided", record
-            value = Command(resume=resume)
+            value, done = Command(resume=resume), [r.id for r in decided]
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
-    async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None
+    async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,
+                     done: Sequence[str] = (),
                      ) -> tuple[list[RequestRecord], dict[str, Any], list[RequestRecord]]:
         """File a paused run's interrupts and wait for what resumes it, in one trip to the
         gateway's loop."""
-        records = await self._file_interrupts(interrupts, thread_id, name)
+        records = await self._file_interrupts(interrupts, thread_id, name, done)
         resume, decided = await self._next_resume(records, {i.id for i in interrupts},
                                                   thread_id)
         return records, resume, decided
+
+    async def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
+        await self._complete(done)
+        await self._audit("finished", thread_id=thread_id, details={"graph": name})
 
     async def _prepare(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         await self._open()

@@ -95,6 +95,8 @@ def test_run_drives_a_graph_through_its_approvals(config: dict[str, Any]) -> Non
             {"c-prod": 1, "c-eu": 1})
         trail = [e.event for e in gate.audit(thread_id=config["configurable"]["thread_id"])]
         assert trail.count("requested") == 2 and trail.count("auto_approved") == 1
+        # both resumes reached the checkpoint, so no later gateway takes them over
+        assert all(gate.get(r.id).resume_done_at is not None for r in notifier.notified)
 
 
 async def test_astream_shows_progress_and_approvals(config: dict[str, Any]) -> None:
@@ -286,3 +288,49 @@ def test_a_decision_made_by_another_process_resumes_a_registered_graph(tmp_path:
                 break
             time.sleep(0.01)
     assert runs["prod"] == 1
+
+
+async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_path: Path
+                                                                        ) -> None:
+    """A process claimed the resume (mark_resumed) and died before LangGraph saved it:
+    after ``resume_lease`` a gateway with the graph registered resumes the run; before,
+    it leaves the claim alone (the claimant may still be running the tool)."""
+    runs: Counter[str] = Counter()
+    store = f"sqlite:///{tmp_path / 'gate.db'}"
+    checkpoints = str(tmp_path / "checkpoints.db")
+    config = {"configurable": {"thread_id": "t-died"}}
+
+    def graph() -> Any:
+        return agent(runs, "prod",
+                     checkpointer=SqliteSaver(sqlite3.connect(checkpoints,
+                                                              check_same_thread=False)))
+
+    async with Loopgate(store=store) as first:
+        first.register_graph("deployer", graph())
+        await first.astart("deployer", {"messages": [("user", "ship")]}, config)
+        await wait_for(lambda: first.apending())
+        (record,) = await first.apending()
+        # the dying process: it decided and claimed the resume, then nothing more
+        await first.store.resolve(record.id, status=Status.APPROVED,
+                                  decision={"type": "approve"}, decided_by="ana",
+                                  channel="test")
+        assert await first.store.mark_resumed(record.id)
+
+    patient = graph()
+    async with Loopgate(store=store, poll_interval=0.05, resume_lease=3600) as second:
+        second.register_graph("deployer", patient)
+        await asyncio.sleep(0.3)  # several recovery polls
+        assert patient.get_state(config).next  # within the lease: left alone
+        assert runs["prod"] == 0
+
+    taker = graph()
+    async with Loopgate(store=store, poll_interval=0.05, resume_lease=0) as third:
+        third.register_graph("deployer", taker)
+        async def completed() -> bool:
+            return (await third.aget(record.id)).resume_done_at is not None
+
+        await wait_for(completed)
+        assert not taker.get_state(config).next
+        events = [e.event for e in await third.aaudit(request_id=record.id)]
+    assert runs["prod"] == 1
+    assert "resume_retried" in events

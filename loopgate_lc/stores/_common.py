@@ -134,6 +134,7 @@ def normalized_request(record: RequestRecord) -> RequestRecord:
             "expires_at": utc_or_none(record.expires_at),
             "decided_at": utc_or_none(record.decided_at),
             "resumed_at": utc_or_none(record.resumed_at),
+            "resume_done_at": utc_or_none(record.resume_done_at),
         },
         deep=True,
     )

@@ -79,6 +79,7 @@ class RequestRecord(BaseModel):
     decided_at: datetime | None = None
     escalation_level: int = 0
     resumed_at: datetime | None = None
+    resume_done_at: datetime | None = None
     message_refs: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -130,7 +131,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 2
+    SCHEMA_VERSION = 3
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
@@ -196,12 +197,15 @@ class Store(abc.ABC):
         thread_id: str | None = None,
         graph: str | None = None,
         unresumed: bool = False,
+        stale_before: datetime | None = None,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         """Requests matching every given filter, oldest first.
 
         ``unresumed=True`` keeps only decided requests whose run has not been resumed
-        yet (``resumed_at`` unset): what a restarted gateway must pick up.
+        yet (``resumed_at`` unset): what a restarted gateway must pick up. With
+        ``stale_before`` it also keeps resumes claimed at or before that time and never
+        completed (``resume_done_at`` unset): their process died mid-resume.
         """
 
     @abc.abstractmethod
@@ -224,10 +228,23 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def mark_resumed(self, request_id: str) -> bool:
+    async def mark_resumed(
+        self, request_id: str, *, stale_before: datetime | None = None,
+        at: datetime | None = None,
+    ) -> bool:
         """Claim the right to resume the graph for a decided request.
 
-        True for exactly one caller; False when someone already claimed it.
+        True for exactly one caller; False when someone already claimed it, or the
+        request is still pending. With ``stale_before``, a claim made at or before that
+        time and never completed may be taken over (its process died mid-resume).
+        ``at`` is the claim's time (default: now).
+        Raises: RequestNotFound.
+        """
+
+    @abc.abstractmethod
+    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
+        """Record that the claimed resume reached the graph's checkpoint. Idempotent.
+
         Raises: RequestNotFound.
         """
 

@@ -31,6 +31,7 @@ from loopgate_lc.stores._common import (
     normalized_session,
     outbox_not_found,
     utc,
+    utc_or_none,
 )
 from loopgate_lc.stores.base import (
     AuditEvent,
@@ -58,6 +59,15 @@ def _copy(record: _Record) -> _Record:
     mutable = {k: pickle.loads(pickle.dumps(v, pickle.HIGHEST_PROTOCOL))
                for k, v in record.__dict__.items() if not isinstance(v, _IMMUTABLE)}
     return record.model_copy(update=mutable)
+
+
+def _resumable(record: RequestRecord, stale_before: datetime | None) -> bool:
+    """Decided, and either never claimed or claimed long ago and never completed."""
+    if record.pending or record.resume_done_at is not None:
+        return False
+    if record.resumed_at is None:
+        return True
+    return stale_before is not None and record.resumed_at <= stale_before
 
 
 @dataclass
@@ -176,9 +186,11 @@ class MemoryStore(Store):
         thread_id: str | None = None,
         graph: str | None = None,
         unresumed: bool = False,
+        stale_before: datetime | None = None,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         wanted = None if status is None else coerce_status(status)
+        stale = utc_or_none(stale_before)
         check_limit(limit)
         with self._lock:
             # filter first, then sort and copy only what matched
@@ -190,7 +202,7 @@ class MemoryStore(Store):
                     and (session_id is None or r.session_id == session_id)
                     and (thread_id is None or r.thread_id == thread_id)
                     and (graph is None or r.graph == graph)
-                    and (not unresumed or (not r.pending and r.resumed_at is None))
+                    and (not unresumed or _resumable(r, stale))
                 ),
                 key=lambda t: (t[0], t[1]),
             )
@@ -226,14 +238,25 @@ class MemoryStore(Store):
             self._replace(updated)
             return _copy(updated)
 
-    async def mark_resumed(self, request_id: str) -> bool:
+    async def mark_resumed(
+        self, request_id: str, *, stale_before: datetime | None = None,
+        at: datetime | None = None,
+    ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
+        stale = utc_or_none(stale_before)
         with self._lock:
             current = self._request(request_id)
-            if current.pending or current.resumed_at is not None:
+            if not _resumable(current, stale):
                 return False
-            self._replace(current.model_copy(update={"resumed_at": utcnow()}))
+            self._replace(current.model_copy(update={"resumed_at": utc(at or utcnow())}))
             return True
+
+    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
+        with self._lock:
+            current = self._request(request_id)
+            if current.resume_done_at is None:
+                self._replace(current.model_copy(
+                    update={"resume_done_at": utc(at or utcnow())}))
 
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int

@@ -148,6 +148,18 @@ _MIGRATIONS: tuple[tuple[int, tuple[LiteralString, ...]], ...] = (
                 WHERE status <> 'pending' AND resumed_at IS NULL""",
         ),
     ),
+    (
+        3,
+        (
+            # a claimed resume is done once the graph's checkpoint has it; a claim that
+            # never completes belongs to a process that died mid-resume
+            "ALTER TABLE {requests} ADD COLUMN resume_done_at TIMESTAMPTZ",
+            "UPDATE {requests} SET resume_done_at = resumed_at WHERE resumed_at IS NOT NULL",
+            "DROP INDEX {requests_unresumed}",
+            """CREATE INDEX loopgate_requests_unresumed ON {requests} (graph)
+                WHERE status <> 'pending' AND resume_done_at IS NULL""",
+        ),
+    ),
 )
 
 _TABLES = ("sessions", "requests", "callbacks", "audit", "outbox", "schema_version")
@@ -172,6 +184,7 @@ def _request(row: _Row) -> RequestRecord:
         decided_at=utc_or_none(row["decided_at"]),
         escalation_level=row["escalation_level"],
         resumed_at=utc_or_none(row["resumed_at"]),
+        resume_done_at=utc_or_none(row["resume_done_at"]),
         message_refs=row["message_refs"],
     )
 
@@ -273,7 +286,7 @@ class PostgresStore(Store):
             name: sql.Identifier(schema, f"loopgate_{name}")
             if schema
             else sql.Identifier(f"loopgate_{name}")
-            for name in _TABLES
+            for name in (*_TABLES, "requests_unresumed")  # tables, and an index migrations drop
         }
         self._queries: dict[str, sql.Composed] = {}
 
@@ -500,6 +513,7 @@ class PostgresStore(Store):
             record.escalation_level,
             utc_or_none(record.resumed_at),
             _jsonb(record.message_refs, what="message refs"),
+            utc_or_none(record.resume_done_at),
         )
         # DO NOTHING covers both the id and the (thread_id, interrupt_id) uniqueness; it
         # waits for a concurrent insert of the same key to commit, so the read below
@@ -508,8 +522,8 @@ class PostgresStore(Store):
             "INSERT INTO {requests} (id, kind, session_id, client_id, thread_id, "
             "interrupt_id, graph, payload, status, decision, decided_by, channel, "
             "created_at, expires_at, decided_at, escalation_level, resumed_at, "
-            "message_refs) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING *",
+            "message_refs, resume_done_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING *",
             params,
         )
         if row is not None:
@@ -544,6 +558,7 @@ class PostgresStore(Store):
         thread_id: str | None = None,
         graph: str | None = None,
         unresumed: bool = False,
+        stale_before: datetime | None = None,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         # NULL parameters switch a filter off, so one static statement covers every mix.
@@ -552,7 +567,8 @@ class PostgresStore(Store):
             "AND (%(session)s::text IS NULL OR session_id = %(session)s) "
             "AND (%(thread)s::text IS NULL OR thread_id = %(thread)s) "
             "AND (%(graph)s::text IS NULL OR graph = %(graph)s) "
-            "AND (NOT %(unresumed)s OR (status <> 'pending' AND resumed_at IS NULL)) "
+            "AND (NOT %(unresumed)s OR (status <> 'pending' AND resume_done_at IS NULL "
+            "AND (resumed_at IS NULL OR resumed_at <= %(stale)s::timestamptz))) "
             "ORDER BY created_at, seq LIMIT %(limit)s",
             {
                 "status": None if status is None else coerce_status(status).value,
@@ -560,6 +576,7 @@ class PostgresStore(Store):
                 "thread": thread_id,
                 "graph": graph,
                 "unresumed": unresumed,
+                "stale": utc_or_none(stale_before),
                 "limit": check_limit(limit),
             },
         )
@@ -596,18 +613,32 @@ class PostgresStore(Store):
             raise RequestNotFound(request_id)
         raise already_decided(_request(current))
 
-    async def mark_resumed(self, request_id: str) -> bool:
+    async def mark_resumed(
+        self, request_id: str, *, stale_before: datetime | None = None,
+        at: datetime | None = None,
+    ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
         row = await self._one(
-            "UPDATE {requests} SET resumed_at = %s WHERE id = %s AND resumed_at IS NULL "
-            "AND status <> 'pending' RETURNING id",
-            (utcnow(), request_id),
+            "UPDATE {requests} SET resumed_at = %s WHERE id = %s AND status <> 'pending' "
+            "AND resume_done_at IS NULL "
+            "AND (resumed_at IS NULL OR resumed_at <= %s::timestamptz) RETURNING id",
+            (utc(at or utcnow()), request_id, utc_or_none(stale_before)),
         )
         if row is not None:
             return True
         if await self._one("SELECT 1 FROM {requests} WHERE id = %s", (request_id,)) is None:
             raise RequestNotFound(request_id)
         return False
+
+    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
+        """See :meth:`Store.complete_resume`."""
+        row = await self._one(
+            "UPDATE {requests} SET resume_done_at = COALESCE(resume_done_at, %s) "
+            "WHERE id = %s RETURNING id",
+            (utc(at or utcnow()), request_id),
+        )
+        if row is None:
+            raise RequestNotFound(request_id)
 
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int

@@ -145,12 +145,25 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 WHERE status <> 'pending' AND resumed_at IS NULL""",
         ),
     ),
+    (
+        3,
+        (
+            # a claimed resume is done once the graph's checkpoint has it; a claim that
+            # never completes belongs to a process that died mid-resume
+            "ALTER TABLE loopgate_requests ADD COLUMN resume_done_at TEXT",
+            "UPDATE loopgate_requests SET resume_done_at = resumed_at "
+            "WHERE resumed_at IS NOT NULL",
+            "DROP INDEX loopgate_requests_unresumed",
+            """CREATE INDEX loopgate_requests_unresumed ON loopgate_requests (graph)
+                WHERE status <> 'pending' AND resume_done_at IS NULL""",
+        ),
+    ),
 )
 
 _REQUEST_COLUMNS = (
     "id, kind, session_id, client_id, thread_id, interrupt_id, graph, payload, status, "
     "decision, decided_by, channel, created_at, expires_at, decided_at, escalation_level, "
-    "resumed_at, message_refs"
+    "resumed_at, message_refs, resume_done_at"
 )
 
 #: Threads of one process writing the same file queue here rather than in SQLite's
@@ -206,6 +219,7 @@ def _request(row: sqlite3.Row) -> RequestRecord:
         decided_at=_dt_or_none(row["decided_at"]),
         escalation_level=row["escalation_level"],
         resumed_at=_dt_or_none(row["resumed_at"]),
+        resume_done_at=_dt_or_none(row["resume_done_at"]),
         message_refs=_loads(row["message_refs"]),
     )
 
@@ -534,6 +548,7 @@ class SQLiteStore(Store):
             record.escalation_level,
             _ts_or_none(record.resumed_at),
             json_text(record.message_refs, what="message refs"),
+            _ts_or_none(record.resume_done_at),
         )
 
         def run(conn: sqlite3.Connection) -> tuple[RequestRecord, bool]:
@@ -589,6 +604,7 @@ class SQLiteStore(Store):
         thread_id: str | None = None,
         graph: str | None = None,
         unresumed: bool = False,
+        stale_before: datetime | None = None,
         limit: int | None = None,
     ) -> list[RequestRecord]:
         where: list[str] = []
@@ -605,7 +621,9 @@ class SQLiteStore(Store):
                 where.append(f"{column} = ?")
                 params.append(value)
         if unresumed:
-            where.append("status != 'pending' AND resumed_at IS NULL")
+            where.append("status != 'pending' AND resume_done_at IS NULL "
+                         "AND (resumed_at IS NULL OR resumed_at <= ?)")
+            params.append(_ts_or_none(stale_before))
         query = "SELECT * FROM loopgate_requests"
         if where:
             query += " WHERE " + " AND ".join(where)
@@ -658,16 +676,21 @@ class SQLiteStore(Store):
 
         return await self._run(run)
 
-    async def mark_resumed(self, request_id: str) -> bool:
+    async def mark_resumed(
+        self, request_id: str, *, stale_before: datetime | None = None,
+        at: datetime | None = None,
+    ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
-        now = _ts(utcnow())
+        now = _ts(at or utcnow())
+        stale = _ts_or_none(stale_before)
 
         def run(conn: sqlite3.Connection) -> bool:
             with self._write(conn):
                 won = conn.execute(
                     "UPDATE loopgate_requests SET resumed_at = ? "
-                    "WHERE id = ? AND resumed_at IS NULL AND status != 'pending'",
-                    (now, request_id),
+                    "WHERE id = ? AND status != 'pending' AND resume_done_at IS NULL "
+                    "AND (resumed_at IS NULL OR resumed_at <= ?)",
+                    (now, request_id, stale),
                 ).rowcount
                 if won == 1:
                     return True
@@ -679,6 +702,21 @@ class SQLiteStore(Store):
             return False
 
         return await self._run(run)
+
+    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
+        """See :meth:`Store.complete_resume`."""
+        now = _ts(at or utcnow())
+
+        def run(conn: sqlite3.Connection) -> None:
+            with self._write(conn):
+                found = conn.execute(
+                    "UPDATE loopgate_requests SET resume_done_at = COALESCE(resume_done_at, ?) "
+                    "WHERE id = ?", (now, request_id),
+                ).rowcount
+            if found != 1:
+                raise RequestNotFound(request_id)
+
+        await self._run(run)
 
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int

@@ -420,6 +420,34 @@ class StoreConformance:
         assert await store.mark_resumed("r1") is True
         assert [r.id for r in await store.list_requests(unresumed=True)] == ["r2"]
 
+    async def test_a_claim_never_completed_can_be_taken_over_once_stale(
+        self, store: Store
+    ) -> None:
+        t0 = datetime(2030, 1, 1, tzinfo=UTC)
+        for rid in ("r1", "r2"):
+            await store.create_request(request(rid))
+            await store.resolve(
+                rid, status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+            )
+            assert await store.mark_resumed(rid, at=t0) is True
+        await store.complete_resume("r2", at=t0 + timedelta(seconds=1))
+        await store.complete_resume("r2")  # idempotent: the first time stands
+        assert (await store.get_request("r2")).resume_done_at == t0 + timedelta(seconds=1)
+        # a fresh claim is not stale; only claims at or before the cutoff are
+        assert await store.mark_resumed("r1", stale_before=t0 - timedelta(seconds=1)) is False
+        assert [r.id for r in await store.list_requests(
+            unresumed=True, stale_before=t0 - timedelta(seconds=1))] == []
+        assert [r.id for r in await store.list_requests(
+            unresumed=True, stale_before=t0)] == ["r1"]
+        later = t0 + timedelta(minutes=10)
+        assert await store.mark_resumed("r1", stale_before=t0, at=later) is True
+        assert await store.mark_resumed("r1", stale_before=t0, at=later) is False  # once
+        assert (await store.get_request("r1")).resumed_at == later
+        # a completed resume is never taken over
+        assert await store.mark_resumed("r2", stale_before=later) is False
+        with pytest.raises(RequestNotFound):
+            await store.complete_resume("missing")
+
     async def test_extend_expiry_is_a_compare_and_set_on_escalation_level(
         self, store: Store
     ) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from loopgate_lc.errors import ConfigurationError, StoreError
+from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import SQLiteStore, Store
+from loopgate_lc.stores.base import RequestRecord
 from tests.stores.conformance import MakeStore, StoreConformance, request
 
 
@@ -29,12 +31,12 @@ async def test_setup_creates_a_wal_file_at_the_latest_schema_version(tmp_path: P
     assert await store.schema_version() == 0
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 2
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 3
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
 
 
 async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
@@ -42,13 +44,22 @@ async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.setup()
     await store.close()
+    await store.create_request(RequestRecord(id="old", kind=RequestKind.APPROVAL))
+    await store.resolve("old", status=Status.APPROVED, decision={"type": "approve"},
+                        decided_by="a", channel="c")
+    assert await store.mark_resumed("old")
+    await store.close()
     with sqlite3.connect(path) as conn:  # what a loopgate_lc with schema 1 left behind
         conn.execute("DROP INDEX loopgate_requests_unresumed")
-        conn.execute("DELETE FROM loopgate_schema_version WHERE version = 2")
+        conn.execute("ALTER TABLE loopgate_requests DROP COLUMN resume_done_at")
+        conn.execute("DELETE FROM loopgate_schema_version WHERE version > 1")
     store = SQLiteStore(path)
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == 2
+    assert await store.schema_version() == 3
+    old = await store.get_request("old")
+    assert old.resume_done_at == old.resumed_at  # resumes made before 3 count as done
+    assert await store.list_requests(unresumed=True, stale_before=utcnow()) == []
     await store.close()
     with sqlite3.connect(path) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
