@@ -886,16 +886,18 @@ class Loopgate:
 
     async def _drain_outbox(self) -> None:
         names = {n.name: n for n in self.notifiers}
-        items = await self.store.claim_outbox(self.clock(), lease_seconds=300.0)
+        if not names:
+            return
+        # only this gateway's channels: another process's deliveries stay its own
+        items = await self.store.claim_outbox(self.clock(), lease_seconds=300.0,
+                                              notifiers=sorted(names))
         for item in items:
             if item.id is None or item.id in self._s.delivering:
                 continue
-            if item.notifier not in names or self._closing:
-                # another process owns this channel, or this gateway is closing and the
-                # delivery would be cut off: give the lease back at once
-                await self.store.retry_outbox(
-                    item.id, due_at=self.clock(),
-                    error="gateway closing" if self._closing else "notifier not configured here")
+            if self._closing:
+                # the delivery would be cut off: give the lease back at once
+                await self.store.retry_outbox(item.id, due_at=self.clock(),
+                                              error="gateway closing")
                 continue
             self._s.delivering.add(item.id)
             self._spawn(self._deliver(item, names[item.notifier]))

@@ -13,6 +13,7 @@ timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``li
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -307,10 +308,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_outbox(
-        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
+        notifiers: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         """Atomically lease due, undone items (``due_at <= now``) so that one worker
-        delivers each; a leased item becomes due again after ``lease_seconds``."""
+        delivers each; a leased item becomes due again after ``lease_seconds``.
+
+        ``notifiers`` limits the claim to the channels this worker has, so a process
+        without, say, Telegram never takes Telegram's deliveries.
+        """
 
     @abc.abstractmethod
     async def complete_outbox(self, item_id: int) -> None:

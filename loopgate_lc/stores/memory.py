@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -370,7 +371,8 @@ class MemoryStore(Store):
             return _copy(stored)
 
     async def claim_outbox(
-        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
+        notifiers: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         at = utc(now)
         check_limit(limit)
@@ -381,6 +383,7 @@ class MemoryStore(Store):
                     row
                     for row in self._open.values()
                     if not row.item.done
+                    and (notifiers is None or row.item.notifier in notifiers)
                     and row.item.due_at <= at
                     and (row.leased_until is None or row.leased_until <= at)
                 ),

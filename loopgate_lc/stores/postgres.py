@@ -776,15 +776,19 @@ class PostgresStore(Store):
         )
 
     async def claim_outbox(
-        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
+        notifiers: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         at = utc(now)
         rows = await self._all(
             "UPDATE {outbox} SET leased_until = %s WHERE id IN ("
             "SELECT id FROM {outbox} WHERE NOT done AND due_at <= %s "
             "AND (leased_until IS NULL OR leased_until <= %s) "
+            "AND (%s::text[] IS NULL OR notifier = ANY(%s::text[])) "
             "ORDER BY due_at, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING *",
-            (at + timedelta(seconds=lease_seconds), at, at, check_limit(limit)),
+            (at + timedelta(seconds=lease_seconds), at, at,
+             None if notifiers is None else list(notifiers),
+             None if notifiers is None else list(notifiers), check_limit(limit)),
         )
         items = [_outbox(r) for r in rows]
         items.sort(key=lambda it: (it.due_at, it.id or 0))

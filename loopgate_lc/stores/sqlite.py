@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -914,19 +914,22 @@ class SQLiteStore(Store):
         return await self._run(run)
 
     async def claim_outbox(
-        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
+        notifiers: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         at = _ts(now)
         lease_end = _ts(utc(now) + timedelta(seconds=lease_seconds))
         check_limit(limit)
+        names = None if notifiers is None else list(notifiers)
+        only = "" if names is None else f"AND notifier IN ({', '.join('?' * len(names))}) "
 
         def run(conn: sqlite3.Connection) -> list[OutboxItem]:
             with self._write(conn):
                 rows = conn.execute(
                     "SELECT * FROM loopgate_outbox WHERE done = 0 AND due_at <= ? "
-                    "AND (leased_until IS NULL OR leased_until <= ?) "
+                    "AND (leased_until IS NULL OR leased_until <= ?) " + only +
                     "ORDER BY due_at, id LIMIT ?",
-                    (at, at, limit),
+                    (at, at, *(names or ()), limit),
                 ).fetchall()
                 conn.executemany(
                     "UPDATE loopgate_outbox SET leased_until = ? WHERE id = ?",

@@ -407,6 +407,20 @@ class StoreConformance:
         with pytest.raises(RequestNotFound):
             await store.mark_resumed("missing")
 
+    async def test_claims_can_be_limited_to_the_channels_a_worker_has(
+        self, store: Store
+    ) -> None:
+        now = utcnow()
+        for rid in ("r1", "r2"):
+            await store.create_request(request(rid))
+        await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="telegram", due_at=now))
+        await store.enqueue_outbox(OutboxItem(request_id="r2", notifier="webhook", due_at=now))
+        mine = await store.claim_outbox(now, notifiers=["webhook", "log"])
+        assert [(i.request_id, i.notifier) for i in mine] == [("r2", "webhook")]
+        assert await store.claim_outbox(now, notifiers=[]) == []
+        rest = await store.claim_outbox(now)
+        assert [(i.request_id, i.notifier) for i in rest] == [("r1", "telegram")]
+
     async def test_unresumed_lists_decided_requests_until_they_are_resumed(
         self, store: Store
     ) -> None:
