@@ -71,7 +71,8 @@ def public_decision(decision: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in decision.items() if k not in ("actor", "channel")}
 
 
-def validate_decision(record: RequestRecord, decision: Mapping[str, Any]) -> dict[str, Any]:
+def validate_decision(record: RequestRecord, request: ApprovalRequest,
+                      decision: Mapping[str, Any]) -> dict[str, Any]:
     """Check a person's decision against its request before anything is stored."""
     if not isinstance(decision, Mapping):
         raise InvalidDecision(f"a decision must be an object, got {type(decision).__name__}")
@@ -84,7 +85,6 @@ def validate_decision(record: RequestRecord, decision: Mapping[str, Any]) -> dic
         raise InvalidDecision(f"invalid decision: {_first_error(exc)}",
                               errors=json.loads(exc.json())) from exc
     kind = parsed.type
-    request = ApprovalRequest.model_validate(record.payload)
     if kind in _SYSTEM_DECISIONS:
         raise DecisionNotAllowed(f"{kind!r} is decided by loopgate_lc itself, not by a person")
     if kind not in request.allowed_decisions:

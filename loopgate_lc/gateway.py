@@ -668,8 +668,10 @@ class Loopgate:
         if not record.pending:
             raise already_decided(record)
         await self._authorize(record, approver_id, actor, channel)
-        checked = validate_decision(record, decision)
-        return await self._decide(record, checked, actor=actor, channel=channel)
+        request = ApprovalRequest.model_validate(record.payload)
+        checked = validate_decision(record, request, decision)
+        return await self._decide(record, checked, actor=actor, channel=channel,
+                                  request=request)
 
     def cancel(self, request_id: str, *, actor: str | None = None,
                reason: str | None = None) -> RequestRecord:
@@ -725,7 +727,8 @@ class Loopgate:
 
     async def _decide(self, record: RequestRecord, decision: dict[str, Any], *,
                       actor: str | None, channel: str | None,
-                      event: str | None = None) -> RequestRecord:
+                      event: str | None = None,
+                      request: ApprovalRequest | None = None) -> RequestRecord:
         """The single place a request leaves ``pending``: compare-and-set, audit, hooks,
         notifications, wake-ups, resume."""
         decision = {**decision, "actor": actor, "channel": channel}
@@ -742,7 +745,7 @@ class Loopgate:
                 waiter.set_result(decided)
         if decided.graph in self._drivers and decided.thread_id:
             self._spawn(self._resume_thread(decided.graph, decided.thread_id))
-        request = ApprovalRequest.model_validate(decided.payload)
+        request = request or ApprovalRequest.model_validate(decided.payload)
         if status is Status.TIMEOUT:
             await self._fire("on_timeout", decided)
         elif status is Status.CANCELLED:
@@ -954,13 +957,8 @@ class Loopgate:
         Raises:
             ConfigurationError: The graph has no checkpointer (nothing to resume from).
         """
-        checkpointer = getattr(graph, "checkpointer", None)
-        if checkpointer is None or checkpointer is False or checkpointer is True:
-            raise ConfigurationError(
-                f"graph {name!r} has no checkpointer; compile it with one "
-                "(e.g. InMemorySaver, SqliteSaver, PostgresSaver) so paused runs can resume"
-            )
-        self._drivers[name] = _Driver(graph, _supports_async(checkpointer))
+        _require_checkpointer(graph, name)
+        self._drivers[name] = _Driver(graph, _supports_async(graph.checkpointer))
         if self._portal.running and self._state is not None:
             self._portal.submit(self._recover(name))
 
@@ -1338,15 +1336,21 @@ def _session(session_id: str, client_id: str, telegram_id: int | None,
                          metadata=dict(metadata or {}))
 
 
-def _require_checkpointer(graph: Any) -> None:
+def _require_checkpointer(graph: Any, name: str | None = None) -> None:
     if getattr(graph, "checkpointer", None) in (None, False, True):
+        which = f"graph {name!r}" if name else "the graph"
         raise ConfigurationError(
-            "the graph has no checkpointer; compile it with one so paused runs can resume")
+            f"{which} has no checkpointer; compile it with one (e.g. InMemorySaver, "
+            "SqliteSaver, PostgresSaver) so paused runs can resume")
 
 
-def _final(state: Any) -> Any:
-    class _Result:
-        value = state.values
-        interrupts = tuple(state.interrupts)
+@dataclass(frozen=True)
+class _Step:
+    """What a streamed step left behind, shaped like ``invoke(..., version="v2")``'s."""
 
-    return _Result()
+    value: Any
+    interrupts: tuple[Interrupt, ...]
+
+
+def _final(state: Any) -> _Step:
+    return _Step(state.values, tuple(state.interrupts))

@@ -376,7 +376,7 @@ class GuardedTool(BaseTool):
 
     # running ---------------------------------------------------------------------------
 
-    def _prepare(self, value: Any) -> tuple[Any, Outcome, str | None, dict[str, Any]]:
+    def _prepare(self, value: Any) -> tuple[Any, Outcome, str | None]:
         args, tool_call_id, is_call = _split_input(value)
         reported = args.pop(CONFIDENCE_FIELD, None) if self.gate.self_reported else None
         visible = self._visible
@@ -398,7 +398,7 @@ class GuardedTool(BaseTool):
                 run_input = merged
             else:
                 run_input = value
-        return run_input, outcome, tool_call_id, shown
+        return run_input, outcome, tool_call_id
 
     def _answer(self, outcome: Outcome, tool_call_id: str | None) -> Any:
         if tool_call_id is None:
@@ -414,7 +414,7 @@ class GuardedTool(BaseTool):
         self, input: str | dict[str, Any] | ToolCall, config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> Any:
-        run_input, outcome, tool_call_id, _ = self._prepare(input)
+        run_input, outcome, tool_call_id = self._prepare(input)
         if run_input is None:
             return self._answer(outcome, tool_call_id)
         result = self.inner.invoke(run_input, config, **kwargs)
@@ -425,7 +425,7 @@ class GuardedTool(BaseTool):
         self, input: str | dict[str, Any] | ToolCall, config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> Any:
-        run_input, outcome, tool_call_id, _ = self._prepare(input)
+        run_input, outcome, tool_call_id = self._prepare(input)
         if run_input is None:
             return self._answer(outcome, tool_call_id)
         result = await self.inner.ainvoke(run_input, config, **kwargs)

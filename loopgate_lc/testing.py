@@ -100,7 +100,6 @@ class RecordingNotifier:
         self.notified: list[Any] = []
         self.resolved: list[Any] = []
         self.attempts = 0
-        self._event: asyncio.Event | None = None
 
     async def notify(self, request: Any) -> Any:
         from loopgate_lc.notifiers.base import DeliveryError
