@@ -28,6 +28,7 @@ from loopgate_lc.stores.base import RequestRecord
 
 __all__ = [
     "already_decided",
+    "approval_of",
     "public_decision",
     "request_of",
     "response_of",
@@ -64,6 +65,32 @@ def already_decided(record: RequestRecord) -> AlreadyDecided:
     """The error a late answer gets: who decided what, when, through which channel."""
     return AlreadyDecided(record.id, status=record.status.value, decided_by=record.decided_by,
                           decided_at=record.decided_at, channel=record.channel)
+
+
+def approval_of(request: ApprovalRequest) -> dict[str, Any]:
+    """The decision that says "yes" to a request, whatever its kind: ``approve``, or for a
+    request with options the ONE option that means approval. Every channel's plain
+    "approve" (the CLI's ``approve ID``, HTTP's ``{"approved": true}``) goes through here.
+
+    Raises:
+        InvalidDecision: No option approves, several do (the person must choose one),
+            or the request asks for text rather than a yes.
+    """
+    if request.options:
+        approving = [o.label for o in request.options if o.approved]
+        labels = ", ".join(repr(o.label) for o in request.options)
+        if len(approving) == 1:
+            return {"type": "respond", "message": approving[0]}
+        if not approving:
+            raise InvalidDecision(f"no option of this request means approval; choose one of "
+                                  f"{labels}", options=[o.label for o in request.options])
+        raise InvalidDecision(
+            f"several options mean approval ({', '.join(repr(x) for x in approving)}); "
+            f"choose one", options=approving)
+    if "approve" not in request.allowed_decisions and "respond" in request.allowed_decisions:
+        raise InvalidDecision("this request asks for an answer in words, not a yes",
+                              options=[])
+    return {"type": "approve"}
 
 
 def public_decision(decision: Mapping[str, Any]) -> dict[str, Any]:

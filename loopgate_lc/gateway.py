@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from loopgate_lc.errors import (
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
 from loopgate_lc.interrupts import OBSERVER_KEY
+from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
 from loopgate_lc.notifiers.base import DeliveryError, Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import (
@@ -61,7 +63,13 @@ from loopgate_lc.schema import (
 from loopgate_lc.stores import open_store
 from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
 
-__all__ = ["Escalation", "Loopgate", "args_hash"]
+__all__ = ["DEFAULT_TIMEOUT", "Escalation", "Loopgate", "args_hash"]
+
+DEFAULT_TIMEOUT = 3600.0
+"""Seconds a request waits when neither it nor the gateway names a timeout. One hour,
+not the original server's 300 s: runs are checkpointed, so a wait costs nothing, and a
+person answering from a phone is often away for more than five minutes; yet a forgotten
+request still ends as ``timeout`` (fail closed) within the same working session."""
 
 log = logging.getLogger("loopgate_lc")
 
@@ -108,6 +116,7 @@ class _State:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    adopted: set[str] = field(default_factory=set)  # pending ids checked for our channels
 
 
 def _supports_async(checkpointer: Any) -> bool:
@@ -152,11 +161,13 @@ class Loopgate:
     Args:
         store: A :class:`~loopgate_lc.stores.base.Store` or a URL for ``open_store``
             (``"memory://"``, ``"sqlite:///loopgate.db"``, ``"postgresql://..."``);
-            default ``./loopgate.db``.
+            default ``$LOOPGATE_STORE``, else one SQLite file per user (see
+            :mod:`loopgate_lc.locations`), the same one ``loopgate-lc`` uses.
         notifiers: Channels that show pending requests to people.
         policies: The policy set guards and :meth:`should_approve` evaluate.
         default_timeout: Seconds (or a ``timedelta``) a request waits when it does not
-            say; None waits forever.
+            say; default :data:`DEFAULT_TIMEOUT` (one hour). None waits forever, and only
+            when asked for.
         on_timeout: ``"reject"`` (default, fail closed), ``"approve"``, or
             ``"escalate"`` through ``escalation`` and then reject.
         escalation: The steps of ``on_timeout="escalate"``.
@@ -179,7 +190,7 @@ class Loopgate:
         notifiers: Sequence[Notifier] = (),
         policies: PolicySet | Iterable[ApprovalPolicy] | None = None,
         *,
-        default_timeout: float | timedelta | None = None,
+        default_timeout: float | timedelta | None = DEFAULT_TIMEOUT,
         on_timeout: OnTimeout = "reject",
         escalation: Sequence[Escalation] = (),
         hooks: Hooks | Sequence[Hooks] | None = None,
@@ -196,6 +207,16 @@ class Loopgate:
             )
         if on_timeout == "escalate" and not escalation:
             raise ConfigurationError("on_timeout='escalate' needs at least one Escalation step")
+        if store is None:  # one store per user, the one the CLI uses too
+            store = default_store_url()
+            file = sqlite_file(store)
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+        self.store_url: str | None = (
+            absolute_store_url(os.fspath(store)) if isinstance(store, str | os.PathLike)
+            else None)
+        """The store's URL with SQLite paths made absolute (None for a Store object): what
+        hints tell another process to open."""
         self.store: Store = open_store(store)
         self.notifiers: list[Notifier] = list(notifiers)
         names = [n.name for n in self.notifiers]
@@ -619,6 +640,15 @@ class Loopgate:
 
     async def _request_interaction(self, message: str, wait: float | None,
                                    **kwargs: Any) -> HumanResponse:
+        tool, confidence, risk = (kwargs.get(k) for k in ("tool_name", "confidence", "risk"))
+        if tool is not None and confidence is not None and risk is not None:
+            verdict = self.should_approve(tool, confidence, risk)
+            if verdict.auto_approved:  # the policy lets it through: nobody is asked
+                await self._record_auto(tool, dict(kwargs.get("args") or {}), verdict, None,
+                                        None)
+                return HumanResponse(approved=True, status=Status.APPROVED,
+                                     decided_by=f"policy:{verdict.policy}",
+                                     decision={"type": "approve"})
         record = await self._submit(message, **kwargs)
         try:
             record = await self._wait_decided(record.id, wait)
@@ -1103,7 +1133,33 @@ class Loopgate:
                     await self._recover()
                 except Exception as exc:
                     await self._report(exc, {"task": "recover"})
+            if self.notifiers:
+                try:
+                    await self._adopt()
+                except Exception as exc:
+                    await self._report(exc, {"task": "adopt"})
             await asyncio.sleep(self.poll_interval)
+
+    async def _adopt(self) -> None:
+        """Queue this gateway's channels for pending requests filed by a process that
+        lacks them (the CLI, ``loopgate-lc mcp`` without Telegram, a worker with other
+        notifiers), so a request reaches a person whichever process filed it. Each
+        pending id is checked once per process; the outbox is idempotent per channel."""
+        kicked = False
+        for record in await self.store.list_requests(status=Status.PENDING):
+            if record.id in self._s.adopted:
+                continue
+            self._s.adopted.add(record.id)
+            queued = {item.notifier for item in await self.store.list_outbox(
+                request_id=record.id) if item.kind == "notify"}
+            for notifier in self._accepting(record):
+                if notifier.name not in queued:
+                    await self.store.enqueue_outbox(OutboxItem(
+                        request_id=record.id, notifier=notifier.name, kind="notify",
+                        due_at=self.clock()))
+                    kicked = True
+        if kicked:
+            self._s.outbox_kick.set()
 
     # driving a graph from the caller -----------------------------------------------------
 

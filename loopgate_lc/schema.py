@@ -160,10 +160,10 @@ def parse_options(kind: RequestKind, options: Sequence[str | Mapping[str, Any]] 
 
 
 def default_decisions(kind: RequestKind, has_options: bool) -> tuple[DecisionType, ...]:
-    """What a person may answer when the asker does not say: pick an option when there
-    are options; otherwise what the kind asks for."""
+    """What a person may answer when the asker does not say: pick an option, or say no
+    with a reason, when there are options; otherwise what the kind asks for."""
     if has_options:
-        return ("respond",)
+        return ("respond", "reject")
     if kind is RequestKind.TOOL_APPROVAL:
         return ALL_DECISIONS
     if kind is RequestKind.ANNOTATION:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from loopgate_lc.decisions import approval_of
 from loopgate_lc.errors import LoopgateError, SignatureError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import ApprovalRequest, RequestKind
@@ -132,34 +133,37 @@ def simple_decision(record: RequestRecord, approved: bool | None,
                     response: str | None) -> dict[str, Any]:
     """Turn the simple ``{approved, response}`` form into a LangChain decision.
 
-    With options the answer is always the chosen label (``respond``); without a
-    ``response`` the first option whose meaning matches ``approved`` is chosen, and a
-    label that contradicts ``approved`` is refused rather than guessed at.
+    With options, ``response`` names the chosen label (``respond``); ``approved: true``
+    alone picks the one option that means approval (:func:`approval_of`: several or
+    none is a 422 listing them); ``approved: false`` alone, or with a reason that is not
+    a label, rejects ("not approved", the reason kept). A label that contradicts
+    ``approved`` is refused rather than guessed at.
 
     Raises:
         ApiError: 422 when the form cannot be read as one decision.
     """
     request = ApprovalRequest.model_validate(record.payload)
     if request.options:
-        if response is not None:
-            chosen = next((o for o in request.options if o.label == response), None)
-            if chosen is not None and approved is not None and chosen.approved != approved:
+        chosen = next((o for o in request.options if o.label == response), None)
+        if chosen is not None:
+            if approved is not None and chosen.approved != approved:
                 meaning = "approves" if chosen.approved else "does not approve"
                 raise ApiError(422, "invalid_decision",
                                f"option {response!r} {meaning}, which contradicts "
                                f"approved={str(approved).lower()}")
             return {"type": "respond", "message": response}
-        if approved is None:
+        if approved is True and response is None:
+            return approval_of(request)
+        if approved is None and response is None:
             raise ApiError(422, "invalid_decision",
-                           "send 'response' with one of the options' labels",
+                           "send 'response' with one of the options' labels, or "
+                           "approved=false with a reason",
                            {"options": [o.label for o in request.options]})
-        match = next((o for o in request.options if o.approved == approved), None)
-        if match is None:
+        if approved is not False:
             raise ApiError(422, "invalid_decision",
-                           f"no option of this request means approved="
-                           f"{str(approved).lower()}; send 'response' with a label",
+                           f"{response!r} is not one of the options: "
+                           f"{', '.join(repr(o.label) for o in request.options)}",
                            {"options": [o.label for o in request.options]})
-        return {"type": "respond", "message": match.label}
     if approved is False:
         return {"type": "reject", **({"message": response} if response else {})}
     if request.type in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION):

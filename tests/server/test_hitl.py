@@ -151,11 +151,30 @@ def test_explicit_option_meaning_wins_over_the_rule(client: httpx.Client, sessio
     assert poll(client, created["request_id"])["approved"] is True
 
 
-def test_simple_form_picks_the_matching_option(client: httpx.Client, session: str) -> None:
+def test_simple_form_picks_the_one_approving_option(client: httpx.Client, session: str
+                                                    ) -> None:
     yes = ask(client, session, options=["Cancel", "Deploy"])
     assert respond(client, yes["request_id"], approved=True).json()["response"] == "Deploy"
+
+
+def test_approved_false_on_options_rejects_with_the_reason(client: httpx.Client, session: str
+                                                           ) -> None:
     no = ask(client, session, options=["Deploy", "Cancel"])
-    assert respond(client, no["request_id"], approved=False).json()["response"] == "Cancel"
+    answer = respond(client, no["request_id"], approved=False, response="tests are red").json()
+    assert (answer["status"], answer["approved"], answer["response"]) == \
+        ("rejected", False, "tests are red")
+    bare = ask(client, session, options=["Deploy", "Cancel"])
+    answer = respond(client, bare["request_id"], approved=False).json()
+    assert (answer["status"], answer["approved"]) == ("rejected", False)
+
+
+def test_approved_true_with_several_approving_options_asks_to_choose(
+        client: httpx.Client, session: str) -> None:
+    created = ask(client, session, options=["Deploy", "Deploy Immediately", "Cancel"])
+    response = respond(client, created["request_id"], approved=True)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["options"] == ["Deploy", "Deploy Immediately"]
+    assert poll(client, created["request_id"])["status"] == "pending"
 
 
 def test_contradicting_label_and_flag_is_refused(client: httpx.Client, session: str) -> None:
