@@ -288,12 +288,13 @@ def _mcp(args: argparse.Namespace) -> int:
 
 def _warn_no_channel() -> None:
     """Said loudly: without a channel, requests wait unseen unless someone looks."""
+    import textwrap
+
+    from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
+
     bar = "!" * 78
-    print(f"{bar}\nloopgate-lc: WARNING: no notification channel is configured, so nobody is "
-          "told about new\nrequests. They wait (and time out) unless someone runs "
-          "`loopgate-lc pending`,\nanother process with a channel shares this store, or a "
-          "client answers over HTTP.\nSet TELEGRAM_BOT_TOKEN (and TELEGRAM_DEFAULT_CHAT_ID) to "
-          f"reach people on Telegram.\n{bar}", file=sys.stderr)
+    text = textwrap.fill(f"loopgate-lc: WARNING: {NO_CHANNEL_WARNING}", 78)
+    print(f"{bar}\n{text}\n{bar}", file=sys.stderr)
 
 
 def _age(record: RequestRecord) -> str:

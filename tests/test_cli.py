@@ -294,3 +294,25 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     with Loopgate(store) as gw:  # the server wrote to the store it was given
         assert gw.session("s").active
+
+
+def test_serve_without_a_channel_warns_loudly(tmp_path: Path, store: str) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    proc = subprocess.Popen([*ENTRY, "serve", "--store", store, "--port", str(port),
+                             "--log-level", "warning"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        said = [proc.stderr.readline() for _ in range(5)]  # printed before serving
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    text = "".join(said)
+    assert f"store {store}" in text
+    assert "WARNING: no notification channel is configured" in text
+    assert "requests without timeout_seconds end after 3600 s" in text

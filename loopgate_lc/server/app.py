@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier
 from loopgate_lc.server.errors import ApiError, internal_error
 from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
@@ -102,10 +103,15 @@ def create_app(
         loopgate.notifiers.append(telegram)
     config = HitlConfig(webhook_secret=webhook_secret or None, max_wait=max_wait)
 
+    # the channels that reach a person (a callback only tells the asking client)
+    channels = [n.name for n in loopgate.notifiers if n.name != CALLBACK_CHANNEL]
+
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {
             "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
             "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
+            "channels": channels,
+            "warnings": [] if channels else [NO_CHANNEL_WARNING],
         }
         try:
             # One indexed lookup proves the store answers; the id never exists.

@@ -129,6 +129,19 @@ def _ok(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
+def _done(data: dict[str, Any], message: str | None = None) -> JSONResponse:
+    """An answer with the original server's ``success`` (and ``message``) fields added, so
+    its clients' checks keep working."""
+    return _ok({"success": True, **({"message": message} if message else {}), **data})
+
+
+def _seed_request(result: dict[str, Any]) -> dict[str, Any]:
+    """A request as the original server listed it in ``pending_requests``: ``id`` and
+    options as plain label strings, besides the poll result's fields."""
+    return {**result, "id": result["request_id"],
+            "options": [o["label"] for o in result["options"]]}
+
+
 def simple_decision(record: RequestRecord, approved: bool | None,
                     response: str | None) -> dict[str, Any]:
     """Turn the simple ``{approved, response}`` form into a LangChain decision.
@@ -192,19 +205,21 @@ class _Routes:
         body = await read_model(request, RegisterBody)
         session = await self.gw.aregister_session(
             body.session_id, body.client_id, body.telegram_id, body.approvers, body.metadata)
-        return _ok({**session_out(session), "status": "registered"})
+        return _done({**session_out(session), "status": "registered"},
+                     "Session registered successfully")
 
     async def status(self, request: Request) -> Response:
         session_id = _query(request, "session_id")
         assert session_id is not None
         session = await self.gw.asession(session_id)
         pending = await self.gw.apending(session_id=session_id)
-        return _ok(session_out(session, pending=len(pending)))
+        return _ok({**session_out(session, pending=len(pending)), "id": session.session_id})
 
     async def deactivate(self, request: Request) -> Response:
         body = await read_model(request, DeactivateBody)
         session = await self.gw.adeactivate_session(body.session_id)
-        return _ok({**session_out(session), "status": "deactivated"})
+        return _done({**session_out(session), "status": "deactivated"},
+                     "Session deactivated successfully")
 
     # requests -------------------------------------------------------------------------
 
@@ -232,7 +247,7 @@ class _Routes:
             session_id=body.session_id, client_id=body.client_id or None,
             timeout=body.timeout_seconds, callback_url=callback_url,
         )
-        return _ok(poll_result(record))
+        return _done(poll_result(record))
 
     async def poll(self, request: Request) -> Response:
         request_id = _query(request, "request_id")
@@ -251,13 +266,15 @@ class _Routes:
         if session_id is not None:
             await self.gw.asession(session_id)  # 404 for a session that never existed
         records = await self.gw.apending(session_id=session_id)
-        return _ok({"count": len(records), "requests": [poll_result(r) for r in records]})
+        results = [poll_result(r) for r in records]
+        return _ok({"count": len(records), "requests": results,
+                    "pending_requests": [_seed_request(r) for r in results]})
 
     async def cancel(self, request: Request) -> Response:
         body = await read_model(request, CancelBody)
         record = await self.gw.acancel(body.request_id, actor=_actor(request),
                                        reason=body.reason)
-        return _ok(poll_result(record))
+        return _done(poll_result(record), "Request canceled successfully")
 
     async def respond(self, request: Request) -> Response:
         body = await read_model(request, RespondBody)

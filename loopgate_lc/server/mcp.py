@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from loopgate_lc.errors import LoopgateError
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.server.models import OptionIn, PendingOut, PollResult, poll_result
+from loopgate_lc.server.models import (
+    OptionIn,
+    PendingOut,
+    PollResult,
+    RequestType,
+    poll_result,
+)
 
 __all__ = ["create_mcp_server", "run_stdio"]
 
@@ -56,7 +62,7 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         ctx: Context,
         session_id: str | None = None,
         options: list[str | OptionIn] | None = None,
-        request_type: Literal["approval", "confirmation", "input", "choice"] = "approval",
+        request_type: RequestType = "approval",
         metadata: dict[str, Any] | None = None,
         timeout_seconds: float | None = None,
         client_id: str = "mcp",
@@ -64,9 +70,11 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         """Ask a person and wait for the answer.
 
         Returns when the person answered, the request timed out (approved is false) or it
-        was cancelled. Options may be plain strings or {"label", "approved"}; a plain
-        string counts as approval only if it starts with an affirmative word and has no
-        negative one ("Cancel", "No", "Deny"... never approve).
+        was cancelled. request_type: approval, confirmation, choice, input, feedback or
+        annotation. Options may be plain strings or {"label", "approved"}; a plain string
+        counts as approval only when the whole label is an affirmative phrase ("Yes",
+        "Approve", "Deploy", "Proceed"...): "Deploy to Staging First" or "Cancel" do not.
+        Read `response` for the chosen label.
         """
         if not message.strip():
             raise ToolError("message must not be empty")

@@ -28,6 +28,7 @@ __all__ = [
     "PollResult",
     "RegisterBody",
     "RequestBody",
+    "RequestType",
     "RespondBody",
     "SessionOut",
     "WebhookDecisionBody",
@@ -36,7 +37,8 @@ __all__ = [
     "session_out",
 ]
 
-RequestType = Literal["approval", "confirmation", "input", "choice"]
+RequestType = Literal["approval", "confirmation", "input", "choice", "feedback", "annotation"]
+"""Every kind a client can ask for over HTTP and MCP (Loopgate's four and Beluga's two)."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 _MAX_TIMEOUT = 30 * 24 * 3600.0
@@ -196,6 +198,8 @@ class HealthOut(BaseModel):
     telegram: bool
     mcp: bool
     auth: bool
+    channels: list[str] = Field(description="Notifiers that reach a person (e.g. telegram).")
+    warnings: list[str] = Field(description="Set-up problems, e.g. no channel configured.")
 
 
 class ErrorDetail(BaseModel):

@@ -379,3 +379,48 @@ def test_approver_id_is_checked_when_given(client: httpx.Client, session: str) -
     assert refused.json()["error"]["code"] == "approver_not_allowed"
     allowed = respond(client, created["request_id"], approved=True, approver_id="123456789")
     assert allowed.json()["approved"] is True
+
+
+# --- every kind, and the original server's fields ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["approval", "confirmation", "input", "choice", "feedback",
+                                  "annotation"])
+def test_every_interaction_kind_over_http(client: httpx.Client, session: str,
+                                          kind: str) -> None:
+    options = ["Yes", "No"] if kind == "choice" else []
+    created = ask(client, session, request_type=kind, options=options)
+    assert created["request_type"] == kind
+    fields: dict[str, Any] = {"approved": True}
+    if kind == "choice":
+        fields = {"response": "Yes"}
+    elif kind in ("input", "feedback", "annotation"):
+        fields = {"response": "looks right"}
+    answer = respond(client, created["request_id"], **fields)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["completed"], answer.json()["approved"]) == (True, True)
+
+
+def test_answers_carry_the_original_servers_fields(client: httpx.Client) -> None:
+    registered = client.post("/hitl/register", json={
+        "session_id": "seed-shapes", "client_id": "my-ai", "telegram_id": 123456789}).json()
+    assert (registered["success"], registered["session_id"]) == (True, "seed-shapes")
+    assert registered["message"] == "Session registered successfully"
+    created = client.post("/hitl/request", json={
+        "session_id": "seed-shapes", "client_id": "my-ai", "message": "Deploy?",
+        "options": ["Deploy", "Cancel"]}).json()
+    assert (created["success"], created["status"]) == (True, "pending")
+    assert {"request_id", "created_at"} <= created.keys()
+    listed = client.get("/hitl/pending", params={"session_id": "seed-shapes"}).json()
+    [seed_view] = listed["pending_requests"]
+    assert (seed_view["id"], seed_view["options"]) == (created["request_id"],
+                                                       ["Deploy", "Cancel"])
+    assert listed["count"] == 1 and listed["requests"][0]["request_id"] == created["request_id"]
+    status = client.get("/hitl/status", params={"session_id": "seed-shapes"}).json()
+    assert (status["id"], status["active"], status["pending_requests"]) == (
+        "seed-shapes", True, 1)
+    cancelled = client.post("/hitl/cancel", json={"request_id": created["request_id"]}).json()
+    assert (cancelled["success"], cancelled["completed"], cancelled["approved"]) == (
+        True, True, False)
+    gone = client.post("/hitl/deactivate", json={"session_id": "seed-shapes"}).json()
+    assert (gone["success"], gone["active"]) == (True, False)
