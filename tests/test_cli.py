@@ -250,6 +250,16 @@ def _free_port() -> int:
         return port
 
 
+def _interrupt(proc: subprocess.Popen[str]) -> None:
+    """Stop a server the way Ctrl-C does; kill it only if it will not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         tmp_path: Path, store: str) -> None:
     port = _free_port()
@@ -284,12 +294,7 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         [message] = fake.wait_for(lambda: fake.messages(42), timeout=10)
         assert "Ship it?" in message["plain_text"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        _interrupt(proc)
         fake.stop()
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     with Loopgate(store) as gw:  # the server wrote to the store it was given
@@ -306,12 +311,7 @@ def test_serve_without_a_channel_warns_loudly(tmp_path: Path, store: str) -> Non
         assert proc.stderr is not None
         said = [proc.stderr.readline() for _ in range(5)]  # printed before serving
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        _interrupt(proc)
     text = "".join(said)
     assert f"store {store}" in text
     assert "WARNING: no notification channel is configured" in text
