@@ -703,6 +703,41 @@ class Loopgate:
         return await self._decide(record, checked, actor=actor, channel=channel,
                                   request=request)
 
+    def respond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
+                      actor: str | None = None, channel: str = "api",
+                      approver_id: str | None = None) -> list[RequestRecord]:
+        """Decide every pending request of a thread from LangChain's batched resume,
+        ``{"decisions": [...]}``, by position: the requests in the order of their tool
+        calls in the model's message (``position``), else in the order they were filed.
+
+        Every decision is checked before any is recorded, so a bad one leaves all
+        pending. Raises what :meth:`respond` raises, and ``InvalidDecision`` when the
+        count does not match.
+        """
+        return self._portal.call(self._respond_batch(thread_id, batch, actor, channel,
+                                                     approver_id))
+
+    async def arespond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
+                             actor: str | None = None, channel: str = "api",
+                             approver_id: str | None = None) -> list[RequestRecord]:
+        return await self._portal.acall(self._respond_batch(thread_id, batch, actor, channel,
+                                                            approver_id))
+
+    async def _respond_batch(self, thread_id: str, batch: Mapping[str, Any],
+                             actor: str | None, channel: str, approver_id: str | None
+                             ) -> list[RequestRecord]:
+        records = sorted(await self._pending(None, thread_id), key=_call_order)
+        decisions = batch.get("decisions") if isinstance(batch, Mapping) else None
+        if not isinstance(decisions, list) or len(decisions) != len(records):
+            got = len(decisions) if isinstance(decisions, list) else "no list"
+            raise InvalidDecision(f"thread {thread_id!r} has {len(records)} pending requests; "
+                                  f"'decisions' must list one per request, in order (got {got})")
+        for record, decision in zip(records, decisions, strict=True):
+            await self._authorize(record, approver_id, actor, channel)
+            validate_decision(record, ApprovalRequest.model_validate(record.payload), decision)
+        return [await self._respond(record.id, decision, actor, channel, approver_id)
+                for record, decision in zip(records, decisions, strict=True)]
+
     def cancel(self, request_id: str, *, actor: str | None = None,
                reason: str | None = None) -> RequestRecord:
         """Withdraw a pending request; its tool call does not run.
@@ -1380,6 +1415,15 @@ class Loopgate:
 
 
 # helpers ------------------------------------------------------------------------------------
+
+
+def _call_order(record: RequestRecord) -> tuple[bool, int, datetime, str]:
+    """Where a request stands in its thread's batch: its tool call's position in the
+    model's message when known, else when it was filed."""
+    position = record.payload.get("position")
+    if isinstance(position, int):
+        return (False, position, record.created_at, record.id)
+    return (True, 0, record.created_at, record.id)
 
 
 def _session(session_id: str, client_id: str, telegram_id: int | None,

@@ -176,12 +176,14 @@ class Gate:
         tool_call_id: str | None,
         reported_confidence: Any = None,
         audit: bool = True,
+        position: int | None = None,
     ) -> tuple[Verdict | None, ApprovalRequest | None]:
         """The verdict for one call, and the request to put to a person (None when the
         call may run: ``when`` said not to ask, or a policy auto-approved it).
 
         ``audit=False`` leaves reporting an auto-approval to the caller (a node that
-        pauses after evaluating runs again on resume, and must audit once)."""
+        pauses after evaluating runs again on resume, and must audit once). ``position``
+        is the call's index in the model's message, when known: the order of a batch."""
         if self.when is not None and not self.when(args):
             return None, None
         confidence = self._confidence_of(args, reported_confidence)
@@ -208,6 +210,7 @@ class Gate:
             approvers=list(verdict.approvers),
             session_id=self.session_id,
             timeout_seconds=self.timeout,
+            **({"position": position} if position is not None else {}),
         )
 
     def check(
@@ -218,13 +221,15 @@ class Gate:
         tool_call_id: str | None,
         args_schema: object,
         reported_confidence: Any = None,
+        position: int | None = None,
     ) -> Outcome:
         """Evaluate one call and, when a person must decide, pause for them.
 
         ``args`` are the model-visible arguments only (no injected state, no confidence).
         """
         verdict, request = self.evaluate(name, args, tool_call_id=tool_call_id,
-                                         reported_confidence=reported_confidence)
+                                         reported_confidence=reported_confidence,
+                                         position=position)
         if request is None:
             return Outcome(run_args=args, verdict=verdict)
         assert verdict is not None

@@ -56,6 +56,18 @@ class ToolSettings:
     mode) and runs again on resume, so it must answer the same for the same call."""
 
 
+def _position(state: Any, tool_call_id: str | None) -> int | None:
+    """The call's index in the model message that made it: the order LangChain's
+    batched decisions follow."""
+    messages = state.get("messages") if isinstance(state, Mapping) else None
+    for message in reversed(messages or []):
+        if isinstance(message, AIMessage):
+            ids = [c.get("id") for c in message.tool_calls]
+            if tool_call_id in ids:
+                return ids.index(tool_call_id)
+    return None
+
+
 class ApprovalMiddleware(AgentMiddleware):
     """Gate every tool call of an agent through loopgate_lc policies.
 
@@ -147,7 +159,8 @@ class ApprovalMiddleware(AgentMiddleware):
         args = dict(call["args"])
         shown = args if keys is None else {k: v for k, v in args.items() if k in keys}
         outcome = self._gate(call["name"]).check(
-            call["name"], shown, tool_call_id=call.get("id"), args_schema=schema
+            call["name"], shown, tool_call_id=call.get("id"), args_schema=schema,
+            position=_position(request.state, call.get("id")),
         )
         if outcome.run_args is None:
             return outcome, request

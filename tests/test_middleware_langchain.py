@@ -182,3 +182,67 @@ def test_http_respond_takes_langchains_decisions(tmp_path: Any) -> None:
                 break
             tick.wait(0.05)
     assert runs == Counter({"get_user": 1, "send_email:see you": 1})
+
+
+def _pending(gate: Loopgate, thread: str, count: int) -> list[Any]:
+    tick = threading.Event()
+    for _ in range(400):  # bounded: the run files its pauses in the gateway's loop
+        pending = gate.pending(thread_id=thread)
+        if len(pending) == count:
+            return pending
+        tick.wait(0.05)
+    raise TimeoutError(f"{count} pending requests on {thread}")
+
+
+def _until_ran(runs: Counter[str], key: str) -> None:
+    tick = threading.Event()
+    for _ in range(400):  # bounded: resumes run in the gateway's loop
+        if runs[key]:
+            return
+        tick.wait(0.05)
+
+
+def per_call() -> ApprovalMiddleware:
+    return ApprovalMiddleware(POLICIES, allowed_decisions=DECISIONS,
+                              tools={"get_user": ToolSettings(risk=RiskLevel.READ_ONLY)})
+
+
+def test_the_gateway_answers_per_call_pauses_by_position(tmp_path: Any) -> None:
+    runs: Counter[str] = Counter()
+    with Loopgate(f"sqlite:///{tmp_path / 'batch.db'}", poll_interval=0.05) as gate:
+        gate.register_graph("cleaner", agent(runs, per_call()))
+        thread = gate.start("cleaner", {"messages": [("user", "clean up user 7")]})
+        pending = _pending(gate, thread, 2)
+        with pytest.raises(ValueError, match="one per request"):
+            gate.respond_batch(thread, {"decisions": [{"type": "approve"}]})
+        assert len(gate.pending(thread_id=thread)) == 2  # nothing was kept
+        value = {"action_requests": [r.payload for r in sorted(
+            pending, key=lambda r: r.payload["position"])],
+            "review_configs": [{"action_name": r.payload["name"],
+                                "allowed_decisions": DECISIONS}
+                               for r in sorted(pending, key=lambda r: r.payload["position"])]}
+        decided = gate.respond_batch(thread, reviewer(value), actor="ann")
+        assert [r.payload["name"] for r in decided] == ["delete_user", "send_email"]
+        _until_ran(runs, "send_email:see you")
+    assert runs == Counter({"get_user": 1, "send_email:see you": 1})
+
+
+def test_http_respond_batch_answers_a_runs_pauses(tmp_path: Any) -> None:
+    from loopgate_lc.background import BackgroundServer
+    from loopgate_lc.server import create_app
+
+    runs: Counter[str] = Counter()
+    gate = Loopgate(f"sqlite:///{tmp_path / 'http-batch.db'}", poll_interval=0.05)
+    gate.register_graph("cleaner", agent(runs, per_call()))
+    with BackgroundServer(create_app(gate, close_gateway=True)) as live:
+        thread = gate.start("cleaner", {"messages": [("user", "clean up user 7")]})
+        _pending(gate, thread, 2)
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            listed = client.get("/hitl/pending").json()["requests"]
+            assert {r["thread_id"] for r in listed} == {thread}
+            answer = client.post("/hitl/respond/batch", json={
+                "thread_id": thread, "decisions": [{"type": "approve"}, {"type": "approve"}]})
+            assert answer.status_code == 200, answer.text
+            assert [r["status"] for r in answer.json()["requests"]] == ["approved", "approved"]
+        _until_ran(runs, "send_email:bye")
+    assert runs == Counter({"get_user": 1, "delete_user:7": 1, "send_email:bye": 1})

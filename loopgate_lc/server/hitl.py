@@ -37,6 +37,7 @@ from loopgate_lc.server.models import (
     DeactivateBody,
     RegisterBody,
     RequestBody,
+    RespondBatchBody,
     RespondBody,
     WebhookDecisionBody,
     poll_result,
@@ -285,6 +286,13 @@ class _Routes:
             approver_id=body.approver_id)
         return _ok(poll_result(decided))
 
+    async def respond_batch(self, request: Request) -> Response:
+        body = await read_model(request, RespondBatchBody)
+        decided = await self.gw.arespond_batch(
+            body.thread_id, {"decisions": body.decisions},
+            actor=_actor(request, body.actor), channel="http", approver_id=body.approver_id)
+        return _ok({"count": len(decided), "requests": [poll_result(r) for r in decided]})
+
     async def webhook_decision(self, request: Request) -> Response:
         secret = self.config.webhook_secret
         if not secret:
@@ -362,6 +370,7 @@ def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
         Route("/hitl/pending", endpoint(r.pending), methods=["GET"]),
         Route("/hitl/cancel", endpoint(r.cancel), methods=["POST"]),
         Route("/hitl/respond", endpoint(r.respond), methods=["POST"]),
+        Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
         Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
               methods=["POST"]),
     ]

@@ -29,6 +29,7 @@ __all__ = [
     "RegisterBody",
     "RequestBody",
     "RequestType",
+    "RespondBatchBody",
     "RespondBody",
     "SessionOut",
     "WebhookDecisionBody",
@@ -109,6 +110,19 @@ class RespondBody(_Body):
         description="Checked against the session's and policy's approvers when given.")
 
 
+class RespondBatchBody(_Body):
+    """``POST /hitl/respond/batch``: LangChain's batched resume for a paused run.
+
+    ``decisions`` answers the thread's pending requests by position (the order of their
+    tool calls in the model's message), one each; all are checked before any is kept.
+    """
+
+    thread_id: str = Field(min_length=1, max_length=256)
+    decisions: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+    actor: str | None = Field(default=None, max_length=256)
+    approver_id: str | None = Field(default=None, max_length=256)
+
+
 class CancelBody(_Body):
     """``POST /hitl/cancel``."""
 
@@ -162,6 +176,8 @@ class PollResult(BaseModel):
     responded_at: datetime | None
     session_id: str | None = None
     client_id: str | None = None
+    thread_id: str | None = Field(default=None, description="The paused run's thread, for "
+                                  "requests filed from a graph (see /hitl/respond/batch).")
     request_type: str
     message: str
     options: list[OptionOut] = Field(default_factory=list)
@@ -244,6 +260,7 @@ def poll_result(record: RequestRecord) -> dict[str, Any]:
         responded_at=record.decided_at,
         session_id=record.session_id,
         client_id=record.client_id,
+        thread_id=record.thread_id,
         request_type=record.kind.value,
         message=request.text,
         options=[OptionOut(label=o.label, approved=o.approved) for o in request.options],
