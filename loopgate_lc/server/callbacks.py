@@ -25,7 +25,11 @@ CALLBACK_CHANNEL = "callback"
 
 
 class _PollResultPoster(WebhookNotifier):
-    """The webhook notifier's delivery, with the poll result as the body."""
+    """The webhook notifier's delivery, with the poll result as the body. The answer is
+    not kept beyond its status code: a client-chosen URL must not make the server fetch
+    and store what an internal address says."""
+
+    echo_answers = False
 
     def build_body(self, event: Event, request: RequestRecord) -> dict[str, Any]:
         return {"event": event, **poll_result(request)}
@@ -35,7 +39,7 @@ class CallbackNotifier:
     """POSTs the poll result to a request's ``callback_url`` once it is decided.
 
     Args:
-        secret: The webhook secret the body is signed with (``X-Loopgate-Signature``).
+        secret: The webhook secret the body is signed with (Standard Webhooks headers).
         max_attempts: Quick attempts per outbox try; after them the outbox retries with
             backoff for as long as needed.
         backoff: First delay between quick attempts (doubling).
