@@ -163,7 +163,7 @@ def default_allowed_hosts(bind_host: str) -> tuple[str, ...] | None:
     """The ``Host`` names accepted when none are configured: the loopback names when the
     server binds to loopback (so a DNS-rebinding page cannot reach it), else any."""
     if bind_host in _LOOPBACK_NAMES or bind_host.startswith("127."):
-        return (*_LOOPBACK_NAMES, bind_host)
+        return tuple(dict.fromkeys((*_LOOPBACK_NAMES, bind_host)))
     return None
 
 

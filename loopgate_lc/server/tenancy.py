@@ -185,7 +185,7 @@ def _strings(value: Any, where: str) -> frozenset[str]:
     return frozenset(value)
 
 
-def _file_keys(path: str) -> ApiKeys:
+def _file_keys(path: str, env: Mapping[str, str]) -> ApiKeys:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -206,7 +206,7 @@ def _file_keys(path: str) -> ApiKeys:
             raise ConfigurationError(f"{where} has unknown fields {sorted(unknown)}")
         key = table.get("key")
         if "key_env" in table:
-            key = os.environ.get(str(table["key_env"]))
+            key = env.get(str(table["key_env"]))
             if not key:
                 raise ConfigurationError(
                     f"{where}: the environment variable {table['key_env']!r} is not set")
@@ -232,7 +232,7 @@ def load_api_keys(environ: Mapping[str, str] | None = None) -> ApiKeys:
     keys = parse_api_keys(env.get("LOOPGATE_API_KEYS"))
     path = env.get("LOOPGATE_API_KEYS_FILE")
     if path and path.strip():
-        keys = keys + _file_keys(path.strip())
+        keys = keys + _file_keys(path.strip(), env)
     return keys
 
 
