@@ -205,6 +205,11 @@ class TelegramNotifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initialized = False
         self._started = False
+        self._listening = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self.problem: str | None = None
+        """Why Telegram is not usable right now (unreachable at start, token refused
+        later); None when connected. The server's ``/health`` reports it."""
 
     def __repr__(self) -> str:
         return f"TelegramNotifier(name={self.name!r}, mode={self.mode!r})"
@@ -232,8 +237,12 @@ class TelegramNotifier:
     async def start(self, gateway: Loopgate) -> None:
         """Connect to Telegram and begin listening, inside the gateway's loop.
 
+        Telegram being unreachable does not fail the start: the rest of the gateway (and
+        the server's API) works, :attr:`problem` says what is wrong, and the connection
+        is retried in the background with backoff; deliveries wait in the outbox.
+
         Raises:
-            ConfigurationError: Telegram refused the token.
+            ConfigurationError: Telegram refused the token (retrying cannot help).
         """
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop and not self._started:
@@ -243,19 +252,27 @@ class TelegramNotifier:
             self._initialized = False
         self._gateway = gateway
         self._loop = loop
-        await self._initialize()
-        if self._started:
-            return
-        await self.application.start()
-        self._started = True
         try:
-            await self.application.bot.set_my_commands(
-                [BotCommand(command, text) for command, text in _COMMANDS]
-            )
-        except TelegramError as exc:  # a convenience; the bot works without it
-            logger.warning("telegram: could not set the command list: %s", exc)
+            await self._connect()
+        except (NetworkError, DeliveryError) as exc:
+            self.problem = f"cannot reach Telegram ({exc}); retrying in the background"
+            logger.warning("telegram: %s", self.problem)
+            self._reconnecting = loop.create_task(self._reconnect())
+
+    async def _connect(self) -> None:
+        """Each step once: initialize, start, then listen (polling or webhook)."""
+        await self._initialize()
+        if not self._started:
+            await self.application.start()
+            self._started = True
+            try:
+                await self.application.bot.set_my_commands(
+                    [BotCommand(command, text) for command, text in _COMMANDS]
+                )
+            except TelegramError as exc:  # a convenience; the bot works without it
+                logger.warning("telegram: could not set the command list: %s", exc)
         if self.mode == "webhook":
-            if self.webhook_url:
+            if self.webhook_url and not self._listening:
                 await self._api(
                     "setWebhook",
                     lambda: self.application.bot.set_webhook(
@@ -264,18 +281,43 @@ class TelegramNotifier:
                         allowed_updates=_ALLOWED_UPDATES,
                     ),
                 )
-            return
-        updater = self.application.updater
-        assert updater is not None
-        await updater.start_polling(
-            timeout=int(self.poll_timeout) if self.poll_timeout >= 1 else 1,
-            allowed_updates=_ALLOWED_UPDATES,
-            drop_pending_updates=False,  # taps made while we were down still count
-            error_callback=self._on_polling_error,
-        )
+        else:
+            updater = self.application.updater
+            assert updater is not None
+            if not updater.running:
+                await updater.start_polling(
+                    timeout=int(self.poll_timeout) if self.poll_timeout >= 1 else 1,
+                    allowed_updates=_ALLOWED_UPDATES,
+                    drop_pending_updates=False,  # taps made while we were down still count
+                    error_callback=self._on_polling_error,
+                )
+        self._listening = True
+        self.problem = None
+
+    async def _reconnect(self) -> None:
+        """Retry :meth:`_connect` with doubling delays (capped at a minute) until it works,
+        the token is refused, or the notifier stops."""
+        delay = max(self.retry_backoff, 0.01)
+        while not self._listening:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+            try:
+                await self._connect()
+            except ConfigurationError as exc:
+                self.problem = str(exc)
+                logger.error("telegram: %s; not retrying", exc)
+                return
+            except (NetworkError, DeliveryError) as exc:
+                self.problem = f"cannot reach Telegram ({exc}); retrying in the background"
+        logger.warning("telegram: connected")
 
     async def stop(self) -> None:
         """Stop listening and release the HTTP clients. Safe to call twice."""
+        task, self._reconnecting = self._reconnecting, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._listening = False
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
@@ -285,6 +327,12 @@ class TelegramNotifier:
         if self._initialized:
             self._initialized = False
             await self.application.shutdown()
+
+    def _require_connection(self) -> None:
+        if not self._initialized:
+            # The outbox keeps the delivery and retries it once the connection is back.
+            raise DeliveryError(self.problem or "Telegram is not connected yet",
+                                retryable=True)
 
     async def _initialize(self) -> None:
         if self._initialized:
@@ -307,7 +355,7 @@ class TelegramNotifier:
             DeliveryError: No chat is configured (not retryable), Telegram refused the
                 message (not retryable), or it could not be reached (retryable).
         """
-        await self._initialize()
+        self._require_connection()
         chat_id = await self._chat_for(request)
         text = render_request(request)
         rows = keyboard_for(request)
@@ -352,7 +400,7 @@ class TelegramNotifier:
 
     async def on_resolved(self, request: RequestRecord) -> None:
         """Show the outcome, who decided and when; remove the buttons."""
-        await self._initialize()
+        self._require_connection()
         ref = request.message_refs.get(self.name)
         if not isinstance(ref, dict) and self._gateway is not None:
             try:

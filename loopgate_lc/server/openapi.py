@@ -83,9 +83,9 @@ API: tuple[Operation, ...] = (
               WebhookDecisionBody, errors=(400, 401, 403, 404, 409, 422, 503), auth=False,
               tags=("webhook",),
               description="Authenticated by the `decision_token` of the `approval.requested` "
-                          "delivery, or by a Standard Webhooks signature over method, path and raw body "
-                          "(each signature accepted once); the API "
-                          "key is not required here."),
+                          "delivery, or by a Standard Webhooks signature over method, "
+                          "path and raw body (each signature accepted once); the API key "
+                          "is not required here."),
 )
 
 _TELEGRAM = Operation(
