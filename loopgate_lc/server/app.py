@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier
+from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
 from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
 from loopgate_lc.server.middleware import (
@@ -113,12 +113,13 @@ def create_app(
         ConfigurationError: An API key or a limit is unusable.
     """
     keys = _keys(api_keys)
+    policy = CallbackPolicy(callback_allowlist)
     if webhook_secret and not any(n.name == CALLBACK_CHANNEL for n in loopgate.notifiers):
-        loopgate.notifiers.append(CallbackNotifier(webhook_secret))
+        loopgate.notifiers.append(CallbackNotifier(webhook_secret, policy=policy))
     if telegram is not None and all(n is not telegram for n in loopgate.notifiers):
         loopgate.notifiers.append(telegram)
     config = HitlConfig(webhook_secret=webhook_secret or None, max_wait=max_wait,
-                        callback_allowlist=tuple(callback_allowlist),
+                        callback_policy=policy,
                         replay_guard=replay_guard or MemoryReplayGuard())
     hosts = default_allowed_hosts(host) if allowed_hosts is None else tuple(allowed_hosts)
 

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from loopgate_lc.errors import LoopgateError, SessionExists, SessionNotFound, SignatureError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import ApprovalRequest, RequestKind
-from loopgate_lc.server.callbacks import CALLBACK_CHANNEL
+from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackPolicy
 from loopgate_lc.server.errors import (
     ApiError,
     from_loopgate_error,
@@ -68,14 +68,14 @@ class HitlConfig:
     Attributes:
         webhook_secret: Verifies webhook decisions and signs callbacks; None turns both off.
         max_wait: The cap on ``/hitl/poll?wait=`` in seconds.
-        callback_allowlist: Internal hosts or networks a ``callback_url`` may reach.
+        callback_policy: Which addresses a ``callback_url`` may reach.
         replay_guard: Remembers signed decisions' message ids so each is accepted once;
             in memory by default (one process).
     """
 
     webhook_secret: Secrets | None = None
     max_wait: float = 60.0
-    callback_allowlist: tuple[str, ...] = ()
+    callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
     replay_guard: ReplayGuard = field(default_factory=MemoryReplayGuard)
 
 
@@ -284,6 +284,13 @@ class _Routes:
                                         "type": "not_configured"}]})
         if callback_url and not any(n.name == CALLBACK_CHANNEL for n in self.gw.notifiers):
             raise ApiError(503, "not_configured", "callbacks are not set up on this server")
+        if callback_url:
+            try:
+                await self.config.callback_policy.check(callback_url)
+            except ValueError as exc:
+                raise ApiError(422, "invalid_fields", str(exc), {"errors": [
+                    {"loc": ["body", "callback_url"], "msg": str(exc),
+                     "type": "callback_not_allowed"}]}) from exc
         options = [o.model_dump(exclude_none=True) if isinstance(o, BaseModel) else o
                    for o in body.options]
         record = await self.gw.asubmit(
