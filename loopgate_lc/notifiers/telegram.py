@@ -582,6 +582,18 @@ class TelegramNotifier:
             names.add(user.username.lower())
         return bool(names & self.approvers)
 
+    async def _allowed(self, user: User, request_id: str) -> bool:
+        """The notifier's own ``approvers`` list; a refusal is audited like the gateway's,
+        so every refused tap or reply is on record."""
+        if self._may_decide(user):
+            return True
+        try:
+            await self._gw().arefuse(request_id, actor=_actor(user), channel="telegram",
+                                     reason="not in the Telegram notifier's approvers")
+        except RequestNotFound:
+            pass
+        return False
+
     # --- handlers: taps --------------------------------------------------------------------
 
     async def _on_tap(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -593,13 +605,25 @@ class TelegramNotifier:
             await self._answer(query, "This button is no longer valid.")
             return
         request_id, action = found
-        if not self._may_decide(query.from_user):
+        user = query.from_user
+        if not await self._allowed(user, request_id):
             await self._answer(query, "not authorized to decide this request", alert=True)
             return
         op = action.get("op")
         if op == "decide":
             await self._decide_from_tap(query, request_id, dict(action.get("decision") or {}))
         elif op == "prompt":
+            # Asked before prompting: a refused tap must not make the bot post anything.
+            try:
+                await self._gw().aauthorize(request_id, str(user.id), actor=_actor(user),
+                                            channel="telegram")
+            except ApproverNotAllowed:
+                await self._answer(query, "not authorized to decide this request",
+                                   alert=True)
+                return
+            except RequestNotFound:
+                await self._answer(query, "This request no longer exists.")
+                return
             await self._prompt(query, request_id, str(action.get("purpose")))
         else:
             await self._answer(query, "This button is no longer valid.")
@@ -689,7 +713,7 @@ class TelegramNotifier:
         if found is None:
             return  # a reply to something that is not a prompt: not ours
         request_id, action = found
-        if not self._may_decide(user):
+        if not await self._allowed(user, request_id):
             await self._reply(message, "⛔ You are not authorized to answer this request.")
             return
         purpose = action.get("purpose")
