@@ -699,14 +699,16 @@ class Loopgate:
 
     async def _authorize(self, record: RequestRecord, approver_id: str | None,
                          actor: str | None, channel: str) -> None:
-        """Refuse (and audit) a decider the request's approvers do not name.
+        """Refuse (and audit) a decider the request's approvers do not include.
 
-        Where approvers are named, a decider must name itself (``approver_id``): leaving
-        it out is refused, never a way around the list. Where none are named, anyone who
-        can reach the request decides (the edges check API key scopes before this).
+        Where a session, policy or escalation step names approvers, a decider must name
+        itself (``approver_id``): leaving it out is refused, never a way around the list.
         """
-        allowed = await self._approvers(record)
-        if not allowed or (approver_id is not None and str(approver_id) in allowed):
+        allowed, named = await self._approvers(record)
+        if approver_id is None:
+            if not named:
+                return
+        elif not allowed or str(approver_id) in allowed:
             return
         await self._audit("unauthorized", record, actor=actor, channel=channel,
                           details={"approver_id": None if approver_id is None
@@ -754,23 +756,24 @@ class Loopgate:
         await self._audit("unauthorized", record, actor=actor, channel=channel,
                           details={"reason": reason})
 
-    async def _approvers(self, record: RequestRecord) -> set[str]:
-        """Who may decide: the policy's list if it names one, else the session's (and its
-        chat's owner); plus the approvers of every escalation step reached. Empty when
-        nobody is named."""
-        allowed = {str(a) for a in record.payload.get("approvers") or ()}
-        if not allowed and record.session_id:
+    async def _approvers(self, record: RequestRecord) -> tuple[set[str], bool]:
+        """Who may decide, and whether anyone names them: the policy's list if it names
+        one, else the session's; plus the approvers of every escalation step reached.
+        The session's chat counts as an approver, but does not by itself name any."""
+        named = {str(a) for a in record.payload.get("approvers") or ()}
+        allowed: set[str] = set()
+        if not named and record.session_id:
             try:
                 session = await self.store.get_session(record.session_id)
             except SessionNotFound:
                 session = None
-            if session is not None and session.approvers:
-                allowed = {str(a) for a in session.approvers}
+            if session is not None:
+                named = {str(a) for a in session.approvers}
                 if session.telegram_id is not None:
                     allowed.add(str(session.telegram_id))
         for step in self.escalation[: record.escalation_level]:
-            allowed.update(str(a) for a in step.approvers)
-        return allowed
+            named.update(str(a) for a in step.approvers)
+        return allowed | named, bool(named)
 
     async def _decide(self, record: RequestRecord, decision: dict[str, Any], *,
                       actor: str | None, channel: str | None,

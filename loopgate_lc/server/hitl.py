@@ -131,22 +131,28 @@ async def read_model(request: Request, model: type[_M]) -> _M:
         raise from_validation_error(exc) from exc
 
 
-def _decider(request: Request, body: RespondBody) -> tuple[str, str]:
+def _decider(request: Request, body: RespondBody) -> tuple[str, str | None]:
     """Who decides over HTTP: ``(actor, approver_id)``.
 
-    The key's identity decides, never a name the caller fills in. An admin key (a UI's
-    backend that signs its own users in) may decide on behalf of a person it names in
-    ``approver_id`` / ``actor``; a scoped key naming anyone but itself is refused.
+    The actor is the key's identity, never only a name the caller fills in. An admin key
+    (a UI's backend that signs its own users in) may name the person it acts for
+    (``actor``, and ``approver_id`` to be checked against the approvers); a scoped key
+    may name only itself. Where approvers are named, a caller that names nobody is
+    refused by the gateway.
     """
     key = caller(request.scope)
-    person = next((p.strip() for p in (body.approver_id, body.actor) if p and p.strip()), None)
-    if person is None or person == key.identity:
-        return key.actor, key.identity
+    approver = (body.approver_id or "").strip() or None
+    person = (body.actor or "").strip() or approver
     if not key.admin:
-        raise ApiError(403, "approver_not_allowed",
-                       f"API key {key.identity!r} decides as itself; it may not act as "
-                       f"{person!r}")
-    return f"{person} ({key.actor})", (body.approver_id or "").strip() or person
+        for named in (approver, person):
+            if named is not None and named != key.identity:
+                raise ApiError(403, "approver_not_allowed",
+                               f"API key {key.identity!r} decides as itself; it may not act "
+                               f"as {named!r}")
+        return key.actor, approver
+    if person is None or person == key.identity:
+        return key.actor, approver
+    return f"{person} ({key.actor})", approver
 
 
 def _query(request: Request, name: str, *, required: bool = True) -> str | None:
