@@ -233,3 +233,21 @@ def test_a_request_answered_on_telegram(fake: FakeBotAPI, db_url: str,
     finally:
         live.stop()
         gateway.close()
+
+
+def test_a_webhook_decision_must_name_one_of_the_approvers(
+        client: httpx.Client, shared_gateway: Loopgate) -> None:
+    """Webhook decisions skipped the approver list when they named nobody."""
+    client.post("/hitl/register", json={"session_id": "wh-approvers", "approvers": ["cfo"]})
+    rid = _request(client, "wh-approvers")["request_id"]
+    path = f"/hitl/webhook/decision/{rid}"
+    for fields in ({}, {"approver_id": "intern"}):
+        body = json.dumps({"type": "approve", **fields}).encode()
+        refused = client.post(path, content=body, headers=_signed(body, path))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (
+            403, "approver_not_allowed")
+    events = [e for e in shared_gateway.audit(request_id=rid) if e.event == "unauthorized"]
+    assert [(e.channel, e.details["approver_id"]) for e in events] == [
+        ("webhook", None), ("webhook", "intern")]
+    body = json.dumps({"type": "approve", "approver_id": "cfo"}).encode()
+    assert client.post(path, content=body, headers=_signed(body, path)).status_code == 200
