@@ -25,8 +25,8 @@ from loopgate_lc.telegram_render import (
     render_resolved,
     text_length,
     truncate_html,
-    visible_length,
     utc_hhmm,
+    visible_length,
 )
 from tests.notifiers._records import make_record, resolved
 

@@ -19,6 +19,7 @@ Three rules keep it safe:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
@@ -587,11 +588,9 @@ class TelegramNotifier:
         so every refused tap or reply is on record."""
         if self._may_decide(user):
             return True
-        try:
+        with contextlib.suppress(RequestNotFound):  # the request is gone: nothing to record
             await self._gw().arefuse(request_id, actor=_actor(user), channel="telegram",
                                      reason="not in the Telegram notifier's approvers")
-        except RequestNotFound:
-            pass
         return False
 
     # --- handlers: taps --------------------------------------------------------------------

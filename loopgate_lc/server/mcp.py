@@ -20,6 +20,7 @@ from loopgate_lc.errors import LoopgateError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.server.middleware import caller
 from loopgate_lc.server.models import (
+    Ident,
     Message,
     Metadata,
     OptionalIdent,
@@ -78,7 +79,7 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
     async def request_human_input(
         message: Message,
         ctx: Context,
-        session_id: Annotated[str, Field(min_length=1, max_length=256, strict=True)]
+        session_id: Ident
         | None = None,
         options: Options | None = None,
         request_type: Literal["approval", "confirmation", "input", "choice"] = "approval",
@@ -134,7 +135,7 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         return _result(record)
 
     async def check_request_status(
-        request_id: Annotated[str, Field(min_length=1, max_length=256, strict=True)],
+        request_id: Ident,
         ctx: Context,
         wait_seconds: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False,
                                              strict=True)] = 0,
@@ -155,7 +156,7 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
 
     async def list_pending_requests(
         ctx: Context,
-        session_id: Annotated[str, Field(min_length=1, max_length=256, strict=True)]
+        session_id: Ident
         | None = None,
     ) -> PendingOut:
         """Requests still waiting for a person, oldest first (optionally one session's)."""
@@ -170,7 +171,7 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         return PendingOut(count=len(records), requests=[_result(r) for r in records])
 
     async def cancel_request(
-        request_id: Annotated[str, Field(min_length=1, max_length=256, strict=True)],
+        request_id: Ident,
         ctx: Context,
         reason: Annotated[str, Field(max_length=2_000, strict=True)] | None = None,
     ) -> PollResult:

@@ -11,12 +11,11 @@ import httpx
 import pytest
 
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.server.callbacks import CallbackNotifier, CallbackPolicy
 from loopgate_lc.notifiers.base import DeliveryError
+from loopgate_lc.server.callbacks import CallbackNotifier, CallbackPolicy
 from loopgate_lc.signing import verify_signature
 from tests.server.conftest import WEBHOOK_SECRET, Receiver, ServeFn
 from tests.support.live import LiveServer
-
 
 LOOPBACK = ["127.0.0.1"]  # the receivers in these tests listen there
 
