@@ -134,4 +134,4 @@ def test_telegram_blocks_reach_the_fake_bot(tmp_path: Path) -> None:
 
 def test_signature_block(tmp_path: Path) -> None:
     assert run("Webhook signatures (for receivers)", tmp_path).splitlines() == [
-        "(200, 'accepted')", "(200, 'duplicate, ignored')", "401"]
+        "(200, 'accepted')", "(200, 'duplicate, ignored')", "401", "approved"]
