@@ -248,6 +248,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: serving needs the server extra: pip install 'loopgate-lc[server]' "
               f"({exc})", file=sys.stderr)
         return 2
+    if not args.no_mcp:
+        import importlib.util
+
+        if importlib.util.find_spec("mcp") is None:
+            print("error: serving MCP at /mcp needs the mcp extra: pip install "
+                  "'loopgate-lc[server,mcp]' (or serve without it: loopgate-lc serve --no-mcp)",
+                  file=sys.stderr)
+            return 2
     host = args.host or os.environ.get("LOOPGATE_HOST") or DEFAULT_HOST
     port = _port(args.port)
     telegram = _telegram_from_env()
