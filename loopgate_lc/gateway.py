@@ -77,6 +77,16 @@ def args_hash(args: Any) -> str | None:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def shadow_details(call: dict[str, Any], *, enforced_policy: str | None, enforced_auto: bool,
+                   policy: str | None, would_auto: bool, reason: str) -> dict[str, Any]:
+    """The audit details of a ``shadow`` event: the call, what the enforced policy did and
+    what the shadow policy would have done (``agrees`` says whether they match)."""
+    return {**call, "policy": policy, "would": "auto" if would_auto else "ask",
+            "reason": reason, "enforced_policy": enforced_policy,
+            "enforced": "auto" if enforced_auto else "ask",
+            "agrees": would_auto == enforced_auto}
+
+
 @dataclass(frozen=True)
 class Escalation:
     """One step of ``on_timeout="escalate"``: when the deadline passes, tell these
@@ -139,11 +149,11 @@ class _Observer:
         self._thread_id = thread_id
 
     def auto_approved(
-        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None
+        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None,
+        *, risk: RiskLevel, confidence: float | None,
     ) -> None:
-        self._gateway._portal.submit(
-            self._gateway._record_auto(name, args, verdict, tool_call_id, self._thread_id)
-        )
+        self._gateway._portal.submit(self._gateway._record_auto(
+            name, args, verdict, tool_call_id, self._thread_id, risk, confidence))
 
 
 class Loopgate:
@@ -513,6 +523,13 @@ class Loopgate:
             "reason": request.reason, "risk_level": request.risk_level,
             "confidence": request.confidence, "expires_at": stored.expires_at,
         })
+        if request.shadow is not None:
+            await self._audit("shadow", stored, channel="policy", details=shadow_details(
+                {"tool": request.name, "tool_call_id": request.tool_call_id,
+                 "risk_level": request.risk_level, "confidence": request.confidence},
+                enforced_policy=request.policy, enforced_auto=False,
+                policy=request.shadow.policy, would_auto=request.shadow.auto_approved,
+                reason=request.shadow.reason))
         vetoes = [v for v in await self._fire("on_request", stored) if isinstance(v, Veto)]
         if vetoes:
             decided = await self._decide(
@@ -1284,13 +1301,22 @@ class Loopgate:
         ))
 
     async def _record_auto(self, name: str, args: dict[str, Any], verdict: Verdict,
-                           tool_call_id: str | None, thread_id: str | None) -> None:
+                           tool_call_id: str | None, thread_id: str | None,
+                           risk: RiskLevel, confidence: float | None) -> None:
         await self._open()
+        call = {"tool": name, "tool_call_id": tool_call_id, "risk_level": risk.value,
+                "confidence": confidence}
         await self.store.append_audit(AuditEvent(
             at=self.clock(), event="auto_approved", thread_id=thread_id,
             channel="policy", args_hash=args_hash(args),
-            details={"tool": name, "tool_call_id": tool_call_id, "policy": verdict.policy,
-                     "reason": verdict.reason}))
+            details={**call, "policy": verdict.policy, "reason": verdict.reason}))
+        if verdict.shadow is not None:
+            await self.store.append_audit(AuditEvent(
+                at=self.clock(), event="shadow", thread_id=thread_id, channel="policy",
+                args_hash=args_hash(args), details=shadow_details(
+                    call, enforced_policy=verdict.policy, enforced_auto=True,
+                    policy=verdict.shadow.policy, would_auto=verdict.shadow.auto_approved,
+                    reason=verdict.shadow.reason)))
         await self._fire("on_approve", None, True, verdict.policy)
 
     async def _fire(self, name: str, *args: Any) -> list[Any]:
