@@ -46,6 +46,7 @@ from loopgate_lc.schema import (
     option_approves,
 )
 from loopgate_lc.signing import sign, verify_signature
+from loopgate_lc.simulate import Simulation, simulate
 from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
 
 __version__ = "0.1.0"
@@ -100,6 +101,7 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "SignatureError",
+    "Simulation",
     "StaleDecision",
     "Status",
     "Store",
@@ -121,5 +123,6 @@ __all__ = [
     "request_approval",
     "route_tool_calls",
     "sign",
+    "simulate",
     "verify_signature",
 ]

@@ -32,6 +32,10 @@ EXPECTED = {
         "no policy matches tool 'restart', so a person decides",
         "InvalidPolicy: policy 'typo': min_confidence must be within [0, 1], got 1.5",
         "confidence [",
+        "shadow:   payments-strict person - confidence 0.92 is below 0.95",
+        "!! 1 call(s) a person rejected would run automatically",
+        "send_email   1      1      0     0          1           1               mail (1)",
+        "<Figure size 750x300 with 1 Axes>",  # the chart rendered
     ],
     "03_telegram": [
         "Pay 4,800 EUR to ACME GmbH?",

@@ -56,3 +56,8 @@ def test_middleware_snippet() -> None:
 def test_request_approval_snippet() -> None:
     out = run(snippet("`request_approval()` in any node")).splitlines()
     assert out == ["{'choice': 'Cancel', 'by': 'ana'}"]
+
+
+def test_shadow_and_simulation_snippet() -> None:
+    out = run(snippet("Shadow policies and simulation")).splitlines()
+    assert out == ["[('mail-auto', 'auto', 'ask')]", "[('send_email', 'bob')]"]
