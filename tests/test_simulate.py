@@ -48,7 +48,7 @@ def office_tools(runs: Counter[str], policies: Any) -> list[BaseTool]:
             for t in (read_file, send_email, delete_file)]
 
 
-def record_history(store: str, policies: Any = ENFORCED) -> Counter[str]:
+def record_history(store: str, policies: Any = ENFORCED, hooks: Any = None) -> Counter[str]:
     """Five calls: two reads run automatically; a person approves one delete and rejects
     the other, and rejects the email."""
     verdicts = {"d-1": {"type": "approve"}, "d-2": {"type": "reject", "message": "keep it"},
@@ -59,7 +59,7 @@ def record_history(store: str, policies: Any = ENFORCED) -> Counter[str]:
                  call("delete_file", "d-1", path="x"), call("delete_file", "d-2", path="y"),
                  call("send_email", "e-1", to="ceo")),
               "done"]
-    with Loopgate(store, notifiers=[approver]) as gate:
+    with Loopgate(store, notifiers=[approver], hooks=hooks) as gate:
         agent = create_agent(ScriptedChatModel(script=script),
                              tools=office_tools(runs, policies), checkpointer=InMemorySaver())
         gate.run(agent, {"messages": [("user", "tidy up")]},
