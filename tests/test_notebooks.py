@@ -50,6 +50,15 @@ EXPECTED = {
         "when: never",
         "outbox still holds only the first announcement: 1",
     ],
+    "05_decide_in_jupyter": [
+        "asked: deploy {'service': 'api', 'environment': 'production'}",
+        "refused: True | deployed so far: []",
+        "decided: edited | deployed: ['api@staging']",
+        "buttons disabled: True",
+        "options: ['Restart', 'Not now']",
+        "shown: answered by cli:ann via cli",
+        "late click: True",
+    ],
 }
 
 
