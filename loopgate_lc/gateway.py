@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
 from langgraph.types import Command, Interrupt
+from pydantic import ValidationError
 
 from loopgate_lc._portal import Portal
 from loopgate_lc.decisions import (
@@ -1331,9 +1332,13 @@ def _session(session_id: str, client_id: str, telegram_id: int | None,
              ) -> SessionRecord:
     if not isinstance(session_id, str) or not session_id.strip():
         raise InvalidDecision("session_id must be a non-empty string")
-    return SessionRecord(session_id=session_id, client_id=client_id or "",
-                         telegram_id=telegram_id, approvers=[str(a) for a in approvers],
-                         metadata=dict(metadata or {}))
+    try:
+        return SessionRecord(session_id=session_id, client_id=client_id or "",
+                             telegram_id=telegram_id, approvers=[str(a) for a in approvers],
+                             metadata=dict(metadata or {}))
+    except ValidationError as exc:
+        raise InvalidDecision(f"invalid session: {exc.errors()[0]['msg']}",
+                              errors=[dict(e) for e in exc.errors()]) from exc
 
 
 def _require_checkpointer(graph: Any, name: str | None = None) -> None:

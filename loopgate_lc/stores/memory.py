@@ -19,25 +19,27 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound
-from loopgate_lc.schema import Status, utcnow
+from loopgate_lc.schema import utcnow
 from loopgate_lc.stores._common import (
     already_decided,
     check_limit,
-    coerce_status,
-    final_status,
     json_value,
     normalized_audit,
     normalized_outbox,
     normalized_request,
     normalized_session,
     outbox_not_found,
+    resolved_outbox,
     utc,
     utc_or_none,
 )
 from loopgate_lc.stores.base import (
     AuditEvent,
+    AuditQuery,
     OutboxItem,
+    RequestQuery,
     RequestRecord,
+    Resolution,
     SessionRecord,
     Store,
 )
@@ -69,6 +71,12 @@ def _resumable(record: RequestRecord, stale_before: datetime | None) -> bool:
     if record.resumed_at is None:
         return True
     return stale_before is not None and record.resumed_at <= stale_before
+
+
+def _clean(audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]
+           ) -> tuple[list[AuditEvent], list[OutboxItem]]:
+    """A change's audit events and deliveries, checked and copied before it commits."""
+    return [normalized_audit(e) for e in audit], [normalized_outbox(i) for i in outbox]
 
 
 @dataclass
@@ -153,8 +161,12 @@ class MemoryStore(Store):
 
     # requests ----------------------------------------------------------------------------
 
-    async def create_request(self, record: RequestRecord) -> tuple[RequestRecord, bool]:
+    async def create_request(
+        self, record: RequestRecord, *, audit: Sequence[AuditEvent] = (),
+        outbox: Sequence[OutboxItem] = (),
+    ) -> tuple[RequestRecord, bool]:
         stored = normalized_request(record)
+        events, items = _clean(audit, outbox)
         with self._lock:
             if stored.id in self._requests:
                 return _copy(self._requests[stored.id][1]), False
@@ -166,6 +178,7 @@ class MemoryStore(Store):
                     return _copy(self._requests[first][1]), False
                 self._by_interrupt[key] = stored.id
             self._requests[stored.id] = (self._next_seq(), stored)
+            self._effects(events, items)
             return _copy(stored), True
 
     async def get_request(self, request_id: str) -> RequestRecord:
@@ -179,91 +192,83 @@ class MemoryStore(Store):
                 return None
             return _copy(self._requests[request_id][1])
 
-    async def list_requests(
-        self,
-        *,
-        status: Status | None = None,
-        session_id: str | None = None,
-        thread_id: str | None = None,
-        graph: str | None = None,
-        unresumed: bool = False,
-        stale_before: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[RequestRecord]:
-        wanted = None if status is None else coerce_status(status)
-        stale = utc_or_none(stale_before)
-        check_limit(limit)
+    async def query_requests(self, query: RequestQuery) -> list[RequestRecord]:
+        q = query
         with self._lock:
+            start = None
+            if q.after is not None:
+                seq, last = self._requests.get(q.after) or (None, None)
+                if last is None or seq is None:
+                    raise RequestNotFound(q.after)
+                start = (last.created_at, seq)
             # filter first, then sort and copy only what matched
             matched = sorted(
                 (
                     (r.created_at, seq, r)
                     for seq, r in self._requests.values()
-                    if (wanted is None or r.status is wanted)
-                    and (session_id is None or r.session_id == session_id)
-                    and (thread_id is None or r.thread_id == thread_id)
-                    and (graph is None or r.graph == graph)
-                    and (not unresumed or _resumable(r, stale))
+                    if (q.status is None or r.status is q.status)
+                    and (q.session_id is None or r.session_id == q.session_id)
+                    and (q.thread_id is None or r.thread_id == q.thread_id)
+                    and (q.graph is None or r.graph == q.graph)
+                    and (not q.unresumed or _resumable(r, q.stale_before))
+                    and (start is None or (r.created_at, seq) > start)
                 ),
                 key=lambda t: (t[0], t[1]),
             )
-            found = [_copy(r) for _, _, r in matched[:limit]]
-        return found
+            return [_copy(r) for _, _, r in matched[:q.limit]]
 
-    async def resolve(
-        self,
-        request_id: str,
-        *,
-        status: Status,
-        decision: dict[str, Any],
-        decided_by: str | None,
-        channel: str | None,
-        decided_at: datetime | None = None,
-    ) -> RequestRecord:
-        final = final_status(status)
-        clean = json_value(decision, what="decision")
-        when = utc(decided_at or utcnow())
+    async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
+        r = resolution
+        clean = json_value(r.decision, what="decision")
+        events, _ = _clean(r.audit, ())
         with self._lock:
-            current = self._request(request_id)
+            current = self._request(r.request_id)
             if not current.pending:
                 raise already_decided(current)
-            updated = current.model_copy(
-                update={
-                    "status": final,
-                    "decision": clean,
-                    "decided_by": decided_by,
-                    "channel": channel,
-                    "decided_at": when,
-                }
-            )
+            updated = current.model_copy(update={
+                "status": r.status, "decision": clean, "decided_by": r.decided_by,
+                "channel": r.channel, "decided_at": r.decided_at,
+            })
             self._replace(updated)
+            self._effects(events, _clean((), resolved_outbox(updated, r))[1])
             return _copy(updated)
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
-        at: datetime | None = None,
+        at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
     ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
         stale = utc_or_none(stale_before)
+        now = utc(at or utcnow())
+        events, _ = _clean(audit, ())
         with self._lock:
             current = self._request(request_id)
             if not _resumable(current, stale):
                 return False
-            self._replace(current.model_copy(update={"resumed_at": utc(at or utcnow())}))
+            self._replace(current.model_copy(
+                update={"resumed_at": now, "resume_done_at": now if done else None}))
+            self._effects(events, [])
             return True
 
-    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
+    async def complete_resume(
+        self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        now = utc(at or utcnow())
+        events, _ = _clean(audit, ())
         with self._lock:
-            current = self._request(request_id)
-            if current.resume_done_at is None:
-                self._replace(current.model_copy(
-                    update={"resume_done_at": utc(at or utcnow())}))
+            records = [self._request(request_id) for request_id in request_ids]
+            for current in records:
+                if current.resume_done_at is None:
+                    self._replace(current.model_copy(update={"resume_done_at": now}))
+            self._effects(events, [])
 
     async def extend_expiry(
-        self, request_id: str, *, expires_at: datetime, escalation_level: int
+        self, request_id: str, *, expires_at: datetime, escalation_level: int,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
     ) -> bool:
         """See :meth:`Store.extend_expiry`. Raises: RequestNotFound."""
         new_expiry = utc(expires_at)
+        events, items = _clean(audit, outbox)
         with self._lock:
             current = self._request(request_id)
             if not current.pending or current.escalation_level != escalation_level - 1:
@@ -273,6 +278,7 @@ class MemoryStore(Store):
                     update={"expires_at": new_expiry, "escalation_level": escalation_level}
                 )
             )
+            self._effects(events, items)
             return True
 
     async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:
@@ -299,9 +305,12 @@ class MemoryStore(Store):
     async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
         clean = json_value(ref, what=f"message ref for channel {channel!r}")
         with self._lock:
-            current = self._request(request_id)
-            refs = {**current.message_refs, channel: clean}
-            self._replace(current.model_copy(update={"message_refs": refs}))
+            self._set_ref(request_id, channel, clean)
+
+    def _set_ref(self, request_id: str, channel: str, ref: Any) -> None:
+        current = self._request(request_id)
+        refs = {**current.message_refs, channel: ref}
+        self._replace(current.model_copy(update={"message_refs": refs}))
 
     # callback keys -----------------------------------------------------------------------
 
@@ -323,52 +332,53 @@ class MemoryStore(Store):
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
         clean = normalized_audit(event)
         with self._lock:
-            stored = clean.model_copy(update={"id": len(self._audit) + 1})
-            self._audit.append(stored)
-            return _copy(stored)
+            return _copy(self._append(clean))
 
-    async def list_audit(
-        self,
-        *,
-        request_id: str | None = None,
-        session_id: str | None = None,
-        thread_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[AuditEvent]:
-        """See :meth:`Store.list_audit`; ``since`` is inclusive, ``until`` exclusive."""
-        start = None if since is None else utc(since)
-        end = None if until is None else utc(until)
-        check_limit(limit)
+    def _append(self, event: AuditEvent) -> AuditEvent:
+        stored = event.model_copy(update={"id": len(self._audit) + 1})
+        self._audit.append(stored)
+        return stored
+
+    def _effects(self, audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]) -> None:
+        """Write a change's (normalized) audit events and deliveries; under the lock."""
+        for event in audit:
+            self._append(event)
+        for item in outbox:
+            self._enqueue(item)
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        q = query
         with self._lock:
             found = [
                 _copy(e)
                 for e in self._audit
-                if (request_id is None or e.request_id == request_id)
-                and (session_id is None or e.session_id == session_id)
-                and (thread_id is None or e.thread_id == thread_id)
-                and (start is None or e.at >= start)
-                and (end is None or e.at < end)
+                if (q.request_id is None or e.request_id == q.request_id)
+                and (q.session_id is None or e.session_id == q.session_id)
+                and (q.thread_id is None or e.thread_id == q.thread_id)
+                and (q.since is None or e.at >= q.since)
+                and (q.until is None or e.at < q.until)
             ]
-        return found if limit is None else found[:limit]
+        return found if q.limit is None else found[:q.limit]
 
     # outbox ------------------------------------------------------------------------------
 
     async def enqueue_outbox(self, item: OutboxItem) -> OutboxItem:
         clean = normalized_outbox(item)
-        key = (clean.request_id, clean.notifier, clean.kind)
         with self._lock:
-            open_id = self._open_keys.get(key)
-            if open_id is not None:
-                return _copy(self._outbox[open_id].item)
-            self._outbox_seq += 1
-            item_id = self._outbox_seq
-            stored = clean.model_copy(update={"id": item_id})
-            self._outbox[item_id] = _OutboxRow(stored)
-            self._open[item_id] = self._outbox[item_id]
-            self._open_keys[key] = item_id
-            return _copy(stored)
+            return _copy(self._enqueue(clean))
+
+    def _enqueue(self, clean: OutboxItem) -> OutboxItem:
+        key = (clean.request_id, clean.notifier, clean.kind)
+        open_id = self._open_keys.get(key)
+        if open_id is not None:
+            return self._outbox[open_id].item
+        self._outbox_seq += 1
+        item_id = self._outbox_seq
+        stored = clean.model_copy(update={"id": item_id})
+        self._outbox[item_id] = _OutboxRow(stored)
+        self._open[item_id] = self._outbox[item_id]
+        self._open_keys[key] = item_id
+        return stored
 
     async def claim_outbox(
         self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
@@ -393,20 +403,30 @@ class MemoryStore(Store):
                 row.leased_until = lease_end
             return [_copy(row.item) for row in due]
 
-    async def complete_outbox(self, item_id: int) -> None:
+    async def complete_outbox(
+        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        ref = None if message_ref is None else json_value(message_ref, what="message ref")
+        events, _ = _clean(audit, ())
         with self._lock:
             row = self._outbox.get(item_id)
             if row is None:
                 raise outbox_not_found(item_id)
+            if ref is not None:
+                self._set_ref(row.item.request_id, row.item.notifier, ref)
             row.item = row.item.model_copy(update={"done": True})
             row.leased_until = None
             self._open.pop(item_id, None)
             key = (row.item.request_id, row.item.notifier, row.item.kind)
             if self._open_keys.get(key) == item_id:
                 del self._open_keys[key]
+            self._effects(events, [])
 
-    async def retry_outbox(self, item_id: int, *, due_at: datetime, error: str) -> OutboxItem:
+    async def retry_outbox(
+        self, item_id: int, *, due_at: datetime, error: str, audit: Sequence[AuditEvent] = (),
+    ) -> OutboxItem:
         when = utc(due_at)
+        events, _ = _clean(audit, ())
         with self._lock:
             row = self._outbox.get(item_id)
             if row is None:
@@ -415,6 +435,7 @@ class MemoryStore(Store):
                 update={"attempts": row.item.attempts + 1, "due_at": when, "last_error": error}
             )
             row.leased_until = None
+            self._effects(events, [])
             return _copy(row.item)
 
     async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:

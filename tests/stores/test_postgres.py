@@ -8,7 +8,7 @@ import pytest
 
 from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.stores import PostgresStore, Store
-from tests.stores.conformance import MakeStore, StoreConformance, request
+from loopgate_lc.testing.stores import MakeStore, StoreConformance, request
 
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")

@@ -11,7 +11,7 @@ from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import SQLiteStore, Store
 from loopgate_lc.stores.base import RequestRecord
-from tests.stores.conformance import MakeStore, StoreConformance, request
+from loopgate_lc.testing.stores import MakeStore, StoreConformance, request
 
 
 class TestSQLiteStore(StoreConformance):
