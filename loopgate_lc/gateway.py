@@ -41,6 +41,7 @@ from loopgate_lc.errors import (
     ConfigurationError,
     InvalidDecision,
     LoopgateError,
+    RequestNotFound,
     SessionNotFound,
     StaleDecision,
 )
@@ -60,7 +61,14 @@ from loopgate_lc.schema import (
     utcnow,
 )
 from loopgate_lc.stores import open_store
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    OutboxItem,
+    OutboxKind,
+    RequestRecord,
+    SessionRecord,
+    Store,
+)
 
 __all__ = ["Escalation", "Loopgate", "args_hash"]
 
@@ -506,25 +514,27 @@ class Loopgate:
             created_at=now,
             expires_at=self._expiry(request, now),
         )
-        stored, created = await self.store.create_request(record)
+        requested = self._event("requested", record, details={
+            "kind": record.kind.value, "tool": request.name, "policy": request.policy,
+            "reason": request.reason, "risk_level": request.risk_level,
+            "confidence": request.confidence, "expires_at": record.expires_at,
+        })
+        if any(part.on_request is not None for part in parts_of(self.hooks)):
+            # on_request runs before the request is stored, so a veto files it already
+            # rejected, in the same one transaction, and no one is ever asked.
+            existing = await self._filed(record)
+            if existing is not None:
+                return existing
+            vetoes = [v for v in await self._fire("on_request", record) if isinstance(v, Veto)]
+            if vetoes:
+                return await self._decide(
+                    record, {"type": "reject", "message": vetoes[0].reason},
+                    actor="hook:on_request", channel="hook", event="vetoed", request=request,
+                    filing=requested)
+        stored, created = await self.store.create_request(
+            record, audit=[requested], outbox=self._deliveries(record, "notify", now))
         if not created:
             return stored
-        await self._audit("requested", stored, details={
-            "kind": stored.kind.value, "tool": request.name, "policy": request.policy,
-            "reason": request.reason, "risk_level": request.risk_level,
-            "confidence": request.confidence, "expires_at": stored.expires_at,
-        })
-        vetoes = [v for v in await self._fire("on_request", stored) if isinstance(v, Veto)]
-        if vetoes:
-            decided = await self._decide(
-                stored, {"type": "reject", "message": vetoes[0].reason},
-                actor="hook:on_request", channel="hook", event="vetoed",
-            )
-            return decided
-        for notifier in self._accepting(stored):
-            await self.store.enqueue_outbox(
-                OutboxItem(request_id=stored.id, notifier=notifier.name, kind="notify",
-                           due_at=now))
         self._s.outbox_kick.set()
         due = self._s.timer_due
         if stored.expires_at is not None and (due is None or stored.expires_at < due):
@@ -532,6 +542,24 @@ class Loopgate:
             # re-reads the store, which with thousands pending cost more than the filing.
             self._s.timer_kick.set()
         return stored
+
+    async def _filed(self, record: RequestRecord) -> RequestRecord | None:
+        """The request already filed under ``record``'s id or interrupt, if any."""
+        if record.thread_id is not None and record.interrupt_id is not None:
+            found = await self.store.find_request(record.thread_id, record.interrupt_id)
+            if found is not None:
+                return found
+        with contextlib.suppress(RequestNotFound):
+            return await self.store.get_request(record.id)
+        return None
+
+    def _deliveries(self, record: RequestRecord, kind: OutboxKind, now: datetime,
+                    names: Iterable[str] | None = None) -> list[OutboxItem]:
+        """The deliveries a state change owes: to ``names``, or every accepting notifier."""
+        if names is None:
+            names = [n.name for n in self._accepting(record)]
+        return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now)
+                for name in names]
 
     async def _file_interrupts(
         self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None,
@@ -729,17 +757,34 @@ class Loopgate:
     async def _decide(self, record: RequestRecord, decision: dict[str, Any], *,
                       actor: str | None, channel: str | None,
                       event: str | None = None,
-                      request: ApprovalRequest | None = None) -> RequestRecord:
-        """The single place a request leaves ``pending``: compare-and-set, audit, hooks,
-        notifications, wake-ups, resume."""
+                      request: ApprovalRequest | None = None,
+                      filing: AuditEvent | None = None) -> RequestRecord:
+        """The single place a request leaves ``pending``: one transaction with the
+        compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
+        commit, wake-ups, resume and hooks, which can no longer lose or change it.
+
+        With ``filing`` (the ``requested`` event of a record not stored yet), the record
+        is filed already decided, in the same one transaction.
+        """
         decision = {**decision, "actor": actor, "channel": channel}
         status = decision_status(decision)
-        decided = await self.store.resolve(
-            record.id, status=status, decision=decision, decided_by=actor, channel=channel,
-            decided_at=self.clock(),
-        )
-        await self._audit(event or f"decided:{status.value}", decided, actor=actor,
-                          channel=channel, details={"decision": public_decision(decision)})
+        now = self.clock()
+        audit = [self._event(event or f"decided:{status.value}", record, actor=actor,
+                             channel=channel, details={"decision": public_decision(decision)})]
+        outbox = self._deliveries(record, "resolved", now)
+        if filing is None:
+            decided = await self.store.resolve(
+                record.id, status=status, decision=decision, decided_by=actor,
+                channel=channel, decided_at=now, audit=audit, outbox=outbox,
+                resolved_to_message_refs=True)
+        else:
+            decided, created = await self.store.create_request(
+                record.model_copy(update={"status": status, "decision": decision,
+                                          "decided_by": actor, "channel": channel,
+                                          "decided_at": now}),
+                audit=[filing, *audit], outbox=outbox)
+            if not created:  # filed meanwhile by someone else: theirs stands
+                return decided
         # wake whoever waits to resume first: hooks and notifications are not on that path
         for waiter in self._s.waiters.pop(decided.id, []):
             if not waiter.done():
@@ -755,10 +800,6 @@ class Loopgate:
             await self._fire("on_approve", decided, False, request.policy)
         elif status is Status.REJECTED:
             await self._fire("on_reject", decided)
-        channels = {n.name for n in self._accepting(decided)} | set(decided.message_refs)
-        for name in sorted(channels):
-            await self.store.enqueue_outbox(OutboxItem(
-                request_id=decided.id, notifier=name, kind="resolved", due_at=self.clock()))
         self._s.outbox_kick.set()
         return decided
 
@@ -829,14 +870,12 @@ class Loopgate:
             step = self.escalation[level]
             moved = await self.store.extend_expiry(
                 record.id, expires_at=now + timedelta(seconds=step.timeout),
-                escalation_level=level + 1)
-            if moved:
-                await self._audit("escalated", record, channel="timer", details={
+                escalation_level=level + 1,
+                audit=[self._event("escalated", record, channel="timer", details={
                     "level": level + 1, "notifiers": list(step.notifiers),
-                    "approvers": list(step.approvers)})
-                for name in step.notifiers or tuple(n.name for n in self._accepting(record)):
-                    await self.store.enqueue_outbox(OutboxItem(
-                        request_id=record.id, notifier=name, kind="notify", due_at=now))
+                    "approvers": list(step.approvers)})],
+                outbox=self._deliveries(record, "notify", now, step.notifiers or None))
+            if moved:
                 self._s.outbox_kick.set()
                 return await self.store.get_request(record.id)
             return None
@@ -913,19 +952,21 @@ class Loopgate:
             if item.kind == "notify" and not record.pending:
                 await self.store.complete_outbox(item.id)
                 return
+            ref = None
             try:
                 if item.kind == "notify":
                     ref = await notifier.notify(record)
-                    if ref is not None:
-                        await self.store.set_message_ref(record.id, notifier.name, ref)
                 else:
                     await notifier.on_resolved(record)
             except Exception as exc:
                 await self._delivery_failed(item, record, notifier, exc)
                 return
-            await self.store.complete_outbox(item.id)
+            # done, where it was shown, and (for a notification) its audit: one commit
+            await self.store.complete_outbox(
+                item.id, message_ref=ref,
+                audit=[self._event("notified", record, channel=notifier.name)]
+                if item.kind == "notify" else ())
             if item.kind == "notify":
-                await self._audit("notified", record, channel=notifier.name)
                 await self._fire("on_notified", record, notifier.name)
         finally:
             self._s.delivering.discard(item.id)
@@ -938,16 +979,16 @@ class Loopgate:
             retryable = exc.retryable
         attempts = item.attempts + 1
         delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
-        await self._audit("delivery_failed", record, channel=notifier.name, details={
+        failed = [self._event("delivery_failed", record, channel=notifier.name, details={
             "kind": item.kind, "attempt": attempts, "error": f"{type(exc).__name__}: {exc}",
-            "retrying_in": delay if retryable else None})
-        await self._report(exc, {"notifier": notifier.name, "request_id": record.id},
-                           audit=False)
+            "retrying_in": delay if retryable else None})]
         if retryable:
             await self.store.retry_outbox(item.id, due_at=self.clock() + timedelta(
-                seconds=delay), error=str(exc))
+                seconds=delay), error=str(exc), audit=failed)
         else:
-            await self.store.complete_outbox(item.id)
+            await self.store.complete_outbox(item.id, audit=failed)
+        await self._report(exc, {"notifier": notifier.name, "request_id": record.id},
+                           audit=False)
 
     # graphs ------------------------------------------------------------------------------
 
@@ -1036,23 +1077,26 @@ class Loopgate:
             if record.interrupt_id not in interrupt_ids:
                 if retry:  # the interrupt is gone: that resume did reach the checkpoint
                     await self.store.complete_resume(record.id, at=self.clock())
-                elif await self.store.mark_resumed(record.id, at=self.clock()):
-                    await self.store.complete_resume(record.id, at=self.clock())
-                    await self._audit("stale", record, details={
-                        "error": str(StaleDecision(
-                            f"interrupt {record.interrupt_id} is no longer pending"))})
+                else:  # claimed and done at once, with the reason, in one transaction
+                    await self.store.mark_resumed(
+                        record.id, at=self.clock(), done=True,
+                        audit=[self._event("stale", record, details={
+                            "error": str(StaleDecision(
+                                f"interrupt {record.interrupt_id} is no longer pending"))})])
                 continue
-            if await self.store.mark_resumed(record.id, stale_before=stale_before,
-                                             at=self.clock()):
+            if await self.store.mark_resumed(
+                    record.id, stale_before=stale_before, at=self.clock(),
+                    audit=[self._event("resume_retried" if retry else "resumed", record)]):
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
-                await self._audit("resume_retried" if retry else "resumed", record)
         return resume, claimed
 
-    async def _complete(self, request_ids: Sequence[str]) -> None:
-        """Mark claimed resumes done: the graph's checkpoint now holds them."""
-        for request_id in request_ids:
-            await self.store.complete_resume(request_id, at=self.clock())
+    async def _complete(self, request_ids: Sequence[str],
+                        audit: Sequence[AuditEvent] = ()) -> None:
+        """Mark claimed resumes done (the graph's checkpoint now holds them), with
+        ``audit``, in one transaction."""
+        if request_ids or audit:
+            await self.store.complete_resume(*request_ids, at=self.clock(), audit=audit)
 
     async def _pending_interrupts(self, driver: _Driver, config: dict[str, Any]) -> set[str]:
         if driver.run_async:
@@ -1232,8 +1276,8 @@ class Loopgate:
         return records, resume, decided
 
     async def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
-        await self._complete(done)
-        await self._audit("finished", thread_id=thread_id, details={"graph": name})
+        await self._complete(done, [self._event("finished", thread_id=thread_id,
+                                                details={"graph": name})])
 
     async def _prepare(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         await self._open()
@@ -1267,12 +1311,13 @@ class Loopgate:
 
     # audit and errors --------------------------------------------------------------------
 
-    async def _audit(self, event: str, record: RequestRecord | None = None, *,
-                     actor: str | None = None, channel: str | None = None,
-                     thread_id: str | None = None, session_id: str | None = None,
-                     details: dict[str, Any] | None = None) -> None:
+    def _event(self, event: str, record: RequestRecord | None = None, *,
+               actor: str | None = None, channel: str | None = None,
+               thread_id: str | None = None, session_id: str | None = None,
+               details: dict[str, Any] | None = None) -> AuditEvent:
+        """An audit event, to append on its own or to commit with a state change."""
         payload = record.payload if record else {}
-        await self.store.append_audit(AuditEvent(
+        return AuditEvent(
             at=self.clock(),
             event=event,
             request_id=record.id if record else None,
@@ -1282,7 +1327,16 @@ class Loopgate:
             channel=channel,
             args_hash=args_hash(payload.get("args")) if record else None,
             details=json.loads(json.dumps(details or {}, default=str)),
-        ))
+        )
+
+    async def _audit(self, event: str, record: RequestRecord | None = None, *,
+                     actor: str | None = None, channel: str | None = None,
+                     thread_id: str | None = None, session_id: str | None = None,
+                     details: dict[str, Any] | None = None) -> None:
+        """Append an event that records no state change of its own."""
+        await self.store.append_audit(self._event(
+            event, record, actor=actor, channel=channel, thread_id=thread_id,
+            session_id=session_id, details=details))
 
     async def _record_auto(self, name: str, args: dict[str, Any], verdict: Verdict,
                            tool_call_id: str | None, thread_id: str | None) -> None:

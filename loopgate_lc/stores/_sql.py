@@ -782,18 +782,25 @@ class SQLStore(Store):
         params = (d.ts(utc(now) + timedelta(seconds=lease_seconds)), d.ts(now), d.ts(now),
                   *(names or ()), check_limit(limit))
 
+        due = ("SELECT id FROM {outbox} WHERE NOT done AND due_at <= ? "
+               "AND (leased_until IS NULL OR leased_until <= ?) " + only + "ORDER BY due_at, id")
+
+        def peek() -> Op[bool]:
+            return bool((yield Stmt(due + " LIMIT 1", params[1:-1])))
+
         def op() -> Op[list[OutboxItem]]:
             rows = yield Stmt(
-                "UPDATE {outbox} SET leased_until = ? WHERE id IN ("
-                "SELECT id FROM {outbox} WHERE NOT done AND due_at <= ? "
-                "AND (leased_until IS NULL OR leased_until <= ?) " + only +
-                f"ORDER BY due_at, id LIMIT ?{d.skip_locked}) RETURNING *",
+                f"UPDATE {{outbox}} SET leased_until = ? WHERE id IN ({due} "
+                f"LIMIT ?{d.skip_locked}) RETURNING *",
                 params,
             )
             items = [self._outbox(r) for r in rows]
             items.sort(key=lambda it: (it.due_at, it.id or 0))
             return items
 
+        # an idle poll reads, and takes no write lock
+        if not await self._run(peek(), write=False):
+            return []
         return await self._run(op(), write=True)
 
     async def complete_outbox(
