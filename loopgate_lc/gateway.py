@@ -425,20 +425,28 @@ class Loopgate:
     async def aget(self, request_id: str) -> RequestRecord:
         return await self._portal.acall(self._get(request_id))
 
-    async def _pending(self, session_id: str | None, thread_id: str | None
-                       ) -> list[RequestRecord]:
+    async def _pending(self, session_id: str | None, thread_id: str | None,
+                       limit: int | None, after: str | None) -> list[RequestRecord]:
         await self._open()
         return await self.store.list_requests(status=Status.PENDING, session_id=session_id,
-                                              thread_id=thread_id)
+                                              thread_id=thread_id, limit=limit, after=after)
 
-    def pending(self, *, session_id: str | None = None, thread_id: str | None = None
-                ) -> list[RequestRecord]:
-        """Requests still waiting for a person, oldest first."""
-        return self._portal.call(self._pending(session_id, thread_id))
+    def pending(self, *, session_id: str | None = None, thread_id: str | None = None,
+                limit: int | None = None, after: str | None = None) -> list[RequestRecord]:
+        """Requests still waiting for a person, oldest first.
 
-    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None
+        Page through many with ``limit`` and ``after`` (the id of the last request of
+        the previous page); without them, all of them.
+
+        Raises:
+            RequestNotFound: ``after`` names no request.
+        """
+        return self._portal.call(self._pending(session_id, thread_id, limit, after))
+
+    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None,
+                       limit: int | None = None, after: str | None = None
                        ) -> list[RequestRecord]:
-        return await self._portal.acall(self._pending(session_id, thread_id))
+        return await self._portal.acall(self._pending(session_id, thread_id, limit, after))
 
     async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
         await self._open()
