@@ -26,6 +26,7 @@ from typing import IO, Any, Literal
 from langgraph.types import Command, Interrupt
 from pydantic import ValidationError
 
+from loopgate_lc._lru import LRU
 from loopgate_lc._portal import Portal
 from loopgate_lc.decisions import (
     already_decided,
@@ -113,6 +114,9 @@ class _State:
     timer_kick: asyncio.Event = field(default_factory=asyncio.Event)
     timer_due: datetime | None = None  # when the timer wakes next; None while it computes
     waiters: dict[str, list[asyncio.Future[RequestRecord]]] = field(default_factory=dict)
+    # decided in this process: their wake-ups ran already, an echo from the store is news
+    # to no one here
+    decided_here: LRU[str, bool] = field(default_factory=lambda: LRU(4096))
     thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
@@ -281,6 +285,7 @@ class Loopgate:
                     self._spawn(self._timer_loop())
                 self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
+                self._spawn(self._listen_loop())
                 self._opened.set_result(None)
             except BaseException as exc:
                 self._opened.set_exception(exc)
@@ -793,6 +798,7 @@ class Loopgate:
                 audit=[filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
+        self._s.decided_here.get_or_make(decided.id, lambda: True)
         # wake whoever waits to resume first: hooks and notifications are not on that path
         for waiter in self._s.waiters.pop(decided.id, []):
             if not waiter.done():
@@ -1148,6 +1154,38 @@ class Loopgate:
             lock = self._s.thread_locks.get(thread_id)
             if lock is None or not lock.locked():
                 self._spawn(self._resume_thread(graph_name, thread_id, stale_before))
+
+    async def _listen_loop(self) -> None:
+        """Wake waiters and resumers the moment another process decides, where the store
+        can tell (PostgreSQL); the polls of ``_wait_decided`` and ``_watch_loop`` stay as
+        the safety net, and are all there is elsewhere."""
+        while not self._closing:
+            stream = self.store.decisions()
+            if stream is None:
+                return
+            try:
+                async for request_id in stream:
+                    await self._decided_elsewhere(request_id)
+            except Exception as exc:
+                await self._report(exc, {"task": "listen"})
+            await asyncio.sleep(self.poll_interval)
+
+    async def _decided_elsewhere(self, request_id: str) -> None:
+        if request_id in self._s.decided_here:
+            return
+        if not self._s.waiters.get(request_id) and not self._drivers:
+            return  # nobody here cares
+        try:
+            record = await self.store.get_request(request_id)
+        except RequestNotFound:
+            return
+        if record.pending:
+            return
+        for waiter in self._s.waiters.pop(record.id, []):
+            if not waiter.done():
+                waiter.set_result(record)
+        if record.graph in self._drivers and record.thread_id:
+            self._spawn(self._resume_thread(record.graph, record.thread_id))
 
     async def _watch_loop(self) -> None:
         while not self._closing:

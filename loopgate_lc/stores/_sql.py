@@ -254,6 +254,8 @@ class SQLStore(Store):
 
     dialect: Dialect
     SCHEMA_VERSION = SCHEMA_VERSION
+    #: Where a decision is announced to other processes, on databases that can.
+    _decided_channel: str | None = None
 
     def __init__(self, tables: Mapping[str, str]) -> None:
         self._names = {**tables, **self.dialect.types}
@@ -607,6 +609,8 @@ class SQLStore(Store):
                 raise already_decided(self._request((yield from self._get_row(r.request_id))))
             record = self._request(rows[0])
             yield from self._effects(r.audit, resolved_outbox(record, r))
+            if self._decided_channel is not None:  # delivered when the decision commits
+                yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
             return record
 
         return await self._run(op(), write=True)

@@ -19,7 +19,7 @@ timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``li
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -202,6 +202,15 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def decisions(self) -> AsyncIterator[str] | None:
+        """The ids of requests as any process decides them, where the backend can push
+        them (PostgreSQL's ``LISTEN/NOTIFY``); None where waiters must poll.
+
+        The iterator runs until cancelled; a gateway uses it to wake its waiters and
+        resumers at once, and keeps polling as a safety net.
+        """
+        return None
 
     async def __aenter__(self) -> Store:
         await self.setup()
