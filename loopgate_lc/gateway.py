@@ -179,6 +179,10 @@ class Loopgate:
             by other processes.
         retry_backoff: First delay before a failed delivery is retried (doubling, up to
             ``max_retry_backoff``).
+        max_delivery_attempts: A delivery that failed this many times is given up
+            (``dead``, one ``delivery_failed`` audit event says so); None never gives up.
+        max_delivery_age: Seconds after which a failing delivery is given up the same
+            way; None never.
         timers: Run the background deadline timer (tests that step time by hand with
             :meth:`expire_due` turn it off).
         resume_lease: Seconds after which a resume that was claimed but never reached
@@ -200,6 +204,8 @@ class Loopgate:
         poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 300.0,
+        max_delivery_attempts: int | None = 25,
+        max_delivery_age: float | None = 86_400.0,
         timers: bool = True,
         resume_lease: float = 600.0,
     ) -> None:
@@ -223,6 +229,8 @@ class Loopgate:
         self.poll_interval = poll_interval
         self.retry_backoff = retry_backoff
         self.max_retry_backoff = max_retry_backoff
+        self.max_delivery_attempts = max_delivery_attempts
+        self.max_delivery_age = max_delivery_age
         self.timers = timers
         self.resume_lease = resume_lease
         self._portal = Portal()
@@ -571,8 +579,8 @@ class Loopgate:
         """The deliveries a state change owes: to ``names``, or every accepting notifier."""
         if names is None:
             names = [n.name for n in self._accepting(record)]
-        return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now)
-                for name in names]
+        return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now,
+                           created_at=now) for name in names]
 
     async def _file_interrupts(
         self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None,
@@ -992,15 +1000,29 @@ class Loopgate:
         if isinstance(exc, DeliveryError):
             retryable = exc.retryable
         attempts = item.attempts + 1
-        delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
-        failed = [self._event("delivery_failed", record, channel=notifier.name, details={
-            "kind": item.kind, "attempt": attempts, "error": f"{type(exc).__name__}: {exc}",
-            "retrying_in": delay if retryable else None})]
-        if retryable:
-            await self.store.retry_outbox(item.id, due_at=self.clock() + timedelta(
-                seconds=delay), error=str(exc), audit=failed)
+        now = self.clock()
+        age = (now - (item.created_at or item.due_at)).total_seconds()
+        if retryable and (
+            (self.max_delivery_attempts is not None and attempts >= self.max_delivery_attempts)
+            or (self.max_delivery_age is not None and age >= self.max_delivery_age)
+        ):
+            retryable, gave_up = False, True
         else:
-            await self.store.complete_outbox(item.id, audit=failed)
+            gave_up = False
+        delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
+        # one audit event per change of the delivery's state: when it starts failing and
+        # when it ends, not for every retry in between
+        failed = [] if retryable and attempts > 1 else [self._event(
+            "delivery_failed", record, channel=notifier.name, details={
+                "kind": item.kind, "attempt": attempts,
+                "error": f"{type(exc).__name__}: {exc}",
+                "retrying_in": delay if retryable else None,
+                **({"gave_up_after_seconds": round(age, 3)} if gave_up else {})})]
+        if retryable:
+            await self.store.retry_outbox(item.id, due_at=now + timedelta(seconds=delay),
+                                          error=str(exc), audit=failed)
+        else:
+            await self.store.complete_outbox(item.id, error=str(exc), audit=failed)
         await self._report(exc, {"notifier": notifier.name, "request_id": record.id},
                            audit=False)
 

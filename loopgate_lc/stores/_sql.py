@@ -175,6 +175,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 WHERE status <> 'pending' AND resume_done_at IS NULL""",
         ),
     ),
+    (
+        4,
+        (
+            # a delivery ends: delivered, or dead after bounded attempts or age
+            "ALTER TABLE {outbox} ADD COLUMN dead BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE {outbox} ADD COLUMN created_at {ts}",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -186,7 +194,8 @@ _REQUEST_COLUMNS = (
 )
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
                   "args_hash", "details")
-_OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done")
+_OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done",
+                   "dead", "created_at")
 
 
 def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
@@ -336,6 +345,9 @@ class SQLStore(Store):
             due_at=self.dialect.read_ts(row["due_at"]),
             last_error=row["last_error"],
             done=bool(row["done"]),
+            dead=bool(row["dead"]),
+            # owed before version 4 recorded it: its first due time is the best guess
+            created_at=self.dialect.read_ts(row["created_at"] or row["due_at"]),
         )
 
     # statements shared by several operations ---------------------------------------------
@@ -373,7 +385,8 @@ class SQLStore(Store):
 
     def _outbox_values(self, item: OutboxItem) -> tuple[Any, ...]:
         return (item.request_id, item.notifier, item.kind, item.attempts,
-                self.dialect.ts(item.due_at), item.last_error, item.done)
+                self.dialect.ts(item.due_at), item.last_error, item.done, item.dead,
+                self.dialect.ts(item.created_at or utcnow()))
 
     def _get_row(self, request_id: str, *, lock: bool = False) -> Op[Row]:
         rows = yield Stmt("SELECT * FROM {requests} WHERE id = ?"
@@ -808,13 +821,17 @@ class SQLStore(Store):
         return await self._run(op(), write=True)
 
     async def complete_outbox(
-        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         ref = None if message_ref is None else json_value(message_ref, what="message ref")
+        failed = ("" if error is None else
+                  ", dead = TRUE, attempts = attempts + 1, last_error = ?")
+        params = (item_id,) if error is None else (error, item_id)
 
         def op() -> Op[None]:
-            rows = yield Stmt("UPDATE {outbox} SET done = TRUE, leased_until = NULL "
-                              "WHERE id = ? RETURNING request_id, notifier", (item_id,))
+            rows = yield Stmt(f"UPDATE {{outbox}} SET done = TRUE, leased_until = NULL{failed} "
+                              "WHERE id = ? RETURNING request_id, notifier", params)
             if not rows:
                 raise outbox_not_found(item_id)
             if ref is not None:

@@ -121,7 +121,11 @@ OutboxKind = Literal["notify", "resolved", "callback"]
 
 
 class OutboxItem(BaseModel):
-    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing."""
+    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing.
+
+    It ends ``done``: delivered, or (``dead``) given up on after its last failure.
+    ``created_at`` is when it was first owed (the age a gateway gives up at).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +137,8 @@ class OutboxItem(BaseModel):
     due_at: datetime = Field(default_factory=utcnow)
     last_error: str | None = None
     done: bool = False
+    dead: bool = False
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -195,7 +201,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 3
+    SCHEMA_VERSION = 4
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
@@ -440,10 +446,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def complete_outbox(
-        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         """Mark a delivery done, with ``audit``; a ``message_ref`` (not None) is stored
-        as the request's reference on the item's channel in the same transaction."""
+        as the request's reference on the item's channel in the same transaction. With
+        ``error`` the delivery ends failed: ``dead``, its last attempt counted."""
 
     @abc.abstractmethod
     async def retry_outbox(

@@ -469,7 +469,8 @@ class MemoryStore(Store):
             return [_copy(row.item) for row in due]
 
     async def complete_outbox(
-        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         ref = None if message_ref is None else json_value(message_ref, what="message ref")
         events, _ = _clean(audit, ())
@@ -479,7 +480,10 @@ class MemoryStore(Store):
                 raise outbox_not_found(item_id)
             if ref is not None:
                 self._set_ref(row.item.request_id, row.item.notifier, ref)
-            row.item = row.item.model_copy(update={"done": True})
+            ended: dict[str, Any] = {"done": True}
+            if error is not None:
+                ended.update(dead=True, attempts=row.item.attempts + 1, last_error=error)
+            row.item = row.item.model_copy(update=ended)
             row.leased_until = None
             self._open.pop(item_id, None)
             key = (row.item.request_id, row.item.notifier, row.item.kind)
