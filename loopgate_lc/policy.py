@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.errors import InvalidPolicy
 
 __all__ = ["ApprovalPolicy", "PolicySet", "RiskLevel", "Verdict", "compile_glob"]
@@ -229,15 +230,15 @@ class PolicySet:
     """An ordered list of policies where the FIRST match alone decides.
 
     No match sends the call to a person (fail closed). The index of the first match is
-    memoised per tool name, so evaluation cost does not grow with the number of
-    policies once a name has been seen.
+    memoised per tool name (the ``cache_size`` most recently used names), so evaluation
+    cost does not grow with the number of policies once a name has been seen, and a
+    flood of new names costs each one a single scan, never the others their memo.
     """
 
-    _CACHE_LIMIT = 4096
-
-    def __init__(self, policies: Iterable[ApprovalPolicy] = ()) -> None:
+    def __init__(self, policies: Iterable[ApprovalPolicy] = (), *,
+                 cache_size: int = 4096) -> None:
         self._policies: list[ApprovalPolicy] = []
-        self._first_match: dict[str, tuple[int | None, int | None]] = {}
+        self._first_match: LRU[str, tuple[int | None, int | None]] = LRU(cache_size)
         for policy in policies:
             self.add(policy)
 
@@ -261,11 +262,9 @@ class PolicySet:
     def _matches(self, tool_name: str) -> tuple[int | None, int | None]:
         """The indexes of the first enforced policy and of the first policy of any kind
         (shadow included) matching ``tool_name``, memoised per name."""
-        try:
-            return self._first_match[tool_name]
-        except KeyError:
-            pass
-        enforced: int | None = None
+        return self._first_match.get_or_make(tool_name, lambda: self._scan(tool_name))
+
+    def _scan(self, tool_name: str) -> tuple[int | None, int | None]:
         first: int | None = None
         for i, policy in enumerate(self._policies):
             if not policy.matches(tool_name):
@@ -273,12 +272,8 @@ class PolicySet:
             if first is None:
                 first = i
             if not policy.shadow:
-                enforced = i
-                break
-        if len(self._first_match) >= self._CACHE_LIMIT:
-            self._first_match.clear()
-        self._first_match[tool_name] = (enforced, first)
-        return enforced, first
+                return i, first
+        return None, first
 
     def match(self, tool_name: str) -> ApprovalPolicy | None:
         """The enforced policy that decides for ``tool_name``, if any."""
