@@ -48,6 +48,7 @@ from loopgate_lc.schema import (
     option_approves,
 )
 from loopgate_lc.signing import sign, verify_signature
+from loopgate_lc.simulate import Simulation, simulate
 from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
 
 __version__ = "0.1.0"
@@ -104,6 +105,7 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "SignatureError",
+    "Simulation",
     "StaleDecision",
     "Status",
     "Store",
@@ -125,5 +127,6 @@ __all__ = [
     "request_approval",
     "route_tool_calls",
     "sign",
+    "simulate",
     "verify_signature",
 ]

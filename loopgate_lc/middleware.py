@@ -12,6 +12,7 @@ LangChain's ``HITLRequest`` (``action_requests``, ``review_configs``) and resume
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -21,6 +22,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.guard import (
     ConfidenceSpec,
@@ -123,26 +125,26 @@ class ApprovalMiddleware(AgentMiddleware):
             name: s if isinstance(s, ToolSettings) else ToolSettings(**s)
             for name, s in (tools or {}).items()
         }
-        self._gates: dict[str, Gate] = {}
+        # per tool name a model may call: bounded, the names are not ours to choose
+        self._gates: LRU[str, Gate] = LRU(4096)
 
     def _gate(self, name: str) -> Gate:
-        gate = self._gates.get(name)
-        if gate is None:
-            base, own = self._defaults, self._settings.get(name, ToolSettings())
-            confidence: ConfidenceSpec = base.confidence if own.confidence is None \
-                else own.confidence
-            gate = Gate(
-                policies=self.policies,
-                risk=base.risk if own.risk is None else own.risk,
-                confidence=confidence,
-                allowed_decisions=tuple(own.allowed_decisions or base.allowed_decisions),
-                description=own.description or base.description,
-                timeout=base.timeout if own.timeout is None else own.timeout,
-                metadata=dict(own.metadata or {}),
-                session_id=base.session_id,
-            )
-            self._gates[name] = gate
-        return gate
+        return self._gates.get_or_make(name, lambda: self._new_gate(name))
+
+    def _new_gate(self, name: str) -> Gate:
+        base, own = self._defaults, self._settings.get(name, ToolSettings())
+        confidence: ConfidenceSpec = base.confidence if own.confidence is None \
+            else own.confidence
+        return Gate(
+            policies=self.policies,
+            risk=base.risk if own.risk is None else own.risk,
+            confidence=confidence,
+            allowed_decisions=tuple(own.allowed_decisions or base.allowed_decisions),
+            description=own.description or base.description,
+            timeout=base.timeout if own.timeout is None else own.timeout,
+            metadata=dict(own.metadata or {}),
+            session_id=base.session_id,
+        )
 
     def _asks(self, request: ToolCallRequest) -> bool:
         """Whether this call goes to the policies at all (a tool's ``when``)."""
@@ -229,7 +231,10 @@ class ApprovalMiddleware(AgentMiddleware):
                                              tool_call_id=call.get("id"), audit=False)
             if request is None:
                 if verdict is not None:
-                    autos.append((call, verdict))
+                    args = dict(call["args"])
+                    score = gate._confidence_of(args, None)
+                    autos.append((call, verdict, gate._risk_of(args),
+                                  None if math.isnan(score) else score))
                 continue
             asked.append((index, verdict, request))
         decisions: list[dict[str, Any]] = []
@@ -261,9 +266,9 @@ class ApprovalMiddleware(AgentMiddleware):
                     f"of hanging tool calls ({len(asked)}).")
         watcher = observer()
         if watcher is not None:  # once: the node got past its pause
-            for call, verdict in autos:
+            for call, verdict, risk, shown in autos:
                 watcher.auto_approved(call["name"], dict(call["args"]), verdict,
-                                      call.get("id"))
+                                      call.get("id"), risk=risk, confidence=shown)
         if not asked:
             return None
         calls = list(last.tool_calls)

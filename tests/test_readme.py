@@ -128,6 +128,17 @@ def test_the_default_store_is_per_user(tmp_path: Path) -> None:
     assert out == f"sqlite:///{tmp_path / 'user-data' / 'loopgate-lc' / 'loopgate.db'}"
 
 
+def test_shadow_and_simulation_snippet(tmp_path: Path) -> None:
+    assert run("Shadow policies and simulation", tmp_path).splitlines() == [
+        "[('mail-auto', 'auto', 'ask')]", "[('send_email', 'bob')]"]
+
+
+def test_telemetry_snippet(tmp_path: Path) -> None:
+    out = run("Timeouts, hooks and the audit log", tmp_path).splitlines()
+    assert ("['loopgate.decision.duration', 'loopgate.decisions', 'loopgate.notifications', "
+            "'loopgate.requests', 'loopgate.requests.pending']") in out
+
+
 def test_telegram_blocks_reach_the_fake_bot(tmp_path: Path) -> None:
     assert run("Telegram: approve from your phone", tmp_path).strip() == "telegram:42 (@ana)"
 
