@@ -72,7 +72,7 @@ class LangGraphDev:
         self.url = f"http://127.0.0.1:{self.port}"
         config: dict[str, Any] = {"dependencies": ["."], "graphs": dict(graphs)}
         if loopback_webhooks:
-            config["webhooks"] = {"url": {"disable_loopback": False}}
+            config["webhooks"] = {"url": {"disable_loopback": False, "require_https": False}}
         if http_app:
             config["http"] = {"app": http_app}
         folder.mkdir(parents=True, exist_ok=True)
