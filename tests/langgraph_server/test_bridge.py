@@ -331,7 +331,7 @@ async def test_a_telegram_tap_resumes_the_servers_run(server: LangGraphDev,
             thread_id = await start(server, assistant, f"deploy:{env}")
             [record] = await filed(gateway, thread_id)
             messages = await fake.await_for(
-                lambda: [m for m in fake.messages(42) if env in m["plain_text"]])
+                lambda: [m for m in fake.messages(42) if env in m["plain_text"]], timeout=30)
             message = messages[-1]
             approve = next(b["callback_data"] for row in message["reply_markup"][
                 "inline_keyboard"] for b in row if "Approve" in b["text"])
