@@ -12,8 +12,9 @@ import pytest
 from langgraph_sdk import get_client
 
 from loopgate_lc.fake_telegram import FakeBotAPI
+from loopgate_lc.testing.langgraph_dev import LangGraphDev
 from tests.langgraph_server.test_bridge import finished, last_tool_message, tool_runs, until
-from tests.support.langgraph_dev import SUPPORT, LangGraphDev, served
+from tests.support.langgraph_dev import SUPPORT, served
 
 CHAT = 42
 

@@ -36,7 +36,8 @@ from loopgate_lc.langgraph_server import (
 from loopgate_lc.notifiers.telegram import TelegramNotifier
 from loopgate_lc.server import create_app
 from loopgate_lc.stores.base import RequestRecord
-from tests.support.langgraph_dev import LangGraphDev, Relay, free_port, served, wait_ready
+from loopgate_lc.testing.langgraph_dev import LangGraphDev, free_port, wait_ready
+from tests.support.langgraph_dev import Relay, served
 
 T = TypeVar("T")
 ANN = {"id": 42, "username": "ann"}
