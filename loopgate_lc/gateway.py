@@ -1069,9 +1069,23 @@ class Loopgate:
         """Let the gateway resume ``graph`` in the background when its requests are
         decided, also after a restart.
 
+        A ``RemoteGraph`` (a graph on LangGraph Server) is watched through its
+        deployment instead (see ``loopgate_lc.langgraph_server``): its pauses are filed
+        and its threads resumed through the server's API.
+
         Raises:
             ConfigurationError: The graph has no checkpointer (nothing to resume from).
         """
+        if _is_remote(graph):
+            from loopgate_lc.langgraph_server import Deployment, RemoteDriver
+
+            http = graph.client.http.client
+            headers = {k: v for k, v in http.headers.items()
+                       if k.lower() in ("x-api-key", "authorization")}
+            self.register_driver(name, RemoteDriver(Deployment(
+                url=str(http.base_url), name=name, graphs=(graph.assistant_id,),
+                headers=headers)))
+            return
         _require_checkpointer(graph, name)
         self.register_driver(name, _LocalDriver(graph, self._thread_config))
 
@@ -1493,7 +1507,20 @@ def _session(session_id: str, client_id: str, telegram_id: int | None,
                               errors=[dict(e) for e in exc.errors()]) from exc
 
 
+def _is_remote(graph: Any) -> bool:
+    try:
+        from langgraph.pregel.remote import RemoteGraph
+    except ImportError:  # pragma: no cover - part of langgraph
+        return False
+    return isinstance(graph, RemoteGraph)
+
+
 def _require_checkpointer(graph: Any, name: str | None = None) -> None:
+    if _is_remote(graph):
+        raise ConfigurationError(
+            "a RemoteGraph runs on LangGraph Server, which keeps its state: let the gateway "
+            "watch it with register_graph(name, remote_graph) (or a LangGraphBridge) and "
+            "start runs through the server")
     if getattr(graph, "checkpointer", None) in (None, False, True):
         which = f"graph {name!r}" if name else "the graph"
         raise ConfigurationError(

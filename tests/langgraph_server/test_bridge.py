@@ -464,3 +464,23 @@ def test_serve_refuses_a_bad_deployment_before_serving() -> None:
 def test_wait_ready_is_bounded() -> None:
     with pytest.raises(TimeoutError):
         wait_ready(f"http://127.0.0.1:{free_port()}", timeout=0.5)
+
+
+async def test_register_graph_takes_a_remote_graph(server: LangGraphDev,
+                                                   assistant: str) -> None:
+    from langgraph.pregel.remote import RemoteGraph
+
+    from loopgate_lc import ConfigurationError
+
+    env = f"remote-{uuid.uuid4().hex[:8]}"
+    remote = RemoteGraph(assistant, url=server.url, api_key=None)
+    async with Loopgate("memory://", poll_interval=0.1) as gateway:
+        with pytest.raises(ConfigurationError, match="register_graph"):
+            await gateway.arun(remote, {"messages": []})
+        gateway.register_graph("remote", remote)
+        thread_id = await start(server, assistant, f"deploy:{env}")
+        [record] = await filed(gateway, thread_id)
+        assert record.graph == "remote"
+        await gateway.arespond(record.id, {"type": "approve"})
+        await finished(server, thread_id)
+    assert tool_runs(server, env) == [f"deploy {env} 1"]
