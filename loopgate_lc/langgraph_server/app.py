@@ -53,7 +53,8 @@ def deployment_app(
             are cheap; the platform does not send loopback webhooks by default).
         prefix: Where the routes live (``/loopgate/hitl/...``); ``""`` for the root.
         app_options: Passed to :func:`loopgate_lc.server.create_app` (``api_keys``,
-            ``telegram``, ``webhook_secret``...). MCP is off unless ``mcp=True``.
+            ``telegram``, ``webhook_secret``...). MCP is off unless ``mcp=True``; any
+            ``Host`` is accepted unless ``allowed_hosts`` says otherwise.
 
     Returns:
         A Starlette app whose lifespan opens the gateway and starts the bridge.
@@ -67,6 +68,9 @@ def deployment_app(
         url=url or own_url(), name="self", graphs=tuple(graphs),
         include_foreign=include_foreign, poll_interval=poll_interval)])
     app_options.setdefault("mcp", False)
+    # LangGraph Server routes requests by its own host names (the platform's, a custom
+    # domain); it checks them, not this app
+    app_options.setdefault("allowed_hosts", ["*"])
     app_options.setdefault("close_gateway", True)
     inner = create_app(loopgate, bridge=bridge, **app_options)
 

@@ -306,7 +306,8 @@ async def test_run_webhooks_file_pauses_without_waiting_for_a_search(
                 wrong = await http.post(hook.replace(public, "")[:-4] + "xxxx",
                                         json={"thread_id": thread_id})
                 assert wrong.status_code == 404
-                broken = await http.post(hook.replace(public, ""), content=b"{not json")
+                broken = await http.post(hook.replace(public, ""), content=b"{not json",
+                                         headers={"Content-Type": "application/json"})
                 assert broken.status_code == 400
                 empty = await http.post(hook.replace(public, ""), json={"run_id": "r"})
                 assert empty.status_code == 422
