@@ -376,11 +376,17 @@ async def test_a_bridge_killed_and_restarted_resumes_a_pending_decision_once(
     first = _bridge_process(store, server.url, assistant, tmp_path / "bridge.log")
     try:
         thread_id = await start(server, assistant, f"deploy:{env}")
-        async with Loopgate(store, poll_interval=0.1) as gateway:  # no driver: decides only
+        async with Loopgate(store, poll_interval=0.1) as gateway:  # no driver: reads only
             [record] = await filed(gateway, thread_id, timeout=60)
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
-            await gateway.arespond(record.id, {"type": "approve"}, actor="ann")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        # a person answers from a terminal while no bridge runs
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loopgate_lc.cli", "approve", record.id, "--store", store,
+            "--as", "ann", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0, err.decode()
+        assert "approved" in out.decode()
         assert (await client.threads.get(thread_id))["status"] == "interrupted"
         assert tool_runs(server, env) == []
 
