@@ -16,6 +16,7 @@ from bench import (
     round_trip,
     scale,
     telegram_latency,
+    telemetry_cost,
 )
 from bench._harness import Config, Section
 
@@ -28,6 +29,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("scale", scale.run),
     ("telegram", telegram_latency.run),
     ("langgraph_server", langgraph_server.run),
+    ("telemetry", telemetry_cost.run),
 ]
 
 OPTIMISATIONS: list[str] = [

@@ -34,6 +34,7 @@ from typing import IO, Any, Literal, Protocol, runtime_checkable
 from langgraph.types import Command, Interrupt
 from pydantic import ValidationError
 
+from loopgate_lc._lru import LRU
 from loopgate_lc._portal import Portal
 from loopgate_lc.decisions import (
     already_decided,
@@ -92,6 +93,16 @@ def args_hash(args: Any) -> str | None:
         return None
     canonical = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def shadow_details(call: dict[str, Any], *, enforced_policy: str | None, enforced_auto: bool,
+                   policy: str | None, would_auto: bool, reason: str) -> dict[str, Any]:
+    """The audit details of a ``shadow`` event: the call, what the enforced policy did and
+    what the shadow policy would have done (``agrees`` says whether they match)."""
+    return {**call, "policy": policy, "would": "auto" if would_auto else "ask",
+            "reason": reason, "enforced_policy": enforced_policy,
+            "enforced": "auto" if enforced_auto else "ask",
+            "agrees": would_auto == enforced_auto}
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,9 @@ class _State:
     timer_kick: asyncio.Event = field(default_factory=asyncio.Event)
     timer_due: datetime | None = None  # when the timer wakes next; None while it computes
     waiters: dict[str, list[asyncio.Future[RequestRecord]]] = field(default_factory=dict)
+    # decided in this process: their wake-ups ran already, an echo from the store is news
+    # to no one here
+    decided_here: LRU[str, bool] = field(default_factory=lambda: LRU(4096))
     thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
@@ -215,11 +229,11 @@ class _Observer:
         self._thread_id = thread_id
 
     def auto_approved(
-        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None
+        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None,
+        *, risk: RiskLevel, confidence: float | None,
     ) -> None:
-        self._gateway._portal.submit(
-            self._gateway._record_auto(name, args, verdict, tool_call_id, self._thread_id)
-        )
+        self._gateway._portal.submit(self._gateway._record_auto(
+            name, args, verdict, tool_call_id, self._thread_id, risk, confidence))
 
 
 class Loopgate:
@@ -242,6 +256,10 @@ class Loopgate:
             by other processes.
         retry_backoff: First delay before a failed delivery is retried (doubling, up to
             ``max_retry_backoff``).
+        max_delivery_attempts: A delivery that failed this many times is given up
+            (``dead``, one ``delivery_failed`` audit event says so); None never gives up.
+        max_delivery_age: Seconds after which a failing delivery is given up the same
+            way; None never.
         timers: Run the background deadline timer (tests that step time by hand with
             :meth:`expire_due` turn it off).
         resume_lease: Seconds after which a resume that was claimed but never reached
@@ -263,6 +281,8 @@ class Loopgate:
         poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 300.0,
+        max_delivery_attempts: int | None = 25,
+        max_delivery_age: float | None = 86_400.0,
         timers: bool = True,
         resume_lease: float = 600.0,
     ) -> None:
@@ -286,6 +306,8 @@ class Loopgate:
         self.poll_interval = poll_interval
         self.retry_backoff = retry_backoff
         self.max_retry_backoff = max_retry_backoff
+        self.max_delivery_attempts = max_delivery_attempts
+        self.max_delivery_age = max_delivery_age
         self.timers = timers
         self.resume_lease = resume_lease
         self._portal = Portal()
@@ -348,6 +370,7 @@ class Loopgate:
                     self._spawn(self._timer_loop())
                 self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
+                self._spawn(self._listen_loop())
                 for name in self._drivers:
                     self._spawn(self._watch(name))
                 self._opened.set_result(None)
@@ -498,20 +521,28 @@ class Loopgate:
     async def aget(self, request_id: str) -> RequestRecord:
         return await self._portal.acall(self._get(request_id))
 
-    async def _pending(self, session_id: str | None, thread_id: str | None
-                       ) -> list[RequestRecord]:
+    async def _pending(self, session_id: str | None, thread_id: str | None,
+                       limit: int | None, after: str | None) -> list[RequestRecord]:
         await self._open()
         return await self.store.list_requests(status=Status.PENDING, session_id=session_id,
-                                              thread_id=thread_id)
+                                              thread_id=thread_id, limit=limit, after=after)
 
-    def pending(self, *, session_id: str | None = None, thread_id: str | None = None
-                ) -> list[RequestRecord]:
-        """Requests still waiting for a person, oldest first."""
-        return self._portal.call(self._pending(session_id, thread_id))
+    def pending(self, *, session_id: str | None = None, thread_id: str | None = None,
+                limit: int | None = None, after: str | None = None) -> list[RequestRecord]:
+        """Requests still waiting for a person, oldest first.
 
-    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None
+        Page through many with ``limit`` and ``after`` (the id of the last request of
+        the previous page); without them, all of them.
+
+        Raises:
+            RequestNotFound: ``after`` names no request.
+        """
+        return self._portal.call(self._pending(session_id, thread_id, limit, after))
+
+    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None,
+                       limit: int | None = None, after: str | None = None
                        ) -> list[RequestRecord]:
-        return await self._portal.acall(self._pending(session_id, thread_id))
+        return await self._portal.acall(self._pending(session_id, thread_id, limit, after))
 
     async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
         await self._open()
@@ -587,11 +618,18 @@ class Loopgate:
             created_at=now,
             expires_at=self._expiry(request, now),
         )
-        requested = self._event("requested", record, details={
+        filed = [self._event("requested", record, details={
             "kind": record.kind.value, "tool": request.name, "policy": request.policy,
             "reason": request.reason, "risk_level": request.risk_level,
             "confidence": request.confidence, "expires_at": record.expires_at,
-        })
+        })]
+        if request.shadow is not None:
+            filed.append(self._event("shadow", record, channel="policy", details=shadow_details(
+                {"tool": request.name, "tool_call_id": request.tool_call_id,
+                 "risk_level": request.risk_level, "confidence": request.confidence},
+                enforced_policy=request.policy, enforced_auto=False,
+                policy=request.shadow.policy, would_auto=request.shadow.auto_approved,
+                reason=request.shadow.reason)))
         if any(part.on_request is not None for part in parts_of(self.hooks)):
             # on_request runs before the request is stored, so a veto files it already
             # rejected, in the same one transaction, and no one is ever asked.
@@ -603,9 +641,9 @@ class Loopgate:
                 return await self._decide(
                     record, {"type": "reject", "message": vetoes[0].reason},
                     actor="hook:on_request", channel="hook", event="vetoed", request=request,
-                    filing=requested)
+                    filing=filed)
         stored, created = await self.store.create_request(
-            record, audit=[requested], outbox=self._deliveries(record, "notify", now))
+            record, audit=filed, outbox=self._deliveries(record, "notify", now))
         if not created:
             return stored
         self._s.outbox_kick.set()
@@ -631,8 +669,8 @@ class Loopgate:
         """The deliveries a state change owes: to ``names``, or every accepting notifier."""
         if names is None:
             names = [n.name for n in self._accepting(record)]
-        return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now)
-                for name in names]
+        return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now,
+                           created_at=now) for name in names]
 
     async def _file_interrupts(
         self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None,
@@ -881,7 +919,7 @@ class Loopgate:
                       actor: str | None, channel: str | None,
                       event: str | None = None,
                       request: ApprovalRequest | None = None,
-                      filing: AuditEvent | None = None) -> RequestRecord:
+                      filing: Sequence[AuditEvent] = ()) -> RequestRecord:
         """The single place a request leaves ``pending``: one transaction with the
         compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
         commit, wake-ups, resume and hooks, which can no longer lose or change it.
@@ -895,7 +933,7 @@ class Loopgate:
         audit = [self._event(event or f"decided:{status.value}", record, actor=actor,
                              channel=channel, details={"decision": public_decision(decision)})]
         outbox = self._deliveries(record, "resolved", now)
-        if filing is None:
+        if not filing:
             decided = await self.store.resolve(
                 record.id, status=status, decision=decision, decided_by=actor,
                 channel=channel, decided_at=now, audit=audit, outbox=outbox,
@@ -905,9 +943,10 @@ class Loopgate:
                 record.model_copy(update={"status": status, "decision": decision,
                                           "decided_by": actor, "channel": channel,
                                           "decided_at": now}),
-                audit=[filing, *audit], outbox=outbox)
+                audit=[*filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
+        self._s.decided_here.get_or_make(decided.id, lambda: True)
         # wake whoever waits to resume first: hooks and notifications are not on that path
         for waiter in self._s.waiters.pop(decided.id, []):
             if not waiter.done():
@@ -1101,15 +1140,29 @@ class Loopgate:
         if isinstance(exc, DeliveryError):
             retryable = exc.retryable
         attempts = item.attempts + 1
-        delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
-        failed = [self._event("delivery_failed", record, channel=notifier.name, details={
-            "kind": item.kind, "attempt": attempts, "error": f"{type(exc).__name__}: {exc}",
-            "retrying_in": delay if retryable else None})]
-        if retryable:
-            await self.store.retry_outbox(item.id, due_at=self.clock() + timedelta(
-                seconds=delay), error=str(exc), audit=failed)
+        now = self.clock()
+        age = (now - (item.created_at or item.due_at)).total_seconds()
+        if retryable and (
+            (self.max_delivery_attempts is not None and attempts >= self.max_delivery_attempts)
+            or (self.max_delivery_age is not None and age >= self.max_delivery_age)
+        ):
+            retryable, gave_up = False, True
         else:
-            await self.store.complete_outbox(item.id, audit=failed)
+            gave_up = False
+        delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
+        # one audit event per change of the delivery's state: when it starts failing and
+        # when it ends, not for every retry in between
+        failed = [] if retryable and attempts > 1 else [self._event(
+            "delivery_failed", record, channel=notifier.name, details={
+                "kind": item.kind, "attempt": attempts,
+                "error": f"{type(exc).__name__}: {exc}",
+                "retrying_in": delay if retryable else None,
+                **({"gave_up_after_seconds": round(age, 3)} if gave_up else {})})]
+        if retryable:
+            await self.store.retry_outbox(item.id, due_at=now + timedelta(seconds=delay),
+                                          error=str(exc), audit=failed)
+        else:
+            await self.store.complete_outbox(item.id, error=str(exc), audit=failed)
         await self._report(exc, {"notifier": notifier.name, "request_id": record.id},
                            audit=False)
 
@@ -1302,6 +1355,38 @@ class Loopgate:
             lock = self._s.thread_locks.get(thread_id)
             if lock is None or not lock.locked():
                 self._spawn(self._resume_thread(graph_name, thread_id, stale_before))
+
+    async def _listen_loop(self) -> None:
+        """Wake waiters and resumers the moment another process decides, where the store
+        can tell (PostgreSQL); the polls of ``_wait_decided`` and ``_watch_loop`` stay as
+        the safety net, and are all there is elsewhere."""
+        while not self._closing:
+            stream = self.store.decisions()
+            if stream is None:
+                return
+            try:
+                async for request_id in stream:
+                    await self._decided_elsewhere(request_id)
+            except Exception as exc:
+                await self._report(exc, {"task": "listen"})
+            await asyncio.sleep(self.poll_interval)
+
+    async def _decided_elsewhere(self, request_id: str) -> None:
+        if request_id in self._s.decided_here:
+            return
+        if not self._s.waiters.get(request_id) and not self._drivers:
+            return  # nobody here cares
+        try:
+            record = await self.store.get_request(request_id)
+        except RequestNotFound:
+            return
+        if record.pending:
+            return
+        for waiter in self._s.waiters.pop(record.id, []):
+            if not waiter.done():
+                waiter.set_result(record)
+        if record.graph in self._drivers and record.thread_id:
+            self._spawn(self._resume_thread(record.graph, record.thread_id))
 
     async def _watch_loop(self) -> None:
         while not self._closing:
@@ -1501,13 +1586,22 @@ class Loopgate:
             session_id=session_id, details=details))
 
     async def _record_auto(self, name: str, args: dict[str, Any], verdict: Verdict,
-                           tool_call_id: str | None, thread_id: str | None) -> None:
+                           tool_call_id: str | None, thread_id: str | None,
+                           risk: RiskLevel, confidence: float | None) -> None:
         await self._open()
+        call = {"tool": name, "tool_call_id": tool_call_id, "risk_level": risk.value,
+                "confidence": confidence}
         await self.store.append_audit(AuditEvent(
             at=self.clock(), event="auto_approved", thread_id=thread_id,
             channel="policy", args_hash=args_hash(args),
-            details={"tool": name, "tool_call_id": tool_call_id, "policy": verdict.policy,
-                     "reason": verdict.reason}))
+            details={**call, "policy": verdict.policy, "reason": verdict.reason}))
+        if verdict.shadow is not None:
+            await self.store.append_audit(AuditEvent(
+                at=self.clock(), event="shadow", thread_id=thread_id, channel="policy",
+                args_hash=args_hash(args), details=shadow_details(
+                    call, enforced_policy=verdict.policy, enforced_auto=True,
+                    policy=verdict.shadow.policy, would_auto=verdict.shadow.auto_approved,
+                    reason=verdict.shadow.reason)))
         await self._fire("on_approve", None, True, verdict.policy)
 
     async def _fire(self, name: str, *args: Any) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from loopgate_lc.errors import AlreadyDecided, StoreError
+from loopgate_lc.schema import utcnow
 from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
 from loopgate_lc.stores.base import (
     AuditEvent,
@@ -114,8 +115,9 @@ def normalized_request(record: RequestRecord) -> RequestRecord:
 
 
 def normalized_outbox(item: OutboxItem) -> OutboxItem:
-    """A private copy of ``item`` with a UTC due time."""
-    return item.model_copy(update={"due_at": utc(item.due_at)}, deep=True)
+    """A private copy of ``item`` with UTC times (first owed now, unless it says)."""
+    return item.model_copy(update={"due_at": utc(item.due_at),
+                                   "created_at": utc(item.created_at or utcnow())}, deep=True)
 
 
 def normalized_session(session: SessionRecord) -> SessionRecord:

@@ -20,10 +20,12 @@ import abc
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound, StoreError
-from loopgate_lc.schema import RequestKind, Status, utcnow
+from loopgate_lc.schema import RequestKind, utcnow
 from loopgate_lc.stores._common import (
     already_decided,
     check_limit,
@@ -33,20 +35,15 @@ from loopgate_lc.stores._common import (
     resolved_outbox,
     utc,
 )
-from loopgate_lc.stores.base import (
-    AuditEvent,
-    AuditQuery,
-    OutboxItem,
-    RequestQuery,
-    RequestRecord,
-    Resolution,
-    SessionRecord,
-    Store,
-)
+from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+
+if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
+    from loopgate_lc.stores.base import AuditQuery, RequestQuery, Resolution
 
 __all__ = ["MIGRATIONS", "TABLES", "Dialect", "Op", "Row", "SQLStore", "Stmt", "drive"]
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class Row(Protocol):
@@ -175,6 +172,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 WHERE status <> 'pending' AND resume_done_at IS NULL""",
         ),
     ),
+    (
+        4,
+        (
+            # a delivery ends: delivered, or dead after bounded attempts or age
+            "ALTER TABLE {outbox} ADD COLUMN dead BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE {outbox} ADD COLUMN created_at {ts}",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -186,7 +191,8 @@ _REQUEST_COLUMNS = (
 )
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
                   "args_hash", "details")
-_OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done")
+_OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done",
+                   "dead", "created_at")
 
 
 def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
@@ -197,6 +203,14 @@ def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
 _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
 _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+#: The compare-and-set every decision is: only a pending request moves.
+_DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
+           "decided_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
+#: Escalation moves a deadline only from the level the escalator saw.
+_ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
+             "AND status = 'pending' AND escalation_level = ? RETURNING id")
+_RETRY = ("UPDATE {outbox} SET attempts = attempts + 1, due_at = ?, last_error = ?, "
+          "leased_until = NULL WHERE id = ? RETURNING *")
 
 
 @dataclass(frozen=True)
@@ -254,6 +268,8 @@ class SQLStore(Store):
 
     dialect: Dialect
     SCHEMA_VERSION = SCHEMA_VERSION
+    #: Where a decision is announced to other processes, on databases that can.
+    _decided_channel: str | None = None
 
     def __init__(self, tables: Mapping[str, str]) -> None:
         self._names = {**tables, **self.dialect.types}
@@ -274,67 +290,38 @@ class SQLStore(Store):
 
     # row mappers -------------------------------------------------------------------------
 
-    def _request(self, row: Row) -> RequestRecord:
+    def _model(self, model: type[_M], row: Row, *, times: tuple[str, ...] = (),
+               jsons: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> _M:
+        """One record from one row: columns are named as the model's fields; times, JSON
+        and booleans come back in the dialect's way (NULL stays None)."""
         d = self.dialect
-        return RequestRecord(
-            id=row["id"],
-            kind=RequestKind(row["kind"]),
-            session_id=row["session_id"],
-            client_id=row["client_id"],
-            thread_id=row["thread_id"],
-            interrupt_id=row["interrupt_id"],
-            graph=row["graph"],
-            payload=d.read_json(row["payload"]),
-            status=Status(row["status"]),
-            decision=None if row["decision"] is None else d.read_json(row["decision"]),
-            decided_by=row["decided_by"],
-            channel=row["channel"],
-            created_at=d.read_ts(row["created_at"]),
-            expires_at=d.read_ts_or_none(row["expires_at"]),
-            decided_at=d.read_ts_or_none(row["decided_at"]),
-            escalation_level=row["escalation_level"],
-            resumed_at=d.read_ts_or_none(row["resumed_at"]),
-            resume_done_at=d.read_ts_or_none(row["resume_done_at"]),
-            message_refs=d.read_json(row["message_refs"]),
-        )
+        values = {name: row[name] for name in model.model_fields}
+        for name in times:
+            values[name] = d.read_ts_or_none(values[name])
+        for name in jsons:
+            values[name] = None if values[name] is None else d.read_json(values[name])
+        for name in flags:
+            values[name] = bool(values[name])
+        return model(**values)
+
+    def _request(self, row: Row) -> RequestRecord:
+        return self._model(RequestRecord, row, times=(
+            "created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at"),
+            jsons=("payload", "decision", "message_refs"))
 
     def _session(self, row: Row) -> SessionRecord:
-        d = self.dialect
-        return SessionRecord(
-            session_id=row["session_id"],
-            client_id=row["client_id"],
-            telegram_id=row["telegram_id"],
-            approvers=d.read_json(row["approvers"]),
-            active=bool(row["active"]),
-            created_at=d.read_ts(row["created_at"]),
-            metadata=d.read_json(row["metadata"]),
-        )
+        return self._model(SessionRecord, row, times=("created_at",),
+                           jsons=("approvers", "metadata"), flags=("active",))
 
     def _audit(self, row: Row) -> AuditEvent:
-        return AuditEvent(
-            id=row["id"],
-            at=self.dialect.read_ts(row["at"]),
-            event=row["event"],
-            request_id=row["request_id"],
-            session_id=row["session_id"],
-            thread_id=row["thread_id"],
-            actor=row["actor"],
-            channel=row["channel"],
-            args_hash=row["args_hash"],
-            details=self.dialect.read_json(row["details"]),
-        )
+        return self._model(AuditEvent, row, times=("at",), jsons=("details",))
 
     def _outbox(self, row: Row) -> OutboxItem:
-        return OutboxItem(
-            id=row["id"],
-            request_id=row["request_id"],
-            notifier=row["notifier"],
-            kind=row["kind"],
-            attempts=row["attempts"],
-            due_at=self.dialect.read_ts(row["due_at"]),
-            last_error=row["last_error"],
-            done=bool(row["done"]),
-        )
+        item = self._model(OutboxItem, row, times=("due_at", "created_at"),
+                           flags=("done", "dead"))
+        if item.created_at is None:  # owed before version 4 recorded it: the best guess
+            item.created_at = item.due_at
+        return item
 
     # statements shared by several operations ---------------------------------------------
 
@@ -371,7 +358,8 @@ class SQLStore(Store):
 
     def _outbox_values(self, item: OutboxItem) -> tuple[Any, ...]:
         return (item.request_id, item.notifier, item.kind, item.attempts,
-                self.dialect.ts(item.due_at), item.last_error, item.done)
+                self.dialect.ts(item.due_at), item.last_error, item.done, item.dead,
+                self.dialect.ts(item.created_at or utcnow()))
 
     def _get_row(self, request_id: str, *, lock: bool = False) -> Op[Row]:
         rows = yield Stmt("SELECT * FROM {requests} WHERE id = ?"
@@ -596,17 +584,15 @@ class SQLStore(Store):
                   d.ts(r.decided_at), r.request_id)
 
         def op() -> Op[RequestRecord]:
-            rows = yield Stmt(
-                "UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
-                "decided_at = ? WHERE id = ? AND status = 'pending' RETURNING *",
-                values,
-            )
+            rows = yield Stmt(_DECIDE, values)
             if not rows:
                 # Lost the race (or never pending): the winner has committed, so this
                 # sees it.
                 raise already_decided(self._request((yield from self._get_row(r.request_id))))
             record = self._request(rows[0])
             yield from self._effects(r.audit, resolved_outbox(record, r))
+            if self._decided_channel is not None:  # delivered when the decision commits
+                yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
             return record
 
         return await self._run(op(), write=True)
@@ -663,11 +649,7 @@ class SQLStore(Store):
                   escalation_level - 1)
 
         def op() -> Op[bool]:
-            rows = yield Stmt(
-                "UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
-                "AND status = 'pending' AND escalation_level = ? RETURNING id",
-                params,
-            )
+            rows = yield Stmt(_ESCALATE, params)
             if rows:
                 yield from self._effects(audit, outbox)
                 return True
@@ -804,13 +786,17 @@ class SQLStore(Store):
         return await self._run(op(), write=True)
 
     async def complete_outbox(
-        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         ref = None if message_ref is None else json_value(message_ref, what="message ref")
+        failed = ("" if error is None else
+                  ", dead = TRUE, attempts = attempts + 1, last_error = ?")
+        params = (item_id,) if error is None else (error, item_id)
 
         def op() -> Op[None]:
-            rows = yield Stmt("UPDATE {outbox} SET done = TRUE, leased_until = NULL "
-                              "WHERE id = ? RETURNING request_id, notifier", (item_id,))
+            rows = yield Stmt(f"UPDATE {{outbox}} SET done = TRUE, leased_until = NULL{failed} "
+                              "WHERE id = ? RETURNING request_id, notifier", params)
             if not rows:
                 raise outbox_not_found(item_id)
             if ref is not None:
@@ -825,11 +811,7 @@ class SQLStore(Store):
         params = (self.dialect.ts(due_at), error, item_id)
 
         def op() -> Op[OutboxItem]:
-            rows = yield Stmt(
-                "UPDATE {outbox} SET attempts = attempts + 1, due_at = ?, last_error = ?, "
-                "leased_until = NULL WHERE id = ? RETURNING *",
-                params,
-            )
+            rows = yield Stmt(_RETRY, params)
             if not rows:
                 raise outbox_not_found(item_id)
             yield from self._effects(audit, ())

@@ -19,7 +19,7 @@ timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``li
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -121,7 +121,11 @@ OutboxKind = Literal["notify", "resolved", "callback"]
 
 
 class OutboxItem(BaseModel):
-    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing."""
+    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing.
+
+    It ends ``done``: delivered, or (``dead``) given up on after its last failure.
+    ``created_at`` is when it was first owed (the age a gateway gives up at).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +137,8 @@ class OutboxItem(BaseModel):
     due_at: datetime = Field(default_factory=utcnow)
     last_error: str | None = None
     done: bool = False
+    dead: bool = False
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -195,13 +201,22 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 3
+    SCHEMA_VERSION = 4
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def decisions(self) -> AsyncIterator[str] | None:
+        """The ids of requests as any process decides them, where the backend can push
+        them (PostgreSQL's ``LISTEN/NOTIFY``); None where waiters must poll.
+
+        The iterator runs until cancelled; a gateway uses it to wake its waiters and
+        resumers at once, and keeps polling as a safety net.
+        """
+        return None
 
     async def __aenter__(self) -> Store:
         await self.setup()
@@ -431,10 +446,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def complete_outbox(
-        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         """Mark a delivery done, with ``audit``; a ``message_ref`` (not None) is stored
-        as the request's reference on the item's channel in the same transaction."""
+        as the request's reference on the item's channel in the same transaction. With
+        ``error`` the delivery ends failed: ``dead``, its last attempt counted."""
 
     @abc.abstractmethod
     async def retry_outbox(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound
-from loopgate_lc.schema import utcnow
+from loopgate_lc.schema import Status, utcnow
 from loopgate_lc.stores._common import (
     already_decided,
     check_limit,
@@ -90,9 +91,24 @@ class MemoryStore(Store):
 
     Records handed in and out are copies, so callers cannot change stored state by
     mutating what they hold, just as with a database.
+
+    Memory stays bounded: pending requests are indexed apart, so timers and listings of
+    pending work never walk the history, and at most ``max_decided`` finished requests
+    are kept (decided, resumed if they belong to a run, every delivery done): past
+    that the oldest are forgotten, with their deliveries and chat-button keys, and a
+    late answer to one is told its id is unknown. The audit trail is kept whole.
+
+    Args:
+        max_decided: How many finished requests to keep; None keeps them all.
+
+    Raises:
+        ValueError: ``max_decided`` is negative.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_decided: int | None = 10_000) -> None:
+        if max_decided is not None and max_decided < 0:
+            raise ValueError(f"max_decided must be zero or positive, got {max_decided}")
+        self.max_decided = max_decided
         self._lock = threading.Lock()
         self._seq = 0
         self._outbox_seq = 0
@@ -105,6 +121,11 @@ class MemoryStore(Store):
         # undone deliveries only, so enqueueing and claiming do not scan the history
         self._open: dict[int, _OutboxRow] = {}
         self._open_keys: dict[tuple[str, str, str], int] = {}
+        self._pending: set[str] = set()
+        # decided requests, in the order they were decided: candidates to forget
+        self._decided: OrderedDict[str, None] = OrderedDict()
+        self._outbox_of: dict[str, list[int]] = {}
+        self._callbacks_of: dict[str, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -121,7 +142,45 @@ class MemoryStore(Store):
 
     def _replace(self, record: RequestRecord) -> None:
         seq = self._requests[record.id][0]
+        self._put(seq, record)
+
+    def _put(self, seq: int, record: RequestRecord) -> None:
+        """Store a record and keep the pending index and the decided order with it."""
         self._requests[record.id] = (seq, record)
+        if record.pending:
+            self._pending.add(record.id)
+            return
+        self._pending.discard(record.id)
+        if record.id not in self._decided:
+            self._decided[record.id] = None
+
+    def _finished(self, record: RequestRecord) -> bool:
+        waits_for_resume = record.interrupt_id is not None and record.resume_done_at is None
+        return not waits_for_resume and not any(
+            not self._outbox[i].item.done for i in self._outbox_of.get(record.id, ()))
+
+    def _forget_finished(self) -> None:
+        """Drop the oldest finished requests past ``max_decided``; unfinished ones go to
+        the back of the line and are looked at again later (a bounded number per call,
+        so a backlog of unresumed decisions cannot make every change slow)."""
+        if self.max_decided is None:
+            return
+        for _ in range(min(len(self._decided), 64)):
+            if len(self._decided) <= self.max_decided:
+                return
+            request_id = next(iter(self._decided))
+            record = self._requests[request_id][1]
+            if not self._finished(record):
+                self._decided.move_to_end(request_id)
+                continue
+            del self._decided[request_id]
+            del self._requests[request_id]
+            if record.thread_id is not None and record.interrupt_id is not None:
+                self._by_interrupt.pop((record.thread_id, record.interrupt_id), None)
+            for item_id in self._outbox_of.pop(request_id, ()):
+                del self._outbox[item_id]
+            for key in self._callbacks_of.pop(request_id, ()):
+                self._callbacks.pop(key, None)
 
     # sessions ----------------------------------------------------------------------------
 
@@ -177,7 +236,7 @@ class MemoryStore(Store):
                 if first is not None:
                     return _copy(self._requests[first][1]), False
                 self._by_interrupt[key] = stored.id
-            self._requests[stored.id] = (self._next_seq(), stored)
+            self._put(self._next_seq(), stored)
             self._effects(events, items)
             return _copy(stored), True
 
@@ -202,10 +261,12 @@ class MemoryStore(Store):
                     raise RequestNotFound(q.after)
                 start = (last.created_at, seq)
             # filter first, then sort and copy only what matched
+            rows = (map(self._requests.__getitem__, self._pending)
+                    if q.status is Status.PENDING else self._requests.values())
             matched = sorted(
                 (
                     (r.created_at, seq, r)
-                    for seq, r in self._requests.values()
+                    for seq, r in rows
                     if (q.status is None or r.status is q.status)
                     and (q.session_id is None or r.session_id == q.session_id)
                     and (q.thread_id is None or r.thread_id == q.thread_id)
@@ -287,8 +348,8 @@ class MemoryStore(Store):
         with self._lock:
             due = [
                 (r.expires_at, r.created_at, seq, r)
-                for seq, r in self._requests.values()
-                if r.pending and r.expires_at is not None and r.expires_at <= cutoff
+                for seq, r in map(self._requests.__getitem__, self._pending)
+                if r.expires_at is not None and r.expires_at <= cutoff
             ]
             due.sort(key=lambda t: (t[0], t[1], t[2]))
             return [_copy(t[3]) for t in due[:limit]]
@@ -297,8 +358,8 @@ class MemoryStore(Store):
         with self._lock:
             times = [
                 r.expires_at
-                for _, r in self._requests.values()
-                if r.pending and r.expires_at is not None
+                for _, r in map(self._requests.__getitem__, self._pending)
+                if r.expires_at is not None
             ]
         return min(times, default=None)
 
@@ -318,6 +379,7 @@ class MemoryStore(Store):
         clean = json_value(action, what="callback action")
         with self._lock:
             self._callbacks[key] = (request_id, clean)
+            self._callbacks_of.setdefault(request_id, set()).add(key)
 
     async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
         with self._lock:
@@ -340,11 +402,13 @@ class MemoryStore(Store):
         return stored
 
     def _effects(self, audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]) -> None:
-        """Write a change's (normalized) audit events and deliveries; under the lock."""
+        """Write a change's (normalized) audit events and deliveries; under the lock.
+        Every state change ends here, so this is where finished requests are let go."""
         for event in audit:
             self._append(event)
         for item in outbox:
             self._enqueue(item)
+        self._forget_finished()
 
     async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
         q = query
@@ -378,6 +442,7 @@ class MemoryStore(Store):
         self._outbox[item_id] = _OutboxRow(stored)
         self._open[item_id] = self._outbox[item_id]
         self._open_keys[key] = item_id
+        self._outbox_of.setdefault(clean.request_id, []).append(item_id)
         return stored
 
     async def claim_outbox(
@@ -404,7 +469,8 @@ class MemoryStore(Store):
             return [_copy(row.item) for row in due]
 
     async def complete_outbox(
-        self, item_id: int, *, message_ref: Any = None, audit: Sequence[AuditEvent] = (),
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         ref = None if message_ref is None else json_value(message_ref, what="message ref")
         events, _ = _clean(audit, ())
@@ -414,7 +480,10 @@ class MemoryStore(Store):
                 raise outbox_not_found(item_id)
             if ref is not None:
                 self._set_ref(row.item.request_id, row.item.notifier, ref)
-            row.item = row.item.model_copy(update={"done": True})
+            ended: dict[str, Any] = {"done": True}
+            if error is not None:
+                ended.update(dead=True, attempts=row.item.attempts + 1, last_error=error)
+            row.item = row.item.model_copy(update=ended)
             row.leased_until = None
             self._open.pop(item_id, None)
             key = (row.item.request_id, row.item.notifier, row.item.kind)

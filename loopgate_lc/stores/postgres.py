@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -111,6 +112,9 @@ class PostgresStore(SQLStore):
         self._max_size = max_size
         self._pool_lock: asyncio.Lock | None = None
         self._pool_lock_loop: asyncio.AbstractEventLoop | None = None
+        # a channel name is an identifier (at most 63 bytes): the schema's, hashed
+        digest = hashlib.blake2b((schema or "").encode(), digest_size=6).hexdigest()
+        self._channel = self._decided_channel = f"loopgate_decided_{digest}"
         super().__init__({
             name: _quoted(schema, f"loopgate_{name}") if schema else _quoted(f"loopgate_{name}")
             for name in TABLES
@@ -164,6 +168,29 @@ class PostgresStore(SQLStore):
                 await pool.open()
                 self._pool = pool
             return self._pool
+
+    async def _listen(self, conninfo: str) -> AsyncIterator[str]:
+        """Decided request ids, from a connection of its own that LISTENs on this
+        store's channel (a pooled connection cannot be held open for this)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL to listen: {exc}") from exc
+        try:
+            await conn.execute(f"LISTEN {_quoted(self._channel)}".encode())
+            async for note in conn.notifies():
+                yield note.payload
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL stopped telling decisions: {exc}") from exc
+        finally:
+            await conn.close()
+
+    def decisions(self) -> AsyncIterator[str] | None:
+        """See :meth:`Store.decisions`: a ``LISTEN`` on a channel per schema, fed by a
+        ``pg_notify`` in the transaction of every decision. None for a pool passed in
+        whose connection string is computed (there is nothing to open a listener with)."""
+        conninfo = self._dsn if self._pool is None or self._owns_pool else self._pool.conninfo
+        return self._listen(conninfo) if isinstance(conninfo, str) else None
 
     async def _run(self, op: Op[_T], *, write: bool) -> _T:
         """Drive ``op`` on one pooled connection; with ``write``, in one transaction.

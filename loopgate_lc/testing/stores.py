@@ -658,6 +658,18 @@ class StoreConformance:
         assert [e.event for e in await store.list_audit()] == ["delivery_failed", "notified"]
         assert (await store.list_outbox())[0].done
 
+    async def test_a_delivery_given_up_ends_dead_with_its_last_error(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        item = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="tg",
+                                                     due_at=T0, created_at=at(-5)))
+        assert item.id is not None and item.created_at == at(-5)
+        await store.complete_outbox(item.id, error="chat not found",
+                                    audit=[AuditEvent(at=T0, event="delivery_failed")])
+        [ended] = await store.list_outbox()
+        assert (ended.done, ended.dead, ended.attempts, ended.last_error) == (
+            True, True, 1, "chat not found")
+        assert await store.claim_outbox(at(3600)) == []
+
     # paging ------------------------------------------------------------------------------
 
     async def test_list_requests_pages_with_a_cursor(self, store: Store) -> None:

@@ -17,7 +17,7 @@ from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, Sessi
 from loopgate_lc.testing.stores import at
 from tests.stores import legacy_schema
 
-VERSIONS = [1, 2, 3]
+VERSIONS = [1, 2, 3]  # every version before the current one
 
 
 def ts(seconds: float) -> str:
@@ -69,7 +69,9 @@ async def check_upgraded(store: Store, version: int) -> None:
     assert [e.event for e in await store.list_audit(request_id="old-pending")] == [
         "requested", "decided:approved"]
     items = await store.list_outbox(request_id="old-pending")
-    assert [(i.kind, i.done) for i in items] == [("notify", False), ("resolved", False)]
+    assert [(i.kind, i.done, i.dead) for i in items] == [
+        ("notify", False, False), ("resolved", False, False)]
+    assert items[0].created_at == items[0].due_at == at(0)  # owed before it was recorded
     await store.complete_outbox(items[0].id or 0, message_ref={"chat": 1})
     assert (await store.get_request("old-pending")).message_refs == {"log": {"chat": 1}}
     _, created = await store.create_request(RequestRecord(
