@@ -1,18 +1,35 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first, from
+# the lock (requirements-dev.lock): the same versions on every machine and every day.
+# `make lock` refreshes the lock; `make test-latest` runs the checks against the newest releases.
 PYTHON ?= python3
-VENV := .venv
-BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+VENV ?= .venv
+BIN = $(VENV)/bin
+LOCK := requirements-dev.lock
+STAMP = $(VENV)/.installed
+LATEST := .venv-latest
+UV = $(BIN)/uv
+# pytest workers: two on a 2-core machine (one per core), more where there are more cores
+WORKERS ?= auto
+# `make lock UPGRADE=` keeps the pins it can and only resolves what pyproject.toml changed
+UPGRADE ?= --upgrade
 
-.PHONY: demo test lint typecheck pytest bench clean venv
+.PHONY: demo test test-latest lint typecheck pytest bench clean venv lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Re-installs whenever pyproject.toml or the lock changes. uv installs in seconds what pip takes
+# a minute or more for; pip only brings uv itself, at the version the lock names.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) uv
+	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK) -e '.[dev]'
 	@touch $(STAMP)
+
+# The lock pins every package of the dev extra (which includes every other extra) for
+# Python 3.11+ on any platform. pyproject.toml keeps ranges: the library's users get those.
+lock: $(STAMP)
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		$(UPGRADE) --quiet --custom-compile-command 'make lock' -o $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/loopgate-lc demo $(ARGS)
@@ -24,12 +41,21 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopgate_lc
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The same checks in a separate venv with the newest releases the ranges in pyproject.toml
+# allow, ignoring the lock: an upstream change shows up here first, apart from `make test`.
+test-latest:
+	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade uv
+	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]'
+	@$(LATEST)/bin/python -c "from importlib.metadata import version as v; print('test-latest: testing against', ', '.join(f'{p} {v(p)}' for p in ('langgraph', 'langchain-core', 'langchain', 'pydantic', 'python-telegram-bot', 'httpx')))"
+	$(MAKE) --no-print-directory VENV=$(LATEST) STAMP= test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache
