@@ -21,9 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any, Literal
-
-from langgraph.types import Command, Interrupt
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from loopgate_lc._portal import Portal
 from loopgate_lc.decisions import (
@@ -44,7 +42,6 @@ from loopgate_lc.errors import (
     StaleDecision,
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
-from loopgate_lc.interrupts import OBSERVER_KEY
 from loopgate_lc.notifiers.base import DeliveryError, Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import (
@@ -60,6 +57,9 @@ from loopgate_lc.schema import (
 )
 from loopgate_lc.stores import open_store
 from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+
+if TYPE_CHECKING:  # LangGraph is imported where a graph runs: the CLI's store commands never
+    from langgraph.types import Command, Interrupt  # do, and start without it
 
 __all__ = ["Escalation", "Loopgate", "args_hash"]
 
@@ -108,6 +108,12 @@ class _State:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _resume_command(resume: dict[str, Any]) -> Command[Any]:
+    from langgraph.types import Command
+
+    return Command(resume=resume)
 
 
 def _supports_async(checkpointer: Any) -> bool:
@@ -983,6 +989,8 @@ class Loopgate:
         cfg = dict(config or {})
         configurable = dict(cfg.get("configurable") or {})
         configurable.setdefault("thread_id", str(uuid.uuid4()))
+        from loopgate_lc.interrupts import OBSERVER_KEY
+
         configurable[OBSERVER_KEY] = _Observer(self, str(configurable["thread_id"]))
         cfg["configurable"] = configurable
         return cfg
@@ -1071,7 +1079,7 @@ class Loopgate:
                 resume, claimed = await self._claim(thread_id, pending_ids, stale_before)
                 if not resume:
                     return
-                result = await self._invoke(driver, Command(resume=resume), config)
+                result = await self._invoke(driver, _resume_command(resume), config)
                 await self._complete([r.id for r in claimed])
                 await self._after_step(name, thread_id, result)
         except Exception as exc:
@@ -1181,7 +1189,7 @@ class Loopgate:
                 resume, decided = self._portal.call(self._next_resume(
                     records, pending, thread_id))
             yield from (("decided", r) for r in decided)
-            value, done = Command(resume=resume), [r.id for r in decided]
+            value, done = _resume_command(resume), [r.id for r in decided]
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
@@ -1217,7 +1225,7 @@ class Loopgate:
                     records, pending, thread_id))
             for record in decided:
                 yield "decided", record
-            value, done = Command(resume=resume), [r.id for r in decided]
+            value, done = _resume_command(resume), [r.id for r in decided]
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,

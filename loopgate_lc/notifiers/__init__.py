@@ -11,13 +11,15 @@ entry-point group. A package adds its own with::
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.notifiers.base import DeliveryError, LifecycleNotifier, Notifier
 from loopgate_lc.notifiers.console import ConsoleNotifier
 from loopgate_lc.notifiers.log import LogNotifier
-from loopgate_lc.notifiers.webhook import WebhookNotifier
+
+if TYPE_CHECKING:
+    from loopgate_lc.notifiers.webhook import WebhookNotifier
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -32,6 +34,15 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "loopgate_lc.notifiers"
+
+
+def __getattr__(name: str) -> Any:
+    """``WebhookNotifier`` is imported on first use: httpx is not needed to read a store."""
+    if name == "WebhookNotifier":
+        from loopgate_lc.notifiers.webhook import WebhookNotifier
+
+        return WebhookNotifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available_notifiers() -> list[str]:

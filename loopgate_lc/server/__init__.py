@@ -5,11 +5,38 @@ uvicorn. Needs the ``server`` extra (``pip install 'loopgate-lc[server]'``), and
 for the MCP endpoint.
 """
 
-from loopgate_lc.server.app import DEFAULT_MAX_BODY_BYTES, TELEGRAM_WEBHOOK_PATH, create_app
-from loopgate_lc.server.callbacks import CallbackNotifier
-from loopgate_lc.server.errors import ApiError
-from loopgate_lc.server.middleware import ApiKeys, parse_api_keys
-from loopgate_lc.server.models import poll_result
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loopgate_lc.server.app import DEFAULT_MAX_BODY_BYTES, TELEGRAM_WEBHOOK_PATH, create_app
+    from loopgate_lc.server.callbacks import CallbackNotifier
+    from loopgate_lc.server.errors import ApiError
+    from loopgate_lc.server.middleware import ApiKeys, parse_api_keys
+    from loopgate_lc.server.models import poll_result
+
+# Imported on first use, so ``loopgate-lc pending --json`` can format with ``poll_result``
+# without loading Starlette and httpx.
+_LAZY = {
+    "DEFAULT_MAX_BODY_BYTES": "loopgate_lc.server.app",
+    "TELEGRAM_WEBHOOK_PATH": "loopgate_lc.server.app",
+    "create_app": "loopgate_lc.server.app",
+    "CallbackNotifier": "loopgate_lc.server.callbacks",
+    "ApiError": "loopgate_lc.server.errors",
+    "ApiKeys": "loopgate_lc.server.middleware",
+    "parse_api_keys": "loopgate_lc.server.middleware",
+    "poll_result": "loopgate_lc.server.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
