@@ -28,6 +28,7 @@ from loopgate_lc import (
     guard,
 )
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.stores import RequestRecord, SQLiteStore
 from loopgate_lc.testing import RecordingNotifier, ScriptedApprover, ScriptedChatModel, ai, call
 from tests.conftest import FakeClock
 from tests.test_timeouts import wait_for
@@ -309,13 +310,26 @@ def test_a_decision_made_by_another_process_resumes_a_registered_graph(tmp_path:
     assert runs["prod"] == 1
 
 
-async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_path: Path
-                                                                        ) -> None:
+class RecoveryPasses(SQLiteStore):
+    """A SQLite store that counts the gateway's recovery passes (each one asks for the
+    decided requests whose runs were not resumed), so a test can wait for passes to have
+    happened instead of sleeping."""
+
+    passes = 0
+
+    async def list_requests(self, **filters: Any) -> list[RequestRecord]:
+        found = await super().list_requests(**filters)
+        if filters.get("unresumed"):
+            self.passes += 1
+        return found
+
+
+async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(
+        tmp_path: Path, clock: FakeClock) -> None:
     """A process claimed the resume (mark_resumed) and died before LangGraph saved it:
     after ``resume_lease`` a gateway with the graph registered resumes the run; before,
     it leaves the claim alone (the claimant may still be running the tool)."""
     runs: Counter[str] = Counter()
-    store = f"sqlite:///{tmp_path / 'gate.db'}"
     checkpoints = str(tmp_path / "checkpoints.db")
     config = {"configurable": {"thread_id": "t-died"}}
 
@@ -324,7 +338,8 @@ async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_pat
                      checkpointer=SqliteSaver(sqlite3.connect(checkpoints,
                                                               check_same_thread=False)))
 
-    async with Loopgate(store=store) as first:
+    # no recovery polls here: only the dying process's own claim touches the request
+    async with Loopgate(store=SQLiteStore(tmp_path / "gate.db"), poll_interval=3600) as first:
         first.register_graph("deployer", graph())
         await first.astart("deployer", {"messages": [("user", "ship")]}, config)
         await wait_for(lambda: first.apending())
@@ -333,23 +348,24 @@ async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_pat
         await first.store.resolve(record.id, status=Status.APPROVED,
                                   decision={"type": "approve"}, decided_by="ana",
                                   channel="test")
-        assert await first.store.mark_resumed(record.id)
+        assert await first.store.mark_resumed(record.id, at=clock.now)
 
-    patient = graph()
-    async with Loopgate(store=store, poll_interval=0.05, resume_lease=3600) as second:
-        second.register_graph("deployer", patient)
-        await asyncio.sleep(0.3)  # several recovery polls
-        assert patient.get_state(config).next  # within the lease: left alone
-        assert runs["prod"] == 0
-
+    store = RecoveryPasses(tmp_path / "gate.db")
     taker = graph()
-    async with Loopgate(store=store, poll_interval=0.05, resume_lease=0) as third:
-        third.register_graph("deployer", taker)
+    async with Loopgate(store=store, clock=clock, poll_interval=0.02,
+                        resume_lease=600) as second:
+        second.register_graph("deployer", taker)
+        await wait_for(lambda: store.passes >= 3)  # passes on a clock inside the lease
+        events = [e.event for e in await second.aaudit(request_id=record.id)]
+        assert "resume_retried" not in events  # the claim was left alone ...
+        assert taker.get_state(config).next and runs["prod"] == 0  # ... and nothing ran
+        clock.advance(601)  # the lease is over: the next pass takes the resume over
+
         async def completed() -> bool:
-            return (await third.aget(record.id)).resume_done_at is not None
+            return (await second.aget(record.id)).resume_done_at is not None
 
         await wait_for(completed)
         assert not taker.get_state(config).next
-        events = [e.event for e in await third.aaudit(request_id=record.id)]
+        events = [e.event for e in await second.aaudit(request_id=record.id)]
     assert runs["prod"] == 1
-    assert "resume_retried" in events
+    assert events.count("resume_retried") == 1
