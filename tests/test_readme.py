@@ -1,11 +1,12 @@
-"""The README's self-contained snippets run as written."""
+"""The README's self-contained snippets run as written (each as a script of its own)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,11 +19,19 @@ def snippet(heading: str) -> str:
     return match.group(1)
 
 
-def run(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> Callable[[str], str]:
+    """Run a snippet as a script of its own (fresh globals, ``__main__``) in this process,
+    in an empty working directory; returns what it printed."""
+
+    def run_snippet(code: str) -> str:
+        monkeypatch.chdir(tmp_path)
+        capsys.readouterr()
+        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
+        return capsys.readouterr().out
+
+    return run_snippet
 
 
 def test_the_two_commands_come_first() -> None:
@@ -30,29 +39,29 @@ def test_the_two_commands_come_first() -> None:
     assert "make demo" in "\n".join(head) and "make test" in "\n".join(head)
 
 
-def test_quickstart_runs() -> None:
+def test_quickstart_runs(run: Callable[[str], str]) -> None:
     out = run(snippet("Quickstart")).splitlines()
     assert out == ["Shipped.", "['requested', 'notified', 'decided:approved', 'resumed', "
                                "'finished']"]
 
 
-def test_policies_snippet_prints_what_it_says() -> None:
+def test_policies_snippet_prints_what_it_says(run: Callable[[str], str]) -> None:
     out = run(snippet("Policies"))
     assert out.strip() == ("False payments confidence 0.62 is below 0.80 required by "
                            "policy 'payments'")
 
 
-def test_guard_snippet() -> None:
+def test_guard_snippet(run: Callable[[str], str]) -> None:
     out = run(snippet("Guarding tools")).splitlines()
     assert out == ["risk irreversible is above data_modification allowed by policy 'payments'",
                    "sent 900 to bob"]
 
 
-def test_middleware_snippet() -> None:
+def test_middleware_snippet(run: Callable[[str], str]) -> None:
     out = run(snippet("`ApprovalMiddleware` for `create_agent`")).splitlines()
     assert out == ["[('requested', 'delete_user')]"]
 
 
-def test_request_approval_snippet() -> None:
+def test_request_approval_snippet(run: Callable[[str], str]) -> None:
     out = run(snippet("`request_approval()` in any node")).splitlines()
     assert out == ["{'choice': 'Cancel', 'by': 'ana'}"]
