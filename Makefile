@@ -41,7 +41,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopgate_lc
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
