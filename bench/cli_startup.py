@@ -47,7 +47,7 @@ def cli() -> list[str]:
 
 def run(config: Config) -> Section:
     began = time.perf_counter()
-    reps, warmup = config.reps(30, 2), config.reps(2, 1)
+    reps, warmup = config.reps(30, 1), config.reps(2, 0)
     with tempfile.TemporaryDirectory(prefix="loopgate-bench-") as tmp:
         store = f"sqlite:///{Path(tmp) / 'cli.db'}"
         with Loopgate(store) as gate:

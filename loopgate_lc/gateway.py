@@ -58,8 +58,8 @@ from loopgate_lc.schema import (
 from loopgate_lc.stores import open_store
 from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
 
-if TYPE_CHECKING:  # LangGraph is imported where a graph runs: the CLI's store commands never
-    from langgraph.types import Command, Interrupt  # do, and start without it
+if TYPE_CHECKING:
+    from langgraph.types import Command, Interrupt
 
 __all__ = ["Escalation", "Loopgate", "args_hash"]
 
@@ -111,6 +111,8 @@ class _State:
 
 
 def _resume_command(resume: dict[str, Any]) -> Command[Any]:
+    """``Command(resume=...)``. LangGraph is imported where a graph runs, never at module
+    level: the CLI's store commands use this module and start faster without it."""
     from langgraph.types import Command
 
     return Command(resume=resume)
