@@ -12,6 +12,12 @@ UV = $(BIN)/uv
 WORKERS ?= auto
 # `make lock UPGRADE=` keeps the pins it can and only resolves what pyproject.toml changed
 UPGRADE ?= --upgrade
+# tests run in a random order (pytest-randomly); `make test SEED=N` replays one, and
+# `make test RANDOM_ORDER='-p no:randomly'` runs them in file order
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+RANDOM_ORDER ?= --randomly-seed=$(SEED)
 
 .PHONY: demo test test-latest lint typecheck pytest bench clean venv lock
 
@@ -41,7 +47,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopgate_lc
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	@echo "pytest: random order, seed $(SEED) (make test SEED=$(SEED) replays it)"
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(RANDOM_ORDER) \
+		$(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -5,11 +5,11 @@ Policies decide which tool calls need a person; guards pause LangGraph runs with
 resumes the run with their decision, exactly once.
 """
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from loopgate_lc._lazy import lazy_exports
 from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
@@ -83,14 +83,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a lazily exported name on first use, then keep it like an eager import."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopgate_lc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -9,7 +9,6 @@ real processes.
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import re
@@ -18,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +26,7 @@ from loopgate_lc.cli import main as cli_main
 from loopgate_lc.demo import main as demo_main
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
+from tests.support.inprocess import Ran, run_main
 
 TIMEOUT = 60  # generous: a hang is what these tests catch, not slowness
 DEMO = [sys.executable, "-m", "loopgate_lc.demo"]
@@ -43,13 +42,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
              capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
@@ -57,17 +49,9 @@ def run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     process, in a fresh working directory, with no terminal and no bot configured."""
 
     def run(*args: str, cli: bool = False) -> Ran:
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        for key in [k for k in os.environ if k.startswith(("TELEGRAM_", "LOOPGATE_"))]:
-            monkeypatch.delenv(key)
-        capsys.readouterr()
-        try:
-            code = cli_main(list(args)) if cli else demo_main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return Ran(code, out, err)
+        main = cli_main if cli else demo_main
+        return run_main(lambda: main(list(args)), cwd=tmp_path, monkeypatch=monkeypatch,
+                        capture=capsys, drop_env=("TELEGRAM_", "LOOPGATE_"))
 
     return run
 

@@ -10,7 +10,6 @@ test that needs several (a server, the example, and a person at the CLI).
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import runpy
@@ -18,12 +17,13 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.inprocess import Ran, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -85,18 +85,11 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(LEAKY)}
 
 
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                capfd: pytest.CaptureFixture[str]) -> Any:
-    """``python examples/NAME.py ARGS`` in this process: argv, a fresh working directory,
-    the environment without the developer's bots and stores, and stdin at end of file."""
+                capfd: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """``python examples/NAME.py ARGS`` (in this process but for ``OWN_PROCESS``), in a
+    fresh working directory, without the developer's bots and stores."""
 
     def run(name: str, *args: str) -> Ran:
         script = EXAMPLES / f"{name}.py"
@@ -105,19 +98,9 @@ def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=TIMEOUT, cwd=tmp_path, env=clean_env())
             return Ran(done.returncode, done.stdout, done.stderr)
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(sys, "argv", [str(script), *args])
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        for key in [k for k in os.environ if k.startswith(LEAKY)]:
-            monkeypatch.delenv(key)
-        capfd.readouterr()
-        try:
-            runpy.run_path(str(script), run_name="__main__")
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capfd.readouterr()
-        return Ran(code, out, err)
+        return run_main(lambda: runpy.run_path(str(script), run_name="__main__"),
+                        cwd=tmp_path, monkeypatch=monkeypatch, capture=capfd,
+                        argv=[str(script), *args], drop_env=LEAKY)
 
     return run
 
@@ -127,7 +110,7 @@ def test_every_example_has_an_offline_run() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OFFLINE))
-def test_example_runs_offline(name: str, run_example: Any) -> None:
+def test_example_runs_offline(name: str, run_example: Callable[..., Ran]) -> None:
     args, expected = OFFLINE[name]
     done = run_example(name, *args)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -136,7 +119,7 @@ def test_example_runs_offline(name: str, run_example: Any) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_ci_cd_rejected_production_stays_on_staging(run_example: Any) -> None:
+def test_ci_cd_rejected_production_stays_on_staging(run_example: Callable[..., Ran]) -> None:
     done = run_example("ci_cd_deployment", "--auto", "reject")
     assert done.returncode == 0, done.stderr
     assert "deploying 1.4.2 to production" not in done.stdout

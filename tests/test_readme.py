@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.inprocess import run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,10 +28,10 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     in an empty working directory; returns what it printed."""
 
     def run_snippet(code: str) -> str:
-        monkeypatch.chdir(tmp_path)
-        capsys.readouterr()
-        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
-        return capsys.readouterr().out
+        done = run_main(lambda: exec(compile(code, "README.md", "exec"), {"__name__": "__main__"}),
+                        cwd=tmp_path, monkeypatch=monkeypatch, capture=capsys)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     return run_snippet
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from loopgate_lc._lazy import lazy_exports
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.notifiers.base import DeliveryError, LifecycleNotifier, Notifier
 from loopgate_lc.notifiers.console import ConsoleNotifier
@@ -36,13 +37,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "loopgate_lc.notifiers"
 
 
-def __getattr__(name: str) -> Any:
-    """``WebhookNotifier`` is imported on first use: httpx is not needed to read a store."""
-    if name == "WebhookNotifier":
-        from loopgate_lc.notifiers.webhook import WebhookNotifier
-
-        return WebhookNotifier
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# httpx is imported with the webhook notifier, when it is first used: not to read a store
+__getattr__ = lazy_exports(__name__, {"WebhookNotifier": "loopgate_lc.notifiers.webhook"})
 
 
 def available_notifiers() -> list[str]:

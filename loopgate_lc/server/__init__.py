@@ -5,8 +5,9 @@ uvicorn. Needs the ``server`` extra (``pip install 'loopgate-lc[server]'``), and
 for the MCP endpoint.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from loopgate_lc._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from loopgate_lc.server.app import DEFAULT_MAX_BODY_BYTES, TELEGRAM_WEBHOOK_PATH, create_app
@@ -29,13 +30,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

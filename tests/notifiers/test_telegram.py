@@ -585,8 +585,14 @@ async def test_escalation_renotifies_and_every_message_is_resolved(fake: FakeBot
         await fake.await_for(lambda: len(fake.messages(CHAT)) == 2)  # reminded after 0.2 s
         second = fake.messages(CHAT)[1]
         assert second["message_id"] != first["message_id"]
-        await _delivered(gateway, record.id)
-        refs = (await gateway.aget(record.id)).message_refs["telegram"]
+
+
+        async def refs_moved_on() -> dict[str, Any] | None:
+            # the reminder is on screen before the notifier records it: wait for the record
+            refs: dict[str, Any] = (await gateway.aget(record.id)).message_refs["telegram"]
+            return refs if refs["message_id"] != first["message_id"] else None
+
+        refs = await asyncio.wait_for(_poll(refs_moved_on), 5)
         assert refs["message_id"] == second["message_id"]
         assert refs["previous"] == [{"chat_id": CHAT, "message_id": first["message_id"]}]
 
