@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from loopgate_lc.errors import (
     AlreadyDecided,
+    ApproverNotAllowed,
     ConfigurationError,
     DecisionNotAllowed,
     LoopgateError,
@@ -98,6 +99,11 @@ def _env_float(name: str) -> float | None:
     return value
 
 
+def _env_list(name: str) -> list[str]:
+    """A comma-separated environment variable as a list (host names, origins)."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
 def _telegram_from_env() -> Any:
     """A TelegramNotifier when ``TELEGRAM_BOT_TOKEN`` is set, else None."""
     if not os.environ.get("TELEGRAM_BOT_TOKEN"):
@@ -165,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     approve = sub.add_parser("approve", parents=[common], help="approve (or answer) a request")
     approve.add_argument("request_id", metavar="ID")
     approve.add_argument("--as", dest="actor", metavar="NAME",
-                         help="who is deciding, for the audit (default: your user name)")
+                         help="who is deciding: checked against the request's approvers (required "
+                              "when it names some), and the audit's actor (default: your user "
+                              "name)")
     approve.add_argument("--choice", metavar="LABEL",
                          help="for requests with options: the option to choose")
     approve.add_argument("--text", metavar="TEXT", help="for input requests: the answer")
@@ -174,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("request_id", metavar="ID")
     reject.add_argument("--reason", required=True, help="why (the agent is told)")
     reject.add_argument("--as", dest="actor", metavar="NAME",
-                        help="who is deciding, for the audit (default: your user name)")
+                        help="who is deciding: checked against the request's approvers (required "
+                              "when it names some), and the audit's actor (default: your user "
+                              "name)")
 
     audit = sub.add_parser("audit", parents=[common], help="print the audit trail")
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -209,15 +219,31 @@ def _serve(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.max_body_bytes is not None:
         kwargs["max_body_bytes"] = args.max_body_bytes
+    from loopgate_lc.server.tenancy import load_api_keys
+
+    keys = load_api_keys()
+    hosts = _env_list("LOOPGATE_ALLOWED_HOSTS")
     app = create_app(
         gateway,
-        api_keys=os.environ.get("LOOPGATE_API_KEYS"),
-        webhook_secret=os.environ.get("LOOPGATE_WEBHOOK_SECRET") or None,
-        telegram=telegram, mcp=not args.no_mcp, host=host, close_gateway=True, **kwargs,
+        api_keys=keys,
+        webhook_secret=[s for s in (os.environ.get("LOOPGATE_WEBHOOK_SECRET"),
+                                    os.environ.get("LOOPGATE_WEBHOOK_SECRET_PREVIOUS")) if s]
+        or None,
+        telegram=telegram, mcp=not args.no_mcp, host=host, close_gateway=True,
+        allowed_hosts=hosts or None, cors_origins=_env_list("LOOPGATE_CORS_ORIGINS"),
+        callback_allowlist=_env_list("LOOPGATE_CALLBACK_ALLOWLIST"), **kwargs,
     )
+    # Opened here, before uvicorn: a refused token or an unusable store is one clear line
+    # (and a non-zero exit) instead of uvicorn's startup traceback. An unreachable
+    # Telegram is not fatal: the API serves and /health says "degraded".
+    try:
+        gateway.open()
+    except BaseException:
+        gateway.close()
+        raise
     print(f"loopgate-lc: serving on http://{host}:{port} (store {_store(args)}; telegram "
-          f"{'on' if telegram else 'off'}; API keys "
-          f"{'required' if os.environ.get('LOOPGATE_API_KEYS') else 'off'})", file=sys.stderr)
+          f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'})",
+          file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=args.log_level)
     return 0
 
@@ -314,7 +340,15 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
         else:
             decision = {"type": "reject", "message": args.reason}
         try:
-            decided = gateway.respond(record.id, decision, actor=_actor(args), channel="cli")
+            # --as names the approver: where the session or policy names approvers, the
+            # CLI decides only as one of them (and refusals are audited).
+            decided = gateway.respond(record.id, decision, actor=_actor(args), channel="cli",
+                                      approver_id=args.actor)
+        except ApproverNotAllowed as exc:
+            hint = "" if args.actor else (
+                "; this request names its approvers: decide as one of them with --as NAME")
+            print(f"error: {exc}{hint}", file=sys.stderr)
+            return 1
         except DecisionNotAllowed as exc:
             hint = ""
             if request.options:

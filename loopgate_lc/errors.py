@@ -18,6 +18,7 @@ __all__ = [
     "InvalidPolicy",
     "InvalidUpdate",
     "LoopgateError",
+    "OutOfScope",
     "RequestNotFound",
     "SessionExists",
     "SessionNotFound",
@@ -125,6 +126,11 @@ class DecisionNotAllowed(InvalidDecision):
 
 class ApproverNotAllowed(LoopgateError, PermissionError):
     """The actor is not one of the approvers the session or policy names."""
+
+
+class OutOfScope(LoopgateError, PermissionError):
+    """An API key asked for something outside its scope that is its own to name (a
+    client id to file under); what belongs to other tenants is reported as not found."""
 
 
 class StaleDecision(LoopgateError):

@@ -707,31 +707,81 @@ class Loopgate:
 
     async def _authorize(self, record: RequestRecord, approver_id: str | None,
                          actor: str | None, channel: str) -> None:
-        if approver_id is None:
-            return
-        allowed = await self._approvers(record)
-        if allowed and str(approver_id) not in allowed:
-            await self._audit("unauthorized", record, actor=actor, channel=channel,
-                              details={"approver_id": str(approver_id)})
-            raise ApproverNotAllowed(
-                f"{actor or approver_id} is not an approver for request {record.id}")
+        """Refuse (and audit) a decider the request's approvers do not include.
 
-    async def _approvers(self, record: RequestRecord) -> set[str]:
-        """Who may decide: the policy's list if it names one, else the session's; plus
-        the approvers of every escalation step reached."""
-        allowed = {str(a) for a in record.payload.get("approvers") or ()}
-        if not allowed and record.session_id:
+        Where a session, policy or escalation step names approvers, a decider must name
+        itself (``approver_id``): leaving it out is refused, never a way around the list.
+        """
+        allowed, named = await self._approvers(record)
+        if approver_id is None:
+            if not named:
+                return
+        elif not allowed or str(approver_id) in allowed:
+            return
+        await self._audit("unauthorized", record, actor=actor, channel=channel,
+                          details={"approver_id": None if approver_id is None
+                                   else str(approver_id)})
+        who = actor or approver_id or "an unnamed decider"
+        raise ApproverNotAllowed(
+            f"{who} is not an approver for request {record.id}"
+            + ("" if approver_id is not None else ": name the approver who decides"))
+
+    def authorize(self, request_id: str, approver_id: str | None, *, actor: str | None = None,
+                  channel: str = "api") -> None:
+        """Check that ``approver_id`` may decide ``request_id`` without deciding it (a
+        channel asks before it prompts a person for a reason); refusals are audited.
+
+        Raises:
+            RequestNotFound: Unknown id.
+            ApproverNotAllowed: Not one of the approvers the request names.
+        """
+        self._portal.call(self._authorize_id(request_id, approver_id, actor, channel))
+
+    async def aauthorize(self, request_id: str, approver_id: str | None, *,
+                         actor: str | None = None, channel: str = "api") -> None:
+        await self._portal.acall(self._authorize_id(request_id, approver_id, actor, channel))
+
+    async def _authorize_id(self, request_id: str, approver_id: str | None,
+                            actor: str | None, channel: str) -> None:
+        await self._open()
+        await self._authorize(await self.store.get_request(request_id), approver_id, actor,
+                              channel)
+
+    def refuse(self, request_id: str, *, actor: str | None, channel: str,
+               reason: str) -> None:
+        """Audit a decider a channel refused by its own rules (a notifier's approver
+        list), so every refusal is on record whichever layer made it."""
+        self._portal.call(self._refuse(request_id, actor, channel, reason))
+
+    async def arefuse(self, request_id: str, *, actor: str | None, channel: str,
+                      reason: str) -> None:
+        await self._portal.acall(self._refuse(request_id, actor, channel, reason))
+
+    async def _refuse(self, request_id: str, actor: str | None, channel: str,
+                      reason: str) -> None:
+        await self._open()
+        record = await self.store.get_request(request_id)
+        await self._audit("unauthorized", record, actor=actor, channel=channel,
+                          details={"reason": reason})
+
+    async def _approvers(self, record: RequestRecord) -> tuple[set[str], bool]:
+        """Who may decide, and whether anyone names them: the policy's list if it names
+        one, else the session's; plus the approvers of every escalation step reached.
+        The session's chat counts as an approver, but does not by itself name any."""
+        named = {str(a) for a in record.payload.get("approvers") or ()}
+        allowed: set[str] = set()
+        if not named and record.session_id:
             try:
                 session = await self.store.get_session(record.session_id)
             except SessionNotFound:
                 session = None
             if session is not None:
-                allowed = {str(a) for a in session.approvers}
+                named = {str(a) for a in session.approvers}
                 if session.telegram_id is not None:
                     allowed.add(str(session.telegram_id))
         for step in self.escalation[: record.escalation_level]:
-            allowed.update(str(a) for a in step.approvers)
-        return allowed
+            named.update(str(a) for a in step.approvers)
+        return allowed | named, bool(named)
 
     async def _decide(self, record: RequestRecord, decision: dict[str, Any], *,
                       actor: str | None, channel: str | None,

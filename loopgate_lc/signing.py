@@ -1,20 +1,36 @@
-"""Signed webhooks and decision tokens, with nothing but the standard library.
+"""Signed webhooks in the Standard Webhooks format, signed decisions and decision tokens.
 
-Receivers live in other people's apps, so this module stays small and dependency-free:
-copy it next to your handler (swap the ``SignatureError`` import for a local exception)
-or ``pip install loopgate-lc`` and import it.
+Receivers live in other people's apps, so this module uses nothing but the standard
+library: copy it next to your handler (swap the ``SignatureError`` import for a local
+exception), ``pip install loopgate-lc`` and import it, or use any Standard Webhooks
+library (https://www.standardwebhooks.com), such as the ``standardwebhooks`` package.
 
-Wire format of a signed delivery::
+**Outgoing** (webhook notifier deliveries and ``callback_url`` callbacks)::
 
-    X-Loopgate-Timestamp: 1767225600
-    X-Loopgate-Signature: v1=<hex HMAC-SHA256(secret, b"1767225600." + body)>
-    Idempotency-Key: <request id>:<event>
+    webhook-id: <message id; the same on every retry of one message>
+    webhook-timestamp: 1767225600
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>
 
-The timestamp is inside the signed bytes, so a captured delivery cannot be replayed later
-with a fresh timestamp; the tolerance window bounds how long a replay of the untouched
-delivery works (``Idempotency-Key`` lets receivers drop those). Several comma-separated
-``v1=`` values may be sent: while a secret is being rotated the sender signs with the old
-and the new one, and a receiver that knows either accepts.
+**Incoming signed decisions** (``POST /hitl/webhook/decision/{request_id}``) carry the
+same three headers, but they are signed with a *derived* key and over the method and
+path too::
+
+    key'    = HMAC-SHA256(key, "loopgate-lc decision-signature v1")
+    signed  = "<id>.<timestamp>.POST /hitl/webhook/decision/<request id>\n<body>"
+
+The path binds a decision to its request (the body alone would approve any request it is
+posted to), and the derived key means an outgoing signature can never pass as a
+decision, nor a decision as a delivery. With a Standard Webhooks library, sign with
+``decision_signing_secret(secret)`` and the ``"POST <path>\n<body>"`` string as data.
+
+A decision signature is accepted once: the server remembers its ``webhook-id`` through
+the tolerance window (see :class:`ReplayGuard`), and the timestamp must be within
+``DEFAULT_TOLERANCE`` seconds of now.
+
+Secrets: ``whsec_<base64>`` (the Standard Webhooks form; the key is the decoded bytes) or
+any other string (the key is its UTF-8 bytes). Several secrets may be given while
+rotating: the sender signs with each (several space-separated ``v1,`` values) and a
+receiver that knows any one of them accepts.
 
 Example (any framework; only the raw body and the headers are needed)::
 
@@ -22,7 +38,7 @@ Example (any framework; only the raw body and the headers are needed)::
     from loopgate_lc.errors import SignatureError
 
     try:
-        verify_signature(raw_body, request.headers, secret)
+        message_id = verify_signature(raw_body, request.headers, secret)
     except SignatureError as exc:
         return 401, str(exc)
 """
@@ -30,30 +46,41 @@ Example (any framework; only the raw body and the headers are needed)::
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
+import secrets as _random
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from loopgate_lc.errors import SignatureError
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "IDEMPOTENCY_HEADER",
+    "ID_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "MemoryReplayGuard",
+    "ReplayGuard",
     "Secret",
     "Secrets",
-    "compute_signature",
+    "decision_signing_secret",
     "decision_token",
+    "message_id_for",
     "sign",
+    "sign_decision",
+    "verify_decision_signature",
     "verify_decision_token",
     "verify_signature",
 ]
 
-TIMESTAMP_HEADER = "X-Loopgate-Timestamp"
-SIGNATURE_HEADER = "X-Loopgate-Signature"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 DEFAULT_TOLERANCE = 300
@@ -64,13 +91,20 @@ Secret = str | bytes
 Secrets = str | bytes | Sequence[str | bytes]
 """One secret, or several while rotating (any one of them verifies)."""
 
-_SCHEME = "v1"
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PREFIX = "whsec_"
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_:\-]{1,256}")
 _TOKEN_CONTEXT = b"loopgate-lc decision-token v1\x00"
+_DECISION_CONTEXT = b"loopgate-lc decision-signature v1"
 
 
 def _key(secret: Secret) -> bytes:
-    key = secret.encode() if isinstance(secret, str) else bytes(secret)
+    if isinstance(secret, str) and secret.startswith(_PREFIX):
+        try:
+            key = base64.b64decode(secret[len(_PREFIX):] + "==", validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise SignatureError("a whsec_ secret is not valid base64") from exc
+    else:
+        key = secret.encode() if isinstance(secret, str) else bytes(secret)
     if not key:
         # An empty key would make every signature forgeable by anyone who reads this code.
         raise SignatureError("the signing secret is empty")
@@ -86,32 +120,78 @@ def _keys(secrets: Secrets) -> list[bytes]:
     return keys
 
 
-def _body_bytes(body: bytes | str) -> bytes:
+def _decision_key(key: bytes) -> bytes:
+    return hmac.new(key, _DECISION_CONTEXT, hashlib.sha256).digest()
+
+
+def decision_signing_secret(secret: Secret) -> str:
+    """The ``whsec_`` secret that signs decisions, for Standard Webhooks libraries
+    (``Webhook(decision_signing_secret(secret)).sign(id, at, "POST <path>\\n<body>")``)."""
+    return _PREFIX + base64.b64encode(_decision_key(_key(secret))).decode()
+
+
+def _bytes(body: bytes | str) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
-def compute_signature(body: bytes | str, secret: Secret, timestamp: int) -> str:
-    """The bare hex digest for one secret: what follows ``v1=`` in the header."""
-    message = f"{timestamp}.".encode() + _body_bytes(body)
-    return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
+def _digest(key: bytes, message_id: str, timestamp: int, content: bytes) -> str:
+    signed = f"{message_id}.{timestamp}.".encode() + content
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def sign(body: bytes | str, secret: Secrets, *, timestamp: int | None = None) -> dict[str, str]:
+def message_id_for(key: str) -> str:
+    """A valid, stable ``webhook-id`` for any idempotency key (``<request>:<event>``), so
+    every retry of one message carries the same id."""
+    return "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _message_id(message_id: str | None) -> str:
+    if message_id is None:
+        return f"msg_{_random.token_urlsafe(18)}"
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise SignatureError(
+            f"malformed {ID_HEADER} {message_id[:40]!r}: up to 256 of A-Z a-z 0-9 _ : -")
+    return message_id
+
+
+def _headers(keys: list[bytes], message_id: str, timestamp: int | None,
+             content: bytes) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else int(timestamp)
+    values = [f"v1,{_digest(key, message_id, ts, content)}" for key in keys]
+    return {ID_HEADER: message_id, TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: " ".join(values)}
+
+
+def sign(body: bytes | str, secret: Secrets, *, message_id: str | None = None,
+         timestamp: int | None = None) -> dict[str, str]:
     """Headers that let a receiver check ``body`` came from someone holding ``secret``.
 
     Args:
         body: The exact bytes sent; any re-serialisation on the way breaks the signature,
             which is the point.
         secret: The shared secret, or several (new first) while rotating: each adds one
-            ``v1=`` value.
+            ``v1,`` value.
+        message_id: The ``webhook-id``; the same for every retry of one message so
+            receivers can drop duplicates. Random when omitted.
         timestamp: Unix seconds; defaults to now. Pass one only to make tests repeatable.
-
-    Returns:
-        ``{"X-Loopgate-Timestamp": ..., "X-Loopgate-Signature": "v1=...[,v1=...]"}``.
     """
-    ts = int(time.time()) if timestamp is None else int(timestamp)
-    values = [f"{_SCHEME}={compute_signature(body, key, ts)}" for key in _keys(secret)]
-    return {TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: ",".join(values)}
+    return _headers(_keys(secret), _message_id(message_id), timestamp, _bytes(body))
+
+
+def _decision_content(method: str, path: str, body: bytes | str) -> bytes:
+    return f"{method.upper()} {path}\n".encode() + _bytes(body)
+
+
+def sign_decision(body: bytes | str, secret: Secrets, *, path: str, method: str = "POST",
+                  message_id: str | None = None, timestamp: int | None = None
+                  ) -> dict[str, str]:
+    """Headers for a decision posted to ``path`` (``/hitl/webhook/decision/<id>``).
+
+    The signature covers method, path and body, with the decision key (see the module
+    notes), so it decides that one request and cannot be taken for a delivery.
+    """
+    keys = [_decision_key(k) for k in _keys(secret)]
+    return _headers(keys, _message_id(message_id), timestamp,
+                    _decision_content(method, path, body))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -126,98 +206,147 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _parse_timestamp(raw: str | int | None) -> int:
+def _parse_timestamp(raw: str | None) -> int:
     if raw is None:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} header")
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    text = str(raw).strip()
+    text = raw.strip()
     if not (text.isascii() and text.isdigit() and len(text) <= 15):
         raise SignatureError(
-            f"malformed {TIMESTAMP_HEADER} header {text[:40]!r}: expected integer unix seconds"
-        )
+            f"malformed {TIMESTAMP_HEADER} header {text[:40]!r}: expected integer unix seconds")
     return int(text)
 
 
-def _parse_signatures(raw: str | None) -> list[str]:
+def _parse_signatures(raw: str | None) -> list[bytes]:
     if raw is None:
         raise SignatureError(f"missing {SIGNATURE_HEADER} header")
-    digests: list[str] = []
-    for part in raw.split(","):
-        scheme, sep, value = part.strip().partition("=")
+    digests: list[bytes] = []
+    for part in raw.split():
+        version, sep, value = part.partition(",")
         if not sep:
             raise SignatureError(
-                f"malformed {SIGNATURE_HEADER} header: {part.strip()[:40]!r} is not scheme=value"
-            )
-        if scheme != _SCHEME:
-            continue  # a newer scheme we do not know; another value may still be v1
-        if not _HEX_SHA256.fullmatch(value):
+                f"malformed {SIGNATURE_HEADER} header: {part[:40]!r} is not version,signature")
+        if version != "v1":
+            continue  # a scheme we do not know; another value may still be v1
+        try:
+            digests.append(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError) as exc:
             raise SignatureError(
-                f"malformed {SIGNATURE_HEADER} header: v1 value is not 64 lowercase hex digits"
-            )
-        digests.append(value)
+                f"malformed {SIGNATURE_HEADER} header: a v1 value is not base64") from exc
     if not digests:
-        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: no v1= signature in it")
+        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: no v1 signature in it")
     return digests
 
 
-def verify_signature(
-    body: bytes | str,
-    headers: Mapping[str, str] | str,
-    secret: Secrets,
-    *,
-    timestamp: int | str | None = None,
-    tolerance: int = DEFAULT_TOLERANCE,
-    now: float | None = None,
-) -> None:
-    """Check a delivery's signature and freshness; return quietly or raise.
+def _verify(content: bytes, headers: Mapping[str, str], keys: list[bytes], tolerance: int,
+            now: float | None) -> tuple[str, int]:
+    message_id = _header(headers, ID_HEADER)
+    if message_id is None:
+        raise SignatureError(f"missing {ID_HEADER} header")
+    message_id = _message_id(message_id.strip())
+    ts = _parse_timestamp(_header(headers, TIMESTAMP_HEADER))
+    candidates = _parse_signatures(_header(headers, SIGNATURE_HEADER))
+    matched = False
+    for key in keys:
+        expected = base64.b64decode(_digest(key, message_id, ts, content))
+        for candidate in candidates:
+            # Every pair is compared (no early exit) so timing says nothing about which.
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError(
+            "signature mismatch: the body, path or timestamp was altered, or the secret "
+            "differs")
+    current = time.time() if now is None else now
+    age = current - ts
+    if age > tolerance:
+        raise SignatureError(
+            f"stale timestamp: signed {int(age)} seconds ago, more than the {tolerance} allowed")
+    if -age > tolerance:
+        raise SignatureError(
+            f"timestamp {int(-age)} seconds in the future, more than the {tolerance} allowed")
+    return message_id, ts
+
+
+def verify_signature(body: bytes | str, headers: Mapping[str, str], secret: Secrets, *,
+                     tolerance: int = DEFAULT_TOLERANCE, now: float | None = None) -> str:
+    """Check a delivery's signature and freshness; return its message id or raise.
 
     Args:
         body: The raw request body, exactly as received (before any JSON parsing).
-        headers: The request headers (any ``Mapping``; looked up case-insensitively),
-            or the bare ``X-Loopgate-Signature`` value when ``timestamp`` is given.
+        headers: The request headers (any ``Mapping``; looked up case-insensitively).
         secret: The shared secret, or several while rotating.
-        timestamp: The ``X-Loopgate-Timestamp`` value; needed only when ``headers`` is the
-            bare signature string.
         tolerance: Seconds the timestamp may differ from ``now`` either way.
         now: Unix seconds to compare against; defaults to the clock (tests pin it).
+
+    Returns:
+        The ``webhook-id``: drop a message whose id you have already handled.
 
     Raises:
         SignatureError: A header is missing or malformed, no signature matches any
             secret, or the timestamp is outside the tolerance window. The message says
             which, so an operator can tell a clock problem from a wrong secret.
     """
-    if isinstance(headers, str):
-        raw_signature: str | None = headers
-        raw_timestamp: str | int | None = timestamp
-    else:
-        raw_signature = _header(headers, SIGNATURE_HEADER)
-        raw_timestamp = _header(headers, TIMESTAMP_HEADER) if timestamp is None else timestamp
-    ts = _parse_timestamp(raw_timestamp)
-    candidates = _parse_signatures(raw_signature)
-    keys = _keys(secret)
+    return _verify(_bytes(body), headers, _keys(secret), tolerance, now)[0]
 
-    matched = False
-    for key in keys:
-        expected = compute_signature(body, key, ts)
-        for candidate in candidates:
-            # Every pair is compared (no early exit) so timing says nothing about which.
-            matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise SignatureError(
-            "signature mismatch: the body or timestamp was altered, or the secret differs"
-        )
 
-    current = time.time() if now is None else now
-    age = current - ts
-    if age > tolerance:
-        raise SignatureError(
-            f"stale timestamp: signed {int(age)} seconds ago, more than the {tolerance} allowed"
-        )
-    if -age > tolerance:
-        raise SignatureError(
-            f"timestamp {int(-age)} seconds in the future, more than the {tolerance} allowed"
-        )
+def verify_decision_signature(
+    body: bytes | str, headers: Mapping[str, str], secret: Secrets, *, path: str,
+    method: str = "POST", tolerance: int = DEFAULT_TOLERANCE, now: float | None = None,
+) -> tuple[str, int]:
+    """Check a signed decision (see :func:`sign_decision`).
+
+    Returns:
+        ``(message_id, timestamp)``: the caller refuses a message id it has seen within
+        the tolerance window (a :class:`ReplayGuard`).
+
+    Raises:
+        SignatureError: As for :func:`verify_signature`; a signature made for another
+            path (another request) or as an outgoing delivery is a mismatch.
+    """
+    keys = [_decision_key(k) for k in _keys(secret)]
+    return _verify(_decision_content(method, path, body), headers, keys, tolerance, now)
+
+
+class ReplayGuard(Protocol):
+    """Remembers signed message ids so each is accepted once.
+
+    The in-memory :class:`MemoryReplayGuard` protects one process. Several server
+    processes need a shared implementation (a store table with a unique key on the id),
+    which plugs in here unchanged.
+    """
+
+    async def first_use(self, message_id: str, expires_at: float) -> bool:
+        """True the first time ``message_id`` is seen; False for a replay. The id may be
+        forgotten after ``expires_at`` (unix seconds), when its signature has expired."""
+
+
+class MemoryReplayGuard:
+    """A :class:`ReplayGuard` for one process.
+
+    Args:
+        max_entries: A bound on remembered ids; when full (a flood of valid signatures)
+            new ids are refused until old ones expire, which fails closed.
+        clock: Returns unix seconds; tests inject one.
+    """
+
+    def __init__(self, *, max_entries: int = 100_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+        self._clock = clock
+
+    async def first_use(self, message_id: str, expires_at: float) -> bool:
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) >= self._max:
+                self._seen = {k: v for k, v in self._seen.items() if v > now}
+            known = self._seen.get(message_id)
+            if known is not None and known > now:
+                return False
+            if len(self._seen) >= self._max:
+                return False
+            self._seen[message_id] = expires_at
+            return True
 
 
 def decision_token(secret: Secret, request_id: str) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "text_length",
     "truncate_html",
     "utc_hhmm",
+    "visible_length",
 ]
 
 MESSAGE_LIMIT = 4096
@@ -60,7 +61,7 @@ INPUT_KINDS = frozenset({RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.AN
 """Kinds answered with free text (a ForceReply), not buttons."""
 
 # Per-field budgets (of escaped text) so one huge field cannot push the rest out.
-_TEXT_BUDGET = 1500
+_TEXT_BUDGET = 3000
 _ARGS_BUDGET = 1500
 _VALUE_BUDGET = 600
 _KEY_BUDGET = 200
@@ -137,54 +138,65 @@ _TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]
 _TAG_NAME = re.compile(r"</?\s*([A-Za-z][A-Za-z0-9-]*)")
 
 
+def visible_length(source: str) -> int:
+    """Length of HTML as Telegram counts it: the text a person sees, in UTF-16 units
+    (tags count nothing, an entity counts as the one character it stands for)."""
+    return sum(_visible_size(m.group(0)) for m in _TOKEN.finditer(source))
+
+
+def _visible_size(token: str) -> int:
+    if token.startswith("<") and len(token) > 1:
+        return 0
+    if token.startswith("&") and len(token) > 1:
+        return text_length(html.unescape(token))
+    return text_length(token)
+
+
 def truncate_html(
     source: str, limit: int = MESSAGE_LIMIT, marker: str = CUT_MARKER, *, separator: str = "\n"
 ) -> str:
-    """Cut HTML to ``limit`` UTF-16 units without splitting a tag or an entity.
+    """Cut HTML to ``limit`` UTF-16 units of *visible* text without splitting a tag or an
+    entity.
 
-    Tags still open at the cut are closed, and ``separator + marker`` is appended after
-    them, so the result is valid Telegram HTML that shows where it was cut. Text that
-    fits is returned unchanged.
+    Telegram's limits count the text after entities are parsed, so ``&lt;`` is one
+    character and ``<b>`` none; counting the markup instead would cut a message full of
+    escaped characters to a fraction of what fits. Tags still open at the cut are
+    closed, and ``separator + marker`` is appended after them, so the result is valid
+    Telegram HTML that shows where it was cut. Text that fits is returned unchanged.
     """
-    if text_length(source) <= limit:
+    if visible_length(source) <= limit:
         return source
     tail = separator + marker
+    room = limit - text_length(tail)
     out: list[str] = []
     used = 0
     stack: list[str] = []
-
-    def closers(tags: list[str]) -> str:
-        return "".join(f"</{name}>" for name in reversed(tags))
-
     for match in _TOKEN.finditer(source):
         token = match.group(0)
-        after = stack
-        if token.startswith("<"):
+        size = _visible_size(token)
+        if used + size > room:
+            break
+        if token.startswith("<") and size == 0:
             name_match = _TAG_NAME.match(token)
             name = name_match.group(1).lower() if name_match else ""
             if token.startswith("</"):
-                after = stack[:-1] if stack and stack[-1] == name else stack
+                if stack and stack[-1] == name:
+                    stack = stack[:-1]
             elif not token.endswith("/>"):
-                after = [*stack, name]
-        size = text_length(token)
-        if used + size + text_length(closers(after)) + text_length(tail) > limit:
-            break
+                stack = [*stack, name]
         out.append(token)
         used += size
-        stack = after
     # An opening tag with nothing after it is noise; drop trailing empty openers.
     while out and stack and out[-1].startswith("<") and not out[-1].startswith("</"):
         out.pop()
         stack = stack[:-1]
-    return "".join(out).rstrip() + closers(stack) + tail
+    closers = "".join(f"</{name}>" for name in reversed(stack))
+    return "".join(out).rstrip() + closers + tail
 
 
 def escape_clip(value: object, limit: int) -> str:
-    """Escape, then cut to ``limit`` UTF-16 units of escaped text (entities kept whole).
-
-    Cutting after escaping is what bounds the message: ``<`` becomes four characters,
-    so a budget on the raw text would not.
-    """
+    """Escape, then cut to ``limit`` UTF-16 units of visible text (entities kept whole,
+    each counting as the one character it shows)."""
     return truncate_html(escape(value), limit, separator="")
 
 
@@ -307,12 +319,14 @@ def _body(record: RequestRecord) -> list[str]:
     payload = _payload(record)
     lines: list[str] = []
     text = _text_of(payload)
+    args = payload.get("args")
     if text:
-        lines += [escape_clip(text, _TEXT_BUDGET), ""]
+        # a tool call shares the message with its arguments; a plain question has it all
+        budget = _TEXT_BUDGET if args is None else _TEXT_BUDGET // 2
+        lines += [escape_clip(text, budget), ""]
     name = payload.get("name")
     if name:
         lines.append(f"<b>Tool:</b> <code>{escape_clip(str(name), _KEY_BUDGET)}</code>")
-    args = payload.get("args")
     if args is not None:
         lines.append("<b>Arguments:</b>")
         lines.append(f"<pre>{escape_clip(_pretty_json(args), _ARGS_BUDGET)}</pre>")

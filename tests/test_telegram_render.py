@@ -26,6 +26,7 @@ from loopgate_lc.telegram_render import (
     text_length,
     truncate_html,
     utc_hhmm,
+    visible_length,
 )
 from tests.notifiers._records import make_record, resolved
 
@@ -71,7 +72,7 @@ def test_truncate_html_keeps_entities_and_tags_whole() -> None:
     source = "<b>" + "&amp;" * 100 + "</b><pre>" + "a&lt;b" * 100 + "</pre>"
     for limit in range(12, 200, 7):
         cut = truncate_html(source, limit)
-        assert text_length(cut) <= limit
+        assert text_length(_plain(cut)) == visible_length(cut) <= limit
         assert cut.endswith(CUT_MARKER)
         _plain(cut)  # parses: no broken entity, every tag closed
 
@@ -80,11 +81,21 @@ def test_truncate_html_leaves_fitting_text_alone() -> None:
     assert truncate_html("<i>ok</i>", 100) == "<i>ok</i>"
 
 
-def test_escape_clip_cuts_after_escaping() -> None:
+def test_escape_clip_counts_what_a_person_sees() -> None:
+    """An escaped ``<`` is one character on screen, not the four of ``&lt;``: 100 of
+    them cut to 30 show 30 - len(marker) of them, not 5."""
     cut = escape_clip("<" * 100, 30)
-    assert text_length(cut) <= 30
-    assert _plain(cut).startswith("<<<")
-    assert cut.endswith(CUT_MARKER)
+    assert text_length(_plain(cut)) <= 30
+    assert _plain(cut) == "<" * (30 - len(CUT_MARKER)) + CUT_MARKER
+
+
+def test_a_long_message_of_markup_characters_shows_the_full_budget() -> None:
+    """A 19k-character message used to show 1,991 characters: the cut counted the HTML
+    escapes, not the visible text."""
+    record = make_record(message="<&>" * 6500, args=None)
+    plain = _plain(render_request(record))
+    assert visible_length(render_request(record)) <= MESSAGE_LIMIT
+    assert plain.count("<&>") >= 950 and CUT_MARKER in plain
 
 
 def test_utc_hhmm() -> None:
@@ -178,7 +189,7 @@ def test_huge_fields_are_cut_to_the_limit_with_the_cut_shown() -> None:
     )
     for render in (render_request, render_resolved):
         text = render(record)
-        assert text_length(text) <= MESSAGE_LIMIT
+        assert visible_length(text) <= MESSAGE_LIMIT
         assert CUT_MARKER in text
         _plain(text)
     text = render_request(record)

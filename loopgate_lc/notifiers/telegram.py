@@ -19,6 +19,7 @@ Three rules keep it safe:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
@@ -205,6 +206,11 @@ class TelegramNotifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initialized = False
         self._started = False
+        self._listening = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self.problem: str | None = None
+        """Why Telegram is not usable right now (unreachable at start, token refused
+        later); None when connected. The server's ``/health`` reports it."""
 
     def __repr__(self) -> str:
         return f"TelegramNotifier(name={self.name!r}, mode={self.mode!r})"
@@ -232,8 +238,12 @@ class TelegramNotifier:
     async def start(self, gateway: Loopgate) -> None:
         """Connect to Telegram and begin listening, inside the gateway's loop.
 
+        Telegram being unreachable does not fail the start: the rest of the gateway (and
+        the server's API) works, :attr:`problem` says what is wrong, and the connection
+        is retried in the background with backoff; deliveries wait in the outbox.
+
         Raises:
-            ConfigurationError: Telegram refused the token.
+            ConfigurationError: Telegram refused the token (retrying cannot help).
         """
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop and not self._started:
@@ -243,19 +253,27 @@ class TelegramNotifier:
             self._initialized = False
         self._gateway = gateway
         self._loop = loop
-        await self._initialize()
-        if self._started:
-            return
-        await self.application.start()
-        self._started = True
         try:
-            await self.application.bot.set_my_commands(
-                [BotCommand(command, text) for command, text in _COMMANDS]
-            )
-        except TelegramError as exc:  # a convenience; the bot works without it
-            logger.warning("telegram: could not set the command list: %s", exc)
+            await self._connect()
+        except (NetworkError, DeliveryError) as exc:
+            self.problem = f"cannot reach Telegram ({exc}); retrying in the background"
+            logger.warning("telegram: %s", self.problem)
+            self._reconnecting = loop.create_task(self._reconnect())
+
+    async def _connect(self) -> None:
+        """Each step once: initialize, start, then listen (polling or webhook)."""
+        await self._initialize()
+        if not self._started:
+            await self.application.start()
+            self._started = True
+            try:
+                await self.application.bot.set_my_commands(
+                    [BotCommand(command, text) for command, text in _COMMANDS]
+                )
+            except TelegramError as exc:  # a convenience; the bot works without it
+                logger.warning("telegram: could not set the command list: %s", exc)
         if self.mode == "webhook":
-            if self.webhook_url:
+            if self.webhook_url and not self._listening:
                 await self._api(
                     "setWebhook",
                     lambda: self.application.bot.set_webhook(
@@ -264,18 +282,43 @@ class TelegramNotifier:
                         allowed_updates=_ALLOWED_UPDATES,
                     ),
                 )
-            return
-        updater = self.application.updater
-        assert updater is not None
-        await updater.start_polling(
-            timeout=int(self.poll_timeout) if self.poll_timeout >= 1 else 1,
-            allowed_updates=_ALLOWED_UPDATES,
-            drop_pending_updates=False,  # taps made while we were down still count
-            error_callback=self._on_polling_error,
-        )
+        else:
+            updater = self.application.updater
+            assert updater is not None
+            if not updater.running:
+                await updater.start_polling(
+                    timeout=int(self.poll_timeout) if self.poll_timeout >= 1 else 1,
+                    allowed_updates=_ALLOWED_UPDATES,
+                    drop_pending_updates=False,  # taps made while we were down still count
+                    error_callback=self._on_polling_error,
+                )
+        self._listening = True
+        self.problem = None
+
+    async def _reconnect(self) -> None:
+        """Retry :meth:`_connect` with doubling delays (capped at a minute) until it works,
+        the token is refused, or the notifier stops."""
+        delay = max(self.retry_backoff, 0.01)
+        while not self._listening:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+            try:
+                await self._connect()
+            except ConfigurationError as exc:
+                self.problem = str(exc)
+                logger.error("telegram: %s; not retrying", exc)
+                return
+            except (NetworkError, DeliveryError) as exc:
+                self.problem = f"cannot reach Telegram ({exc}); retrying in the background"
+        logger.warning("telegram: connected")
 
     async def stop(self) -> None:
         """Stop listening and release the HTTP clients. Safe to call twice."""
+        task, self._reconnecting = self._reconnecting, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._listening = False
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
@@ -285,6 +328,12 @@ class TelegramNotifier:
         if self._initialized:
             self._initialized = False
             await self.application.shutdown()
+
+    def _require_connection(self) -> None:
+        if not self._initialized:
+            # The outbox keeps the delivery and retries it once the connection is back.
+            raise DeliveryError(self.problem or "Telegram is not connected yet",
+                                retryable=True)
 
     async def _initialize(self) -> None:
         if self._initialized:
@@ -307,7 +356,7 @@ class TelegramNotifier:
             DeliveryError: No chat is configured (not retryable), Telegram refused the
                 message (not retryable), or it could not be reached (retryable).
         """
-        await self._initialize()
+        self._require_connection()
         chat_id = await self._chat_for(request)
         text = render_request(request)
         rows = keyboard_for(request)
@@ -352,7 +401,7 @@ class TelegramNotifier:
 
     async def on_resolved(self, request: RequestRecord) -> None:
         """Show the outcome, who decided and when; remove the buttons."""
-        await self._initialize()
+        self._require_connection()
         ref = request.message_refs.get(self.name)
         if not isinstance(ref, dict) and self._gateway is not None:
             try:
@@ -534,6 +583,16 @@ class TelegramNotifier:
             names.add(user.username.lower())
         return bool(names & self.approvers)
 
+    async def _allowed(self, user: User, request_id: str) -> bool:
+        """The notifier's own ``approvers`` list; a refusal is audited like the gateway's,
+        so every refused tap or reply is on record."""
+        if self._may_decide(user):
+            return True
+        with contextlib.suppress(RequestNotFound):  # the request is gone: nothing to record
+            await self._gw().arefuse(request_id, actor=_actor(user), channel="telegram",
+                                     reason="not in the Telegram notifier's approvers")
+        return False
+
     # --- handlers: taps --------------------------------------------------------------------
 
     async def _on_tap(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -545,13 +604,25 @@ class TelegramNotifier:
             await self._answer(query, "This button is no longer valid.")
             return
         request_id, action = found
-        if not self._may_decide(query.from_user):
+        user = query.from_user
+        if not await self._allowed(user, request_id):
             await self._answer(query, "not authorized to decide this request", alert=True)
             return
         op = action.get("op")
         if op == "decide":
             await self._decide_from_tap(query, request_id, dict(action.get("decision") or {}))
         elif op == "prompt":
+            # Asked before prompting: a refused tap must not make the bot post anything.
+            try:
+                await self._gw().aauthorize(request_id, str(user.id), actor=_actor(user),
+                                            channel="telegram")
+            except ApproverNotAllowed:
+                await self._answer(query, "not authorized to decide this request",
+                                   alert=True)
+                return
+            except RequestNotFound:
+                await self._answer(query, "This request no longer exists.")
+                return
             await self._prompt(query, request_id, str(action.get("purpose")))
         else:
             await self._answer(query, "This button is no longer valid.")
@@ -641,7 +712,7 @@ class TelegramNotifier:
         if found is None:
             return  # a reply to something that is not a prompt: not ours
         request_id, action = found
-        if not self._may_decide(user):
+        if not await self._allowed(user, request_id):
             await self._reply(message, "⛔ You are not authorized to answer this request.")
             return
         purpose = action.get("purpose")

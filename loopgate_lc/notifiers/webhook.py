@@ -4,10 +4,11 @@ Two layers of retry, on purpose: a few quick in-call attempts ride out a blip (a
 a dropped connection) without touching the database, and when those run out
 :class:`~loopgate_lc.notifiers.base.DeliveryError` hands the delivery back to the
 gateway's durable outbox, which retries for as long as the request is pending. Every
-attempt carries the same ``Idempotency-Key``, so a receiver that saw an attempt whose
-response was lost can drop the repeat.
+attempt carries the same ``Idempotency-Key`` and ``webhook-id``, so a receiver that saw an
+attempt whose response was lost can drop the repeat.
 
-Receivers check deliveries with :func:`loopgate_lc.signing.verify_signature`.
+Deliveries are signed in the Standard Webhooks format; receivers check them with
+:func:`loopgate_lc.signing.verify_signature` or any Standard Webhooks library.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import httpx
 
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.notifiers.base import DeliveryError
-from loopgate_lc.signing import IDEMPOTENCY_HEADER, Secrets, decision_token, sign
+from loopgate_lc.signing import (
+    IDEMPOTENCY_HEADER,
+    Secrets,
+    decision_token,
+    message_id_for,
+    sign,
+)
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["WebhookNotifier"]
@@ -62,6 +69,11 @@ class WebhookNotifier:
         ConfigurationError: The URL is not http(s), the secret is empty, or the retry
             settings cannot work.
     """
+
+    echo_answers = True
+    """Quote the start of an error answer in the failure message (and so the audit). The
+    receiver is the operator's own; ``callback_url`` receivers are the client's and are
+    never quoted."""
 
     def __init__(
         self,
@@ -163,7 +175,7 @@ class WebhookNotifier:
                 "Content-Type": "application/json",
                 IDEMPOTENCY_HEADER: idempotency_key,
                 EVENT_HEADER: event,
-                **sign(content, self._secret),
+                **sign(content, self._secret, message_id=message_id_for(idempotency_key)),
             }
             retry_after: float | None = None
             try:
@@ -178,7 +190,8 @@ class WebhookNotifier:
                 if 200 <= status < 300:
                     return {"status_code": status, "attempts": attempt}
                 last_exc = None
-                last_problem = f"HTTP {status}{_snippet(response)}"
+                last_problem = f"HTTP {status}" + (_snippet(response) if self.echo_answers
+                                                   else "")
                 if status != 429 and status < 500:
                     raise DeliveryError(
                         f"webhook {self.name!r} {event} for {request.id!r} was refused with "

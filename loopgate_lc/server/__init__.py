@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from loopgate_lc.server.app import DEFAULT_MAX_BODY_BYTES, TELEGRAM_WEBHOOK_PATH, create_app
     from loopgate_lc.server.callbacks import CallbackNotifier
     from loopgate_lc.server.errors import ApiError
-    from loopgate_lc.server.middleware import ApiKeys, parse_api_keys
     from loopgate_lc.server.models import poll_result
+    from loopgate_lc.server.tenancy import ApiKey, ApiKeys, load_api_keys, parse_api_keys
 
 # Imported on first use, so ``loopgate-lc pending --json`` can format with ``poll_result``
 # without loading Starlette and httpx.
@@ -24,9 +24,11 @@ _LAZY = {
     "create_app": "loopgate_lc.server.app",
     "CallbackNotifier": "loopgate_lc.server.callbacks",
     "ApiError": "loopgate_lc.server.errors",
-    "ApiKeys": "loopgate_lc.server.middleware",
-    "parse_api_keys": "loopgate_lc.server.middleware",
     "poll_result": "loopgate_lc.server.models",
+    "ApiKey": "loopgate_lc.server.tenancy",
+    "ApiKeys": "loopgate_lc.server.tenancy",
+    "load_api_keys": "loopgate_lc.server.tenancy",
+    "parse_api_keys": "loopgate_lc.server.tenancy",
 }
 
 
@@ -37,9 +39,11 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "TELEGRAM_WEBHOOK_PATH",
     "ApiError",
+    "ApiKey",
     "ApiKeys",
     "CallbackNotifier",
     "create_app",
+    "load_api_keys",
     "parse_api_keys",
     "poll_result",
 ]

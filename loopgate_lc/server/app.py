@@ -15,23 +15,25 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier
+from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
 from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
 from loopgate_lc.server.middleware import (
-    ApiKeys,
     AuthMiddleware,
     BodyLimitMiddleware,
-    parse_api_keys,
+    BrowserGuardMiddleware,
+    default_allowed_hosts,
 )
-from loopgate_lc.server.openapi import docs_html, openapi_document
-from loopgate_lc.signing import Secrets
+from loopgate_lc.server.openapi import openapi_document
+from loopgate_lc.server.tenancy import ApiKeys, parse_api_keys
+from loopgate_lc.signing import MemoryReplayGuard, ReplayGuard, Secrets
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "TELEGRAM_WEBHOOK_PATH", "create_app"]
 
@@ -61,10 +63,14 @@ def create_app(
     *,
     api_keys: ApiKeys | Mapping[str, str] | Iterable[str] | str | None = None,
     webhook_secret: Secrets | None = None,
+    replay_guard: ReplayGuard | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     telegram: Any = None,
     mcp: bool = True,
     host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] | None = None,
+    cors_origins: Iterable[str] = (),
+    callback_allowlist: Iterable[str] = (),
     max_wait: float = 60.0,
     mcp_progress_interval: float = 5.0,
     close_gateway: bool = False,
@@ -74,19 +80,30 @@ def create_app(
     Args:
         loopgate: The gateway; opened when the app starts.
         api_keys: When any are given, every ``/hitl`` route and ``/mcp`` require one
-            (``Authorization: Bearer <key>`` or ``X-API-Key``). ``{name: key}`` names
-            the actor in the audit (``api:<name>``); a string is read like
-            ``LOOPGATE_API_KEYS`` (``key1,name=key2``).
+            (``Authorization: Bearer <key>`` or ``X-API-Key``), and each key sees and
+            decides only inside its scope (see :mod:`loopgate_lc.server.tenancy`).
+            ``{name: key}`` gives admin keys named ``api:<name>`` in the audit; a string
+            is read like ``LOOPGATE_API_KEYS`` (``key1,name=key2``); scoped keys are
+            :class:`~loopgate_lc.server.tenancy.ApiKey` objects or come from
+            :func:`~loopgate_lc.server.tenancy.load_api_keys`.
         webhook_secret: Verifies ``/hitl/webhook/decision/{id}`` (decision tokens and
-            ``X-Loopgate-Signature``) and signs ``callback_url`` deliveries; None turns
-            both off.
+            decision signatures) and signs ``callback_url`` deliveries; None turns both
+            off. Several secrets while rotating.
+        replay_guard: Where signed decisions' message ids are remembered so each is
+            accepted once; in memory (this process) by default.
         max_body_bytes: Larger bodies get 413, also when ``Content-Length`` lies.
         telegram: A :class:`~loopgate_lc.notifiers.telegram.TelegramNotifier` the gateway
             uses (added to it if missing); its updates are accepted at
             ``/telegram/webhook``.
         mcp: Serve MCP over streamable HTTP at ``/mcp``.
-        host: The address the server binds; on loopback the MCP endpoint also checks
-            ``Host``/``Origin`` against DNS rebinding.
+        host: The address the server binds; it decides the default ``allowed_hosts``.
+        allowed_hosts: ``Host`` names every route accepts (421 otherwise); default the
+            loopback names when ``host`` is loopback, else any. ``["*"]`` accepts any.
+        cors_origins: Browser origins allowed to call the API; requests carrying any
+            other ``Origin`` are refused (403).
+        callback_allowlist: Hosts or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``,
+            ``"hooks.internal"``) a ``callback_url`` may reach although they are
+            loopback, private, link-local or metadata addresses.
         max_wait: The cap on long polls (``/hitl/poll?wait=``), in seconds.
         mcp_progress_interval: Seconds between MCP progress notifications.
         close_gateway: Close the gateway when the app shuts down (the CLI does; callers
@@ -96,24 +113,33 @@ def create_app(
         ConfigurationError: An API key or a limit is unusable.
     """
     keys = _keys(api_keys)
+    policy = CallbackPolicy(callback_allowlist)
     if webhook_secret and not any(n.name == CALLBACK_CHANNEL for n in loopgate.notifiers):
-        loopgate.notifiers.append(CallbackNotifier(webhook_secret))
+        loopgate.notifiers.append(CallbackNotifier(webhook_secret, policy=policy))
     if telegram is not None and all(n is not telegram for n in loopgate.notifiers):
         loopgate.notifiers.append(telegram)
-    config = HitlConfig(webhook_secret=webhook_secret or None, max_wait=max_wait)
+    config = HitlConfig(webhook_secret=webhook_secret or None, max_wait=max_wait,
+                        callback_policy=policy,
+                        replay_guard=replay_guard or MemoryReplayGuard())
+    hosts = default_allowed_hosts(host) if allowed_hosts is None else tuple(allowed_hosts)
 
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {
             "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
             "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
         }
+        problem = getattr(telegram, "problem", None)
+        if problem:
+            # The API serves; Telegram reconnects in the background.
+            body.update(status="degraded", reasons=[f"telegram: {problem}"])
         try:
             # One indexed lookup proves the store answers; the id never exists.
             await loopgate.aget("loopgate-health-check")
         except RequestNotFound:
             pass
         except (LoopgateError, OSError) as exc:
-            body.update(status="degraded", error=str(exc))
+            body.update(status="degraded", error=str(exc),
+                        reasons=[*body.get("reasons", []), f"store: {exc}"])
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
@@ -123,13 +149,9 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_html("/openapi.json"))
-
     routes: list[BaseRoute] = [
         Route("/health", endpoint(health), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
         *hitl_routes(loopgate, config),
     ]
 
@@ -190,6 +212,13 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(BrowserGuardMiddleware, allowed_hosts=hosts,
+                       cors_origins=tuple(cors_origins)),
+            *([Middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                          allow_methods=["GET", "POST"],
+                          allow_headers=["Authorization", "X-API-Key", "Content-Type",
+                                         "Mcp-Session-Id", "Mcp-Protocol-Version"],
+                          expose_headers=["Mcp-Session-Id"])] if cors_origins else []),
             Middleware(AuthMiddleware, keys, protected=("/hitl", "/mcp"),
                        exempt=("/hitl/webhook/",)),
             Middleware(BodyLimitMiddleware, max_body_bytes),

@@ -37,6 +37,7 @@ from loopgate_lc.errors import (
     InvalidDecision,
     InvalidPolicy,
     LoopgateError,
+    OutOfScope,
     RequestNotFound,
     SessionExists,
     SessionNotFound,
@@ -118,6 +119,8 @@ def from_loopgate_error(exc: LoopgateError) -> ApiError:
         return ApiError(409, "session_exists", message, {"session_id": exc.session_id})
     if isinstance(exc, ApproverNotAllowed):
         return ApiError(403, "approver_not_allowed", message)
+    if isinstance(exc, OutOfScope):
+        return ApiError(403, "forbidden", message)
     if isinstance(exc, SignatureError):
         return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Signature"})
     if isinstance(exc, InvalidDecision):

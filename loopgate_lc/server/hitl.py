@@ -12,7 +12,7 @@ import functools
 import json
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,28 +20,39 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from loopgate_lc.errors import LoopgateError, SignatureError
+from loopgate_lc.errors import LoopgateError, SessionExists, SessionNotFound, SignatureError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import ApprovalRequest, RequestKind
-from loopgate_lc.server.callbacks import CALLBACK_CHANNEL
+from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackPolicy
 from loopgate_lc.server.errors import (
     ApiError,
     from_loopgate_error,
     from_validation_error,
     internal_error,
 )
-from loopgate_lc.server.middleware import ACTOR_KEY
+from loopgate_lc.server.middleware import caller
 from loopgate_lc.server.models import (
+    MAX_JSON_DEPTH,
     CancelBody,
     DeactivateBody,
     RegisterBody,
     RequestBody,
     RespondBody,
     WebhookDecisionBody,
+    check_json,
     poll_result,
     session_out,
 )
-from loopgate_lc.signing import SIGNATURE_HEADER, Secrets, verify_decision_token, verify_signature
+from loopgate_lc.server.tenancy import filing_client, own_request, own_session
+from loopgate_lc.signing import (
+    DEFAULT_TOLERANCE,
+    SIGNATURE_HEADER,
+    MemoryReplayGuard,
+    ReplayGuard,
+    Secrets,
+    verify_decision_signature,
+    verify_decision_token,
+)
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["HitlConfig", "endpoint", "hitl_routes", "read_json", "simple_decision"]
@@ -57,10 +68,15 @@ class HitlConfig:
     Attributes:
         webhook_secret: Verifies webhook decisions and signs callbacks; None turns both off.
         max_wait: The cap on ``/hitl/poll?wait=`` in seconds.
+        callback_policy: Which addresses a ``callback_url`` may reach.
+        replay_guard: Remembers signed decisions' message ids so each is accepted once;
+            in memory by default (one process).
     """
 
     webhook_secret: Secrets | None = None
     max_wait: float = 60.0
+    callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
+    replay_guard: ReplayGuard = field(default_factory=MemoryReplayGuard)
 
 
 def endpoint(handler: Handler) -> Handler:
@@ -82,15 +98,25 @@ def endpoint(handler: Handler) -> Handler:
 
 
 async def read_json(request: Request) -> Any:
-    """The body as JSON; 400 when it is empty or not JSON."""
+    """The body as JSON; 400 when it is empty or not JSON, 422 when it nests too deep or
+    holds lone surrogates."""
     raw = await request.body()
     if not raw.strip():
         raise ApiError(400, "malformed_json", "the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") \
             from exc
+    except RecursionError as exc:
+        raise ApiError(422, "invalid_fields",
+                       f"the request body nests more than {MAX_JSON_DEPTH} levels deep") \
+            from exc
+    try:
+        check_json(data)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_fields", str(exc)) from exc
+    return data
 
 
 async def read_model(request: Request, model: type[_M]) -> _M:
@@ -105,12 +131,28 @@ async def read_model(request: Request, model: type[_M]) -> _M:
         raise from_validation_error(exc) from exc
 
 
-def _actor(request: Request, named: str | None = None) -> str:
-    """The audit's actor: the caller's API key name, with the person they name."""
-    key_actor = str(request.scope.get("state", {}).get(ACTOR_KEY, "api"))
-    if named and named.strip():
-        return f"{named.strip()} ({key_actor})"
-    return key_actor
+def _decider(request: Request, body: RespondBody) -> tuple[str, str | None]:
+    """Who decides over HTTP: ``(actor, approver_id)``.
+
+    The actor is the key's identity, never only a name the caller fills in. An admin key
+    (a UI's backend that signs its own users in) may name the person it acts for
+    (``actor``, and ``approver_id`` to be checked against the approvers); a scoped key
+    may name only itself. Where approvers are named, a caller that names nobody is
+    refused by the gateway.
+    """
+    key = caller(request.scope)
+    approver = (body.approver_id or "").strip() or None
+    person = (body.actor or "").strip() or approver
+    if not key.admin:
+        for named in (approver, person):
+            if named is not None and named != key.identity:
+                raise ApiError(403, "approver_not_allowed",
+                               f"API key {key.identity!r} decides as itself; it may not act "
+                               f"as {named!r}")
+        return key.actor, approver
+    if person is None or person == key.identity:
+        return key.actor, approver
+    return f"{person} ({key.actor})", approver
 
 
 def _query(request: Request, name: str, *, required: bool = True) -> str | None:
@@ -186,27 +228,54 @@ class _Routes:
 
     async def register(self, request: Request) -> Response:
         body = await read_model(request, RegisterBody)
+        key = caller(request.scope)
+        client_id = body.client_id
+        if not key.admin:
+            if not client_id and len(key.clients) == 1:
+                client_id = next(iter(key.clients))
+            if (client_id and client_id not in key.clients) \
+                    or not key.may_use(body.session_id, client_id):
+                raise ApiError(403, "forbidden",
+                               f"API key {key.identity!r} may register only its own sessions "
+                               f"(sessions {sorted(key.sessions)}, clients "
+                               f"{sorted(key.clients)})")
+            try:
+                await own_session(self.gw, key, body.session_id)
+            except SessionNotFound:
+                if await self._exists(body.session_id):
+                    # another tenant's id, active or not: taken, and not ours to replace
+                    raise SessionExists(body.session_id) from None
         session = await self.gw.aregister_session(
-            body.session_id, body.client_id, body.telegram_id, body.approvers, body.metadata)
+            body.session_id, client_id, body.telegram_id, body.approvers, body.metadata)
         return _ok({**session_out(session), "status": "registered"})
 
     async def status(self, request: Request) -> Response:
         session_id = _query(request, "session_id")
         assert session_id is not None
-        session = await self.gw.asession(session_id)
+        session = await own_session(self.gw, caller(request.scope), session_id)
         pending = await self.gw.apending(session_id=session_id)
         return _ok(session_out(session, pending=len(pending)))
 
     async def deactivate(self, request: Request) -> Response:
         body = await read_model(request, DeactivateBody)
+        await own_session(self.gw, caller(request.scope), body.session_id)
         session = await self.gw.adeactivate_session(body.session_id)
         return _ok({**session_out(session), "status": "deactivated"})
+
+    async def _exists(self, session_id: str) -> bool:
+        try:
+            await self.gw.asession(session_id)
+        except SessionNotFound:
+            return False
+        return True
 
     # requests -------------------------------------------------------------------------
 
     async def create(self, request: Request) -> Response:
         body = await read_model(request, RequestBody)
-        session = await self.gw.asession(body.session_id)
+        key = caller(request.scope)
+        session = await own_session(self.gw, key, body.session_id)
+        client_id = filing_client(key, session, body.client_id)
         if not session.active:
             raise ApiError(409, "session_inactive",
                            f"session {body.session_id!r} is deactivated; register it again",
@@ -221,11 +290,18 @@ class _Routes:
                                         "type": "not_configured"}]})
         if callback_url and not any(n.name == CALLBACK_CHANNEL for n in self.gw.notifiers):
             raise ApiError(503, "not_configured", "callbacks are not set up on this server")
+        if callback_url:
+            try:
+                await self.config.callback_policy.check(callback_url)
+            except ValueError as exc:
+                raise ApiError(422, "invalid_fields", str(exc), {"errors": [
+                    {"loc": ["body", "callback_url"], "msg": str(exc),
+                     "type": "callback_not_allowed"}]}) from exc
         options = [o.model_dump(exclude_none=True) if isinstance(o, BaseModel) else o
                    for o in body.options]
         record = await self.gw.asubmit(
             body.message, kind=body.request_type, options=options, metadata=body.metadata,
-            session_id=body.session_id, client_id=body.client_id or None,
+            session_id=body.session_id, client_id=client_id,
             timeout=body.timeout_seconds, callback_url=callback_url,
         )
         return _ok(poll_result(record))
@@ -234,7 +310,7 @@ class _Routes:
         request_id = _query(request, "request_id")
         assert request_id is not None
         wait = _wait(request.query_params.get("wait"), self.config.max_wait)
-        record = await self.gw.aget(request_id)
+        record = await own_request(self.gw, caller(request.scope), request_id)
         if record.pending and wait > 0:
             try:
                 record = await self.gw.await_decision(request_id, timeout=wait)
@@ -244,24 +320,27 @@ class _Routes:
 
     async def pending(self, request: Request) -> Response:
         session_id = _query(request, "session_id", required=False)
+        key = caller(request.scope)
         if session_id is not None:
-            await self.gw.asession(session_id)  # 404 for a session that never existed
-        records = await self.gw.apending(session_id=session_id)
+            await own_session(self.gw, key, session_id)  # 404 unknown or not ours
+        records = [r for r in await self.gw.apending(session_id=session_id)
+                   if key.may_use(r.session_id, r.client_id)]
         return _ok({"count": len(records), "requests": [poll_result(r) for r in records]})
 
     async def cancel(self, request: Request) -> Response:
         body = await read_model(request, CancelBody)
-        record = await self.gw.acancel(body.request_id, actor=_actor(request),
-                                       reason=body.reason)
+        key = caller(request.scope)
+        await own_request(self.gw, key, body.request_id)
+        record = await self.gw.acancel(body.request_id, actor=key.actor, reason=body.reason)
         return _ok(poll_result(record))
 
     async def respond(self, request: Request) -> Response:
         body = await read_model(request, RespondBody)
-        record = await self.gw.aget(body.request_id)
+        record = await own_request(self.gw, caller(request.scope), body.request_id)
+        actor, approver_id = _decider(request, body)
         decision = _decision_of(record, body.decision, body.approved, body.response)
         decided = await self.gw.arespond(
-            body.request_id, decision, actor=_actor(request, body.actor), channel="http",
-            approver_id=body.approver_id)
+            body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
         return _ok(poll_result(decided))
 
     async def webhook_decision(self, request: Request) -> Response:
@@ -274,9 +353,16 @@ class _Routes:
         signed = request.headers.get(SIGNATURE_HEADER) is not None
         if signed:
             try:
-                verify_signature(raw, request.headers, secret)
+                message_id, at = verify_decision_signature(
+                    raw, request.headers, secret, method=request.method,
+                    path=request.url.path)
             except SignatureError as exc:
                 raise ApiError(403, "forbidden", str(exc)) from exc
+            if not await self.config.replay_guard.first_use(
+                    message_id, at + DEFAULT_TOLERANCE + 1):
+                raise ApiError(409, "replayed",
+                               f"signed decision {message_id!r} was already used; sign each "
+                               "decision with a new webhook-id")
         body = await read_model(request, WebhookDecisionBody)
         if not signed:
             if not body.token:

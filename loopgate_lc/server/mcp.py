@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
 
 from loopgate_lc.errors import LoopgateError
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.server.models import OptionIn, PendingOut, PollResult, poll_result
+from loopgate_lc.server.middleware import caller
+from loopgate_lc.server.models import (
+    Ident,
+    Message,
+    Metadata,
+    OptionalIdent,
+    Options,
+    PendingOut,
+    PollResult,
+    Timeout,
+    check_json,
+    poll_result,
+)
+from loopgate_lc.server.tenancy import ADMIN, ApiKey, filing_client, own_request, own_session
 
 __all__ = ["create_mcp_server", "run_stdio"]
 
@@ -31,6 +45,17 @@ INSTRUCTIONS = (
 
 def _result(record: Any) -> PollResult:
     return PollResult.model_validate(poll_result(record))
+
+
+def _key(ctx: Context) -> ApiKey:
+    """The API key of the HTTP request carrying this call; over stdio the local user,
+    who owns the store anyway, is admin."""
+    try:
+        request = ctx.request_context.request
+    except ValueError:
+        return ADMIN
+    scope = getattr(request, "scope", None)
+    return caller(scope) if isinstance(scope, dict) else ADMIN
 
 
 def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
@@ -52,14 +77,15 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
     root.setLevel(level)
 
     async def request_human_input(
-        message: str,
+        message: Message,
         ctx: Context,
-        session_id: str | None = None,
-        options: list[str | OptionIn] | None = None,
+        session_id: Ident
+        | None = None,
+        options: Options | None = None,
         request_type: Literal["approval", "confirmation", "input", "choice"] = "approval",
-        metadata: dict[str, Any] | None = None,
-        timeout_seconds: float | None = None,
-        client_id: str = "mcp",
+        metadata: Metadata | None = None,
+        timeout_seconds: Timeout | None = None,
+        client_id: OptionalIdent = "",
     ) -> PollResult:
         """Ask a person and wait for the answer.
 
@@ -70,18 +96,26 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         """
         if not message.strip():
             raise ToolError("message must not be empty")
-        if timeout_seconds is not None and not timeout_seconds > 0:
-            raise ToolError("timeout_seconds must be a positive number")
         try:
+            check_json({"message": message, "metadata": metadata or {},
+                        "options": [o if isinstance(o, str) else o.label
+                                    for o in options or ()]}, "arguments")
+        except ValueError as exc:
+            raise ToolError(str(exc)) from exc
+        key = _key(ctx)
+        try:
+            session = None
             if session_id is not None:
-                session = await loopgate.asession(session_id)
+                session = await own_session(loopgate, key, session_id)
                 if not session.active:
                     raise ToolError(f"session {session_id!r} is deactivated")
+            filed_client = filing_client(key, session, client_id or None) \
+                if not key.admin else (client_id or "mcp")
             record = await loopgate.asubmit(
                 message, kind=request_type,
-                options=[o.model_dump(exclude_none=True) if isinstance(o, OptionIn) else o
+                options=[o if isinstance(o, str) else o.model_dump(exclude_none=True)
                          for o in options or ()],
-                metadata=metadata or {}, session_id=session_id, client_id=client_id,
+                metadata=metadata or {}, session_id=session_id, client_id=filed_client,
                 timeout=timeout_seconds)
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -100,33 +134,54 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
             raise ToolError(str(exc)) from exc
         return _result(record)
 
-    async def check_request_status(request_id: str, wait_seconds: float = 0) -> PollResult:
+    async def check_request_status(
+        request_id: Ident,
+        ctx: Context,
+        wait_seconds: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False,
+                                             strict=True)] = 0,
+    ) -> PollResult:
         """A request's current state; with wait_seconds > 0 (at most 60) wait for a
         decision first."""
         try:
+            await own_request(loopgate, _key(ctx), request_id)
             if wait_seconds > 0:
                 try:
                     return _result(await loopgate.await_decision(
-                        request_id, timeout=min(wait_seconds, 60.0)))
+                        request_id, timeout=wait_seconds))
                 except TimeoutError:
                     pass
             return _result(await loopgate.aget(request_id))
         except LoopgateError as exc:
             raise ToolError(str(exc)) from exc
 
-    async def list_pending_requests(session_id: str | None = None) -> PendingOut:
+    async def list_pending_requests(
+        ctx: Context,
+        session_id: Ident
+        | None = None,
+    ) -> PendingOut:
         """Requests still waiting for a person, oldest first (optionally one session's)."""
+        key = _key(ctx)
         try:
-            records = await loopgate.apending(session_id=session_id)
+            if session_id is not None:
+                await own_session(loopgate, key, session_id)
+            records = [r for r in await loopgate.apending(session_id=session_id)
+                       if key.may_use(r.session_id, r.client_id)]
         except LoopgateError as exc:
             raise ToolError(str(exc)) from exc
         return PendingOut(count=len(records), requests=[_result(r) for r in records])
 
-    async def cancel_request(request_id: str, reason: str | None = None) -> PollResult:
+    async def cancel_request(
+        request_id: Ident,
+        ctx: Context,
+        reason: Annotated[str, Field(max_length=2_000, strict=True)] | None = None,
+    ) -> PollResult:
         """Withdraw a pending request; a request already decided is reported with who
         decided it and when."""
+        key = _key(ctx)
         try:
-            return _result(await loopgate.acancel(request_id, actor="mcp", reason=reason))
+            await own_request(loopgate, key, request_id)
+            actor = "mcp" if key is ADMIN else f"mcp ({key.actor})"
+            return _result(await loopgate.acancel(request_id, actor=actor, reason=reason))
         except LoopgateError as exc:
             raise ToolError(str(exc)) from exc
 

@@ -1,91 +1,41 @@
-"""Two guards in front of every route: API keys and the body-size limit.
+"""The guards in front of every route: browser checks, API keys and the body-size limit.
 
-Both are plain ASGI middleware, so they cover the ``/hitl`` routes and the mounted MCP
+All are plain ASGI middleware, so they cover the ``/hitl`` routes and the mounted MCP
 endpoint alike, and they answer in the API's one error shape.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.server.errors import ApiError, BodyTooLarge
+from loopgate_lc.server.tenancy import ADMIN, ApiKey, ApiKeys, parse_api_keys
 
-__all__ = ["ApiKeys", "AuthMiddleware", "BodyLimitMiddleware", "parse_api_keys"]
+__all__ = [
+    "ApiKeys",
+    "AuthMiddleware",
+    "BodyLimitMiddleware",
+    "BrowserGuardMiddleware",
+    "caller",
+    "default_allowed_hosts",
+    "parse_api_keys",
+]
 
 ACTOR_KEY = "loopgate_actor"
-"""Where the middleware leaves the caller's name in ``scope["state"]``."""
+"""Where the middleware leaves the caller's actor name in ``scope["state"]``."""
+
+KEY_STATE = "loopgate_key"
+"""Where the middleware leaves the caller's :class:`ApiKey` (its identity and scope)."""
 
 
-class ApiKeys:
-    """Named API keys; the name becomes the actor in the audit (``api:<name>``).
-
-    Args:
-        keys: ``{name: key}``, or bare keys (their actor is plain ``api``).
-    """
-
-    def __init__(self, keys: Mapping[str, str] | Iterable[str] = ()) -> None:
-        named: dict[str, str] = {}
-        if isinstance(keys, Mapping):
-            named = {str(k): str(v) for k, v in keys.items()}
-        else:
-            for index, key in enumerate(keys):
-                named[f"\x00{index}"] = str(key)  # unnamed: never shown
-        for name, key in named.items():
-            if not key or key != key.strip():
-                raise ConfigurationError(
-                    f"API key {name.lstrip(chr(0)) or '#'} is empty or has surrounding spaces")
-        self._keys = named
-
-    def __bool__(self) -> bool:
-        return bool(self._keys)
-
-    def __repr__(self) -> str:  # keys stay out of logs
-        return f"ApiKeys({len(self._keys)} keys)"
-
-    def actor(self, presented: str) -> str | None:
-        """The actor for a presented key, or None when it matches no key.
-
-        Every key is compared (constant time each, no early exit), so timing does not tell
-        which key came close.
-        """
-        found: str | None = None
-        given = presented.encode()
-        for name, key in self._keys.items():
-            if hmac.compare_digest(given, key.encode()):
-                found = "api" if name.startswith("\x00") else f"api:{name}"
-        return found
-
-
-def parse_api_keys(text: str | None) -> ApiKeys:
-    """Read ``LOOPGATE_API_KEYS``: comma-separated ``key`` or ``name=key`` entries.
-
-    Raises:
-        ConfigurationError: An entry is empty or a name repeats.
-    """
-    if not text or not text.strip():
-        return ApiKeys()
-    named: dict[str, str] = {}
-    bare: list[str] = []
-    for raw in text.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        name, sep, key = entry.partition("=")
-        if sep and name.strip() and key.strip():
-            if name.strip() in named:
-                raise ConfigurationError(f"API key name {name.strip()!r} appears twice")
-            named[name.strip()] = key.strip()
-        elif sep:
-            raise ConfigurationError("an API key entry 'name=key' has an empty name or key")
-        else:
-            bare.append(entry)
-    keys = ApiKeys({**named, **{f"\x00{i}": k for i, k in enumerate(bare)}})
-    return keys
+def caller(scope: Scope) -> ApiKey:
+    """The key the request was made with; :data:`ADMIN` when the server has no keys."""
+    found = scope.get("state", {}).get(KEY_STATE)
+    return found if isinstance(found, ApiKey) else ADMIN
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -117,6 +67,7 @@ class AuthMiddleware:
         path: str = scope.get("path", "")
         state: dict[str, Any] = scope.setdefault("state", {})
         state[ACTOR_KEY] = "api"
+        state[KEY_STATE] = ADMIN
         needs_key = (bool(self.keys) and path.startswith(self.protected)
                      and not path.startswith(self.exempt))
         if needs_key:
@@ -128,12 +79,13 @@ class AuthMiddleware:
                                  headers={"WWW-Authenticate": 'Bearer realm="loopgate"'})
                 await error.response()(scope, receive, send)
                 return
-            actor = self.keys.actor(presented)
-            if actor is None:
+            key = self.keys.find(presented)
+            if key is None:
                 await ApiError(403, "forbidden", "the API key is not valid").response()(
                     scope, receive, send)
                 return
-            state[ACTOR_KEY] = actor
+            state[ACTOR_KEY] = key.actor
+            state[KEY_STATE] = key
         await self.app(scope, receive, send)
 
 
@@ -202,3 +154,90 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await exc.response()(scope, receive, send)
+
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def default_allowed_hosts(bind_host: str) -> tuple[str, ...] | None:
+    """The ``Host`` names accepted when none are configured: the loopback names when the
+    server binds to loopback (so a DNS-rebinding page cannot reach it), else any."""
+    if bind_host in _LOOPBACK_NAMES or bind_host.startswith("127."):
+        return tuple(dict.fromkeys((*_LOOPBACK_NAMES, bind_host)))
+    return None
+
+
+def _host_name(value: str) -> str:
+    """``Host`` without its port, lower-cased; IPv6 brackets removed."""
+    text = value.strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rpartition(":")[0] if text.count(":") == 1 else text
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
+
+
+class BrowserGuardMiddleware:
+    """Keep web pages the operator opens away from the API.
+
+    Three checks, in this order, on every HTTP request:
+
+    * ``Host`` must be one of ``allowed_hosts`` (421 otherwise): a DNS-rebinding page
+      reaches the server under its own name, which is not on the list.
+    * An ``Origin`` header must be one of ``cors_origins`` (403 otherwise): browsers send
+      it on cross-origin requests (and on same-origin POSTs), and the server serves no
+      pages that call the API, so any other origin is someone else's page trying to.
+    * A ``POST`` with a body must be ``application/json`` (415 otherwise): a form or a
+      ``text/plain`` fetch is a "simple" cross-site request that skips CORS preflight.
+
+    Args:
+        allowed_hosts: Host names (without port) accepted; ``"*"`` in the list or None
+            accepts any.
+        cors_origins: Origins (``https://app.example``) allowed to call the API from a
+            browser.
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] | None,
+                 cors_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        hosts = None if allowed_hosts is None else {_host_name(h) for h in allowed_hosts}
+        self.allowed_hosts = None if hosts is None or "*" in hosts else hosts
+        self.cors_origins = {o.strip().rstrip("/").lower() for o in cors_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host") or ""
+        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+            await ApiError(421, "misdirected_request",
+                           f"host {host[:100]!r} is not served here; allowed hosts are set "
+                           "with LOOPGATE_ALLOWED_HOSTS").response()(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None and origin.strip().rstrip("/").lower() not in self.cors_origins:
+            await ApiError(403, "cross_origin",
+                           f"requests from origin {origin[:100]!r} are not allowed; "
+                           "allowed origins are set with LOOPGATE_CORS_ORIGINS"
+                           ).response()(scope, receive, send)
+            return
+        if scope.get("method") == "POST" and _declares_body(scope) \
+                and not _is_json(_header(scope, b"content-type")):
+            await ApiError(415, "unsupported_media_type",
+                           "send the body as JSON with 'Content-Type: application/json'"
+                           ).response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _declares_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    if length is not None:
+        return length.strip() != "0"
+    return _header(scope, b"transfer-encoding") is not None

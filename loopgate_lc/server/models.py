@@ -18,6 +18,8 @@ from loopgate_lc.schema import ApprovalRequest
 from loopgate_lc.stores.base import RequestRecord, SessionRecord
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_TIMEOUT",
     "CancelBody",
     "DeactivateBody",
     "ErrorBody",
@@ -31,6 +33,7 @@ __all__ = [
     "RespondBody",
     "SessionOut",
     "WebhookDecisionBody",
+    "check_json",
     "poll_result",
     "response_text",
     "session_out",
@@ -39,17 +42,67 @@ __all__ = [
 RequestType = Literal["approval", "confirmation", "input", "choice"]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
-_MAX_TIMEOUT = 30 * 24 * 3600.0
+MAX_TIMEOUT = 30 * 24 * 3600.0
+MAX_JSON_DEPTH = 32
+"""Nesting deeper than this is refused: no real request needs it, and deep nesting is how
+a small body makes recursive code fail."""
+
+# The field limits, shared by the HTTP bodies and the MCP tools' signatures so both edges
+# refuse the same inputs. Strict: a boolean is neither a number nor a string.
+Message = Annotated[str, Field(min_length=1, max_length=20_000, strict=True)]
+Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False, strict=True)]
+Metadata = dict[str, Any]
+Ident = Annotated[str, Field(min_length=1, max_length=256, strict=True)]
+OptionalIdent = Annotated[str, Field(max_length=256, strict=True)]
+
+
+def check_json(value: Any, where: str = "body") -> None:
+    """Refuse what JSON parsers accept but the rest of the system cannot hold.
+
+    Nesting deeper than :data:`MAX_JSON_DEPTH`, and lone UTF-16 surrogates (``"\\ud800"``)
+    in any string or object key: they cannot be encoded as UTF-8, so a store or a
+    channel would fail (or mangle them) later instead of the caller hearing now.
+
+    Raises:
+        ValueError: Says where the first offending value is.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, where)]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, str):
+            _check_text(item, path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(str(key), f"{path}: a key")
+                stack.append((child, depth + 1, f"{path}.{str(key)[:40]!r}"
+                              if _encodable(str(key)) else path))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str, path: str) -> None:
+    if not _encodable(text):
+        raise ValueError(f"{path}: contains a lone UTF-16 surrogate, which is not text")
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, strict=True)
 
 
 class OptionIn(BaseModel):
     """An option whose meaning is stated: choosing it approves, or it does not."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     label: str = Field(min_length=1, max_length=256)
     approved: bool | None = Field(
@@ -57,35 +110,41 @@ class OptionIn(BaseModel):
                                   "omitted, the fail-closed rule for plain strings decides.")
 
 
+Options = Annotated[list[Label | OptionIn], Field(max_length=50)]
+
+
 class RegisterBody(_Body):
     """``POST /hitl/register``: route a session's requests to a Telegram chat."""
 
-    session_id: str = Field(min_length=1, max_length=256)
-    client_id: str = Field(default="", max_length=256)
+    session_id: Ident
+    client_id: OptionalIdent = ""
     telegram_id: int | None = Field(
         default=None, description="The Telegram user or group chat that gets the requests.")
-    approvers: list[str | int] = Field(
+    approvers: list[Annotated[str, Field(min_length=1, max_length=256)] | int] = Field(
         default_factory=list, max_length=100,
-        description="Further Telegram user ids or names allowed to decide.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+        description="Telegram user ids or names allowed to decide; when given, nobody "
+                    "else may.")
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class RequestBody(_Body):
     """``POST /hitl/request``: ask a person."""
 
-    session_id: str = Field(min_length=1, max_length=256)
-    client_id: str = Field(default="", max_length=256)
-    message: str = Field(min_length=1, max_length=20_000)
-    options: list[Label | OptionIn] = Field(
-        default_factory=list, max_length=50,
+    session_id: Ident
+    client_id: OptionalIdent = ""
+    message: Message
+    options: Options = Field(
+        default_factory=list,
         description='Plain strings (meaning by the fail-closed rule) or {"label", "approved"}.')
     request_type: RequestType = "approval"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    timeout_seconds: float | None = Field(
-        default=None, gt=0, le=_MAX_TIMEOUT, allow_inf_nan=False,
+    metadata: Metadata = Field(default_factory=dict)
+    timeout_seconds: Timeout | None = Field(
+        default=None,
         description="After this many seconds the request ends as `timeout` (not approved).")
     callback_url: AnyHttpUrl | None = Field(
-        default=None, description="Where the final poll result is POSTed, signed.")
+        default=None, strict=False, max_length=2_000,
+        description="Where the final poll result is POSTed, signed. Internal addresses "
+                    "are refused unless the server allows them.")
 
 
 class RespondBody(_Body):
@@ -95,36 +154,39 @@ class RespondBody(_Body):
     ``response``: for a request with options, ``response`` is the chosen label.
     """
 
-    request_id: str = Field(min_length=1, max_length=256)
+    request_id: Ident
     decision: dict[str, Any] | None = Field(
         default=None, description='e.g. {"type": "approve"}, {"type": "respond", "message": ...}')
     approved: bool | None = None
     response: str | None = Field(default=None, max_length=20_000)
-    actor: str | None = Field(default=None, max_length=256,
-                              description="Who decided, for the audit (the person in your UI).")
+    actor: str | None = Field(
+        default=None, max_length=256,
+        description="Admin keys only: the person in your UI who decided, for the audit.")
     approver_id: str | None = Field(
         default=None, max_length=256,
-        description="Checked against the session's and policy's approvers when given.")
+        description="Admin keys only: the person who decides, checked against the "
+                    "approvers; other keys decide as their own name.")
 
 
 class CancelBody(_Body):
     """``POST /hitl/cancel``."""
 
-    request_id: str = Field(min_length=1, max_length=256)
+    request_id: Ident
     reason: str | None = Field(default=None, max_length=2_000)
 
 
 class DeactivateBody(_Body):
     """``POST /hitl/deactivate``."""
 
-    session_id: str = Field(min_length=1, max_length=256)
+    session_id: Ident
 
 
 class WebhookDecisionBody(_Body):
     """``POST /hitl/webhook/decision/{request_id}``: a decision from a webhook receiver.
 
     Authenticated by ``token`` (the ``decision_token`` of the ``approval.requested``
-    delivery) or by an ``X-Loopgate-Signature`` over the raw body. The decision is
+    delivery) or by a decision signature (``webhook-signature`` over method, path and
+    raw body; see :mod:`loopgate_lc.signing`). The decision is
     ``decision``, or the decision fields inline (``type``, ``message``, ...), or the
     simple ``approved`` / ``response`` form.
     """
@@ -133,7 +195,7 @@ class WebhookDecisionBody(_Body):
 
     token: str | None = Field(default=None, max_length=512)
     decision: dict[str, Any] | None = None
-    type: str | None = None
+    type: str | None = Field(default=None, max_length=64)
     approved: bool | None = None
     response: str | None = Field(default=None, max_length=20_000)
     actor: str | None = Field(default=None, max_length=256)
@@ -196,6 +258,8 @@ class HealthOut(BaseModel):
     telegram: bool
     mcp: bool
     auth: bool
+    reasons: list[str] = Field(default_factory=list,
+                               description="Why the status is `degraded`.")
 
 
 class ErrorDetail(BaseModel):

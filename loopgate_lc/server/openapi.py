@@ -1,4 +1,8 @@
-"""``/openapi.json`` and ``/docs``, assembled from the request and response models.
+"""``/openapi.json``, assembled from the request and response models.
+
+There is no ``/docs`` page: Swagger UI would have to be loaded from a CDN (code the
+server does not control, running next to the API) or vendored (no maintained package
+ships a Swagger UI that renders OpenAPI 3.1). Point any local viewer at the document.
 
 The document is built by hand from pydantic's JSON Schemas rather than by a framework
 plugin: OpenAPI 3.1 uses JSON Schema 2020-12, which is what pydantic emits, so the models
@@ -9,7 +13,6 @@ routes so the two cannot drift apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +33,7 @@ from loopgate_lc.server.models import (
     WebhookDecisionBody,
 )
 
-__all__ = ["API", "Operation", "docs_html", "openapi_document"]
+__all__ = ["API", "Operation", "openapi_document"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,9 @@ API: tuple[Operation, ...] = (
               WebhookDecisionBody, errors=(400, 401, 403, 404, 409, 422, 503), auth=False,
               tags=("webhook",),
               description="Authenticated by the `decision_token` of the `approval.requested` "
-                          "delivery, or by `X-Loopgate-Signature` over the raw body; the API "
-                          "key is not required here."),
+                          "delivery, or by a Standard Webhooks signature over method, "
+                          "path and raw body (each signature accepted once); the API key "
+                          "is not required here."),
 )
 
 _TELEGRAM = Operation(
@@ -92,7 +96,8 @@ _TELEGRAM = Operation(
 _STATUS_TEXT = {400: "Malformed request", 401: "Missing or invalid credentials",
                 403: "Not allowed", 404: "Unknown request, session or route",
                 409: "Conflict (already decided, duplicate or inactive session)",
-                413: "Body too large", 422: "Invalid fields", 503: "Not available"}
+                413: "Body too large", 415: "The body is not application/json",
+                421: "Host not served here", 422: "Invalid fields", 503: "Not available"}
 
 
 def openapi_document(*, version: str, auth: bool, telegram: bool, mcp: bool
@@ -132,7 +137,9 @@ def openapi_document(*, version: str, auth: bool, telegram: bool, mcp: bool
             ok["content"] = {"application/json": {
                 "schema": refs[(op.response, "serialization")]}}
         entry["responses"]["200"] = ok
-        codes = set(op.errors) | ({401, 403} if auth and op.auth else set())
+        # every route checks Host (421) and Origin (403); bodies must be JSON (415)
+        codes = set(op.errors) | {403, 421} | ({415} if op.body is not None else set()) \
+            | ({401, 403} if auth and op.auth else set())
         for code in sorted(codes):
             entry["responses"][str(code)] = {
                 "description": _STATUS_TEXT.get(code, "Error"),
@@ -158,23 +165,3 @@ def openapi_document(*, version: str, auth: bool, telegram: bool, mcp: bool
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         }
     return document
-
-
-def docs_html(openapi_url: str = "/openapi.json") -> str:
-    """A page that loads Swagger UI from a CDN and points it at the document."""
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>loopgate-lc API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-<div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>
-window.ui = SwaggerUIBundle({{url: {json.dumps(openapi_url)}, dom_id: "#swagger-ui"}});
-</script>
-</body>
-</html>
-"""

@@ -421,8 +421,17 @@ async def test_only_approvers_may_decide(fake: FakeBotAPI) -> None:
         events = [e.event for e in await gateway.aaudit(request_id=record.id)]
         assert "unauthorized" in events
 
-        # A reply from someone else is refused the same way.
+        # "Reject with reason" from a non-approver used to make the bot post a prompt in
+        # the group; now it is refused before anything is posted, and audited.
+        posted = len(fake.messages(GROUP))
         query = fake.tap(GROUP, message["message_id"], _button(message, "with reason"), BOB)
+        assert "not authorized" in await _answer(fake, query)
+        assert len(fake.messages(GROUP)) == posted
+        events = [e.event for e in await gateway.aaudit(request_id=record.id)]
+        assert events.count("unauthorized") == 2
+
+        # A reply from someone else to an approver's prompt is refused the same way.
+        query = fake.tap(GROUP, message["message_id"], _button(message, "with reason"), ANN)
         await _answer(fake, query)
         prompt = await _message(fake, GROUP, "reason for rejecting")
         fake.send_text(GROUP, "because", BOB, prompt["message_id"])
@@ -442,6 +451,11 @@ async def test_notifier_approver_list(fake: FakeBotAPI) -> None:
         query = fake.tap(GROUP, message["message_id"], _button(message, "Approve"), BOB)
         assert "not authorized" in await _answer(fake, query)
         assert (await gateway.aget(record.id)).pending
+        # refused by the notifier's own list: audited too (it used to leave no trace)
+        refusals = [e for e in await gateway.aaudit(request_id=record.id)
+                    if e.event == "unauthorized"]
+        assert [(e.channel, e.details["reason"]) for e in refusals] == [
+            ("telegram", "not in the Telegram notifier's approvers")]
         query = fake.tap(GROUP, message["message_id"], _button(message, "Approve"), ANN)
         assert await _answer(fake, query) == "✅ Approved"
 
@@ -522,16 +536,28 @@ async def test_long_requests_are_cut_never_rejected(fake: FakeBotAPI) -> None:
             metadata={f"k{i}": "v" * 500 for i in range(40)},
         )
         message = await _message(fake, CHAT, "Approval needed")
-        assert len(message["text"]) <= MESSAGE_LIMIT
+        assert len(message["plain_text"]) <= MESSAGE_LIMIT  # Telegram counts visible text
         assert CUT_MARKER in message["plain_text"]
         parse_html(message["text"])
         query = fake.tap(CHAT, message["message_id"], _button(message, "Approve"), ANN)
         await _answer(fake, query)
         await _decided(gateway, record.id)
         edited = await _edited(fake, CHAT, message["message_id"])
-        assert len(edited["text"]) <= MESSAGE_LIMIT
+        assert len(edited["plain_text"]) <= MESSAGE_LIMIT
         assert edited["plain_text"].startswith("✅ Approved by @ann")
     assert [c for c in fake.calls if c["status_code"] == 400] == []
+
+
+async def test_a_long_question_is_cut_by_visible_text(fake: FakeBotAPI) -> None:
+    """A 19k-character message of markup characters showed 1,991 characters: the cut
+    counted HTML escapes. Now the person sees about 3,000 and the cut is shown."""
+    async with _running(fake) as (gateway, _):
+        await gateway.aregister_session("ops", telegram_id=CHAT)
+        await gateway.asubmit("<b>&" * 4750, session_id="ops")
+        message = await _message(fake, CHAT, "Approval needed")
+        plain = message["plain_text"]
+        assert 2_900 <= len(plain) <= MESSAGE_LIMIT
+        assert plain.count("<b>&") >= 700 and CUT_MARKER in plain
 
 
 # --- retries ----------------------------------------------------------------------------------

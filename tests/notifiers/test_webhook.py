@@ -293,7 +293,7 @@ async def test_rotation_signs_with_every_secret(receiver: Receiver, sleeps: Slee
         await notifier.notify(make_record())
     [attempt] = receiver.attempts
     assert attempt.signature_error is None
-    assert attempt.headers["x-loopgate-signature"].count("v1=") == 2
+    assert attempt.headers["webhook-signature"].count("v1,") == 2
     body = json.loads(attempt.body)
     verify_decision_token("new", "req-1", body["decision_token"])  # the newest secret
 

@@ -16,7 +16,7 @@ from loopgate_lc.gateway import Loopgate
 from loopgate_lc.notifiers.telegram import TelegramNotifier
 from loopgate_lc.notifiers.webhook import WebhookNotifier
 from loopgate_lc.server import TELEGRAM_WEBHOOK_PATH, create_app
-from loopgate_lc.signing import decision_token, sign
+from loopgate_lc.signing import decision_token, sign, sign_decision
 from tests.server.conftest import WEBHOOK_SECRET, Receiver, ServeFn
 from tests.support.live import LiveServer, free_socket
 
@@ -31,11 +31,11 @@ def test_health(client: httpx.Client) -> None:
     assert body["telegram"] is False
 
 
-def test_docs_page_is_html(client: httpx.Client) -> None:
-    response = client.get("/docs")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    assert "/openapi.json" in response.text
+def test_no_docs_page_loads_code_from_a_cdn(client: httpx.Client) -> None:
+    # /docs used to load an unpinned Swagger UI from a CDN; the route is off and the
+    # document itself is served for local viewers.
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").json()["openapi"] == "3.1.0"
 
 
 def _request(client: httpx.Client, session: str, **fields: Any) -> dict[str, Any]:
@@ -66,13 +66,57 @@ def test_webhook_decision_with_the_decision_token(client: httpx.Client, session:
     assert again.status_code == 409  # a token is good for one decision: the request's
 
 
+def _signed(body: bytes, path: str, secret: str = WEBHOOK_SECRET, **options: Any
+            ) -> dict[str, str]:
+    return {"content-type": "application/json",
+            **sign_decision(body, secret, path=path, **options)}
+
+
 def test_webhook_decision_with_a_signature(client: httpx.Client, session: str) -> None:
     rid = _request(client, session)["request_id"]
     body = json.dumps({"decision": {"type": "reject", "message": "freeze"}}).encode()
-    response = client.post(f"/hitl/webhook/decision/{rid}", content=body,
-                           headers=sign(body, WEBHOOK_SECRET))
+    path = f"/hitl/webhook/decision/{rid}"
+    response = client.post(path, content=body, headers=_signed(body, path))
     assert response.status_code == 200, response.text
     assert (response.json()["status"], response.json()["response"]) == ("rejected", "freeze")
+
+
+def test_a_signed_decision_decides_only_the_request_it_was_signed_for(
+        client: httpx.Client, session: str) -> None:
+    """It used to approve whichever request id the URL named: the signature did not
+    cover the path."""
+    a, b = (_request(client, session)["request_id"] for _ in range(2))
+    body = json.dumps({"decision": {"type": "approve"}}).encode()
+    headers = _signed(body, f"/hitl/webhook/decision/{a}")
+    moved = client.post(f"/hitl/webhook/decision/{b}", content=body, headers=headers)
+    assert (moved.status_code, moved.json()["error"]["code"]) == (403, "forbidden")
+    assert client.get("/hitl/poll", params={"request_id": b}).json()["status"] == "pending"
+
+
+def test_a_signed_decision_is_accepted_once(client: httpx.Client, session: str) -> None:
+    first, second = (_request(client, session)["request_id"] for _ in range(2))
+    body = json.dumps({"type": "reject"}).encode()
+    path = f"/hitl/webhook/decision/{first}"
+    headers = _signed(body, path, message_id="msg_once")
+    assert client.post(path, content=body, headers=headers).status_code == 200
+    replay = client.post(path, content=body, headers=headers)
+    assert (replay.status_code, replay.json()["error"]["code"]) == (409, "replayed")
+    # the message id is the replay key: reused for another request, it is refused too
+    other = f"/hitl/webhook/decision/{second}"
+    reused = client.post(other, content=body, headers=_signed(body, other,
+                                                              message_id="msg_once"))
+    assert reused.status_code == 409
+
+
+def test_a_server_signed_callback_is_not_a_decision(client: httpx.Client, session: str
+                                                    ) -> None:
+    """Outgoing deliveries were signed with the same key and format as incoming
+    decisions, so a client could collect server-signed bodies via callback_url."""
+    rid = _request(client, session)["request_id"]
+    body = json.dumps({"decision": {"type": "approve"}}).encode()
+    delivery = {"content-type": "application/json", **sign(body, WEBHOOK_SECRET)}
+    forged = client.post(f"/hitl/webhook/decision/{rid}", content=body, headers=delivery)
+    assert forged.status_code == 403
 
 
 def test_webhook_decision_refusals(client: httpx.Client, session: str) -> None:
@@ -88,9 +132,9 @@ def test_webhook_decision_refusals(client: httpx.Client, session: str) -> None:
                                      "token": decision_token(WEBHOOK_SECRET, other)})
     assert foreign.status_code == 403
     body = json.dumps({"type": "approve"}).encode()
-    forged = client.post(url, content=body, headers=sign(body, "another-secret"))
+    forged = client.post(url, content=body, headers=_signed(body, url, "another-secret"))
     assert forged.status_code == 403
-    stale = client.post(url, content=body, headers=sign(body, WEBHOOK_SECRET, timestamp=1))
+    stale = client.post(url, content=body, headers=_signed(body, url, timestamp=1))
     assert stale.status_code == 403
     assert "stale" in stale.json()["error"]["message"]
     unknown = client.post("/hitl/webhook/decision/nope",
@@ -189,3 +233,21 @@ def test_a_request_answered_on_telegram(fake: FakeBotAPI, db_url: str,
     finally:
         live.stop()
         gateway.close()
+
+
+def test_a_webhook_decision_must_name_one_of_the_approvers(
+        client: httpx.Client, shared_gateway: Loopgate) -> None:
+    """Webhook decisions skipped the approver list when they named nobody."""
+    client.post("/hitl/register", json={"session_id": "wh-approvers", "approvers": ["cfo"]})
+    rid = _request(client, "wh-approvers")["request_id"]
+    path = f"/hitl/webhook/decision/{rid}"
+    for fields in ({}, {"approver_id": "intern"}):
+        body = json.dumps({"type": "approve", **fields}).encode()
+        refused = client.post(path, content=body, headers=_signed(body, path))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (
+            403, "approver_not_allowed")
+    events = [e for e in shared_gateway.audit(request_id=rid) if e.event == "unauthorized"]
+    assert [(e.channel, e.details["approver_id"]) for e in events] == [
+        ("webhook", None), ("webhook", "intern")]
+    body = json.dumps({"type": "approve", "approver_id": "cfo"}).encode()
+    assert client.post(path, content=body, headers=_signed(body, path)).status_code == 200

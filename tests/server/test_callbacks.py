@@ -11,17 +11,21 @@ import httpx
 import pytest
 
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.server import CallbackNotifier
+from loopgate_lc.notifiers.base import DeliveryError
+from loopgate_lc.server.callbacks import CallbackNotifier, CallbackPolicy
 from loopgate_lc.signing import verify_signature
 from tests.server.conftest import WEBHOOK_SECRET, Receiver, ServeFn
 from tests.support.live import LiveServer
+
+LOOPBACK = ["127.0.0.1"]  # the receivers in these tests listen there
 
 
 @pytest.fixture
 def fast(gateway: Loopgate, serve: ServeFn) -> LiveServer:
     """A server whose callback notifier retries quickly."""
-    gateway.notifiers.append(CallbackNotifier(WEBHOOK_SECRET, backoff=0.01))
-    return serve(webhook_secret=WEBHOOK_SECRET)
+    gateway.notifiers.append(CallbackNotifier(WEBHOOK_SECRET, backoff=0.01,
+                                              policy=CallbackPolicy(LOOPBACK)))
+    return serve(webhook_secret=WEBHOOK_SECRET, callback_allowlist=LOOPBACK)
 
 
 def _ask(client: httpx.Client, callback_url: str | None, **fields: Any) -> dict[str, Any]:
@@ -75,7 +79,11 @@ def test_a_failing_receiver_gets_it_on_a_retry(fast: LiveServer, gateway: Loopga
     keys = {headers["idempotency-key"] for headers, _ in deliveries}
     assert keys == {f"{created['request_id']}:approval.resolved"}  # one logical delivery
     events = gateway.audit(request_id=created["request_id"])
-    assert any(e.event == "delivery_failed" and e.channel == "callback" for e in events)
+    failures = [e for e in events if e.event == "delivery_failed" and e.channel == "callback"]
+    assert failures
+    # the receiver's answer is not stored beyond its status code
+    errors = [str(e.details.get("error", "")) for e in failures]
+    assert all(error.endswith(("HTTP 500", "HTTP 502", "HTTP 503")) for error in errors), errors
 
 
 def test_a_decision_made_by_another_process_is_called_back(
@@ -117,3 +125,46 @@ def test_callbacks_need_a_secret(serve: ServeFn) -> None:
             "session_id": "cb", "message": "m", "callback_url": "http://127.0.0.1:9/x"})
     assert response.status_code == 422
     assert "LOOPGATE_WEBHOOK_SECRET" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/x",           # loopback, not on this server's allowlist
+    "http://localhost:9/x",           # a name resolving to loopback
+    "http://10.1.2.3/x",              # private
+    "http://192.168.0.1/x",
+    "http://169.254.169.254/latest/meta-data/",  # link-local: cloud metadata
+    "http://[::1]:9/x",
+    "http://[::ffff:127.0.0.1]:9/x",  # loopback dressed as IPv6
+    "http://[fd00:ec2::254]/x",       # a metadata service on IPv6 (unique local)
+    "http://100.100.100.200/x",       # shared address space (another metadata service)
+    "http://0.0.0.0:9/x",
+])
+def test_internal_callback_urls_are_refused(serve: ServeFn, url: str) -> None:
+    live = serve(webhook_secret=WEBHOOK_SECRET, callback_allowlist=["192.0.2.0/24"])
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        client.post("/hitl/register", json={"session_id": "cb"})
+        response = client.post("/hitl/request", json={
+            "session_id": "cb", "message": "m", "callback_url": url})
+    assert response.status_code == 422, response.text
+    assert "internal address" in response.json()["error"]["message"]
+
+
+async def test_the_allowlist_names_hosts_and_networks() -> None:
+    policy = CallbackPolicy(["10.0.0.0/8", "hooks.internal", "127.0.0.1"])
+    await policy.check("http://10.9.9.9/x")
+    await policy.check("http://hooks.internal/x")
+    await policy.check("http://127.0.0.1:8080/x")
+    await policy.check("https://93.184.215.14/x")  # public addresses need no entry
+    with pytest.raises(ValueError, match="internal address"):
+        await policy.check("http://127.0.0.2/x")
+
+
+async def test_a_callback_is_checked_again_before_delivery(gateway: Loopgate) -> None:
+    """Between filing and deciding, a name may come to resolve elsewhere: the delivery
+    is refused for good (not retried) rather than sent to an internal address."""
+    notifier = CallbackNotifier(WEBHOOK_SECRET)
+    record = await gateway.asubmit("m", callback_url="http://127.0.0.1:9/x")
+    with pytest.raises(DeliveryError, match="internal address") as caught:
+        await notifier.on_resolved(record)
+    assert caught.value.retryable is False
+    await notifier.aclose()

@@ -35,6 +35,8 @@ from tests.server.conftest import ServeFn
 POST_ROUTES = ["/hitl/register", "/hitl/request", "/hitl/respond", "/hitl/cancel",
                "/hitl/deactivate", "/hitl/webhook/decision/some-id"]
 
+JSON = {"content-type": "application/json"}
+
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
@@ -59,7 +61,7 @@ def test_malformed_bodies_are_400(client: httpx.Client, route: str, body: bytes)
 @pytest.mark.parametrize("body", ["[]", "42", '"text"', "null", "true"])
 def test_json_that_is_not_an_object_is_422(client: httpx.Client, route: str,
                                            body: str) -> None:
-    response = client.post(route, content=body)
+    response = client.post(route, content=body, headers=JSON)
     assert_error(response, 422, "invalid_fields")
 
 
@@ -129,7 +131,7 @@ def test_announced_oversized_body_is_413(serve: ServeFn) -> None:
     live = serve(max_body_bytes=1000)
     with httpx.Client(base_url=live.url) as client:
         body = json.dumps({"session_id": "s", "message": "x" * 2000})
-        error = assert_error(client.post("/hitl/request", content=body), 413,
+        error = assert_error(client.post("/hitl/request", content=body, headers=JSON), 413,
                              "payload_too_large")
         assert error["details"] == {"max_body_bytes": 1000}
         small = client.post("/hitl/register", json={"session_id": "s"})
@@ -147,7 +149,7 @@ def test_chunked_oversized_body_is_413(serve: ServeFn) -> None:
         yield b'"}'
 
     with httpx.Client(base_url=live.url) as client:
-        response = client.post("/hitl/request", content=chunks())
+        response = client.post("/hitl/request", content=chunks(), headers=JSON)
         assert "content-length" not in {k.lower() for k in response.request.headers}
         assert_error(response, 413, "payload_too_large")
 
@@ -173,7 +175,8 @@ async def test_a_lying_content_length_is_caught_while_streaming(gateway: Loopgat
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": "POST", "scheme": "http", "path": "/hitl/request", "raw_path":
              b"/hitl/request", "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"10")],
+             "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"10"),
+                         (b"content-type", b"application/json")],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
@@ -193,7 +196,8 @@ def test_a_non_numeric_content_length_is_400(gateway: Loopgate) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/hitl/request", "query_string": b"",
-             "headers": [(b"content-length", b"ten")], "root_path": ""}
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"content-length", b"ten")], "root_path": ""}
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 400
 

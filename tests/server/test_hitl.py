@@ -4,6 +4,7 @@ long polls, cancel, and the meaning of options."""
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import httpx
@@ -351,12 +352,22 @@ def test_the_api_on_postgres(postgres_dsn: str, pg_schema: str) -> None:
         gateway.close()
 
 
-def test_approver_id_is_checked_when_given(client: httpx.Client, session: str) -> None:
-    """The session routes to Telegram user 123456789: only that id may decide when the
-    caller names whom it acts for."""
-    created = ask(client, session)
-    refused = respond(client, created["request_id"], approved=True, approver_id="999")
-    assert refused.status_code == 403
-    assert refused.json()["error"]["code"] == "approver_not_allowed"
-    allowed = respond(client, created["request_id"], approved=True, approver_id="123456789")
+def test_named_approvers_are_checked_even_when_the_caller_names_nobody(
+        client: httpx.Client, shared_gateway: Loopgate) -> None:
+    """Leaving ``approver_id`` out used to skip the check; now the caller's own identity
+    is checked, so only a named approver decides, and every refusal is audited."""
+    session_id = f"finance-{uuid.uuid4().hex[:6]}"
+    client.post("/hitl/register", json={"session_id": session_id, "client_id": "bot",
+                                        "telegram_id": 1001, "approvers": ["cfo"]})
+    created = ask(client, session_id)
+    silent = respond(client, created["request_id"], approved=True)
+    assert (silent.status_code, silent.json()["error"]["code"]) == (403, "approver_not_allowed")
+    stranger = respond(client, created["request_id"], approved=True, approver_id="999")
+    assert stranger.status_code == 403
+    assert poll(client, created["request_id"])["status"] == "pending"
+    refusals = [e for e in shared_gateway.audit(request_id=created["request_id"])
+                if e.event == "unauthorized"]
+    assert [e.details["approver_id"] for e in refusals] == [None, "999"]
+    allowed = respond(client, created["request_id"], approved=True, approver_id="cfo")
     assert allowed.json()["approved"] is True
+    assert allowed.json()["responded_by"] == "cfo (api)"

@@ -89,7 +89,6 @@ def test_the_key_name_is_the_actor(anonymous: httpx.Client, shared_gateway: Loop
 def test_open_routes_stay_open(anonymous: httpx.Client) -> None:
     assert anonymous.get("/health").json()["auth"] is True
     assert anonymous.get("/openapi.json").status_code == 200
-    assert anonymous.get("/docs").status_code == 200
     # Webhook decisions authenticate by token or signature instead of an API key.
     webhook = anonymous.post("/hitl/webhook/decision/x", json={"type": "approve"})
     assert webhook.status_code == 401
