@@ -38,6 +38,7 @@ from loopgate_lc.schema import (
     option_approves,
 )
 from loopgate_lc.signing import sign, verify_signature
+from loopgate_lc.simulate import Simulation, simulate
 from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "SignatureError",
+    "Simulation",
     "StaleDecision",
     "Status",
     "Store",
@@ -159,5 +161,6 @@ __all__ = [
     "request_approval",
     "route_tool_calls",
     "sign",
+    "simulate",
     "verify_signature",
 ]

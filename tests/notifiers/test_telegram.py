@@ -612,14 +612,11 @@ async def test_escalation_renotifies_and_every_message_is_resolved(fake: FakeBot
         second = fake.messages(CHAT)[1]
         assert second["message_id"] != first["message_id"]
 
+        async def reminder_stored() -> Any:  # the message is sent before its ref is stored
+            refs = (await gateway.aget(record.id)).message_refs.get("telegram") or {}
+            return refs if refs.get("message_id") == second["message_id"] else None
 
-        async def refs_moved_on() -> dict[str, Any] | None:
-            # the reminder is on screen before the notifier records it: wait for the record
-            refs: dict[str, Any] = (await gateway.aget(record.id)).message_refs["telegram"]
-            return refs if refs["message_id"] != first["message_id"] else None
-
-        refs = await asyncio.wait_for(_poll(refs_moved_on), 5)
-        assert refs["message_id"] == second["message_id"]
+        refs = await _poll(reminder_stored)
         assert refs["previous"] == [{"chat_id": CHAT, "message_id": first["message_id"]}]
 
         query = fake.tap(CHAT, first["message_id"], _button(first, "Approve"), ANN)  # old one
