@@ -25,15 +25,18 @@ venv: $(STAMP)
 
 # Re-installs whenever pyproject.toml or the lock changes. uv installs in seconds what pip takes
 # a minute or more for; pip only brings uv itself, at the version the lock names.
-$(STAMP): pyproject.toml $(LOCK)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) uv
+$(STAMP): pyproject.toml $(LOCK) $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK) -e '.[dev]'
 	@touch $(STAMP)
 
+$(UV):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) uv
+
 # The lock pins every package of the dev extra (which includes every other extra) for
 # Python 3.11+ on any platform. pyproject.toml keeps ranges: the library's users get those.
-lock: $(STAMP)
+# It needs only uv, so it works when a new dependency no longer fits the old lock.
+lock: $(UV)
 	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		$(UPGRADE) --quiet --custom-compile-command 'make lock' -o $(LOCK)
 

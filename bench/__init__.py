@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bench import (
     agent_overhead,
     cli_startup,
+    langgraph_server,
     policy_eval,
     round_trip,
     scale,
@@ -28,6 +29,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("policy", policy_eval.run),
     ("scale", scale.run),
     ("telegram", telegram_latency.run),
+    ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
     ("cli", cli_startup.run),
 ]

@@ -1,4 +1,4 @@
-"""6. The CLI's store commands start fast.
+"""8. The CLI's store commands start fast.
 
 ``loopgate-lc pending``, ``approve``, ``reject`` and ``audit`` read or change one row of the
 store; a person types them, so their start-up is what they feel. Each is run as a user runs
@@ -98,7 +98,7 @@ def run(config: Config) -> Section:
 
     section = Section(
         key="cli",
-        title="6. CLI store commands: start-up (new process each time)",
+        title="8. CLI store commands: start-up (new process each time)",
         goal=f"each store command's median under {GOAL_S} s",
     )
     section.rows = timed_rows({k: ms(v) for k, v in samples.items()}, "python", "ms",

@@ -74,6 +74,7 @@ def create_app(
     max_wait: float = 60.0,
     mcp_progress_interval: float = 5.0,
     close_gateway: bool = False,
+    bridge: Any = None,
 ) -> Starlette:
     """Build the server for one gateway.
 
@@ -108,6 +109,8 @@ def create_app(
         mcp_progress_interval: Seconds between MCP progress notifications.
         close_gateway: Close the gateway when the app shuts down (the CLI does; callers
             that own the gateway usually do not).
+        bridge: A :class:`~loopgate_lc.langgraph_server.LangGraphBridge` on this
+            gateway; its run webhook is served (checked by its own token, not API keys).
 
     Raises:
         ConfigurationError: An API key or a limit is unusable.
@@ -153,6 +156,7 @@ def create_app(
         Route("/health", endpoint(health), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *hitl_routes(loopgate, config),
+        *(bridge.routes() if bridge is not None else ()),
     ]
 
     if telegram is not None:
