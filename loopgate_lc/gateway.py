@@ -29,7 +29,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -148,7 +148,7 @@ class GraphDriver(Protocol):
         ...
 
 
-PauseReport = Callable[[str, Sequence[Interrupt]], Awaitable[Any]]
+PauseReport: TypeAlias = "Callable[[str, Sequence[Interrupt]], Awaitable[Any]]"
 """``report(thread_id, interrupts)``: file a paused thread's interrupts."""
 
 
