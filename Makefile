@@ -1,26 +1,51 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first, from
+# the lock (requirements-dev.lock): the same versions on every machine and every day.
+# `make lock` refreshes the lock; `make test-latest` runs the checks against the newest releases.
 PYTHON ?= python3
-VENV := .venv
-BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+VENV ?= .venv
+BIN = $(VENV)/bin
+LOCK := requirements-dev.lock
+STAMP = $(VENV)/.installed
+LATEST := .venv-latest
+UV = $(BIN)/uv
+# pytest workers: two on a 2-core machine (one per core), more where there are more cores
+WORKERS ?= auto
+# `make lock UPGRADE=` keeps the pins it can and only resolves what pyproject.toml changed
+UPGRADE ?= --upgrade
+# tests run in a random order (pytest-randomly); `make test SEED=N` replays one, and
+# `make test RANDOM_ORDER='-p no:randomly'` runs them in file order
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+RANDOM_ORDER ?= --randomly-seed=$(SEED)
 
-.PHONY: demo test lint typecheck pytest bench clean venv
+.PHONY: demo test test-latest lint typecheck pytest bench clean venv lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Re-installs whenever pyproject.toml or the lock changes. uv installs in seconds what pip takes
+# a minute or more for; pip only brings uv itself, at the version the lock names.
+$(STAMP): pyproject.toml $(LOCK) $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK) -e '.[dev]'
 	@touch $(STAMP)
 
+$(UV):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) uv
+
+# The lock pins every package of the dev extra (which includes every other extra) for
+# Python 3.11+ on any platform. pyproject.toml keeps ranges: the library's users get those.
+# It needs only uv, so it works when a new dependency no longer fits the old lock.
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		$(UPGRADE) --quiet --custom-compile-command 'make lock' -o $(LOCK)
+
 # The demo needs only the package and its "agents" extra (langchain), not the test and
-# notebook tools, so a fresh clone's `make demo` installs that much and starts.
+# notebook tools, so a fresh clone's `make demo` installs that much (pinned by the lock).
 DEMO_STAMP := $(VENV)/.demo-installed
 
-$(DEMO_STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[agents]'
+$(DEMO_STAMP): pyproject.toml $(LOCK) $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK) -e '.[agents]'
 	@touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -33,12 +58,23 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopgate_lc
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@echo "pytest: random order, seed $(SEED) (make test SEED=$(SEED) replays it)"
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(RANDOM_ORDER) \
+		$(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The same checks in a separate venv with the newest releases the ranges in pyproject.toml
+# allow, ignoring the lock: an upstream change shows up here first, apart from `make test`.
+test-latest:
+	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade uv
+	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]'
+	@$(LATEST)/bin/python -c "from importlib.metadata import version as v; print('test-latest: testing against', ', '.join(f'{p} {v(p)}' for p in ('langgraph', 'langchain-core', 'langchain', 'pydantic', 'python-telegram-bot', 'httpx')))"
+	$(MAKE) --no-print-directory VENV=$(LATEST) STAMP= test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from bench import (
     agent_overhead,
+    cli_startup,
     langgraph_server,
     policy_eval,
     round_trip,
@@ -30,6 +31,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("telegram", telegram_latency.run),
     ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
+    ("cli", cli_startup.run),
 ]
 
 OPTIMISATIONS: list[str] = [

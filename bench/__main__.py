@@ -1,7 +1,8 @@
 """``python -m bench``: run every benchmark and write ``bench/RESULTS.md``.
 
-Options: ``--smoke`` (tiny sizes, proves each benchmark runs), ``--only a,b`` (run some),
-``--out PATH`` (write the table elsewhere).
+Options: ``--smoke`` (tiny sizes, proves each benchmark runs), ``--only a,b`` (run some;
+their sections replace those in an existing table, the other figures stay), ``--out PATH``
+(write the table elsewhere).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from bench import BENCHMARKS, OPTIMISATIONS
 from bench._harness import Config, Section
-from bench.report import render
+from bench.report import merge, render
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -38,6 +39,8 @@ def run_all(config: Config, only: list[str] | None = None, out: Path = DEFAULT_O
         sections.append(section)
     text = render(sections, total_seconds=time.perf_counter() - began, smoke=config.smoke,
                   optimisations=list(OPTIMISATIONS))
+    if only and not config.smoke and out.exists():  # refresh these, keep the other figures
+        text = merge(out.read_text(encoding="utf-8"), text, sections)
     out.write_text(text, encoding="utf-8")
     log(f"bench: wrote {out}")
     return sections

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
 
 from bench._harness import Row, Section
 
-__all__ = ["PACKAGES", "machine", "render", "versions"]
+__all__ = ["PACKAGES", "machine", "merge", "render", "versions"]
 
 PACKAGES = (
     "loopgate-lc",
@@ -56,7 +57,16 @@ def machine() -> dict[str, str]:
         "CPU": _cpu_model(),
         "CPU count": str(os.cpu_count()),
         "python": sys.version.split()[0] + f" ({platform.python_implementation()})",
+        "load average at the end (1, 5, 15 min)": _load(),
     }
+
+
+def _load() -> str:
+    """How busy the machine was: figures from a shared machine read differently."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "unknown"
 
 
 def _num(value: float | None) -> str:
@@ -113,3 +123,50 @@ def render(sections: list[Section], *, total_seconds: float, smoke: bool,
     lines += ["", "## What each optimisation bought", ""]
     lines += optimisations or ["Nothing was changed in the library for speed."]
     return "\n".join(lines) + "\n"
+
+
+def merge(old: str, new: str, sections: list[Section]) -> str:
+    """``old`` with the blocks and summary rows of ``sections`` taken from ``new`` (a render
+    of only those sections).
+
+    ``python -m bench --only KEY`` refreshes one benchmark without re-measuring (and so
+    rewriting) every other figure; the refreshed block says when and under what load it was
+    measured, since the rest of the file is from another run.
+    """
+    olds = re.split(r"(?m)^(?=## )", old)
+    news = re.split(r"(?m)^(?=## )", new)
+
+    def find(parts: list[str], head: str) -> int | None:
+        for i, part in enumerate(parts):
+            if part.splitlines()[0] == head:
+                return i
+        return None
+
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = machine()["load average at the end (1, 5, 15 min)"]
+    for section in sections:
+        head = f"## {section.title}"
+        new_i = find(news, head)
+        if new_i is None:  # pragma: no cover - render writes every section's heading
+            continue
+        block = (news[new_i].rstrip("\n") + f"\n\nMeasured on {when} by `python -m bench "
+                 f"--only {section.key}` (load average at the end: {load}); the rest of this "
+                 "file is from the run at the top.\n\n")
+        old_i = find(olds, head)
+        if old_i is not None:
+            olds[old_i] = block
+        else:
+            tail = find(olds, "## What each optimisation bought")
+            olds.insert(len(olds) if tail is None else tail, block)
+        row = next(line for line in news[find(news, "## Summary") or 0].splitlines()
+                   if line.startswith(f"| {section.title} |"))
+        summary_i = find(olds, "## Summary")
+        if summary_i is not None:
+            lines = olds[summary_i].rstrip("\n").splitlines()
+            at = [i for i, line in enumerate(lines) if line.startswith(f"| {section.title} |")]
+            if at:
+                lines[at[0]] = row
+            else:
+                lines.append(row)
+            olds[summary_i] = "\n".join(lines) + "\n\n"
+    return "".join(olds).rstrip("\n") + "\n"

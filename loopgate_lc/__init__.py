@@ -5,8 +5,11 @@ Policies decide which tool calls need a person; guards pause LangGraph runs with
 resumes the run with their decision, exactly once.
 """
 
-from typing import Any
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
+from loopgate_lc._lazy import lazy_exports
 from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
@@ -24,20 +27,8 @@ from loopgate_lc.errors import (
     StaleDecision,
     StoreError,
 )
-from loopgate_lc.gateway import Escalation, Loopgate, args_hash
-from loopgate_lc.guard import GuardedTool, guard, guard_tools
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks
-from loopgate_lc.nodes import request_approval
-from loopgate_lc.notifiers import (
-    ConsoleNotifier,
-    DeliveryError,
-    LogNotifier,
-    Notifier,
-    WebhookNotifier,
-    load_notifier,
-)
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
-from loopgate_lc.routing import route_tool_calls
 from loopgate_lc.schema import (
     AFFIRMATIVE_OPTIONS,
     ApprovalRequest,
@@ -51,24 +42,69 @@ from loopgate_lc.signing import sign, verify_signature
 from loopgate_lc.simulate import Simulation, simulate
 from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
 
+if TYPE_CHECKING:
+    from loopgate_lc.gateway import Escalation, Loopgate, args_hash
+    from loopgate_lc.guard import GuardedTool, guard, guard_tools
+    from loopgate_lc.middleware import ApprovalMiddleware, ToolSettings
+    from loopgate_lc.nodes import request_approval
+    from loopgate_lc.notifiers import (
+        ConsoleNotifier,
+        DeliveryError,
+        LogNotifier,
+        Notifier,
+        WebhookNotifier,
+        load_notifier,
+    )
+    from loopgate_lc.notifiers.telegram import TelegramNotifier
+    from loopgate_lc.routing import route_tool_calls
+    from loopgate_lc.stores import PostgresStore
+
 __version__ = "0.1.0"
 
+# Imported on first use: these modules pull in LangGraph, LangChain, httpx or an optional
+# extra, which a script that only reads the store (``loopgate-lc pending``) never needs and
+# should not wait a second for.
+_LAZY = {
+    "ApprovalMiddleware": "loopgate_lc.middleware",  # the "agents" extra (langchain)
+    "ConsoleNotifier": "loopgate_lc.notifiers",
+    "DeliveryError": "loopgate_lc.notifiers",
+    "Escalation": "loopgate_lc.gateway",
+    "GuardedTool": "loopgate_lc.guard",
+    "LogNotifier": "loopgate_lc.notifiers",
+    "Loopgate": "loopgate_lc.gateway",
+    "Notifier": "loopgate_lc.notifiers",
+    "PostgresStore": "loopgate_lc.stores",  # the "postgres" extra
+    "TelegramNotifier": "loopgate_lc.notifiers.telegram",
+    "ToolSettings": "loopgate_lc.middleware",
+    "WebhookNotifier": "loopgate_lc.notifiers",
+    "args_hash": "loopgate_lc.gateway",
+    "guard": "loopgate_lc.guard",
+    "guard_tools": "loopgate_lc.guard",
+    "load_notifier": "loopgate_lc.notifiers",
+    "request_approval": "loopgate_lc.nodes",
+    "route_tool_calls": "loopgate_lc.routing",
+}
 
-def __getattr__(name: str) -> Any:
-    """Import what needs optional extras only when it is asked for."""
-    if name in ("ApprovalMiddleware", "ToolSettings"):
-        from loopgate_lc import middleware  # needs the "agents" extra (langchain)
 
-        return getattr(middleware, name)
-    if name == "PostgresStore":
-        from loopgate_lc.stores import PostgresStore  # needs the "postgres" extra
+__getattr__ = lazy_exports(__name__, _LAZY)
 
-        return PostgresStore
-    if name == "TelegramNotifier":
-        from loopgate_lc.notifiers.telegram import TelegramNotifier
 
-        return TelegramNotifier
-    raise AttributeError(f"module 'loopgate_lc' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """``loopgate_lc.guard`` is both a submodule and the function it exports. Importing the
+    submodule sets the package attribute to the module; this keeps the function there, as
+    the eager ``from loopgate_lc.guard import guard`` used to."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "guard" and isinstance(value, types.ModuleType):
+            value = value.guard
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -11,9 +11,8 @@ import functools
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langgraph.types import Interrupt
 from pydantic import TypeAdapter, ValidationError
 
 from loopgate_lc.errors import AlreadyDecided, DecisionNotAllowed, InvalidDecision
@@ -26,6 +25,9 @@ from loopgate_lc.schema import (
     human_response,
 )
 from loopgate_lc.stores.base import RequestRecord
+
+if TYPE_CHECKING:
+    from langgraph.types import Interrupt
 
 __all__ = [
     "already_decided",

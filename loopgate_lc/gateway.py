@@ -30,9 +30,8 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any, Literal, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from langgraph.types import Command, Interrupt
 from pydantic import ValidationError
 
 from loopgate_lc._lru import LRU
@@ -56,7 +55,6 @@ from loopgate_lc.errors import (
     StaleDecision,
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
-from loopgate_lc.interrupts import OBSERVER_KEY
 from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
 from loopgate_lc.notifiers.base import DeliveryError, Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
@@ -80,6 +78,9 @@ from loopgate_lc.stores.base import (
     SessionRecord,
     Store,
 )
+
+if TYPE_CHECKING:
+    from langgraph.types import Command, Interrupt
 
 __all__ = ["DEFAULT_TIMEOUT", "Escalation", "GraphDriver", "Loopgate", "PauseReport", "args_hash"]
 
@@ -155,7 +156,7 @@ class GraphDriver(Protocol):
         ...
 
 
-PauseReport = Callable[[str, Sequence[Interrupt]], Awaitable[Any]]
+PauseReport: TypeAlias = "Callable[[str, Sequence[Interrupt]], Awaitable[Any]]"
 """``report(thread_id, interrupts)``: file a paused thread's interrupts."""
 
 
@@ -184,7 +185,7 @@ class _LocalDriver:
 
     async def resume(self, thread_id: str, resume: dict[str, Any],
                      claimed: Sequence[RequestRecord]) -> Sequence[Interrupt] | None:
-        result = await self.invoke(Command(resume=resume), self._config(thread_id))
+        result = await self.invoke(_resume_command(resume), self._config(thread_id))
         return tuple(getattr(result, "interrupts", ()) or ())
 
     async def watch(self, report: PauseReport) -> None:
@@ -207,6 +208,14 @@ class _State:
     delivering: set[int] = field(default_factory=set)
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     adopted: set[str] = field(default_factory=set)  # pending ids checked for our channels
+
+
+def _resume_command(resume: dict[str, Any]) -> Command[Any]:
+    """``Command(resume=...)``. LangGraph is imported where a graph runs, never at module
+    level: the CLI's store commands use this module and start faster without it."""
+    from langgraph.types import Command
+
+    return Command(resume=resume)
 
 
 def _supports_async(checkpointer: Any) -> bool:
@@ -1313,6 +1322,8 @@ class Loopgate:
         cfg = dict(config or {})
         configurable = dict(cfg.get("configurable") or {})
         configurable.setdefault("thread_id", str(uuid.uuid4()))
+        from loopgate_lc.interrupts import OBSERVER_KEY
+
         configurable[OBSERVER_KEY] = _Observer(self, str(configurable["thread_id"]))
         cfg["configurable"] = configurable
         return cfg
@@ -1564,7 +1575,7 @@ class Loopgate:
                 resume, decided = self._portal.call(self._next_resume(
                     records, pending, thread_id))
             yield from (("decided", r) for r in decided)
-            value, done = Command(resume=resume), [r.id for r in decided]
+            value, done = _resume_command(resume), [r.id for r in decided]
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
@@ -1600,7 +1611,7 @@ class Loopgate:
                     records, pending, thread_id))
             for record in decided:
                 yield "decided", record
-            value, done = Command(resume=resume), [r.id for r in decided]
+            value, done = _resume_command(resume), [r.id for r in decided]
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,

@@ -87,3 +87,27 @@ def test_a_row_without_a_value_says_why() -> None:
     row = not_measured("x", "ms", "the server has not landed")
     assert isinstance(row, Row) and row.value is None
     assert row.note == "not measured yet: the server has not landed"
+
+
+def test_only_refreshes_its_own_section_and_keeps_the_others() -> None:
+    from bench.report import merge, render
+
+    def section(key: str, title: str, value: float) -> Section:
+        out = Section(key=key, title=title, goal="g", verdict="measured")
+        out.rows.append(Row("a", value, "ms", anchor="a", ratio=1.0, samples=1))
+        return out
+
+    full = render([section("x", "1. X", 1.0), section("y", "2. Y", 2.0)], total_seconds=1,
+                  smoke=False, optimisations=["kept"])
+    again = render([section("y", "2. Y", 7.0), section("z", "3. Z", 3.0)], total_seconds=1,
+                   smoke=False, optimisations=[])
+    merged = merge(full, again, [section("y", "2. Y", 7.0), section("z", "3. Z", 3.0)])
+    assert "| a | 1.00 ms |" in merged.split("## 2. Y")[0]  # X untouched
+    assert "| a | 7.00 ms |" in merged.split("## 2. Y")[1]  # Y re-measured ...
+    assert "| a | 2.00 ms |" not in merged
+    assert "`python -m bench --only y`" in merged  # ... and says so
+    assert merged.index("## 3. Z") < merged.index("## What each optimisation bought")
+    assert [line.split(" |")[0] for line in merged.splitlines()
+            if line.startswith("| 1. X") or line.startswith("| 2. Y")
+            or line.startswith("| 3. Z")] == ["| 1. X", "| 2. Y", "| 3. Z"]
+    assert merged.rstrip().endswith("kept")

@@ -1,5 +1,11 @@
-"""``loopgate-lc demo`` as a user runs it: a real process, a real store, a real terminal
-(a pseudo-terminal), a real Telegram Bot API fake, and never a hang."""
+"""``loopgate-lc demo`` as a user runs it: a real store, a real terminal (a
+pseudo-terminal), a real Telegram Bot API fake, and never a hang.
+
+Runs that need nothing but arguments call ``demo.main(argv)`` in this process (with stdin at
+end of file, as with no terminal), the code ``python -m loopgate_lc.demo`` runs, without a
+new interpreter importing LangChain again; a terminal, a second process and Telegram get
+real processes.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from loopgate_lc.cli import main as cli_main
+from loopgate_lc.demo import main as demo_main
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
+from tests.support.inprocess import Ran, run_main
 
 TIMEOUT = 60  # generous: a hang is what these tests catch, not slowness
 DEMO = [sys.executable, "-m", "loopgate_lc.demo"]
@@ -33,9 +42,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_demo(*args: str, cwd: Path, cmd: list[str] = DEMO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=TIMEOUT, cwd=cwd, env=clean_env())
+@pytest.fixture
+def run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """``loopgate-lc demo ARGS`` (or, with ``cli=True``, ``loopgate-lc ARGS``) in this
+    process, in a fresh working directory, with no terminal and no bot configured."""
+
+    def run(*args: str, cli: bool = False) -> Ran:
+        main = cli_main if cli else demo_main
+        return run_main(lambda: main(list(args)), cwd=tmp_path, monkeypatch=monkeypatch,
+                        capture=capsys, drop_env=("TELEGRAM_", "LOOPGATE_"))
+
+    return run
 
 
 class Lines:
@@ -86,8 +104,9 @@ def child() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(10)
 
 
-def test_without_a_terminal_it_files_explains_and_exits_0(tmp_path: Path) -> None:
-    done = run_demo(cwd=tmp_path)
+def test_without_a_terminal_it_files_explains_and_exits_0(
+        tmp_path: Path, run_demo: Callable[..., Ran]) -> None:
+    done = run_demo()
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "no terminal to ask" in out and "stays pending" in out
@@ -101,9 +120,10 @@ def test_without_a_terminal_it_files_explains_and_exits_0(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []  # the throwaway store is not left in the cwd
 
 
-def test_auto_approve_deploys_and_prints_the_audit_trail(tmp_path: Path) -> None:
+def test_auto_approve_deploys_and_prints_the_audit_trail(
+        tmp_path: Path, run_demo: Callable[..., Ran]) -> None:
     store = f"sqlite:///{tmp_path / 'demo.db'}"
-    done = run_demo("--auto", "approve", "--store", store, cwd=tmp_path)
+    done = run_demo("--auto", "approve", "--store", store)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "<- deploy: version 1.4.2 is live on production" in out
@@ -117,8 +137,8 @@ def test_auto_approve_deploys_and_prints_the_audit_trail(tmp_path: Path) -> None
     assert events.count("requested") == 1 and events.count("decided:approved") == 1
 
 
-def test_auto_reject_does_not_deploy_to_production(tmp_path: Path) -> None:
-    done = run_demo("--auto", "reject", cwd=tmp_path)
+def test_auto_reject_does_not_deploy_to_production(run_demo: Callable[..., Ran]) -> None:
+    done = run_demo("--auto", "reject")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "deployed: staging\n" in out
@@ -127,8 +147,8 @@ def test_auto_reject_does_not_deploy_to_production(tmp_path: Path) -> None:
     assert re.search(r"decided:rejected\s+deploy #", out)
 
 
-def test_nobody_answering_in_time_fails_closed(tmp_path: Path) -> None:
-    done = run_demo("--wait", "--timeout", "1", cwd=tmp_path)
+def test_nobody_answering_in_time_fails_closed(run_demo: Callable[..., Ran]) -> None:
+    done = run_demo("--wait", "--timeout", "1")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "deployed: staging\n" in out and "live on production" not in out
@@ -136,8 +156,8 @@ def test_nobody_answering_in_time_fails_closed(tmp_path: Path) -> None:
                      r"configured outcome is reject", out)
 
 
-def test_the_cli_subcommand_runs_the_same_demo(tmp_path: Path) -> None:
-    done = run_demo("demo", "--auto", "approve", cwd=tmp_path, cmd=CLI)
+def test_the_cli_subcommand_runs_the_same_demo(run_demo: Callable[..., Ran]) -> None:
+    done = run_demo("demo", "--auto", "approve", cli=True)
     assert done.returncode == 0, done.stderr
     assert "deployed: staging, production" in done.stdout
 
@@ -236,7 +256,8 @@ def test_telegram_is_used_when_a_bot_and_chat_are_configured(
     ("no-such-provider:x", "cannot start 'no-such-provider:x'"),
     ("openai:gpt-4o-mini", "cannot load 'openai:gpt-4o-mini'"),
 ])
-def test_an_unusable_model_is_refused_clearly(tmp_path: Path, model: str, says: str) -> None:
+def test_an_unusable_model_is_refused_clearly(run_demo: Callable[..., Ran], model: str,
+                                              says: str) -> None:
     if model.startswith("openai:"):
         try:
             import langchain_openai  # noqa: F401
@@ -244,14 +265,14 @@ def test_an_unusable_model_is_refused_clearly(tmp_path: Path, model: str, says: 
             pass
         else:
             pytest.skip("langchain-openai is installed, so this provider would load")
-    done = run_demo("--model", model, cwd=tmp_path)
+    done = run_demo("--model", model)
     assert done.returncode == 2
     assert says in done.stderr
     assert "Traceback" not in done.stderr
     assert "deploy" not in done.stdout  # nothing ran
 
 
-def test_a_bad_timeout_is_a_usage_error(tmp_path: Path) -> None:
-    done = run_demo("--timeout", "0", cwd=tmp_path)
+def test_a_bad_timeout_is_a_usage_error(run_demo: Callable[..., Ran]) -> None:
+    done = run_demo("--timeout", "0")
     assert done.returncode == 2
     assert "--timeout must be a positive number" in done.stderr

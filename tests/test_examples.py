@@ -1,19 +1,30 @@
-"""Every example runs as a user would run it (``python examples/NAME.py``), offline, in a
-real process, and prints what it promises."""
+"""Every example runs as a user would run it (``python examples/NAME.py ARGS``), offline,
+and prints what it promises.
+
+The offline runs execute the script in this process (``runpy``, as ``__main__``, with its
+own argv, working directory and environment): the same code path as ``python
+examples/NAME.py``, without paying for a new interpreter that imports LangChain again. An
+example that starts processes of its own (``mcp_client``) runs in one too, and so does the
+test that needs several (a server, the example, and a person at the CLI).
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import shlex
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.inprocess import Ran, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -74,16 +85,35 @@ OFFLINE: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+# Examples that start processes of their own run in one too: the MCP SDK's stdio client
+# binds ``sys.stderr`` when it is first imported, which in-process would be a test's capture.
+OWN_PROCESS = {"mcp_client"}
+LEAKY = ("TELEGRAM_", "LOOPGATE_", "DEPLOY_", "ALERTS_", "FINANCE_")
+
+
 def clean_env() -> dict[str, str]:
     """No real bot, server or store of the developer's may leak into a test run."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("TELEGRAM_", "LOOPGATE_", "DEPLOY_", "ALERTS_", "FINANCE_"))}
+    return {k: v for k, v in os.environ.items() if not k.startswith(LEAKY)}
 
 
-def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd, env=clean_env())
+@pytest.fixture
+def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                capfd: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """``python examples/NAME.py ARGS`` (in this process but for ``OWN_PROCESS``), in a
+    fresh working directory, without the developer's bots and stores."""
+
+    def run(name: str, *args: str) -> Ran:
+        script = EXAMPLES / f"{name}.py"
+        if name in OWN_PROCESS:
+            done = subprocess.run([sys.executable, str(script), *args],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=TIMEOUT, cwd=tmp_path, env=clean_env())
+            return Ran(done.returncode, done.stdout, done.stderr)
+        return run_main(lambda: runpy.run_path(str(script), run_name="__main__"),
+                        cwd=tmp_path, monkeypatch=monkeypatch, capture=capfd,
+                        argv=[str(script), *args], drop_env=LEAKY)
+
+    return run
 
 
 def test_every_example_has_an_offline_run() -> None:
@@ -91,9 +121,9 @@ def test_every_example_has_an_offline_run() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OFFLINE))
-def test_example_runs_offline(name: str, tmp_path: Path) -> None:
+def test_example_runs_offline(name: str, run_example: Callable[..., Ran]) -> None:
     args, expected = OFFLINE[name]
-    done = run_example(name, *args, cwd=tmp_path)
+    done = run_example(name, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     missing = [line for line in expected if line not in done.stdout]
     assert not missing, f"missing {missing} in:\n{done.stdout}\n{done.stderr}"
@@ -101,14 +131,16 @@ def test_example_runs_offline(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["ci_cd_deployment", "content_moderation", "trading"])
-def test_without_a_terminal_an_example_explains_and_exits(name: str, tmp_path: Path) -> None:
-    done = run_example(name, cwd=tmp_path)  # stdin is not a terminal; no --auto
+def test_without_a_terminal_an_example_explains_and_exits(
+    name: str, run_example: Callable[..., Ran],
+) -> None:
+    done = run_example(name)  # stdin is not a terminal; no --auto
     assert done.returncode == 0, done.stderr
     assert "no terminal to ask" in done.stdout and "--auto" in done.stdout
 
 
-def test_ci_cd_rejected_production_stays_on_staging(tmp_path: Path) -> None:
-    done = run_example("ci_cd_deployment", "--auto", "reject", cwd=tmp_path)
+def test_ci_cd_rejected_production_stays_on_staging(run_example: Callable[..., Ran]) -> None:
+    done = run_example("ci_cd_deployment", "--auto", "reject")
     assert done.returncode == 0, done.stderr
     assert "deploying 1.4.2 to production" not in done.stdout
     assert "Production was not approved; 1.4.2 is on staging only." in done.stdout

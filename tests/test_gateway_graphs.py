@@ -28,7 +28,9 @@ from loopgate_lc import (
     guard,
 )
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.stores import RequestRecord, SQLiteStore
 from loopgate_lc.testing import RecordingNotifier, ScriptedApprover, ScriptedChatModel, ai, call
+from tests.conftest import FakeClock
 from tests.test_timeouts import wait_for
 
 POLICIES = [ApprovalPolicy("reads", "status", 0, RiskLevel.READ_ONLY)]
@@ -58,13 +60,16 @@ def agent(runs: Counter[str], *envs: str, checkpointer: Any = None) -> Any:
     )
 
 
-def approve_in_background(gate: Loopgate, decide: Any, count: int) -> threading.Thread:
-    """A person answering from another thread, as the blocking API's user would see."""
+def approve_in_background(gate: Loopgate, notifier: RecordingNotifier, decide: Any,
+                          count: int) -> threading.Thread:
+    """A person answering from another thread, as the blocking API's user would see: each
+    request once the notifier has delivered it to them."""
     def person() -> None:
         answered: set[str] = set()
         for _ in range(500):
+            delivered = {r.id for r in notifier.notified}
             for record in gate.pending():
-                if record.id not in answered:
+                if record.id in delivered and record.id not in answered:
                     gate.respond(record.id, decide(record), actor="ana", channel="test")
                     answered.add(record.id)
             if len(answered) >= count:
@@ -82,21 +87,21 @@ def test_run_drives_a_graph_through_its_approvals(config: dict[str, Any]) -> Non
     with Loopgate(store="memory://", notifiers=[notifier]) as gate:
         decide = {"c-prod": {"type": "approve"}, "c-eu": {"type": "reject", "message": "freeze"}}
         person = approve_in_background(
-            gate, lambda r: decide[r.payload["tool_call_id"]], count=2)
+            gate, notifier, lambda r: decide[r.payload["tool_call_id"]], count=2)
         final = gate.run(agent(runs, "prod", "eu"), {"messages": [("user", "ship")]}, config)
         person.join(5)
         assert final["messages"][-1].content == "all done"
         assert runs == Counter(status=1, prod=1)
         tools = {m.tool_call_id: m for m in final["messages"] if isinstance(m, ToolMessage)}
         assert tools["c-eu"].status == "error" and "freeze" in tools["c-eu"].content
-        # each request was notified once, although the sibling's node re-ran on resume
-        time.sleep(0.05)
-        assert Counter(r.payload["tool_call_id"] for r in notifier.notified) == Counter(
-            {"c-prod": 1, "c-eu": 1})
+        # each request was filed once, although the sibling's node re-ran on resume
         trail = [e.event for e in gate.audit(thread_id=config["configurable"]["thread_id"])]
         assert trail.count("requested") == 2 and trail.count("auto_approved") == 1
         # both resumes reached the checkpoint, so no later gateway takes them over
         assert all(gate.get(r.id).resume_done_at is not None for r in notifier.notified)
+    # closed: every delivery has finished, so the count below is final
+    assert Counter(r.payload["tool_call_id"] for r in notifier.notified) == Counter(
+        {"c-prod": 1, "c-eu": 1})
 
 
 async def test_astream_shows_progress_and_approvals(config: dict[str, Any]) -> None:
@@ -166,9 +171,14 @@ async def test_duplicate_and_concurrent_answers_resume_once(config: dict[str, An
         await wait_for(lambda: not graph.get_state(config).next)
         with pytest.raises(AlreadyDecided):  # delivered again later: still nothing
             await gate.arespond(record.id, {"type": "approve"})
-        await asyncio.sleep(0.1)
+
+        async def finished() -> list[str]:
+            trail = [e.event for e in await gate.aaudit(thread_id=thread_id)]
+            return trail if "finished" in trail else []
+
+        await wait_for(finished)  # the run is over: nothing is left that could resume it
         assert runs["prod"] == 1
-        assert [e.event for e in await gate.aaudit(request_id=record.id)].count("resumed") == 1
+        assert (await finished()).count("resumed") == 1
 
 
 async def test_a_decision_whose_interrupt_is_gone_is_reported_stale(config: dict[str, Any]
@@ -226,16 +236,26 @@ def test_notifier_failures_are_retried_and_never_approve(config: dict[str, Any])
         # one audit event when it starts failing, none for every retry after that
         assert events == ["requested", "delivery_failed", "notified"]
 
+
+async def test_a_failure_not_worth_retrying_is_given_up_and_approves_nothing(
+        clock: FakeClock) -> None:
     broken = RecordingNotifier("broken", fail_times=10**6, retryable=False)
-    with Loopgate(store="memory://", notifiers=[broken]) as gate:
-        record = gate.submit("deploy?")
-        for _ in range(300):
-            if broken.attempts:
-                break
-            time.sleep(0.01)
-        time.sleep(0.05)
+    # the clock stands still: a retry, had one been scheduled, would never fall due, so
+    # its delivery would stay open and `settled` below would time out
+    async with Loopgate(store="memory://", notifiers=[broken], clock=clock,
+                        retry_backoff=0.01) as gate:
+        record = await gate.asubmit("deploy?")
+
+        async def settled() -> bool:
+            items = await gate.store.list_outbox(request_id=record.id)
+            return bool(items) and all(item.done for item in items)
+
+        await wait_for(settled)
         assert broken.attempts == 1  # a 4xx-like failure is not retried ...
-        assert gate.get(record.id).status is Status.PENDING  # ... and approves nothing
+        assert (await gate.aget(record.id)).status is Status.PENDING  # ... nor approves
+        failures = [e.details for e in await gate.aaudit(request_id=record.id)
+                    if e.event == "delivery_failed"]
+        assert [f["retrying_in"] for f in failures] == [None]
 
 
 def test_a_restart_finds_pending_threads_and_resumes_them(tmp_path: Path) -> None:
@@ -290,13 +310,26 @@ def test_a_decision_made_by_another_process_resumes_a_registered_graph(tmp_path:
     assert runs["prod"] == 1
 
 
-async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_path: Path
-                                                                        ) -> None:
+class RecoveryPasses(SQLiteStore):
+    """A SQLite store that counts the gateway's recovery passes (each one asks for the
+    decided requests whose runs were not resumed), so a test can wait for passes to have
+    happened instead of sleeping."""
+
+    passes = 0
+
+    async def list_requests(self, **filters: Any) -> list[RequestRecord]:
+        found = await super().list_requests(**filters)
+        if filters.get("unresumed"):
+            self.passes += 1
+        return found
+
+
+async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(
+        tmp_path: Path, clock: FakeClock) -> None:
     """A process claimed the resume (mark_resumed) and died before LangGraph saved it:
     after ``resume_lease`` a gateway with the graph registered resumes the run; before,
     it leaves the claim alone (the claimant may still be running the tool)."""
     runs: Counter[str] = Counter()
-    store = f"sqlite:///{tmp_path / 'gate.db'}"
     checkpoints = str(tmp_path / "checkpoints.db")
     config = {"configurable": {"thread_id": "t-died"}}
 
@@ -305,7 +338,8 @@ async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_pat
                      checkpointer=SqliteSaver(sqlite3.connect(checkpoints,
                                                               check_same_thread=False)))
 
-    async with Loopgate(store=store) as first:
+    # no recovery polls here: only the dying process's own claim touches the request
+    async with Loopgate(store=SQLiteStore(tmp_path / "gate.db"), poll_interval=3600) as first:
         first.register_graph("deployer", graph())
         await first.astart("deployer", {"messages": [("user", "ship")]}, config)
         await wait_for(lambda: first.apending())
@@ -314,23 +348,24 @@ async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(tmp_pat
         await first.store.resolve(record.id, status=Status.APPROVED,
                                   decision={"type": "approve"}, decided_by="ana",
                                   channel="test")
-        assert await first.store.mark_resumed(record.id)
+        assert await first.store.mark_resumed(record.id, at=clock.now)
 
-    patient = graph()
-    async with Loopgate(store=store, poll_interval=0.05, resume_lease=3600) as second:
-        second.register_graph("deployer", patient)
-        await asyncio.sleep(0.3)  # several recovery polls
-        assert patient.get_state(config).next  # within the lease: left alone
-        assert runs["prod"] == 0
-
+    store = RecoveryPasses(tmp_path / "gate.db")
     taker = graph()
-    async with Loopgate(store=store, poll_interval=0.05, resume_lease=0) as third:
-        third.register_graph("deployer", taker)
+    async with Loopgate(store=store, clock=clock, poll_interval=0.02,
+                        resume_lease=600) as second:
+        second.register_graph("deployer", taker)
+        await wait_for(lambda: store.passes >= 3)  # passes on a clock inside the lease
+        events = [e.event for e in await second.aaudit(request_id=record.id)]
+        assert "resume_retried" not in events  # the claim was left alone ...
+        assert taker.get_state(config).next and runs["prod"] == 0  # ... and nothing ran
+        clock.advance(601)  # the lease is over: the next pass takes the resume over
+
         async def completed() -> bool:
-            return (await third.aget(record.id)).resume_done_at is not None
+            return (await second.aget(record.id)).resume_done_at is not None
 
         await wait_for(completed)
         assert not taker.get_state(config).next
-        events = [e.event for e in await third.aaudit(request_id=record.id)]
+        events = [e.event for e in await second.aaudit(request_id=record.id)]
     assert runs["prod"] == 1
-    assert "resume_retried" in events
+    assert events.count("resume_retried") == 1

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
@@ -62,34 +64,63 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A ``python3`` kernelspec pinned to this interpreter, visible to this test only.
+# one kernel for the whole module (and so on one pytest-xdist worker): starting a kernel and
+# importing LangChain in it again for every notebook was most of these tests' time
+pytestmark = pytest.mark.xdist_group("notebook-kernel")
 
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelManager]:
+    """A ``python3`` kernel running this interpreter, shared by this module's tests.
+
+    Its kernelspec is pinned to this interpreter and visible to this kernel only:
     ``JUPYTER_PATH`` comes first in Jupyter's search path, so a kernelspec elsewhere on the
     machine (a user-wide one for another Python) cannot be picked by mistake; nothing is
     installed anywhere. The kernel inherits no Telegram or Loopgate settings, so no real bot
-    or store can be reached.
+    or store can be reached. Each notebook starts from an empty namespace (``%reset``) in a
+    working directory of its own.
     """
-    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "loopgate_lc tests",
         "language": "python",
     }))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    for name in [n for n in os.environ if n.startswith(("TELEGRAM_", "LOOPGATE_"))]:
-        monkeypatch.delenv(name)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("JUPYTER_PATH", str(root))
+        for name in [n for n in os.environ if n.startswith(("TELEGRAM_", "LOOPGATE_"))]:
+            env.delenv(name)
+        manager = KernelManager(kernel_name=KERNEL)
+        manager.start_kernel(cwd=str(root))
+    try:
+        yield manager
+    finally:
+        manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel_env(tmp_path: Path) -> Path:
+    """An empty working directory for one notebook."""
     work = tmp_path / "work"
     work.mkdir()
     return work
 
 
-def execute(nb: NotebookNode, cwd: Path) -> NotebookNode:
-    client = NotebookClient(nb, kernel_name=KERNEL, timeout=60,
-                            resources={"metadata": {"path": str(cwd)}})
-    return client.execute()
+def execute(nb: NotebookNode, kernel: KernelManager, cwd: Path) -> NotebookNode:
+    """Run every cell of ``nb`` on the shared kernel, from a clean namespace in ``cwd``."""
+    fresh = nbformat.v4.new_code_cell(
+        f"%reset -f\nimport os as _os\n_os.chdir({str(cwd)!r})\ndel _os")
+    nb.cells.insert(0, fresh)
+    client = NotebookClient(nb, km=kernel, timeout=60)
+    try:
+        ran = client.execute()
+    finally:
+        if client.kc is not None:
+            client.kc.stop_channels()
+    del ran.cells[0]
+    return ran
 
 
 def outputs_text(nb: NotebookNode) -> str:
@@ -120,16 +151,16 @@ def test_committed_notebook_is_valid_and_has_no_outputs(path: Path) -> None:
     assert not dirty, f"cells {dirty} of {path.name} still have outputs; clear them"
 
 
-def test_the_kernel_runs_this_interpreter(kernel_env: Path) -> None:
+def test_the_kernel_runs_this_interpreter(kernel: KernelManager, kernel_env: Path) -> None:
     probe = nbformat.v4.new_notebook()
     probe.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
-    ran = execute(probe, kernel_env)
+    ran = execute(probe, kernel, kernel_env)
     assert outputs_text(ran).strip() == sys.executable
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_offline(path: Path, kernel_env: Path) -> None:
-    ran = execute(nbformat.read(path, as_version=4), kernel_env)
+def test_notebook_runs_offline(path: Path, kernel: KernelManager, kernel_env: Path) -> None:
+    ran = execute(nbformat.read(path, as_version=4), kernel, kernel_env)
     text = outputs_text(ran)
     missing = [line for line in EXPECTED[path.stem] if line not in text]
     assert not missing, f"{path.name}: missing {missing} in:\n{text}"

@@ -82,16 +82,19 @@ def test_route_tool_calls_keeps_every_body_exactly_once(config: dict[str, Any]) 
     assert final.value["messages"][-1].content == "all done"
 
 
-def test_plain_tools_condition_reruns_finished_siblings_which_is_why_routing_exists(
-    config: dict[str, Any],
-) -> None:
+def test_a_plain_tools_condition_pauses_before_any_gated_body(config: dict[str, Any]) -> None:
+    """Wired with LangGraph's ``tools_condition`` (one task for all calls), the guards
+    still pause before a restart runs. What happens on resume there (finished siblings
+    re-run; which parallel call a resume reaches) follows LangGraph's task order, which
+    changes between runs and releases: that is why ``route_tool_calls`` exists, and it is
+    not asserted here."""
     runs: Counter[str] = Counter()
-    _, seen = run_to_end(build(runs, one_task_per_call=False), config)
-    assert seen == [{"c2"}, {"c3"}]  # one task: the calls pause one after another
-    # every re-run of the single task runs the finished auto-approved read again, and
-    # the first approved restart runs again when the second pause is answered
-    assert runs["read_log"] > 1
-    assert runs["restart"] > 2
+    graph = build(runs, one_task_per_call=False)
+    first = graph.invoke({"messages": [HumanMessage("fix api")]}, config, version="v2")
+    assert first.interrupts  # paused for a person ...
+    assert runs["restart"] == 0  # ... before any restart ran
+    assert {i.value["tool_call_id"] for i in first.interrupts} <= {"c2", "c3"}
+    assert {i.value["name"] for i in first.interrupts} == {"restart"}
 
 
 def test_route_tool_calls_ends_without_calls() -> None:

@@ -11,13 +11,16 @@ entry-point group. A package adds its own with::
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from loopgate_lc._lazy import lazy_exports
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.notifiers.base import DeliveryError, LifecycleNotifier, Notifier
 from loopgate_lc.notifiers.console import ConsoleNotifier
 from loopgate_lc.notifiers.log import LogNotifier
-from loopgate_lc.notifiers.webhook import WebhookNotifier
+
+if TYPE_CHECKING:
+    from loopgate_lc.notifiers.webhook import WebhookNotifier
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -32,6 +35,10 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "loopgate_lc.notifiers"
+
+
+# httpx is imported with the webhook notifier, when it is first used: not to read a store
+__getattr__ = lazy_exports(__name__, {"WebhookNotifier": "loopgate_lc.notifiers.webhook"})
 
 
 def available_notifiers() -> list[str]:

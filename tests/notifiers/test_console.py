@@ -298,8 +298,10 @@ async def test_the_loop_runs_while_waiting_and_resolution_elsewhere_drops_the_qu
 
 async def test_stop_abandons_an_open_question() -> None:
     gate = threading.Event()
+    asked = threading.Event()
 
     def blocking_input(prompt: str) -> str:
+        asked.set()
         gate.wait(5)
         return "a"
 
@@ -307,7 +309,11 @@ async def test_stop_abandons_an_open_question() -> None:
     notifier = ConsoleNotifier(blocking_input, io.StringIO())
     await notifier.start(gateway)
     await notifier.notify(make_record())
-    await asyncio.sleep(0)  # let the question start
+    for _ in range(500):  # bounded: until the question is being read
+        if asked.is_set():
+            break
+        await asyncio.sleep(0.01)
+    assert asked.is_set()
     await notifier.stop()
     gate.set()
     await notifier.join()

@@ -105,7 +105,11 @@ def test_the_other_tenants_request_is_untouched_and_its_owner_decides(
         ops: httpx.Client, shared_gateway: Loopgate, filed: dict[str, str]) -> None:
     assert shared_gateway.get(filed["ops"]).pending
     assert shared_gateway.session("ops-deploy").active
-    decided = ops.post("/hitl/respond", json={"request_id": filed["ops"], "approved": True})
+    # the owner decides a request of its own: the filed ones stay pending for the other
+    # tests of this module, whichever order they run in
+    own = ops.post("/hitl/request", json={"session_id": "ops-deploy",
+                                          "message": "ship?"}).json()["request_id"]
+    decided = ops.post("/hitl/respond", json={"request_id": own, "approved": True})
     assert decided.status_code == 200, decided.text
     # the actor is the key's identity, not a name the caller could fill in
     assert decided.json()["responded_by"] == "api:ops-bot"
