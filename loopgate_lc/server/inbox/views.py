@@ -318,6 +318,9 @@ class _Inbox:
             return self._page(request, "error.html", session, status=404, title="Not found",
                               message=f"there is no request {request_id!r} you may see")
         payload = ApprovalRequest.model_validate(record.payload)
+        can = _controls(payload)
+        # an error about a control this request does not show goes to the top of the form
+        error = {(k if can.get(k) else "form"): v for k, v in (error or {}).items()}
         audit = await self.gw.aaudit(request_id=record.id)
         schema = args_schema(record)
         decided = None if record.pending else decided_words(
@@ -333,8 +336,7 @@ class _Inbox:
             schema=json.dumps(schema, indent=2) if schema else None,
             args_text=(typed or {}).get("args") or json.dumps(payload.args or {}, indent=2,
                                                              ensure_ascii=False),
-            typed=typed or {}, error=error or {}, late=late, decided=decided,
-            can=_controls(payload),
+            typed=typed or {}, error=error, late=late, decided=decided, can=can,
             events="/inbox/events?" + urlencode({"request": record.id}) if record.pending
             else None)
 
