@@ -63,7 +63,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 _HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # sign-in link tokens never leave in a Referer
+    # sign-in link tokens never leave in a Referer; same-origin keeps Origin on form posts
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 _INPUT_KINDS = (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION)
