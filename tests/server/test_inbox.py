@@ -229,3 +229,22 @@ def test_the_event_stream_says_who_decided(ann: httpx.Client, gateway: Loopgate)
     assert "event: decided" in events
     assert (data["status"], data["decided_by"], data["channel"]) == ("approved", "cli:bob",
                                                                       "cli")
+
+
+def test_a_forged_cookie_or_a_sign_in_without_a_token_gets_nowhere(base: str) -> None:
+    with httpx.Client(base_url=base, timeout=10) as client:
+        refused = client.post("/inbox/signin", data={"key": "ann-key-0123456789"})
+        assert refused.status_code == 403 and "security token" in refused.text
+        _sign_in(client, "ann-key-0123456789")
+        real = client.cookies["loopgate_inbox"]
+        body, _, mac = real.partition(".")
+        client.cookies.clear()
+        client.cookies.set("loopgate_inbox", body + "x." + mac, path="/inbox")
+        assert client.get("/inbox/").status_code == 303
+
+
+def test_signing_out_ends_the_session(ann: httpx.Client) -> None:
+    page = ann.get("/inbox/")
+    out = ann.post("/inbox/signout", data={"csrf": _csrf(page.text)})
+    assert str(out.url).endswith("/inbox/signin")
+    assert ann.get("/inbox/", follow_redirects=False).status_code == 303
