@@ -388,23 +388,16 @@ class _Inbox:
             return Response("sign in first", status_code=401, media_type="text/plain")
         _, key = who
         request_id = request.query_params.get("request")
-        stream: Callable[[], AsyncIterator[str]]
+        stream: AsyncIterator[str]
         if request_id:
             try:
                 record = await own_request(self.gw, key, request_id)
             except RequestNotFound:
                 return Response("no such request", status_code=404, media_type="text/plain")
-
-            async def one() -> AsyncIterator[str]:
-                async for chunk in self._watch_one(record):
-                    yield chunk
-            stream = one
+            stream = self._watch_one(record)
         else:
-            async def many() -> AsyncIterator[str]:
-                async for chunk in self._watch_list(key):
-                    yield chunk
-            stream = many
-        return StreamingResponse(stream(), media_type="text/event-stream",
+            stream = self._watch_list(key)
+        return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
