@@ -110,7 +110,6 @@ _COMMANDS = [
     ("start", "Show your Telegram id (to register a session)"),
     ("pending", "List requests waiting in this chat"),
     ("status", "Count this chat's requests by status"),
-    ("inbox", "A one-time link to the web inbox (private chat)"),
     ("help", "How approving works here"),
 ]
 
@@ -224,6 +223,13 @@ class TelegramNotifier:
     def __repr__(self) -> str:
         return f"TelegramNotifier(name={self.name!r}, mode={self.mode!r})"
 
+    def _commands(self) -> list[tuple[str, str]]:
+        """The command menu; ``/inbox`` only where the inbox is set up."""
+        if self.inbox_url is None or self.inbox_identity is None:
+            return list(_COMMANDS)
+        return [*_COMMANDS[:-1], ("inbox", "A one-time link to the web inbox (private chat)"),
+                _COMMANDS[-1]]
+
     def _build(self) -> Application[Any, Any, Any, Any, Any, Any]:
         # Concurrent: one slow store call or retried API call must not hold up other taps.
         builder = ApplicationBuilder().token(self._token).concurrent_updates(True)
@@ -278,7 +284,7 @@ class TelegramNotifier:
             self._started = True
             try:
                 await self.application.bot.set_my_commands(
-                    [BotCommand(command, text) for command, text in _COMMANDS]
+                    [BotCommand(command, text) for command, text in self._commands()]
                 )
             except TelegramError as exc:  # a convenience; the bot works without it
                 logger.warning("telegram: could not set the command list: %s", exc)

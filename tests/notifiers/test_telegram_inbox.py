@@ -36,6 +36,8 @@ async def test_inbox_answers_with_a_link_that_signs_in_as_the_mapped_identity(
         inbox_url="https://hitl.example/",
         inbox_identity=lambda uid, name: "ann" if name == "ann" else None)
     async with Loopgate("memory://", notifiers=[telegram], poll_interval=0.05) as gateway:
+        assert [c["command"] for c in fake.commands] == [
+            "start", "pending", "status", "inbox", "help"]
         fake.send_text(42, "/inbox", ANN)
         text = await _reply(fake, 42, 1)
         assert "Sign in to the inbox as ann" in text
