@@ -81,14 +81,15 @@ class InboxConfig:
         signer: Signs session cookies and CSRF tokens.
         replay_guard: Remembers used sign-in links in this process.
         page_size: Requests per page.
-        list_refresh: Seconds between checks of the pending list for the live update.
+        refresh: Seconds between store reads for live updates (decisions made by other
+            processes; this process's own wake open pages at once).
     """
 
     keys: ApiKeys
     signer: SessionSigner
     replay_guard: ReplayGuard = field(default_factory=MemoryReplayGuard)
     page_size: int = 20
-    list_refresh: float = 0.5
+    refresh: float = 0.5
 
 
 class _SecurityHeaders:
@@ -404,11 +405,17 @@ class _Inbox:
     async def _watch_one(self, record: RequestRecord) -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
         deadline = time.monotonic() + _STREAM_SECONDS
+        quiet = 0.0
         while record.pending and time.monotonic() < deadline:
+            # woken at once by a decision in this process; each call reads the store
+            # first, so one made by another process sharing it is seen within `refresh`
             try:
-                record = await self.gw.await_decision(record.id, timeout=15)
+                record = await self.gw.await_decision(record.id, timeout=self.config.refresh)
             except TimeoutError:
-                yield ": waiting\n\n"
+                quiet += self.config.refresh
+                if quiet >= 15:
+                    quiet = 0.0
+                    yield ": waiting\n\n"
         if not record.pending:
             data = {"status": record.status.value, "decided_by": record.decided_by,
                     "channel": record.channel,
@@ -423,13 +430,13 @@ class _Inbox:
         deadline = time.monotonic() + _STREAM_SECONDS
         quiet = 0.0
         while time.monotonic() < deadline:
-            await asyncio.sleep(self.config.list_refresh)
+            await asyncio.sleep(self.config.refresh)
             now = {r.id for r in await self._scoped(key, pending=True)}
             if now != seen:
                 data = {"added": sorted(now - seen), "gone": sorted(seen - now)}
                 yield f"event: changed\ndata: {json.dumps(data)}\n\n"
                 seen = now
-            quiet += self.config.list_refresh
+            quiet += self.config.refresh
             if quiet >= 15:
                 quiet = 0.0
                 yield ": waiting\n\n"
