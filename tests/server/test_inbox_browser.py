@@ -40,6 +40,10 @@ pytestmark = pytest.mark.skipif(
            "(.ci/run installs them)")
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -130,7 +134,10 @@ def _shot(driver: WebDriver, name: str, tmp_path: Path) -> None:
 
 
 def _wait(driver: WebDriver, condition: Any) -> Any:
-    return WebDriverWait(driver, WAIT, poll_frequency=0.02).until(condition)
+    """Wait (bounded) for a page condition; elements of a page being replaced by the next
+    one (a form post's redirect) are looked up again."""
+    return WebDriverWait(driver, WAIT, poll_frequency=0.02, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(condition)
 
 
 def _text(driver: WebDriver, css: str) -> str:
