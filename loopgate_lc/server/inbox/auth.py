@@ -158,7 +158,7 @@ class SessionSigner:
     def new(self, identity: str | None) -> InboxSession:
         """A fresh session (a new nonce, so a sign-in never keeps an old CSRF token)."""
         ttl = self.ttl if identity else 3600.0
-        return InboxSession(identity, secrets.token_urlsafe(16), time.time() + ttl)
+        return InboxSession(identity, secrets.token_urlsafe(16), float(int(time.time() + ttl)))
 
     def dump(self, session: InboxSession) -> str:
         body = _b64(json.dumps({"i": session.identity, "n": session.nonce,
