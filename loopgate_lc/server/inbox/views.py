@@ -145,7 +145,9 @@ class _Inbox:
               status: int = 200, **context: Any) -> Response:
         session = session or self._session(request) or self.signer.new(None)
         html = self.env.get_template(template).render(
-            csrf=self.signer.csrf(session), me=session.identity, **context)
+            csrf=self.signer.csrf(session),
+            me=session.identity if self._key(session.identity) is not None else None,
+            **context)
         response = HTMLResponse(html, status_code=status,
                                 headers={"Cache-Control": "no-store"})
         self._set_cookie(request, response, session)
