@@ -24,7 +24,9 @@ from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
 from langgraph.types import Command, Interrupt
+from pydantic import ValidationError
 
+from loopgate_lc._lru import LRU
 from loopgate_lc._portal import Portal
 from loopgate_lc.decisions import (
     already_decided,
@@ -40,6 +42,7 @@ from loopgate_lc.errors import (
     ConfigurationError,
     InvalidDecision,
     LoopgateError,
+    RequestNotFound,
     SessionNotFound,
     StaleDecision,
 )
@@ -59,7 +62,14 @@ from loopgate_lc.schema import (
     utcnow,
 )
 from loopgate_lc.stores import open_store
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    OutboxItem,
+    OutboxKind,
+    RequestRecord,
+    SessionRecord,
+    Store,
+)
 
 __all__ = ["Escalation", "Loopgate", "args_hash"]
 
@@ -104,6 +114,9 @@ class _State:
     timer_kick: asyncio.Event = field(default_factory=asyncio.Event)
     timer_due: datetime | None = None  # when the timer wakes next; None while it computes
     waiters: dict[str, list[asyncio.Future[RequestRecord]]] = field(default_factory=dict)
+    # decided in this process: their wake-ups ran already, an echo from the store is news
+    # to no one here
+    decided_here: LRU[str, bool] = field(default_factory=lambda: LRU(4096))
     thread_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
@@ -166,6 +179,10 @@ class Loopgate:
             by other processes.
         retry_backoff: First delay before a failed delivery is retried (doubling, up to
             ``max_retry_backoff``).
+        max_delivery_attempts: A delivery that failed this many times is given up
+            (``dead``, one ``delivery_failed`` audit event says so); None never gives up.
+        max_delivery_age: Seconds after which a failing delivery is given up the same
+            way; None never.
         timers: Run the background deadline timer (tests that step time by hand with
             :meth:`expire_due` turn it off).
         resume_lease: Seconds after which a resume that was claimed but never reached
@@ -187,6 +204,8 @@ class Loopgate:
         poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 300.0,
+        max_delivery_attempts: int | None = 25,
+        max_delivery_age: float | None = 86_400.0,
         timers: bool = True,
         resume_lease: float = 600.0,
     ) -> None:
@@ -210,6 +229,8 @@ class Loopgate:
         self.poll_interval = poll_interval
         self.retry_backoff = retry_backoff
         self.max_retry_backoff = max_retry_backoff
+        self.max_delivery_attempts = max_delivery_attempts
+        self.max_delivery_age = max_delivery_age
         self.timers = timers
         self.resume_lease = resume_lease
         self._portal = Portal()
@@ -272,6 +293,7 @@ class Loopgate:
                     self._spawn(self._timer_loop())
                 self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
+                self._spawn(self._listen_loop())
                 self._opened.set_result(None)
             except BaseException as exc:
                 self._opened.set_exception(exc)
@@ -416,20 +438,28 @@ class Loopgate:
     async def aget(self, request_id: str) -> RequestRecord:
         return await self._portal.acall(self._get(request_id))
 
-    async def _pending(self, session_id: str | None, thread_id: str | None
-                       ) -> list[RequestRecord]:
+    async def _pending(self, session_id: str | None, thread_id: str | None,
+                       limit: int | None, after: str | None) -> list[RequestRecord]:
         await self._open()
         return await self.store.list_requests(status=Status.PENDING, session_id=session_id,
-                                              thread_id=thread_id)
+                                              thread_id=thread_id, limit=limit, after=after)
 
-    def pending(self, *, session_id: str | None = None, thread_id: str | None = None
-                ) -> list[RequestRecord]:
-        """Requests still waiting for a person, oldest first."""
-        return self._portal.call(self._pending(session_id, thread_id))
+    def pending(self, *, session_id: str | None = None, thread_id: str | None = None,
+                limit: int | None = None, after: str | None = None) -> list[RequestRecord]:
+        """Requests still waiting for a person, oldest first.
 
-    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None
+        Page through many with ``limit`` and ``after`` (the id of the last request of
+        the previous page); without them, all of them.
+
+        Raises:
+            RequestNotFound: ``after`` names no request.
+        """
+        return self._portal.call(self._pending(session_id, thread_id, limit, after))
+
+    async def apending(self, *, session_id: str | None = None, thread_id: str | None = None,
+                       limit: int | None = None, after: str | None = None
                        ) -> list[RequestRecord]:
-        return await self._portal.acall(self._pending(session_id, thread_id))
+        return await self._portal.acall(self._pending(session_id, thread_id, limit, after))
 
     async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
         await self._open()
@@ -505,25 +535,27 @@ class Loopgate:
             created_at=now,
             expires_at=self._expiry(request, now),
         )
-        stored, created = await self.store.create_request(record)
+        requested = self._event("requested", record, details={
+            "kind": record.kind.value, "tool": request.name, "policy": request.policy,
+            "reason": request.reason, "risk_level": request.risk_level,
+            "confidence": request.confidence, "expires_at": record.expires_at,
+        })
+        if any(part.on_request is not None for part in parts_of(self.hooks)):
+            # on_request runs before the request is stored, so a veto files it already
+            # rejected, in the same one transaction, and no one is ever asked.
+            existing = await self._filed(record)
+            if existing is not None:
+                return existing
+            vetoes = [v for v in await self._fire("on_request", record) if isinstance(v, Veto)]
+            if vetoes:
+                return await self._decide(
+                    record, {"type": "reject", "message": vetoes[0].reason},
+                    actor="hook:on_request", channel="hook", event="vetoed", request=request,
+                    filing=requested)
+        stored, created = await self.store.create_request(
+            record, audit=[requested], outbox=self._deliveries(record, "notify", now))
         if not created:
             return stored
-        await self._audit("requested", stored, details={
-            "kind": stored.kind.value, "tool": request.name, "policy": request.policy,
-            "reason": request.reason, "risk_level": request.risk_level,
-            "confidence": request.confidence, "expires_at": stored.expires_at,
-        })
-        vetoes = [v for v in await self._fire("on_request", stored) if isinstance(v, Veto)]
-        if vetoes:
-            decided = await self._decide(
-                stored, {"type": "reject", "message": vetoes[0].reason},
-                actor="hook:on_request", channel="hook", event="vetoed",
-            )
-            return decided
-        for notifier in self._accepting(stored):
-            await self.store.enqueue_outbox(
-                OutboxItem(request_id=stored.id, notifier=notifier.name, kind="notify",
-                           due_at=now))
         self._s.outbox_kick.set()
         due = self._s.timer_due
         if stored.expires_at is not None and (due is None or stored.expires_at < due):
@@ -531,6 +563,24 @@ class Loopgate:
             # re-reads the store, which with thousands pending cost more than the filing.
             self._s.timer_kick.set()
         return stored
+
+    async def _filed(self, record: RequestRecord) -> RequestRecord | None:
+        """The request already filed under ``record``'s id or interrupt, if any."""
+        if record.thread_id is not None and record.interrupt_id is not None:
+            found = await self.store.find_request(record.thread_id, record.interrupt_id)
+            if found is not None:
+                return found
+        with contextlib.suppress(RequestNotFound):
+            return await self.store.get_request(record.id)
+        return None
+
+    def _deliveries(self, record: RequestRecord, kind: OutboxKind, now: datetime,
+                    names: Iterable[str] | None = None) -> list[OutboxItem]:
+        """The deliveries a state change owes: to ``names``, or every accepting notifier."""
+        if names is None:
+            names = [n.name for n in self._accepting(record)]
+        return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now,
+                           created_at=now) for name in names]
 
     async def _file_interrupts(
         self, interrupts: Sequence[Interrupt], thread_id: str, graph: str | None,
@@ -778,17 +828,35 @@ class Loopgate:
     async def _decide(self, record: RequestRecord, decision: dict[str, Any], *,
                       actor: str | None, channel: str | None,
                       event: str | None = None,
-                      request: ApprovalRequest | None = None) -> RequestRecord:
-        """The single place a request leaves ``pending``: compare-and-set, audit, hooks,
-        notifications, wake-ups, resume."""
+                      request: ApprovalRequest | None = None,
+                      filing: AuditEvent | None = None) -> RequestRecord:
+        """The single place a request leaves ``pending``: one transaction with the
+        compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
+        commit, wake-ups, resume and hooks, which can no longer lose or change it.
+
+        With ``filing`` (the ``requested`` event of a record not stored yet), the record
+        is filed already decided, in the same one transaction.
+        """
         decision = {**decision, "actor": actor, "channel": channel}
         status = decision_status(decision)
-        decided = await self.store.resolve(
-            record.id, status=status, decision=decision, decided_by=actor, channel=channel,
-            decided_at=self.clock(),
-        )
-        await self._audit(event or f"decided:{status.value}", decided, actor=actor,
-                          channel=channel, details={"decision": public_decision(decision)})
+        now = self.clock()
+        audit = [self._event(event or f"decided:{status.value}", record, actor=actor,
+                             channel=channel, details={"decision": public_decision(decision)})]
+        outbox = self._deliveries(record, "resolved", now)
+        if filing is None:
+            decided = await self.store.resolve(
+                record.id, status=status, decision=decision, decided_by=actor,
+                channel=channel, decided_at=now, audit=audit, outbox=outbox,
+                resolved_to_message_refs=True)
+        else:
+            decided, created = await self.store.create_request(
+                record.model_copy(update={"status": status, "decision": decision,
+                                          "decided_by": actor, "channel": channel,
+                                          "decided_at": now}),
+                audit=[filing, *audit], outbox=outbox)
+            if not created:  # filed meanwhile by someone else: theirs stands
+                return decided
+        self._s.decided_here.get_or_make(decided.id, lambda: True)
         # wake whoever waits to resume first: hooks and notifications are not on that path
         for waiter in self._s.waiters.pop(decided.id, []):
             if not waiter.done():
@@ -804,10 +872,6 @@ class Loopgate:
             await self._fire("on_approve", decided, False, request.policy)
         elif status is Status.REJECTED:
             await self._fire("on_reject", decided)
-        channels = {n.name for n in self._accepting(decided)} | set(decided.message_refs)
-        for name in sorted(channels):
-            await self.store.enqueue_outbox(OutboxItem(
-                request_id=decided.id, notifier=name, kind="resolved", due_at=self.clock()))
         self._s.outbox_kick.set()
         return decided
 
@@ -878,14 +942,12 @@ class Loopgate:
             step = self.escalation[level]
             moved = await self.store.extend_expiry(
                 record.id, expires_at=now + timedelta(seconds=step.timeout),
-                escalation_level=level + 1)
-            if moved:
-                await self._audit("escalated", record, channel="timer", details={
+                escalation_level=level + 1,
+                audit=[self._event("escalated", record, channel="timer", details={
                     "level": level + 1, "notifiers": list(step.notifiers),
-                    "approvers": list(step.approvers)})
-                for name in step.notifiers or tuple(n.name for n in self._accepting(record)):
-                    await self.store.enqueue_outbox(OutboxItem(
-                        request_id=record.id, notifier=name, kind="notify", due_at=now))
+                    "approvers": list(step.approvers)})],
+                outbox=self._deliveries(record, "notify", now, step.notifiers or None))
+            if moved:
                 self._s.outbox_kick.set()
                 return await self.store.get_request(record.id)
             return None
@@ -962,19 +1024,21 @@ class Loopgate:
             if item.kind == "notify" and not record.pending:
                 await self.store.complete_outbox(item.id)
                 return
+            ref = None
             try:
                 if item.kind == "notify":
                     ref = await notifier.notify(record)
-                    if ref is not None:
-                        await self.store.set_message_ref(record.id, notifier.name, ref)
                 else:
                     await notifier.on_resolved(record)
             except Exception as exc:
                 await self._delivery_failed(item, record, notifier, exc)
                 return
-            await self.store.complete_outbox(item.id)
+            # done, where it was shown, and (for a notification) its audit: one commit
+            await self.store.complete_outbox(
+                item.id, message_ref=ref,
+                audit=[self._event("notified", record, channel=notifier.name)]
+                if item.kind == "notify" else ())
             if item.kind == "notify":
-                await self._audit("notified", record, channel=notifier.name)
                 await self._fire("on_notified", record, notifier.name)
         finally:
             self._s.delivering.discard(item.id)
@@ -986,17 +1050,31 @@ class Loopgate:
         if isinstance(exc, DeliveryError):
             retryable = exc.retryable
         attempts = item.attempts + 1
+        now = self.clock()
+        age = (now - (item.created_at or item.due_at)).total_seconds()
+        if retryable and (
+            (self.max_delivery_attempts is not None and attempts >= self.max_delivery_attempts)
+            or (self.max_delivery_age is not None and age >= self.max_delivery_age)
+        ):
+            retryable, gave_up = False, True
+        else:
+            gave_up = False
         delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (attempts - 1))
-        await self._audit("delivery_failed", record, channel=notifier.name, details={
-            "kind": item.kind, "attempt": attempts, "error": f"{type(exc).__name__}: {exc}",
-            "retrying_in": delay if retryable else None})
+        # one audit event per change of the delivery's state: when it starts failing and
+        # when it ends, not for every retry in between
+        failed = [] if retryable and attempts > 1 else [self._event(
+            "delivery_failed", record, channel=notifier.name, details={
+                "kind": item.kind, "attempt": attempts,
+                "error": f"{type(exc).__name__}: {exc}",
+                "retrying_in": delay if retryable else None,
+                **({"gave_up_after_seconds": round(age, 3)} if gave_up else {})})]
+        if retryable:
+            await self.store.retry_outbox(item.id, due_at=now + timedelta(seconds=delay),
+                                          error=str(exc), audit=failed)
+        else:
+            await self.store.complete_outbox(item.id, error=str(exc), audit=failed)
         await self._report(exc, {"notifier": notifier.name, "request_id": record.id},
                            audit=False)
-        if retryable:
-            await self.store.retry_outbox(item.id, due_at=self.clock() + timedelta(
-                seconds=delay), error=str(exc))
-        else:
-            await self.store.complete_outbox(item.id)
 
     # graphs ------------------------------------------------------------------------------
 
@@ -1085,23 +1163,26 @@ class Loopgate:
             if record.interrupt_id not in interrupt_ids:
                 if retry:  # the interrupt is gone: that resume did reach the checkpoint
                     await self.store.complete_resume(record.id, at=self.clock())
-                elif await self.store.mark_resumed(record.id, at=self.clock()):
-                    await self.store.complete_resume(record.id, at=self.clock())
-                    await self._audit("stale", record, details={
-                        "error": str(StaleDecision(
-                            f"interrupt {record.interrupt_id} is no longer pending"))})
+                else:  # claimed and done at once, with the reason, in one transaction
+                    await self.store.mark_resumed(
+                        record.id, at=self.clock(), done=True,
+                        audit=[self._event("stale", record, details={
+                            "error": str(StaleDecision(
+                                f"interrupt {record.interrupt_id} is no longer pending"))})])
                 continue
-            if await self.store.mark_resumed(record.id, stale_before=stale_before,
-                                             at=self.clock()):
+            if await self.store.mark_resumed(
+                    record.id, stale_before=stale_before, at=self.clock(),
+                    audit=[self._event("resume_retried" if retry else "resumed", record)]):
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
-                await self._audit("resume_retried" if retry else "resumed", record)
         return resume, claimed
 
-    async def _complete(self, request_ids: Sequence[str]) -> None:
-        """Mark claimed resumes done: the graph's checkpoint now holds them."""
-        for request_id in request_ids:
-            await self.store.complete_resume(request_id, at=self.clock())
+    async def _complete(self, request_ids: Sequence[str],
+                        audit: Sequence[AuditEvent] = ()) -> None:
+        """Mark claimed resumes done (the graph's checkpoint now holds them), with
+        ``audit``, in one transaction."""
+        if request_ids or audit:
+            await self.store.complete_resume(*request_ids, at=self.clock(), audit=audit)
 
     async def _pending_interrupts(self, driver: _Driver, config: dict[str, Any]) -> set[str]:
         if driver.run_async:
@@ -1145,6 +1226,38 @@ class Loopgate:
             lock = self._s.thread_locks.get(thread_id)
             if lock is None or not lock.locked():
                 self._spawn(self._resume_thread(graph_name, thread_id, stale_before))
+
+    async def _listen_loop(self) -> None:
+        """Wake waiters and resumers the moment another process decides, where the store
+        can tell (PostgreSQL); the polls of ``_wait_decided`` and ``_watch_loop`` stay as
+        the safety net, and are all there is elsewhere."""
+        while not self._closing:
+            stream = self.store.decisions()
+            if stream is None:
+                return
+            try:
+                async for request_id in stream:
+                    await self._decided_elsewhere(request_id)
+            except Exception as exc:
+                await self._report(exc, {"task": "listen"})
+            await asyncio.sleep(self.poll_interval)
+
+    async def _decided_elsewhere(self, request_id: str) -> None:
+        if request_id in self._s.decided_here:
+            return
+        if not self._s.waiters.get(request_id) and not self._drivers:
+            return  # nobody here cares
+        try:
+            record = await self.store.get_request(request_id)
+        except RequestNotFound:
+            return
+        if record.pending:
+            return
+        for waiter in self._s.waiters.pop(record.id, []):
+            if not waiter.done():
+                waiter.set_result(record)
+        if record.graph in self._drivers and record.thread_id:
+            self._spawn(self._resume_thread(record.graph, record.thread_id))
 
     async def _watch_loop(self) -> None:
         while not self._closing:
@@ -1281,8 +1394,8 @@ class Loopgate:
         return records, resume, decided
 
     async def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
-        await self._complete(done)
-        await self._audit("finished", thread_id=thread_id, details={"graph": name})
+        await self._complete(done, [self._event("finished", thread_id=thread_id,
+                                                details={"graph": name})])
 
     async def _prepare(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         await self._open()
@@ -1316,12 +1429,13 @@ class Loopgate:
 
     # audit and errors --------------------------------------------------------------------
 
-    async def _audit(self, event: str, record: RequestRecord | None = None, *,
-                     actor: str | None = None, channel: str | None = None,
-                     thread_id: str | None = None, session_id: str | None = None,
-                     details: dict[str, Any] | None = None) -> None:
+    def _event(self, event: str, record: RequestRecord | None = None, *,
+               actor: str | None = None, channel: str | None = None,
+               thread_id: str | None = None, session_id: str | None = None,
+               details: dict[str, Any] | None = None) -> AuditEvent:
+        """An audit event, to append on its own or to commit with a state change."""
         payload = record.payload if record else {}
-        await self.store.append_audit(AuditEvent(
+        return AuditEvent(
             at=self.clock(),
             event=event,
             request_id=record.id if record else None,
@@ -1331,7 +1445,16 @@ class Loopgate:
             channel=channel,
             args_hash=args_hash(payload.get("args")) if record else None,
             details=json.loads(json.dumps(details or {}, default=str)),
-        ))
+        )
+
+    async def _audit(self, event: str, record: RequestRecord | None = None, *,
+                     actor: str | None = None, channel: str | None = None,
+                     thread_id: str | None = None, session_id: str | None = None,
+                     details: dict[str, Any] | None = None) -> None:
+        """Append an event that records no state change of its own."""
+        await self.store.append_audit(self._event(
+            event, record, actor=actor, channel=channel, thread_id=thread_id,
+            session_id=session_id, details=details))
 
     async def _record_auto(self, name: str, args: dict[str, Any], verdict: Verdict,
                            tool_call_id: str | None, thread_id: str | None) -> None:
@@ -1381,9 +1504,13 @@ def _session(session_id: str, client_id: str, telegram_id: int | None,
              ) -> SessionRecord:
     if not isinstance(session_id, str) or not session_id.strip():
         raise InvalidDecision("session_id must be a non-empty string")
-    return SessionRecord(session_id=session_id, client_id=client_id or "",
-                         telegram_id=telegram_id, approvers=[str(a) for a in approvers],
-                         metadata=dict(metadata or {}))
+    try:
+        return SessionRecord(session_id=session_id, client_id=client_id or "",
+                             telegram_id=telegram_id, approvers=[str(a) for a in approvers],
+                             metadata=dict(metadata or {}))
+    except ValidationError as exc:
+        raise InvalidDecision(f"invalid session: {exc.errors()[0]['msg']}",
+                              errors=[dict(e) for e in exc.errors()]) from exc
 
 
 def _require_checkpointer(graph: Any, name: str | None = None) -> None:

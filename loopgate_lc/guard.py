@@ -25,6 +25,7 @@ from langchain_core.tools import BaseTool
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.interrupts import ask, decision_schema, new_request_id, observer
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
@@ -119,7 +120,8 @@ class Gate:
     timeout: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     session_id: str | None = None
-    _schemas: dict[str, object] = field(default_factory=dict, repr=False)
+    # per tool name: bounded, the names are a model's to choose
+    _schemas: LRU[str, object] = field(default_factory=LRU, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.allowed_decisions = _check_allowed(self.allowed_decisions)
@@ -161,11 +163,8 @@ class Gate:
 
     def schema_for(self, name: str, args_schema: object) -> object:
         """The decision schema for this tool, built once."""
-        cached = self._schemas.get(name)
-        if cached is None:
-            cached = decision_schema(self.allowed_decisions, name=name, args_schema=args_schema)
-            self._schemas[name] = cached
-        return cached
+        return self._schemas.get_or_make(name, lambda: decision_schema(
+            self.allowed_decisions, name=name, args_schema=args_schema))
 
     def check(
         self,

@@ -17,6 +17,7 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.guard import (
     ConfidenceSpec,
@@ -93,26 +94,26 @@ class ApprovalMiddleware(AgentMiddleware):
             name: s if isinstance(s, ToolSettings) else ToolSettings(**s)
             for name, s in (tools or {}).items()
         }
-        self._gates: dict[str, Gate] = {}
+        # per tool name a model may call: bounded, the names are not ours to choose
+        self._gates: LRU[str, Gate] = LRU(4096)
 
     def _gate(self, name: str) -> Gate:
-        gate = self._gates.get(name)
-        if gate is None:
-            base, own = self._defaults, self._settings.get(name, ToolSettings())
-            confidence: ConfidenceSpec = base.confidence if own.confidence is None \
-                else own.confidence
-            gate = Gate(
-                policies=self.policies,
-                risk=base.risk if own.risk is None else own.risk,
-                confidence=confidence,
-                allowed_decisions=tuple(own.allowed_decisions or base.allowed_decisions),
-                description=own.description or base.description,
-                timeout=base.timeout if own.timeout is None else own.timeout,
-                metadata=dict(own.metadata or {}),
-                session_id=base.session_id,
-            )
-            self._gates[name] = gate
-        return gate
+        return self._gates.get_or_make(name, lambda: self._new_gate(name))
+
+    def _new_gate(self, name: str) -> Gate:
+        base, own = self._defaults, self._settings.get(name, ToolSettings())
+        confidence: ConfidenceSpec = base.confidence if own.confidence is None \
+            else own.confidence
+        return Gate(
+            policies=self.policies,
+            risk=base.risk if own.risk is None else own.risk,
+            confidence=confidence,
+            allowed_decisions=tuple(own.allowed_decisions or base.allowed_decisions),
+            description=own.description or base.description,
+            timeout=base.timeout if own.timeout is None else own.timeout,
+            metadata=dict(own.metadata or {}),
+            session_id=base.session_id,
+        )
 
     def _check(self, request: ToolCallRequest) -> tuple[Outcome, ToolCallRequest]:
         call = request.tool_call

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.errors import InvalidPolicy
 
 __all__ = ["ApprovalPolicy", "PolicySet", "RiskLevel", "Verdict", "compile_glob"]
@@ -215,15 +216,15 @@ class PolicySet:
     """An ordered list of policies where the FIRST match alone decides.
 
     No match sends the call to a person (fail closed). The index of the first match is
-    memoised per tool name, so evaluation cost does not grow with the number of
-    policies once a name has been seen.
+    memoised per tool name (the ``cache_size`` most recently used names), so evaluation
+    cost does not grow with the number of policies once a name has been seen, and a
+    flood of new names costs each one a single scan, never the others their memo.
     """
 
-    _CACHE_LIMIT = 4096
-
-    def __init__(self, policies: Iterable[ApprovalPolicy] = ()) -> None:
+    def __init__(self, policies: Iterable[ApprovalPolicy] = (), *,
+                 cache_size: int = 4096) -> None:
         self._policies: list[ApprovalPolicy] = []
-        self._first_match: dict[str, int | None] = {}
+        self._first_match: LRU[str, int | None] = LRU(cache_size)
         for policy in policies:
             self.add(policy)
 
@@ -246,15 +247,8 @@ class PolicySet:
 
     def match(self, tool_name: str) -> ApprovalPolicy | None:
         """The policy that decides for ``tool_name``, if any."""
-        try:
-            index = self._first_match[tool_name]
-        except KeyError:
-            index = next(
-                (i for i, p in enumerate(self._policies) if p.matches(tool_name)), None
-            )
-            if len(self._first_match) >= self._CACHE_LIMIT:
-                self._first_match.clear()
-            self._first_match[tool_name] = index
+        index = self._first_match.get_or_make(tool_name, lambda: next(
+            (i for i, p in enumerate(self._policies) if p.matches(tool_name)), None))
         return None if index is None else self._policies[index]
 
     def evaluate(

@@ -223,8 +223,8 @@ def test_notifier_failures_are_retried_and_never_approve(config: dict[str, Any])
         assert flaky.attempts == 4 and len(flaky.notified) == 1
         assert gate.get(record.id).status is Status.PENDING
         events = [e.event for e in gate.audit(request_id=record.id)]
-        assert events == ["requested", "delivery_failed", "delivery_failed", "delivery_failed",
-                          "notified"]
+        # one audit event when it starts failing, none for every retry after that
+        assert events == ["requested", "delivery_failed", "notified"]
 
     broken = RecordingNotifier("broken", fail_times=10**6, retryable=False)
     with Loopgate(store="memory://", notifiers=[broken]) as gate:

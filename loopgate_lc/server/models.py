@@ -51,7 +51,7 @@ a small body makes recursive code fail."""
 # refuse the same inputs. Strict: a boolean is neither a number nor a string.
 Message = Annotated[str, Field(min_length=1, max_length=20_000, strict=True)]
 Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False, strict=True)]
-Metadata = Annotated[dict[str, Any], Field(max_length=100)]
+Metadata = dict[str, Any]
 Ident = Annotated[str, Field(min_length=1, max_length=256, strict=True)]
 OptionalIdent = Annotated[str, Field(max_length=256, strict=True)]
 

@@ -96,7 +96,8 @@ _TELEGRAM = Operation(
 _STATUS_TEXT = {400: "Malformed request", 401: "Missing or invalid credentials",
                 403: "Not allowed", 404: "Unknown request, session or route",
                 409: "Conflict (already decided, duplicate or inactive session)",
-                413: "Body too large", 422: "Invalid fields", 503: "Not available"}
+                413: "Body too large", 415: "The body is not application/json",
+                421: "Host not served here", 422: "Invalid fields", 503: "Not available"}
 
 
 def openapi_document(*, version: str, auth: bool, telegram: bool, mcp: bool
@@ -136,7 +137,9 @@ def openapi_document(*, version: str, auth: bool, telegram: bool, mcp: bool
             ok["content"] = {"application/json": {
                 "schema": refs[(op.response, "serialization")]}}
         entry["responses"]["200"] = ok
-        codes = set(op.errors) | ({401, 403} if auth and op.auth else set())
+        # every route checks Host (421) and Origin (403); bodies must be JSON (415)
+        codes = set(op.errors) | {403, 421} | ({415} if op.body is not None else set()) \
+            | ({401, 403} if auth and op.auth else set())
         for code in sorted(codes):
             entry["responses"][str(code)] = {
                 "description": _STATUS_TEXT.get(code, "Error"),

@@ -7,14 +7,20 @@ memory, SQLite and Postgres: what a caller gets back must not depend on where it
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from loopgate_lc.errors import AlreadyDecided, StoreError
-from loopgate_lc.schema import Status
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord
+from loopgate_lc.schema import utcnow
+from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    OutboxItem,
+    RequestRecord,
+    Resolution,
+    SessionRecord,
+)
 
 __all__ = [
     "already_decided",
@@ -28,26 +34,10 @@ __all__ = [
     "normalized_request",
     "normalized_session",
     "outbox_not_found",
+    "resolved_outbox",
     "utc",
     "utc_or_none",
 ]
-
-
-def utc(value: datetime) -> datetime:
-    """The same instant in UTC.
-
-    A naive datetime is taken to be UTC already (the convention of ``datetime.utcnow``
-    and LangGraph), because SQLite and Postgres would otherwise read it in different
-    zones and the backends would disagree about deadlines.
-    """
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def utc_or_none(value: datetime | None) -> datetime | None:
-    """:func:`utc` that lets a missing time stay missing."""
-    return None if value is None else utc(value)
 
 
 def json_value(value: Any, *, what: str) -> Any:
@@ -77,34 +67,6 @@ def json_text(value: Any, *, what: str) -> str:
         raise StoreError(f"{what} is not JSON-serializable: {exc}") from exc
 
 
-def coerce_status(status: Status | str) -> Status:
-    """Accept a status or its string value; anything else is a ``ValueError``."""
-    try:
-        return Status(status)
-    except ValueError:
-        allowed = ", ".join(s.value for s in Status)
-        raise ValueError(f"unknown status {status!r}; expected one of: {allowed}") from None
-
-
-def final_status(status: Status | str) -> Status:
-    """The status a request may be resolved to: any but ``pending``.
-
-    Raises:
-        ValueError: ``status`` is ``pending`` or not a status at all.
-    """
-    coerced = coerce_status(status)
-    if coerced is Status.PENDING:
-        raise ValueError("a request can only be resolved to a final status, not 'pending'")
-    return coerced
-
-
-def check_limit(limit: int | None) -> int | None:
-    """Reject negative limits early instead of letting each database read them its way."""
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be zero or positive, got {limit}")
-    return limit
-
-
 def already_decided(record: RequestRecord) -> AlreadyDecided:
     """The error the loser of a resolve race gets: who won, with what, when, where."""
     return AlreadyDecided(
@@ -114,6 +76,18 @@ def already_decided(record: RequestRecord) -> AlreadyDecided:
         decided_at=record.decided_at,
         channel=record.channel,
     )
+
+
+def resolved_outbox(record: RequestRecord, resolution: Resolution) -> list[OutboxItem]:
+    """The deliveries a decision queues: the ones it names, plus (when asked) a
+    ``resolved`` one for every channel the decided record has a message on."""
+    items = list(resolution.outbox)
+    if resolution.resolved_to_message_refs:
+        named = {i.notifier for i in items if i.kind == "resolved"}
+        items += [OutboxItem(request_id=record.id, notifier=channel, kind="resolved",
+                             due_at=resolution.decided_at)
+                  for channel in sorted(set(record.message_refs) - named)]
+    return items
 
 
 def outbox_not_found(item_id: int) -> StoreError:
@@ -141,8 +115,9 @@ def normalized_request(record: RequestRecord) -> RequestRecord:
 
 
 def normalized_outbox(item: OutboxItem) -> OutboxItem:
-    """A private copy of ``item`` with a UTC due time."""
-    return item.model_copy(update={"due_at": utc(item.due_at)}, deep=True)
+    """A private copy of ``item`` with UTC times (first owed now, unless it says)."""
+    return item.model_copy(update={"due_at": utc(item.due_at),
+                                   "created_at": utc(item.created_at or utcnow())}, deep=True)
 
 
 def normalized_session(session: SessionRecord) -> SessionRecord:

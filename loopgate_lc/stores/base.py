@@ -2,9 +2,15 @@
 lives.
 
 Every backend (memory, SQLite, Postgres) implements :class:`Store` and passes the one
-conformance suite in ``tests/stores/conformance.py``. The contract's central promise is
-:meth:`Store.resolve`: leaving ``pending`` is one atomic compare-and-set, so of any number
-of concurrent answers exactly one wins and the others get :class:`AlreadyDecided`.
+conformance suite, :mod:`loopgate_lc.testing.stores` (third-party stores run it too).
+The contract's central promises:
+
+- leaving ``pending`` is one atomic compare-and-set (:meth:`Store.resolve`), so of any
+  number of concurrent answers exactly one wins and the others get :class:`AlreadyDecided`;
+- every state change commits together with its audit events and outbox entries, or not
+  at all: filing, deciding, escalating, claiming and finishing a resume, and finishing a
+  delivery each take the ``audit``/``outbox`` they cause and write them in the same
+  transaction. A crash at any instant leaves the whole change or none of it.
 
 All methods are async (servers and graphs run on event loops); timestamps are
 timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``list``.
@@ -13,18 +19,23 @@ timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``li
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopgate_lc.schema import RequestKind, Status, utcnow
+from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
 
 __all__ = [
     "AuditEvent",
+    "AuditQuery",
     "OutboxItem",
+    "RequestQuery",
     "RequestRecord",
+    "Resolution",
     "SessionRecord",
     "Store",
 ]
@@ -46,7 +57,8 @@ class SessionRecord(BaseModel):
 
     session_id: str
     client_id: str = ""
-    telegram_id: int | None = None
+    #: a 64-bit integer, as Telegram's chat ids and every database column are
+    telegram_id: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     approvers: list[str] = Field(default_factory=list)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
@@ -109,7 +121,11 @@ OutboxKind = Literal["notify", "resolved", "callback"]
 
 
 class OutboxItem(BaseModel):
-    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing."""
+    """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing.
+
+    It ends ``done``: delivered, or (``dead``) given up on after its last failure.
+    ``created_at`` is when it was first owed (the age a gateway gives up at).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -121,24 +137,86 @@ class OutboxItem(BaseModel):
     due_at: datetime = Field(default_factory=utcnow)
     last_error: str | None = None
     done: bool = False
+    dead: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestQuery:
+    """Which requests :meth:`Store.list_requests` returns: every given filter holds.
+
+    Built (and checked) once by :meth:`Store.list_requests`, so backends only answer it.
+    ``after`` is a paging cursor: the id of the last request of the previous page.
+    """
+
+    status: Status | None = None
+    session_id: str | None = None
+    thread_id: str | None = None
+    graph: str | None = None
+    unresumed: bool = False
+    stale_before: datetime | None = None
+    limit: int | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditQuery:
+    """Which events :meth:`Store.list_audit` returns; ``since`` inclusive, ``until`` not."""
+
+    request_id: str | None = None
+    session_id: str | None = None
+    thread_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resolution:
+    """A decision to commit: the compare-and-set plus what it causes.
+
+    Attributes:
+        resolved_to_message_refs: Also queue a ``resolved`` delivery to every channel
+            the request has a message reference on when it is decided (read inside the
+            transaction, so a message shown a moment before is updated too).
+    """
+
+    request_id: str
+    status: Status
+    decision: dict[str, Any]
+    decided_by: str | None
+    channel: str | None
+    decided_at: datetime
+    audit: Sequence[AuditEvent] = ()
+    outbox: Sequence[OutboxItem] = ()
+    resolved_to_message_refs: bool = False
 
 
 class Store(abc.ABC):
     """The persistence contract every backend implements.
 
-    Implementations must make :meth:`resolve`, :meth:`mark_resumed`,
-    :meth:`extend_expiry` and :meth:`claim_outbox` atomic across tasks, threads and (for
-    SQLite and Postgres) processes.
+    Implementations must make every write atomic across tasks, threads and (for SQLite
+    and Postgres) processes, and commit the ``audit`` events and ``outbox`` entries a
+    write is given in the same transaction.
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 3
+    SCHEMA_VERSION = 4
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def decisions(self) -> AsyncIterator[str] | None:
+        """The ids of requests as any process decides them, where the backend can push
+        them (PostgreSQL's ``LISTEN/NOTIFY``); None where waiters must poll.
+
+        The iterator runs until cancelled; a gateway uses it to wake its waiters and
+        resumers at once, and keeps polling as a safety net.
+        """
+        return None
 
     async def __aenter__(self) -> Store:
         await self.setup()
@@ -173,12 +251,15 @@ class Store(abc.ABC):
     # requests ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_request(self, record: RequestRecord) -> tuple[RequestRecord, bool]:
-        """File a request; idempotent.
+    async def create_request(
+        self, record: RequestRecord, *, audit: Sequence[AuditEvent] = (),
+        outbox: Sequence[OutboxItem] = (),
+    ) -> tuple[RequestRecord, bool]:
+        """File a request with its audit events and deliveries; idempotent.
 
         Returns ``(stored, created)``. When a record with the same ``id``, or the same
         ``(thread_id, interrupt_id)``, exists, it is returned unchanged with
-        ``created=False``.
+        ``created=False`` and nothing else is written.
         """
 
     @abc.abstractmethod
@@ -189,17 +270,17 @@ class Store(abc.ABC):
     async def find_request(self, thread_id: str, interrupt_id: str) -> RequestRecord | None:
         """The request filed for one interrupt of one thread, if any."""
 
-    @abc.abstractmethod
     async def list_requests(
         self,
         *,
-        status: Status | None = None,
+        status: Status | str | None = None,
         session_id: str | None = None,
         thread_id: str | None = None,
         graph: str | None = None,
         unresumed: bool = False,
         stale_before: datetime | None = None,
         limit: int | None = None,
+        after: str | None = None,
     ) -> list[RequestRecord]:
         """Requests matching every given filter, oldest first.
 
@@ -207,9 +288,24 @@ class Store(abc.ABC):
         yet (``resumed_at`` unset): what a restarted gateway must pick up. With
         ``stale_before`` it also keeps resumes claimed at or before that time and never
         completed (``resume_done_at`` unset): their process died mid-resume.
+
+        Page with ``limit`` and ``after`` (the id of the last request of the previous
+        page): the next page starts right after it in the same order.
+
+        Raises:
+            RequestNotFound: ``after`` names no request.
+            ValueError: A negative limit or an unknown status.
         """
+        return await self.query_requests(RequestQuery(
+            status=None if status is None else coerce_status(status),
+            session_id=session_id, thread_id=thread_id, graph=graph, unresumed=unresumed,
+            stale_before=utc_or_none(stale_before), limit=check_limit(limit), after=after,
+        ))
 
     @abc.abstractmethod
+    async def query_requests(self, query: RequestQuery) -> list[RequestRecord]:
+        """What :meth:`list_requests` returns, for an already checked query."""
+
     async def resolve(
         self,
         request_id: str,
@@ -219,42 +315,64 @@ class Store(abc.ABC):
         decided_by: str | None,
         channel: str | None,
         decided_at: datetime | None = None,
+        audit: Sequence[AuditEvent] = (),
+        outbox: Sequence[OutboxItem] = (),
+        resolved_to_message_refs: bool = False,
     ) -> RequestRecord:
-        """Move a request from ``pending`` to ``status``: one atomic compare-and-set.
+        """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
+        committed with ``audit`` and ``outbox`` (see :class:`Resolution`).
 
         Raises:
             RequestNotFound: No such request.
             AlreadyDecided: It is no longer pending; the error says who decided what, when.
+                Nothing is written.
             ValueError: ``status`` is ``pending``.
         """
+        return await self.commit_resolution(Resolution(
+            request_id=request_id, status=final_status(status), decision=decision,
+            decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
+            audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
+        ))
+
+    @abc.abstractmethod
+    async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
+        """What :meth:`resolve` does, for an already checked resolution."""
 
     @abc.abstractmethod
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
-        at: datetime | None = None,
+        at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
     ) -> bool:
         """Claim the right to resume the graph for a decided request.
 
         True for exactly one caller; False when someone already claimed it, or the
         request is still pending. With ``stale_before``, a claim made at or before that
         time and never completed may be taken over (its process died mid-resume).
-        ``at`` is the claim's time (default: now).
+        ``at`` is the claim's time (default: now). ``done`` completes the claim at once
+        (a decision that can resume nothing any more). ``audit`` is written only when
+        the claim is won, in its transaction.
+
         Raises: RequestNotFound.
         """
 
     @abc.abstractmethod
-    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
-        """Record that the claimed resume reached the graph's checkpoint. Idempotent.
+    async def complete_resume(
+        self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        """Record that the claimed resumes reached the graph's checkpoint, together with
+        ``audit``. Idempotent per request.
 
-        Raises: RequestNotFound.
+        Raises: RequestNotFound (and nothing is written).
         """
 
     @abc.abstractmethod
     async def extend_expiry(
-        self, request_id: str, *, expires_at: datetime, escalation_level: int
+        self, request_id: str, *, expires_at: datetime, escalation_level: int,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
     ) -> bool:
         """Push a pending request's deadline out (escalation), only if still pending and
-        still at ``escalation_level - 1``. True when this call moved it."""
+        still at ``escalation_level - 1``. True when this call moved it, and then
+        ``audit`` and ``outbox`` are written with it."""
 
     @abc.abstractmethod
     async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:
@@ -287,7 +405,6 @@ class Store(abc.ABC):
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
         """Append one event; returns it with its ``id``. Never updates or deletes."""
 
-    @abc.abstractmethod
     async def list_audit(
         self,
         *,
@@ -298,7 +415,16 @@ class Store(abc.ABC):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEvent]:
-        """Events matching every given filter, in the order they were appended."""
+        """Events matching every given filter, in the order they were appended;
+        ``since`` is inclusive, ``until`` exclusive."""
+        return await self.query_audit(AuditQuery(
+            request_id=request_id, session_id=session_id, thread_id=thread_id,
+            since=utc_or_none(since), until=utc_or_none(until), limit=check_limit(limit),
+        ))
+
+    @abc.abstractmethod
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        """What :meth:`list_audit` returns, for an already checked query."""
 
     # outbox ------------------------------------------------------------------------------
 
@@ -319,12 +445,20 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def complete_outbox(self, item_id: int) -> None:
-        """Mark a delivery done."""
+    async def complete_outbox(
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        """Mark a delivery done, with ``audit``; a ``message_ref`` (not None) is stored
+        as the request's reference on the item's channel in the same transaction. With
+        ``error`` the delivery ends failed: ``dead``, its last attempt counted."""
 
     @abc.abstractmethod
-    async def retry_outbox(self, item_id: int, *, due_at: datetime, error: str) -> OutboxItem:
-        """Record a failed attempt (``attempts += 1``) and when to try again."""
+    async def retry_outbox(
+        self, item_id: int, *, due_at: datetime, error: str, audit: Sequence[AuditEvent] = (),
+    ) -> OutboxItem:
+        """Record a failed attempt (``attempts += 1``) and when to try again, with
+        ``audit``."""
 
     @abc.abstractmethod
     async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:

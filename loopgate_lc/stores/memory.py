@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,21 +24,23 @@ from loopgate_lc.schema import Status, utcnow
 from loopgate_lc.stores._common import (
     already_decided,
     check_limit,
-    coerce_status,
-    final_status,
     json_value,
     normalized_audit,
     normalized_outbox,
     normalized_request,
     normalized_session,
     outbox_not_found,
+    resolved_outbox,
     utc,
     utc_or_none,
 )
 from loopgate_lc.stores.base import (
     AuditEvent,
+    AuditQuery,
     OutboxItem,
+    RequestQuery,
     RequestRecord,
+    Resolution,
     SessionRecord,
     Store,
 )
@@ -71,6 +74,12 @@ def _resumable(record: RequestRecord, stale_before: datetime | None) -> bool:
     return stale_before is not None and record.resumed_at <= stale_before
 
 
+def _clean(audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]
+           ) -> tuple[list[AuditEvent], list[OutboxItem]]:
+    """A change's audit events and deliveries, checked and copied before it commits."""
+    return [normalized_audit(e) for e in audit], [normalized_outbox(i) for i in outbox]
+
+
 @dataclass
 class _OutboxRow:
     item: OutboxItem
@@ -82,9 +91,24 @@ class MemoryStore(Store):
 
     Records handed in and out are copies, so callers cannot change stored state by
     mutating what they hold, just as with a database.
+
+    Memory stays bounded: pending requests are indexed apart, so timers and listings of
+    pending work never walk the history, and at most ``max_decided`` finished requests
+    are kept (decided, resumed if they belong to a run, every delivery done): past
+    that the oldest are forgotten, with their deliveries and chat-button keys, and a
+    late answer to one is told its id is unknown. The audit trail is kept whole.
+
+    Args:
+        max_decided: How many finished requests to keep; None keeps them all.
+
+    Raises:
+        ValueError: ``max_decided`` is negative.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_decided: int | None = 10_000) -> None:
+        if max_decided is not None and max_decided < 0:
+            raise ValueError(f"max_decided must be zero or positive, got {max_decided}")
+        self.max_decided = max_decided
         self._lock = threading.Lock()
         self._seq = 0
         self._outbox_seq = 0
@@ -97,6 +121,11 @@ class MemoryStore(Store):
         # undone deliveries only, so enqueueing and claiming do not scan the history
         self._open: dict[int, _OutboxRow] = {}
         self._open_keys: dict[tuple[str, str, str], int] = {}
+        self._pending: set[str] = set()
+        # decided requests, in the order they were decided: candidates to forget
+        self._decided: OrderedDict[str, None] = OrderedDict()
+        self._outbox_of: dict[str, list[int]] = {}
+        self._callbacks_of: dict[str, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -113,7 +142,45 @@ class MemoryStore(Store):
 
     def _replace(self, record: RequestRecord) -> None:
         seq = self._requests[record.id][0]
+        self._put(seq, record)
+
+    def _put(self, seq: int, record: RequestRecord) -> None:
+        """Store a record and keep the pending index and the decided order with it."""
         self._requests[record.id] = (seq, record)
+        if record.pending:
+            self._pending.add(record.id)
+            return
+        self._pending.discard(record.id)
+        if record.id not in self._decided:
+            self._decided[record.id] = None
+
+    def _finished(self, record: RequestRecord) -> bool:
+        waits_for_resume = record.interrupt_id is not None and record.resume_done_at is None
+        return not waits_for_resume and not any(
+            not self._outbox[i].item.done for i in self._outbox_of.get(record.id, ()))
+
+    def _forget_finished(self) -> None:
+        """Drop the oldest finished requests past ``max_decided``; unfinished ones go to
+        the back of the line and are looked at again later (a bounded number per call,
+        so a backlog of unresumed decisions cannot make every change slow)."""
+        if self.max_decided is None:
+            return
+        for _ in range(min(len(self._decided), 64)):
+            if len(self._decided) <= self.max_decided:
+                return
+            request_id = next(iter(self._decided))
+            record = self._requests[request_id][1]
+            if not self._finished(record):
+                self._decided.move_to_end(request_id)
+                continue
+            del self._decided[request_id]
+            del self._requests[request_id]
+            if record.thread_id is not None and record.interrupt_id is not None:
+                self._by_interrupt.pop((record.thread_id, record.interrupt_id), None)
+            for item_id in self._outbox_of.pop(request_id, ()):
+                del self._outbox[item_id]
+            for key in self._callbacks_of.pop(request_id, ()):
+                self._callbacks.pop(key, None)
 
     # sessions ----------------------------------------------------------------------------
 
@@ -153,8 +220,12 @@ class MemoryStore(Store):
 
     # requests ----------------------------------------------------------------------------
 
-    async def create_request(self, record: RequestRecord) -> tuple[RequestRecord, bool]:
+    async def create_request(
+        self, record: RequestRecord, *, audit: Sequence[AuditEvent] = (),
+        outbox: Sequence[OutboxItem] = (),
+    ) -> tuple[RequestRecord, bool]:
         stored = normalized_request(record)
+        events, items = _clean(audit, outbox)
         with self._lock:
             if stored.id in self._requests:
                 return _copy(self._requests[stored.id][1]), False
@@ -165,7 +236,8 @@ class MemoryStore(Store):
                 if first is not None:
                     return _copy(self._requests[first][1]), False
                 self._by_interrupt[key] = stored.id
-            self._requests[stored.id] = (self._next_seq(), stored)
+            self._put(self._next_seq(), stored)
+            self._effects(events, items)
             return _copy(stored), True
 
     async def get_request(self, request_id: str) -> RequestRecord:
@@ -179,91 +251,85 @@ class MemoryStore(Store):
                 return None
             return _copy(self._requests[request_id][1])
 
-    async def list_requests(
-        self,
-        *,
-        status: Status | None = None,
-        session_id: str | None = None,
-        thread_id: str | None = None,
-        graph: str | None = None,
-        unresumed: bool = False,
-        stale_before: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[RequestRecord]:
-        wanted = None if status is None else coerce_status(status)
-        stale = utc_or_none(stale_before)
-        check_limit(limit)
+    async def query_requests(self, query: RequestQuery) -> list[RequestRecord]:
+        q = query
         with self._lock:
+            start = None
+            if q.after is not None:
+                seq, last = self._requests.get(q.after) or (None, None)
+                if last is None or seq is None:
+                    raise RequestNotFound(q.after)
+                start = (last.created_at, seq)
             # filter first, then sort and copy only what matched
+            rows = (map(self._requests.__getitem__, self._pending)
+                    if q.status is Status.PENDING else self._requests.values())
             matched = sorted(
                 (
                     (r.created_at, seq, r)
-                    for seq, r in self._requests.values()
-                    if (wanted is None or r.status is wanted)
-                    and (session_id is None or r.session_id == session_id)
-                    and (thread_id is None or r.thread_id == thread_id)
-                    and (graph is None or r.graph == graph)
-                    and (not unresumed or _resumable(r, stale))
+                    for seq, r in rows
+                    if (q.status is None or r.status is q.status)
+                    and (q.session_id is None or r.session_id == q.session_id)
+                    and (q.thread_id is None or r.thread_id == q.thread_id)
+                    and (q.graph is None or r.graph == q.graph)
+                    and (not q.unresumed or _resumable(r, q.stale_before))
+                    and (start is None or (r.created_at, seq) > start)
                 ),
                 key=lambda t: (t[0], t[1]),
             )
-            found = [_copy(r) for _, _, r in matched[:limit]]
-        return found
+            return [_copy(r) for _, _, r in matched[:q.limit]]
 
-    async def resolve(
-        self,
-        request_id: str,
-        *,
-        status: Status,
-        decision: dict[str, Any],
-        decided_by: str | None,
-        channel: str | None,
-        decided_at: datetime | None = None,
-    ) -> RequestRecord:
-        final = final_status(status)
-        clean = json_value(decision, what="decision")
-        when = utc(decided_at or utcnow())
+    async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
+        r = resolution
+        clean = json_value(r.decision, what="decision")
+        events, _ = _clean(r.audit, ())
         with self._lock:
-            current = self._request(request_id)
+            current = self._request(r.request_id)
             if not current.pending:
                 raise already_decided(current)
-            updated = current.model_copy(
-                update={
-                    "status": final,
-                    "decision": clean,
-                    "decided_by": decided_by,
-                    "channel": channel,
-                    "decided_at": when,
-                }
-            )
+            updated = current.model_copy(update={
+                "status": r.status, "decision": clean, "decided_by": r.decided_by,
+                "channel": r.channel, "decided_at": r.decided_at,
+            })
             self._replace(updated)
+            self._effects(events, _clean((), resolved_outbox(updated, r))[1])
             return _copy(updated)
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
-        at: datetime | None = None,
+        at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
     ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
         stale = utc_or_none(stale_before)
+        now = utc(at or utcnow())
+        events, _ = _clean(audit, ())
         with self._lock:
             current = self._request(request_id)
             if not _resumable(current, stale):
                 return False
-            self._replace(current.model_copy(update={"resumed_at": utc(at or utcnow())}))
+            self._replace(current.model_copy(
+                update={"resumed_at": now, "resume_done_at": now if done else None}))
+            self._effects(events, [])
             return True
 
-    async def complete_resume(self, request_id: str, *, at: datetime | None = None) -> None:
+    async def complete_resume(
+        self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        now = utc(at or utcnow())
+        events, _ = _clean(audit, ())
         with self._lock:
-            current = self._request(request_id)
-            if current.resume_done_at is None:
-                self._replace(current.model_copy(
-                    update={"resume_done_at": utc(at or utcnow())}))
+            records = [self._request(request_id) for request_id in request_ids]
+            for current in records:
+                if current.resume_done_at is None:
+                    self._replace(current.model_copy(update={"resume_done_at": now}))
+            self._effects(events, [])
 
     async def extend_expiry(
-        self, request_id: str, *, expires_at: datetime, escalation_level: int
+        self, request_id: str, *, expires_at: datetime, escalation_level: int,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
     ) -> bool:
         """See :meth:`Store.extend_expiry`. Raises: RequestNotFound."""
         new_expiry = utc(expires_at)
+        events, items = _clean(audit, outbox)
         with self._lock:
             current = self._request(request_id)
             if not current.pending or current.escalation_level != escalation_level - 1:
@@ -273,6 +339,7 @@ class MemoryStore(Store):
                     update={"expires_at": new_expiry, "escalation_level": escalation_level}
                 )
             )
+            self._effects(events, items)
             return True
 
     async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:
@@ -281,8 +348,8 @@ class MemoryStore(Store):
         with self._lock:
             due = [
                 (r.expires_at, r.created_at, seq, r)
-                for seq, r in self._requests.values()
-                if r.pending and r.expires_at is not None and r.expires_at <= cutoff
+                for seq, r in map(self._requests.__getitem__, self._pending)
+                if r.expires_at is not None and r.expires_at <= cutoff
             ]
             due.sort(key=lambda t: (t[0], t[1], t[2]))
             return [_copy(t[3]) for t in due[:limit]]
@@ -291,17 +358,20 @@ class MemoryStore(Store):
         with self._lock:
             times = [
                 r.expires_at
-                for _, r in self._requests.values()
-                if r.pending and r.expires_at is not None
+                for _, r in map(self._requests.__getitem__, self._pending)
+                if r.expires_at is not None
             ]
         return min(times, default=None)
 
     async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
         clean = json_value(ref, what=f"message ref for channel {channel!r}")
         with self._lock:
-            current = self._request(request_id)
-            refs = {**current.message_refs, channel: clean}
-            self._replace(current.model_copy(update={"message_refs": refs}))
+            self._set_ref(request_id, channel, clean)
+
+    def _set_ref(self, request_id: str, channel: str, ref: Any) -> None:
+        current = self._request(request_id)
+        refs = {**current.message_refs, channel: ref}
+        self._replace(current.model_copy(update={"message_refs": refs}))
 
     # callback keys -----------------------------------------------------------------------
 
@@ -309,6 +379,7 @@ class MemoryStore(Store):
         clean = json_value(action, what="callback action")
         with self._lock:
             self._callbacks[key] = (request_id, clean)
+            self._callbacks_of.setdefault(request_id, set()).add(key)
 
     async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
         with self._lock:
@@ -323,52 +394,56 @@ class MemoryStore(Store):
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
         clean = normalized_audit(event)
         with self._lock:
-            stored = clean.model_copy(update={"id": len(self._audit) + 1})
-            self._audit.append(stored)
-            return _copy(stored)
+            return _copy(self._append(clean))
 
-    async def list_audit(
-        self,
-        *,
-        request_id: str | None = None,
-        session_id: str | None = None,
-        thread_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[AuditEvent]:
-        """See :meth:`Store.list_audit`; ``since`` is inclusive, ``until`` exclusive."""
-        start = None if since is None else utc(since)
-        end = None if until is None else utc(until)
-        check_limit(limit)
+    def _append(self, event: AuditEvent) -> AuditEvent:
+        stored = event.model_copy(update={"id": len(self._audit) + 1})
+        self._audit.append(stored)
+        return stored
+
+    def _effects(self, audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]) -> None:
+        """Write a change's (normalized) audit events and deliveries; under the lock.
+        Every state change ends here, so this is where finished requests are let go."""
+        for event in audit:
+            self._append(event)
+        for item in outbox:
+            self._enqueue(item)
+        self._forget_finished()
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        q = query
         with self._lock:
             found = [
                 _copy(e)
                 for e in self._audit
-                if (request_id is None or e.request_id == request_id)
-                and (session_id is None or e.session_id == session_id)
-                and (thread_id is None or e.thread_id == thread_id)
-                and (start is None or e.at >= start)
-                and (end is None or e.at < end)
+                if (q.request_id is None or e.request_id == q.request_id)
+                and (q.session_id is None or e.session_id == q.session_id)
+                and (q.thread_id is None or e.thread_id == q.thread_id)
+                and (q.since is None or e.at >= q.since)
+                and (q.until is None or e.at < q.until)
             ]
-        return found if limit is None else found[:limit]
+        return found if q.limit is None else found[:q.limit]
 
     # outbox ------------------------------------------------------------------------------
 
     async def enqueue_outbox(self, item: OutboxItem) -> OutboxItem:
         clean = normalized_outbox(item)
-        key = (clean.request_id, clean.notifier, clean.kind)
         with self._lock:
-            open_id = self._open_keys.get(key)
-            if open_id is not None:
-                return _copy(self._outbox[open_id].item)
-            self._outbox_seq += 1
-            item_id = self._outbox_seq
-            stored = clean.model_copy(update={"id": item_id})
-            self._outbox[item_id] = _OutboxRow(stored)
-            self._open[item_id] = self._outbox[item_id]
-            self._open_keys[key] = item_id
-            return _copy(stored)
+            return _copy(self._enqueue(clean))
+
+    def _enqueue(self, clean: OutboxItem) -> OutboxItem:
+        key = (clean.request_id, clean.notifier, clean.kind)
+        open_id = self._open_keys.get(key)
+        if open_id is not None:
+            return self._outbox[open_id].item
+        self._outbox_seq += 1
+        item_id = self._outbox_seq
+        stored = clean.model_copy(update={"id": item_id})
+        self._outbox[item_id] = _OutboxRow(stored)
+        self._open[item_id] = self._outbox[item_id]
+        self._open_keys[key] = item_id
+        self._outbox_of.setdefault(clean.request_id, []).append(item_id)
+        return stored
 
     async def claim_outbox(
         self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
@@ -393,20 +468,34 @@ class MemoryStore(Store):
                 row.leased_until = lease_end
             return [_copy(row.item) for row in due]
 
-    async def complete_outbox(self, item_id: int) -> None:
+    async def complete_outbox(
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        ref = None if message_ref is None else json_value(message_ref, what="message ref")
+        events, _ = _clean(audit, ())
         with self._lock:
             row = self._outbox.get(item_id)
             if row is None:
                 raise outbox_not_found(item_id)
-            row.item = row.item.model_copy(update={"done": True})
+            if ref is not None:
+                self._set_ref(row.item.request_id, row.item.notifier, ref)
+            ended: dict[str, Any] = {"done": True}
+            if error is not None:
+                ended.update(dead=True, attempts=row.item.attempts + 1, last_error=error)
+            row.item = row.item.model_copy(update=ended)
             row.leased_until = None
             self._open.pop(item_id, None)
             key = (row.item.request_id, row.item.notifier, row.item.kind)
             if self._open_keys.get(key) == item_id:
                 del self._open_keys[key]
+            self._effects(events, [])
 
-    async def retry_outbox(self, item_id: int, *, due_at: datetime, error: str) -> OutboxItem:
+    async def retry_outbox(
+        self, item_id: int, *, due_at: datetime, error: str, audit: Sequence[AuditEvent] = (),
+    ) -> OutboxItem:
         when = utc(due_at)
+        events, _ = _clean(audit, ())
         with self._lock:
             row = self._outbox.get(item_id)
             if row is None:
@@ -415,6 +504,7 @@ class MemoryStore(Store):
                 update={"attempts": row.item.attempts + 1, "due_at": when, "last_error": error}
             )
             row.leased_until = None
+            self._effects(events, [])
             return _copy(row.item)
 
     async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:

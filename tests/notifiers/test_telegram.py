@@ -611,9 +611,12 @@ async def test_escalation_renotifies_and_every_message_is_resolved(fake: FakeBot
         await fake.await_for(lambda: len(fake.messages(CHAT)) == 2)  # reminded after 0.2 s
         second = fake.messages(CHAT)[1]
         assert second["message_id"] != first["message_id"]
-        await _delivered(gateway, record.id)
-        refs = (await gateway.aget(record.id)).message_refs["telegram"]
-        assert refs["message_id"] == second["message_id"]
+
+        async def reminder_stored() -> Any:  # the message is sent before its ref is stored
+            refs = (await gateway.aget(record.id)).message_refs.get("telegram") or {}
+            return refs if refs.get("message_id") == second["message_id"] else None
+
+        refs = await _poll(reminder_stored)
         assert refs["previous"] == [{"chat_id": CHAT, "message_id": first["message_id"]}]
 
         query = fake.tap(CHAT, first["message_id"], _button(first, "Approve"), ANN)  # old one

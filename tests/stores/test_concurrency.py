@@ -21,7 +21,7 @@ import pytest
 from loopgate_lc.errors import AlreadyDecided
 from loopgate_lc.schema import Status
 from loopgate_lc.stores import MemoryStore, OutboxItem, SQLiteStore, Store
-from tests.stores.conformance import T0, request
+from loopgate_lc.testing.stores import T0, request
 
 REQUESTS = 20
 ANSWERS_PER_REQUEST = 10

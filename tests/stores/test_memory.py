@@ -9,7 +9,7 @@ import pytest
 
 from loopgate_lc.schema import Status
 from loopgate_lc.stores import MemoryStore, Store
-from tests.stores.conformance import APPROVE, MakeStore, StoreConformance, request
+from loopgate_lc.testing.stores import APPROVE, MakeStore, StoreConformance, request
 
 
 class TestMemoryStore(StoreConformance):

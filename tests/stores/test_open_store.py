@@ -8,7 +8,7 @@ import pytest
 
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.stores import MemoryStore, SQLiteStore, aopen_store, open_store
-from tests.stores.conformance import request
+from loopgate_lc.testing.stores import request
 
 
 @pytest.mark.parametrize("url", ["memory://", "memory:", "memory", " MEMORY:// "])

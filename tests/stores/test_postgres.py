@@ -8,7 +8,7 @@ import pytest
 
 from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.stores import PostgresStore, Store
-from tests.stores.conformance import MakeStore, StoreConformance, request
+from loopgate_lc.testing.stores import MakeStore, StoreConformance, request
 
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
@@ -35,12 +35,12 @@ async def test_setup_is_versioned_and_idempotent(postgres_dsn: str, pg_schema: s
         assert await store.schema_version() == 0
         await store.setup()
         await store.setup()
-        assert await store.schema_version() == PostgresStore.SCHEMA_VERSION == 3
+        assert await store.schema_version() == PostgresStore.SCHEMA_VERSION == 4
     finally:
         await store.close()
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
         cur = await conn.execute(f'SELECT version FROM "{pg_schema}".loopgate_schema_version')
-        assert await cur.fetchall() == [(1,), (2,), (3,)]
+        assert await cur.fetchall() == [(1,), (2,), (3,), (4,)]
 
 
 async def test_concurrent_setup_from_many_stores(postgres_dsn: str, pg_schema: str) -> None:

@@ -11,7 +11,7 @@ from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import SQLiteStore, Store
 from loopgate_lc.stores.base import RequestRecord
-from tests.stores.conformance import MakeStore, StoreConformance, request
+from loopgate_lc.testing.stores import MakeStore, StoreConformance, request
 
 
 class TestSQLiteStore(StoreConformance):
@@ -31,12 +31,12 @@ async def test_setup_creates_a_wal_file_at_the_latest_schema_version(tmp_path: P
     assert await store.schema_version() == 0
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 3
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 4
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
 
 
 async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
@@ -52,11 +52,13 @@ async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:  # what a loopgate_lc with schema 1 left behind
         conn.execute("DROP INDEX loopgate_requests_unresumed")
         conn.execute("ALTER TABLE loopgate_requests DROP COLUMN resume_done_at")
+        conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN dead")
+        conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN created_at")
         conn.execute("DELETE FROM loopgate_schema_version WHERE version > 1")
     store = SQLiteStore(path)
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == 3
+    assert await store.schema_version() == 4
     old = await store.get_request("old")
     assert old.resume_done_at == old.resumed_at  # resumes made before 3 count as done
     assert await store.list_requests(unresumed=True, stale_before=utcnow()) == []

@@ -1,6 +1,10 @@
-"""A server process that files N pending approvals and then waits to be killed.
+"""Processes that tests kill with SIGKILL.
 
-``python -m tests.support.crash_child STORE CHECKPOINTS LOG N``
+``python -m tests.support.crash_child STORE CHECKPOINTS LOG N``: a server that files N
+pending approvals and then waits to be killed.
+
+``python -m tests.support.crash_child churn STORE [SCHEMA]``: a gateway that files and
+decides requests in a loop, printing a line after each step, until it is killed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from loopgate_lc import guard
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.stores import Store, open_store
 from loopgate_lc.testing import ScriptedChatModel, ai, call
+
+#: The churning gateway's notifier, by name.
+CHANNEL = "shown"
 
 
 def build(checkpoints: str, log: str) -> Any:
@@ -51,5 +59,49 @@ def main(store: str, checkpoints: str, log: str, count: int) -> None:
     time.sleep(600)  # killed long before this
 
 
+class Shown:
+    """A notifier that shows every request at once and says where."""
+
+    name = CHANNEL
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def notify(self, request: Any) -> Any:
+        self.count += 1
+        return {"message_id": self.count}
+
+    async def on_resolved(self, request: Any) -> None:
+        return None
+
+
+def store_of(url: str, schema: str | None) -> Store:
+    if schema is None:
+        return open_store(url)
+    from loopgate_lc.stores.postgres import PostgresStore
+
+    return PostgresStore(url, schema=schema, max_size=4)
+
+
+def churn(url: str, schema: str | None) -> None:
+    """File and decide (approve, reject, cancel, or leave to time out) until killed."""
+    gate = Loopgate(store=store_of(url, schema), notifiers=[Shown()], poll_interval=0.05,
+                    retry_backoff=0.01).open()
+    print("READY", flush=True)
+    for i in range(1_000_000):
+        record = gate.submit(f"change {i}?", timeout=0.2 if i % 4 == 3 else None)
+        print("filed", record.id, flush=True)
+        if i % 4 == 0:
+            gate.respond(record.id, {"type": "approve"}, actor="ana")
+        elif i % 4 == 1:
+            gate.respond(record.id, {"type": "reject", "message": "no"}, actor="ana")
+        elif i % 4 == 2:
+            gate.cancel(record.id, actor="ana", reason="changed my mind")
+        print("decided", record.id, flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if sys.argv[1] == "churn":
+        churn(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    else:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -1,10 +1,20 @@
 """The one conformance suite every :class:`~loopgate_lc.stores.base.Store` passes.
 
-A backend's test module subclasses :class:`StoreConformance` and provides a
-``make_store`` fixture: an async factory returning a new, not yet set up store over the
-same backing data on every call (the same file, the same Postgres schema). The suite
-sets stores up itself. Backends that keep nothing across instances set
-``persistent = False``.
+The memory, SQLite and PostgreSQL stores run it, and so can yours: subclass
+:class:`StoreConformance` in a test module and provide a ``make_store`` fixture, an async
+factory returning a new, not yet set up store over the same backing data on every call
+(the same file, the same database schema). The suite sets stores up itself. Backends
+that keep nothing across instances set ``persistent = False``. It needs pytest and
+pytest-asyncio (``asyncio_mode = "auto"``)::
+
+    from loopgate_lc.testing.stores import MakeStore, StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def make_store(self, tmp_path) -> MakeStore:
+            async def make() -> Store:
+                return MyStore(tmp_path / "data")
+            return make
 """
 
 from __future__ import annotations
@@ -537,6 +547,147 @@ class StoreConformance:
         await store.create_request(request("r1"))
         await store.set_message_ref("r1", 'we"ird.$[0]', None)
         assert (await store.get_request("r1")).message_refs == {'we"ird.$[0]': None}
+
+    # a state change commits with its audit events and deliveries -------------------------
+
+    async def test_filing_writes_its_audit_and_deliveries_once(self, store: Store) -> None:
+        audit = [AuditEvent(at=T0, event="requested", request_id="r1")]
+        outbox = [OutboxItem(request_id="r1", notifier="n", due_at=T0)]
+        _, created = await store.create_request(request("r1"), audit=audit, outbox=outbox)
+        assert created
+        _, again = await store.create_request(request("r1"), audit=audit, outbox=outbox)
+        assert not again
+        assert [e.event for e in await store.list_audit(request_id="r1")] == ["requested"]
+        assert [(i.notifier, i.kind) for i in await store.list_outbox()] == [("n", "notify")]
+
+    async def test_a_change_that_cannot_be_written_whole_writes_nothing(
+        self, store: Store
+    ) -> None:
+        bad = [AuditEvent(at=T0, event="requested", details={"x": float("nan")})]
+        with pytest.raises(StoreError):
+            await store.create_request(request("r1"), audit=bad)
+        with pytest.raises(RequestNotFound):
+            await store.get_request("r1")
+        await store.create_request(request("r2"))
+        with pytest.raises(StoreError):
+            await store.resolve("r2", status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", audit=bad)
+        assert (await store.get_request("r2")).pending
+        assert await store.list_audit() == []
+
+    async def test_a_decision_commits_its_audit_and_resolved_deliveries(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1"))
+        await store.set_message_ref("r1", "telegram", {"message_id": 5})
+        decided = await store.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="ana", channel="api",
+            decided_at=at(1), audit=[AuditEvent(at=at(1), event="decided:approved",
+                                                request_id="r1")],
+            outbox=[OutboxItem(request_id="r1", notifier="log", kind="resolved",
+                               due_at=at(1))],
+            resolved_to_message_refs=True)
+        assert decided.status is Status.APPROVED
+        assert [e.event for e in await store.list_audit(request_id="r1")] == [
+            "decided:approved"]
+        assert sorted((i.notifier, i.kind) for i in await store.list_outbox()) == [
+            ("log", "resolved"), ("telegram", "resolved")]
+        # the loser of the compare-and-set writes nothing
+        with pytest.raises(AlreadyDecided):
+            await store.resolve("r1", status=Status.REJECTED, decision={"type": "reject"},
+                                decided_by="bo", channel="api",
+                                audit=[AuditEvent(at=at(2), event="decided:rejected")],
+                                outbox=[OutboxItem(request_id="r1", notifier="x",
+                                                   kind="resolved")])
+        assert len(await store.list_audit()) == 1
+        assert len(await store.list_outbox()) == 2
+
+    async def test_resume_claims_and_completions_carry_their_audit(self, store: Store) -> None:
+        for rid in ("r1", "r2", "r3"):
+            await store.create_request(request(rid))
+            await store.resolve(rid, status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c")
+        resumed = [AuditEvent(at=at(1), event="resumed", request_id="r1")]
+        assert await store.mark_resumed("r1", at=at(1), audit=resumed)
+        assert not await store.mark_resumed("r1", at=at(2), audit=resumed)
+        # claimed and completed at once: a decision that can resume nothing any more
+        stale = [AuditEvent(at=at(1), event="stale", request_id="r3")]
+        assert await store.mark_resumed("r3", at=at(1), done=True, audit=stale)
+        assert (await store.get_request("r3")).resume_done_at == at(1)
+        assert [e.event for e in await store.list_audit()] == ["resumed", "stale"]
+        with pytest.raises(RequestNotFound):  # one unknown id: nothing is written
+            await store.complete_resume("r1", "nope", at=at(3),
+                                        audit=[AuditEvent(at=at(3), event="finished")])
+        assert (await store.get_request("r1")).resume_done_at is None
+        assert await store.mark_resumed("r2", at=at(3))
+        await store.complete_resume("r1", "r2", at=at(4),
+                                    audit=[AuditEvent(at=at(4), event="finished")])
+        assert [(await store.get_request(r)).resume_done_at for r in ("r1", "r2")] == [
+            at(4), at(4)]
+        assert [e.event for e in await store.list_audit()][-1] == "finished"
+
+    async def test_escalation_writes_its_audit_and_deliveries_only_when_it_moves(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1", expires_at=at(10)))
+        effects: dict[str, Any] = {
+            "audit": [AuditEvent(at=at(10), event="escalated", request_id="r1")],
+            "outbox": [OutboxItem(request_id="r1", notifier="pager", due_at=at(10))]}
+        assert await store.extend_expiry("r1", expires_at=at(20), escalation_level=1,
+                                         **effects)
+        assert not await store.extend_expiry("r1", expires_at=at(30), escalation_level=1,
+                                             **effects)
+        assert [e.event for e in await store.list_audit()] == ["escalated"]
+        assert [i.notifier for i in await store.list_outbox()] == ["pager"]
+
+    async def test_finishing_a_delivery_stores_its_reference_and_audit(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1"))
+        item = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="tg",
+                                                     due_at=T0))
+        assert item.id is not None
+        failed = await store.retry_outbox(
+            item.id, due_at=at(5), error="429",
+            audit=[AuditEvent(at=T0, event="delivery_failed", request_id="r1")])
+        assert failed.attempts == 1
+        await store.complete_outbox(
+            item.id, message_ref={"message_id": 9},
+            audit=[AuditEvent(at=at(5), event="notified", request_id="r1")])
+        assert (await store.get_request("r1")).message_refs == {"tg": {"message_id": 9}}
+        assert [e.event for e in await store.list_audit()] == ["delivery_failed", "notified"]
+        assert (await store.list_outbox())[0].done
+
+    async def test_a_delivery_given_up_ends_dead_with_its_last_error(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        item = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier="tg",
+                                                     due_at=T0, created_at=at(-5)))
+        assert item.id is not None and item.created_at == at(-5)
+        await store.complete_outbox(item.id, error="chat not found",
+                                    audit=[AuditEvent(at=T0, event="delivery_failed")])
+        [ended] = await store.list_outbox()
+        assert (ended.done, ended.dead, ended.attempts, ended.last_error) == (
+            True, True, 1, "chat not found")
+        assert await store.claim_outbox(at(3600)) == []
+
+    # paging ------------------------------------------------------------------------------
+
+    async def test_list_requests_pages_with_a_cursor(self, store: Store) -> None:
+        for n in range(5):
+            await store.create_request(request(f"r{n}", created_at=T0))  # same instant
+        await store.create_request(request("early", created_at=at(-1)))
+        pages: list[list[str]] = []
+        after = None
+        for _ in range(10):
+            page = await store.list_requests(limit=2, after=after)
+            if not page:
+                break
+            pages.append([r.id for r in page])
+            after = page[-1].id
+        assert pages == [["early", "r0"], ["r1", "r2"], ["r3", "r4"]]
+        assert [r.id for r in await store.list_requests(after="r3")] == ["r4"]
+        with pytest.raises(RequestNotFound):
+            await store.list_requests(after="nope")
 
     # callback keys -----------------------------------------------------------------------
 

@@ -1,0 +1,830 @@
+"""The one SQL layer behind :class:`~loopgate_lc.stores.SQLiteStore` and
+:class:`~loopgate_lc.stores.PostgresStore`: one schema, one ordered migration list, one
+set of queries and row mappers.
+
+Every store operation is written once, as a generator that yields :class:`Stmt` and
+receives each statement's rows back (sans-I/O). A backend only drives those generators:
+SQLite runs one to completion in a worker thread inside ``BEGIN IMMEDIATE``, PostgreSQL
+awaits each statement inside ``conn.transaction()``. So a state change and its audit
+event and outbox entries are one transaction on both, and no query exists twice.
+
+What the databases really do differently lives in :class:`Dialect`: placeholders, column
+types, how JSON and times travel, row locks (``FOR UPDATE``, ``SKIP LOCKED``), and how a
+session gets its ordering number. Statements are written with ``?`` placeholders and
+``{table}`` names; a store compiles each text once for its dialect and tables.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound, StoreError
+from loopgate_lc.schema import RequestKind, utcnow
+from loopgate_lc.stores._common import (
+    already_decided,
+    check_limit,
+    coerce_status,
+    json_value,
+    outbox_not_found,
+    resolved_outbox,
+    utc,
+)
+from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+
+if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
+    from loopgate_lc.stores.base import AuditQuery, RequestQuery, Resolution
+
+__all__ = ["MIGRATIONS", "TABLES", "Dialect", "Op", "Row", "SQLStore", "Stmt", "drive"]
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row`` or a psycopg dict row)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One statement of an operation: ``?`` placeholders, ``{table}`` names."""
+
+    text: str
+    params: Sequence[Any] = ()
+
+
+#: An operation: yields statements, gets each one's rows, returns its result.
+Op = Generator[Stmt, list[Row], _T]
+
+#: Table names, each ``loopgate_<name>``; ``requests_unresumed`` is an index a
+#: migration drops (PostgreSQL needs it schema-qualified too).
+TABLES = ("sessions", "requests", "callbacks", "audit", "outbox", "schema_version",
+          "requests_unresumed")
+
+#: Ordered migrations: (version, statements). ``{pk}``, ``{seq}``, ``{ts}`` and
+#: ``{json}`` are the dialect's column types, other ``{names}`` its tables; literal
+#: braces are doubled. Applied once each; never edit a released entry, append one.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE {sessions} (
+                session_id TEXT PRIMARY KEY,
+                seq {seq},
+                client_id TEXT NOT NULL DEFAULT '',
+                telegram_id BIGINT,
+                approvers {json} NOT NULL DEFAULT '[]',
+                active BOOLEAN NOT NULL DEFAULT TRUE,
+                created_at {ts} NOT NULL,
+                metadata {json} NOT NULL DEFAULT '{{}}'
+            )""",
+            """CREATE TABLE {requests} (
+                seq {pk},
+                id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                session_id TEXT,
+                client_id TEXT,
+                thread_id TEXT,
+                interrupt_id TEXT,
+                graph TEXT,
+                payload {json} NOT NULL DEFAULT '{{}}',
+                status TEXT NOT NULL,
+                decision {json},
+                decided_by TEXT,
+                channel TEXT,
+                created_at {ts} NOT NULL,
+                expires_at {ts},
+                decided_at {ts},
+                escalation_level INTEGER NOT NULL DEFAULT 0,
+                resumed_at {ts},
+                message_refs {json} NOT NULL DEFAULT '{{}}'
+            )""",
+            """CREATE UNIQUE INDEX loopgate_requests_interrupt
+                ON {requests} (thread_id, interrupt_id)
+                WHERE thread_id IS NOT NULL AND interrupt_id IS NOT NULL""",
+            "CREATE INDEX loopgate_requests_created ON {requests} (created_at, seq)",
+            "CREATE INDEX loopgate_requests_thread ON {requests} (thread_id)",
+            "CREATE INDEX loopgate_requests_session ON {requests} (session_id)",
+            """CREATE INDEX loopgate_requests_expiry ON {requests} (expires_at)
+                WHERE status = 'pending'""",
+            """CREATE TABLE {callbacks} (
+                key TEXT PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                action {json} NOT NULL,
+                created_at {ts} NOT NULL
+            )""",
+            """CREATE TABLE {audit} (
+                id {pk},
+                at {ts} NOT NULL,
+                event TEXT NOT NULL,
+                request_id TEXT,
+                session_id TEXT,
+                thread_id TEXT,
+                actor TEXT,
+                channel TEXT,
+                args_hash TEXT,
+                details {json} NOT NULL DEFAULT '{{}}'
+            )""",
+            "CREATE INDEX loopgate_audit_request ON {audit} (request_id)",
+            "CREATE INDEX loopgate_audit_session ON {audit} (session_id)",
+            "CREATE INDEX loopgate_audit_thread ON {audit} (thread_id)",
+            "CREATE INDEX loopgate_audit_at ON {audit} (at)",
+            """CREATE TABLE {outbox} (
+                id {pk},
+                request_id TEXT NOT NULL,
+                notifier TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                due_at {ts} NOT NULL,
+                last_error TEXT,
+                done BOOLEAN NOT NULL DEFAULT FALSE,
+                leased_until {ts}
+            )""",
+            """CREATE UNIQUE INDEX loopgate_outbox_open
+                ON {outbox} (request_id, notifier, kind) WHERE NOT done""",
+            "CREATE INDEX loopgate_outbox_due ON {outbox} (due_at) WHERE NOT done",
+        ),
+    ),
+    (
+        2,
+        (
+            # what a restarted gateway looks for every poll: decided, not yet resumed
+            """CREATE INDEX loopgate_requests_unresumed ON {requests} (graph)
+                WHERE status <> 'pending' AND resumed_at IS NULL""",
+        ),
+    ),
+    (
+        3,
+        (
+            # a claimed resume is done once the graph's checkpoint has it; a claim that
+            # never completes belongs to a process that died mid-resume
+            "ALTER TABLE {requests} ADD COLUMN resume_done_at {ts}",
+            "UPDATE {requests} SET resume_done_at = resumed_at WHERE resumed_at IS NOT NULL",
+            "DROP INDEX {requests_unresumed}",
+            """CREATE INDEX loopgate_requests_unresumed ON {requests} (graph)
+                WHERE status <> 'pending' AND resume_done_at IS NULL""",
+        ),
+    ),
+    (
+        4,
+        (
+            # a delivery ends: delivered, or dead after bounded attempts or age
+            "ALTER TABLE {outbox} ADD COLUMN dead BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE {outbox} ADD COLUMN created_at {ts}",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_REQUEST_COLUMNS = (
+    "id", "kind", "session_id", "client_id", "thread_id", "interrupt_id", "graph", "payload",
+    "status", "decision", "decided_by", "channel", "created_at", "expires_at", "decided_at",
+    "escalation_level", "resumed_at", "message_refs", "resume_done_at",
+)
+_AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
+                  "args_hash", "details")
+_OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done",
+                   "dead", "created_at")
+
+
+def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
+    return (f"INSERT INTO {{{table}}} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))}){suffix}")
+
+
+_INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+_INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
+_INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+#: The compare-and-set every decision is: only a pending request moves.
+_DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
+           "decided_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
+#: Escalation moves a deadline only from the level the escalator saw.
+_ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
+             "AND status = 'pending' AND escalation_level = ? RETURNING id")
+_RETRY = ("UPDATE {outbox} SET attempts = attempts + 1, due_at = ?, last_error = ?, "
+          "leased_until = NULL WHERE id = ? RETURNING *")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Where SQLite and PostgreSQL really differ.
+
+    Attributes:
+        placeholder: The driver's parameter marker (``?`` or ``%s``).
+        types: Column types for the DDL tokens ``pk``, ``seq``, ``ts`` and ``json``.
+        for_update: Appended to a read that is followed by a write of the same row
+            (SQLite's file lock already serialises writers).
+        skip_locked: Appended to the outbox claim's inner select, so workers skip rows
+            another worker is leasing instead of waiting for them.
+        session_seq: How a new session's ordering number is computed, or None when the
+            column numbers itself.
+        table_exists: A query with one parameter (the table) returning a row if it exists.
+        ts, read_ts, json, read_json: How times and JSON travel to and from the driver.
+    """
+
+    placeholder: str
+    types: Mapping[str, str]
+    for_update: str
+    skip_locked: str
+    session_seq: str | None
+    table_exists: str
+    ts: Callable[[datetime], Any]
+    read_ts: Callable[[Any], datetime]
+    json: Callable[[Any, str], Any]
+    read_json: Callable[[Any], Any]
+
+    def ts_or_none(self, value: datetime | None) -> Any:
+        return None if value is None else self.ts(value)
+
+    def read_ts_or_none(self, value: Any) -> datetime | None:
+        return None if value is None else self.read_ts(value)
+
+
+def drive(op: Op[_T], execute: Callable[[Stmt], list[Row]]) -> _T:
+    """Run an operation to its end with a blocking ``execute``."""
+    try:
+        stmt = next(op)
+        while True:
+            stmt = op.send(execute(stmt))
+    except StopIteration as stop:
+        result: _T = stop.value
+        return result
+
+
+class SQLStore(Store):
+    """A :class:`Store` over SQL; subclasses say how statements reach the database.
+
+    Subclasses set :attr:`dialect`, pass their rendered table names to ``__init__``,
+    and implement :meth:`_run` (one operation, in one transaction when ``write``).
+    """
+
+    dialect: Dialect
+    SCHEMA_VERSION = SCHEMA_VERSION
+    #: Where a decision is announced to other processes, on databases that can.
+    _decided_channel: str | None = None
+
+    def __init__(self, tables: Mapping[str, str]) -> None:
+        self._names = {**tables, **self.dialect.types}
+        self._compiled: dict[str, str] = {}
+
+    def _sql(self, text: str) -> str:
+        """``text`` for this store's dialect and tables, compiled once."""
+        compiled = self._compiled.get(text)
+        if compiled is None:
+            compiled = text.format(**self._names).replace("?", self.dialect.placeholder)
+            self._compiled[text] = compiled
+        return compiled
+
+    @abc.abstractmethod
+    async def _run(self, op: Op[_T], *, write: bool) -> _T:
+        """Drive ``op``; with ``write``, inside one transaction that holds the locks a
+        compare-and-set needs."""
+
+    # row mappers -------------------------------------------------------------------------
+
+    def _model(self, model: type[_M], row: Row, *, times: tuple[str, ...] = (),
+               jsons: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> _M:
+        """One record from one row: columns are named as the model's fields; times, JSON
+        and booleans come back in the dialect's way (NULL stays None)."""
+        d = self.dialect
+        values = {name: row[name] for name in model.model_fields}
+        for name in times:
+            values[name] = d.read_ts_or_none(values[name])
+        for name in jsons:
+            values[name] = None if values[name] is None else d.read_json(values[name])
+        for name in flags:
+            values[name] = bool(values[name])
+        return model(**values)
+
+    def _request(self, row: Row) -> RequestRecord:
+        return self._model(RequestRecord, row, times=(
+            "created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at"),
+            jsons=("payload", "decision", "message_refs"))
+
+    def _session(self, row: Row) -> SessionRecord:
+        return self._model(SessionRecord, row, times=("created_at",),
+                           jsons=("approvers", "metadata"), flags=("active",))
+
+    def _audit(self, row: Row) -> AuditEvent:
+        return self._model(AuditEvent, row, times=("at",), jsons=("details",))
+
+    def _outbox(self, row: Row) -> OutboxItem:
+        item = self._model(OutboxItem, row, times=("due_at", "created_at"),
+                           flags=("done", "dead"))
+        if item.created_at is None:  # owed before version 4 recorded it: the best guess
+            item.created_at = item.due_at
+        return item
+
+    # statements shared by several operations ---------------------------------------------
+
+    def _request_values(self, record: RequestRecord) -> tuple[Any, ...]:
+        d = self.dialect
+        return (
+            record.id,
+            RequestKind(record.kind).value,
+            record.session_id,
+            record.client_id,
+            record.thread_id,
+            record.interrupt_id,
+            record.graph,
+            d.json(record.payload, "request payload"),
+            coerce_status(record.status).value,
+            None if record.decision is None else d.json(record.decision, "decision"),
+            record.decided_by,
+            record.channel,
+            d.ts(record.created_at),
+            d.ts_or_none(record.expires_at),
+            d.ts_or_none(record.decided_at),
+            record.escalation_level,
+            d.ts_or_none(record.resumed_at),
+            d.json(record.message_refs, "message refs"),
+            d.ts_or_none(record.resume_done_at),
+        )
+
+    def _audit_values(self, event: AuditEvent) -> tuple[Any, ...]:
+        return (
+            self.dialect.ts(event.at), event.event, event.request_id, event.session_id,
+            event.thread_id, event.actor, event.channel, event.args_hash,
+            self.dialect.json(event.details, "audit details"),
+        )
+
+    def _outbox_values(self, item: OutboxItem) -> tuple[Any, ...]:
+        return (item.request_id, item.notifier, item.kind, item.attempts,
+                self.dialect.ts(item.due_at), item.last_error, item.done, item.dead,
+                self.dialect.ts(item.created_at or utcnow()))
+
+    def _get_row(self, request_id: str, *, lock: bool = False) -> Op[Row]:
+        rows = yield Stmt("SELECT * FROM {requests} WHERE id = ?"
+                          + (self.dialect.for_update if lock else ""), (request_id,))
+        if not rows:
+            raise RequestNotFound(request_id)
+        return rows[0]
+
+    def _append_audit(self, events: Iterable[AuditEvent]) -> Op[list[AuditEvent]]:
+        stored = []
+        for event in events:
+            rows = yield Stmt(_INSERT_AUDIT, self._audit_values(event))
+            stored.append(self._audit(rows[0]))
+        return stored
+
+    def _enqueue(self, item: OutboxItem) -> Op[OutboxItem]:
+        # Bounded: a retry is only needed when the open item we collided with was
+        # completed (by another transaction) between our insert and our read.
+        for _ in range(5):
+            rows = yield Stmt(_INSERT_OUTBOX, self._outbox_values(item))
+            if not rows:
+                rows = yield Stmt(
+                    "SELECT * FROM {outbox} WHERE request_id = ? AND notifier = ? "
+                    "AND kind = ? AND NOT done",
+                    (item.request_id, item.notifier, item.kind),
+                )
+            if rows:
+                return self._outbox(rows[0])
+        raise StoreError(
+            f"could not enqueue {item.kind} delivery of {item.request_id!r} to {item.notifier!r}"
+        )
+
+    def _effects(self, audit: Iterable[AuditEvent], outbox: Iterable[OutboxItem]) -> Op[None]:
+        """Write a state change's audit events and outbox entries, in its transaction."""
+        yield from self._append_audit(audit)
+        for item in outbox:
+            yield from self._enqueue(item)
+
+    @staticmethod
+    def _select(table: str, where: Sequence[tuple[str, Sequence[Any]]], order: str,
+                limit: int | None) -> Stmt:
+        """``SELECT *`` from one table where every clause holds, in order, maybe limited."""
+        text = f"SELECT * FROM {{{table}}}"
+        params: list[Any] = [p for _, clause_params in where for p in clause_params]
+        if where:
+            text += " WHERE " + " AND ".join(clause for clause, _ in where)
+        text += f" ORDER BY {order}"
+        if limit is not None:
+            text += " LIMIT ?"
+            params.append(limit)
+        return Stmt(text, params)
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def _migrate(self, prelude: Sequence[Stmt] = ()) -> Op[None]:
+        """Apply pending migrations; the caller runs this as one write transaction."""
+        for stmt in prelude:  # noqa: UP028 - a list cannot take the rows sent back
+            yield stmt
+        yield Stmt("CREATE TABLE IF NOT EXISTS {schema_version} (version INTEGER PRIMARY KEY, "
+                   "applied_at {ts} NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+        rows = yield Stmt("SELECT COALESCE(MAX(version), 0) AS v FROM {schema_version}")
+        current = int(rows[0]["v"])
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self!r} has loopgate schema version {current}, newer than this "
+                f"loopgate_lc supports ({SCHEMA_VERSION}); upgrade loopgate_lc"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                yield Stmt(statement)
+            yield Stmt("INSERT INTO {schema_version} (version, applied_at) VALUES (?, ?)",
+                       (version, self.dialect.ts(utcnow())))
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at (0 before :meth:`setup`)."""
+
+        def op() -> Op[int]:
+            exists = yield Stmt(self.dialect.table_exists, (self._names["schema_version"],))
+            if not exists:
+                return 0
+            rows = yield Stmt("SELECT COALESCE(MAX(version), 0) AS v FROM {schema_version}")
+            return int(rows[0]["v"])
+
+        return await self._run(op(), write=False)
+
+    # sessions ----------------------------------------------------------------------------
+
+    async def create_session(self, session: SessionRecord) -> SessionRecord:
+        d = self.dialect
+        columns = ["session_id", "client_id", "telegram_id", "approvers", "active",
+                   "created_at", "metadata"]
+        values = [
+            session.session_id, session.client_id, session.telegram_id,
+            d.json([str(a) for a in session.approvers], "session approvers"),
+            session.active, d.ts(session.created_at), d.json(session.metadata, "session metadata"),
+        ]
+        marks = ", ".join("?" * len(columns))
+        if d.session_seq is not None:
+            columns.append("seq")
+            marks += f", {d.session_seq}"
+        text = (
+            f"INSERT INTO {{sessions}} AS s ({', '.join(columns)}) VALUES ({marks}) "
+            "ON CONFLICT (session_id) DO UPDATE SET client_id = excluded.client_id, "
+            "telegram_id = excluded.telegram_id, approvers = excluded.approvers, "
+            "active = excluded.active, created_at = excluded.created_at, "
+            "metadata = excluded.metadata WHERE NOT s.active RETURNING *"
+        )
+
+        def op() -> Op[SessionRecord]:
+            rows = yield Stmt(text, values)
+            if not rows:
+                raise SessionExists(session.session_id)
+            return self._session(rows[0])
+
+        return await self._run(op(), write=True)
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        def op() -> Op[SessionRecord]:
+            rows = yield Stmt("SELECT * FROM {sessions} WHERE session_id = ?", (session_id,))
+            if not rows:
+                raise SessionNotFound(session_id)
+            return self._session(rows[0])
+
+        return await self._run(op(), write=False)
+
+    async def deactivate_session(self, session_id: str) -> SessionRecord:
+        def op() -> Op[SessionRecord]:
+            rows = yield Stmt("UPDATE {sessions} SET active = FALSE WHERE session_id = ? "
+                              "RETURNING *", (session_id,))
+            if not rows:
+                raise SessionNotFound(session_id)
+            return self._session(rows[0])
+
+        return await self._run(op(), write=True)
+
+    async def list_sessions(self, *, active: bool | None = None) -> list[SessionRecord]:
+        where, params = ("", ()) if active is None else (" WHERE active = ?", (active,))
+
+        def op() -> Op[list[SessionRecord]]:
+            rows = yield Stmt(f"SELECT * FROM {{sessions}}{where} ORDER BY created_at, seq",
+                              params)
+            return [self._session(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    # requests ----------------------------------------------------------------------------
+
+    async def create_request(
+        self, record: RequestRecord, *, audit: Sequence[AuditEvent] = (),
+        outbox: Sequence[OutboxItem] = (),
+    ) -> tuple[RequestRecord, bool]:
+        values = self._request_values(record)
+
+        def op() -> Op[tuple[RequestRecord, bool]]:
+            # DO NOTHING covers both the id and the (thread_id, interrupt_id) uniqueness;
+            # on PostgreSQL it waits for a concurrent insert of the same key to commit,
+            # so the read below finds the first record.
+            rows = yield Stmt(_INSERT_REQUEST, values)
+            if rows:
+                yield from self._effects(audit, outbox)
+                return self._request(rows[0]), True
+            rows = yield Stmt(
+                "SELECT * FROM {requests} WHERE id = ? OR (thread_id = ? AND interrupt_id = ?) "
+                "ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1",
+                (record.id, record.thread_id, record.interrupt_id, record.id),
+            )
+            if not rows:  # pragma: no cover - rows are never deleted
+                raise StoreError(f"request {record.id!r} conflicted but cannot be read back")
+            return self._request(rows[0]), False
+
+        return await self._run(op(), write=True)
+
+    async def get_request(self, request_id: str) -> RequestRecord:
+        def op() -> Op[RequestRecord]:
+            return self._request((yield from self._get_row(request_id)))
+
+        return await self._run(op(), write=False)
+
+    async def find_request(self, thread_id: str, interrupt_id: str) -> RequestRecord | None:
+        def op() -> Op[RequestRecord | None]:
+            rows = yield Stmt("SELECT * FROM {requests} WHERE thread_id = ? AND interrupt_id = ?",
+                              (thread_id, interrupt_id))
+            return self._request(rows[0]) if rows else None
+
+        return await self._run(op(), write=False)
+
+    async def query_requests(self, query: RequestQuery) -> list[RequestRecord]:
+        d = self.dialect
+        where: list[tuple[str, Sequence[Any]]] = [
+            (f"{column} = ?", (value,))
+            for column, value in (
+                ("status", None if query.status is None else query.status.value),
+                ("session_id", query.session_id),
+                ("thread_id", query.thread_id),
+                ("graph", query.graph),
+            )
+            if value is not None
+        ]
+        if query.unresumed:
+            where.append(("status <> 'pending' AND resume_done_at IS NULL", ()))
+            if query.stale_before is None:
+                where.append(("resumed_at IS NULL", ()))
+            else:
+                where.append(("(resumed_at IS NULL OR resumed_at <= ?)",
+                              (d.ts(query.stale_before),)))
+
+        def op() -> Op[list[RequestRecord]]:
+            if query.after is not None:
+                last = yield from self._get_row(query.after)
+                where.append(("(created_at > ? OR (created_at = ? AND seq > ?))",
+                              (last["created_at"], last["created_at"], last["seq"])))
+            rows = yield self._select("requests", where, "created_at, seq", query.limit)
+            return [self._request(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
+        d, r = self.dialect, resolution
+        values = (r.status.value, d.json(r.decision, "decision"), r.decided_by, r.channel,
+                  d.ts(r.decided_at), r.request_id)
+
+        def op() -> Op[RequestRecord]:
+            rows = yield Stmt(_DECIDE, values)
+            if not rows:
+                # Lost the race (or never pending): the winner has committed, so this
+                # sees it.
+                raise already_decided(self._request((yield from self._get_row(r.request_id))))
+            record = self._request(rows[0])
+            yield from self._effects(r.audit, resolved_outbox(record, r))
+            if self._decided_channel is not None:  # delivered when the decision commits
+                yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
+            return record
+
+        return await self._run(op(), write=True)
+
+    async def mark_resumed(
+        self, request_id: str, *, stale_before: datetime | None = None,
+        at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
+        d = self.dialect
+        now = d.ts(at or utcnow())
+        stale = "" if stale_before is None else " OR resumed_at <= ?"
+        params = (now, now if done else None, request_id,
+                  *(() if stale_before is None else (d.ts(stale_before),)))
+
+        def op() -> Op[bool]:
+            rows = yield Stmt(
+                "UPDATE {requests} SET resumed_at = ?, resume_done_at = ? WHERE id = ? "
+                "AND status <> 'pending' AND resume_done_at IS NULL "
+                f"AND (resumed_at IS NULL{stale}) RETURNING id",
+                params,
+            )
+            if rows:
+                yield from self._effects(audit, ())
+                return True
+            yield from self._get_row(request_id)  # raises RequestNotFound
+            return False
+
+        return await self._run(op(), write=True)
+
+    async def complete_resume(
+        self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        """See :meth:`Store.complete_resume`."""
+        now = self.dialect.ts(at or utcnow())
+
+        def op() -> Op[None]:
+            for request_id in request_ids:
+                rows = yield Stmt("UPDATE {requests} SET resume_done_at = "
+                                  "COALESCE(resume_done_at, ?) WHERE id = ? RETURNING id",
+                                  (now, request_id))
+                if not rows:
+                    raise RequestNotFound(request_id)
+            yield from self._effects(audit, ())
+
+        await self._run(op(), write=True)
+
+    async def extend_expiry(
+        self, request_id: str, *, expires_at: datetime, escalation_level: int,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+    ) -> bool:
+        """See :meth:`Store.extend_expiry`. Raises: RequestNotFound."""
+        params = (self.dialect.ts(expires_at), escalation_level, request_id,
+                  escalation_level - 1)
+
+        def op() -> Op[bool]:
+            rows = yield Stmt(_ESCALATE, params)
+            if rows:
+                yield from self._effects(audit, outbox)
+                return True
+            yield from self._get_row(request_id)  # raises RequestNotFound
+            return False
+
+        return await self._run(op(), write=True)
+
+    async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:
+        params = (self.dialect.ts(now), check_limit(limit))
+
+        def op() -> Op[list[RequestRecord]]:
+            rows = yield Stmt(
+                "SELECT * FROM {requests} WHERE status = 'pending' AND expires_at IS NOT NULL "
+                "AND expires_at <= ? ORDER BY expires_at, created_at, seq LIMIT ?",
+                params,
+            )
+            return [self._request(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    async def next_expiry(self) -> datetime | None:
+        def op() -> Op[datetime | None]:
+            rows = yield Stmt(
+                "SELECT MIN(expires_at) AS soonest FROM {requests} WHERE status = 'pending'"
+            )
+            return self.dialect.read_ts_or_none(rows[0]["soonest"]) if rows else None
+
+        return await self._run(op(), write=False)
+
+    async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
+        clean = json_value(ref, what=f"message ref for channel {channel!r}")
+        await self._run(self._set_ref(request_id, channel, clean), write=True)
+
+    def _set_ref(self, request_id: str, channel: str, ref: Any) -> Op[None]:
+        # Read and write under the row's lock, so refs set by two notifiers at once both
+        # survive.
+        d = self.dialect
+        row = yield from self._get_row(request_id, lock=True)
+        refs = {**d.read_json(row["message_refs"]), channel: ref}
+        yield Stmt("UPDATE {requests} SET message_refs = ? WHERE id = ?",
+                   (d.json(refs, "message refs"), request_id))
+
+    # callback keys -----------------------------------------------------------------------
+
+    async def put_callback(self, key: str, request_id: str, action: dict[str, Any]) -> None:
+        d = self.dialect
+        params = (key, request_id, d.json(action, "callback action"), d.ts(utcnow()))
+
+        def op() -> Op[None]:
+            yield Stmt(
+                "INSERT INTO {callbacks} (key, request_id, action, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "request_id = excluded.request_id, action = excluded.action, "
+                "created_at = excluded.created_at RETURNING key",
+                params,
+            )
+
+        await self._run(op(), write=True)
+
+    async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        def op() -> Op[tuple[str, dict[str, Any]] | None]:
+            rows = yield Stmt("SELECT request_id, action FROM {callbacks} WHERE key = ?", (key,))
+            if not rows:
+                return None
+            return rows[0]["request_id"], self.dialect.read_json(rows[0]["action"])
+
+        return await self._run(op(), write=False)
+
+    # audit -------------------------------------------------------------------------------
+
+    async def append_audit(self, event: AuditEvent) -> AuditEvent:
+        def op() -> Op[AuditEvent]:
+            return (yield from self._append_audit([event]))[0]
+
+        return await self._run(op(), write=True)
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        d = self.dialect
+        where: list[tuple[str, Sequence[Any]]] = [
+            (clause, (value,))
+            for clause, value in (
+                ("request_id = ?", query.request_id),
+                ("session_id = ?", query.session_id),
+                ("thread_id = ?", query.thread_id),
+                ("at >= ?", None if query.since is None else d.ts(query.since)),
+                ("at < ?", None if query.until is None else d.ts(query.until)),
+            )
+            if value is not None
+        ]
+
+        def op() -> Op[list[AuditEvent]]:
+            rows = yield self._select("audit", where, "id", query.limit)
+            return [self._audit(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    # outbox ------------------------------------------------------------------------------
+
+    async def enqueue_outbox(self, item: OutboxItem) -> OutboxItem:
+        return await self._run(self._enqueue(item), write=True)
+
+    async def claim_outbox(
+        self, now: datetime, *, lease_seconds: float = 30.0, limit: int = 50,
+        notifiers: Sequence[str] | None = None,
+    ) -> list[OutboxItem]:
+        d = self.dialect
+        names = None if notifiers is None else list(notifiers)
+        if names == []:
+            return []
+        only = "" if names is None else f"AND notifier IN ({', '.join('?' * len(names))}) "
+        params = (d.ts(utc(now) + timedelta(seconds=lease_seconds)), d.ts(now), d.ts(now),
+                  *(names or ()), check_limit(limit))
+
+        due = ("SELECT id FROM {outbox} WHERE NOT done AND due_at <= ? "
+               "AND (leased_until IS NULL OR leased_until <= ?) " + only + "ORDER BY due_at, id")
+
+        def peek() -> Op[bool]:
+            return bool((yield Stmt(due + " LIMIT 1", params[1:-1])))
+
+        def op() -> Op[list[OutboxItem]]:
+            rows = yield Stmt(
+                f"UPDATE {{outbox}} SET leased_until = ? WHERE id IN ({due} "
+                f"LIMIT ?{d.skip_locked}) RETURNING *",
+                params,
+            )
+            items = [self._outbox(r) for r in rows]
+            items.sort(key=lambda it: (it.due_at, it.id or 0))
+            return items
+
+        # an idle poll reads, and takes no write lock
+        if not await self._run(peek(), write=False):
+            return []
+        return await self._run(op(), write=True)
+
+    async def complete_outbox(
+        self, item_id: int, *, message_ref: Any = None, error: str | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        ref = None if message_ref is None else json_value(message_ref, what="message ref")
+        failed = ("" if error is None else
+                  ", dead = TRUE, attempts = attempts + 1, last_error = ?")
+        params = (item_id,) if error is None else (error, item_id)
+
+        def op() -> Op[None]:
+            rows = yield Stmt(f"UPDATE {{outbox}} SET done = TRUE, leased_until = NULL{failed} "
+                              "WHERE id = ? RETURNING request_id, notifier", params)
+            if not rows:
+                raise outbox_not_found(item_id)
+            if ref is not None:
+                yield from self._set_ref(rows[0]["request_id"], rows[0]["notifier"], ref)
+            yield from self._effects(audit, ())
+
+        await self._run(op(), write=True)
+
+    async def retry_outbox(
+        self, item_id: int, *, due_at: datetime, error: str, audit: Sequence[AuditEvent] = (),
+    ) -> OutboxItem:
+        params = (self.dialect.ts(due_at), error, item_id)
+
+        def op() -> Op[OutboxItem]:
+            rows = yield Stmt(_RETRY, params)
+            if not rows:
+                raise outbox_not_found(item_id)
+            yield from self._effects(audit, ())
+            return self._outbox(rows[0])
+
+        return await self._run(op(), write=True)
+
+    async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
+        where, params = ("", ()) if request_id is None else (" WHERE request_id = ?",
+                                                             (request_id,))
+
+        def op() -> Op[list[OutboxItem]]:
+            rows = yield Stmt(f"SELECT * FROM {{outbox}}{where} ORDER BY id", params)
+            return [self._outbox(r) for r in rows]
+
+        return await self._run(op(), write=False)

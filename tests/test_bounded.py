@@ -1,0 +1,90 @@
+"""Memory stays bounded: decided requests leave the memory store, listings page, and
+per-tool-name caches keep only the names used most recently."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopgate_lc._lru import LRU
+from loopgate_lc.errors import RequestNotFound
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel
+from loopgate_lc.schema import Status
+from loopgate_lc.stores import MemoryStore, OutboxItem
+from loopgate_lc.testing import RecordingNotifier
+from loopgate_lc.testing.stores import APPROVE, request
+
+
+async def test_the_memory_store_forgets_the_oldest_finished_requests() -> None:
+    store = MemoryStore(max_decided=3)
+    for n in range(6):
+        await store.create_request(request(f"r{n}"))
+        await store.resolve(f"r{n}", status=Status.APPROVED, decision=APPROVE,
+                            decided_by="ana", channel="api")
+    await store.create_request(request("waiting"))
+    assert [r.id for r in await store.list_requests()] == ["r3", "r4", "r5", "waiting"]
+    with pytest.raises(RequestNotFound):  # a late answer is told the id is unknown
+        await store.get_request("r0")
+
+
+async def test_decisions_still_owed_a_resume_or_a_delivery_are_kept() -> None:
+    store = MemoryStore(max_decided=1)
+    await store.create_request(request("run", thread_id="t", interrupt_id="i"))
+    await store.resolve("run", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                        channel="c")
+    await store.create_request(request("shown"))
+    await store.resolve("shown", status=Status.REJECTED, decision={"type": "reject"},
+                        decided_by="a", channel="c",
+                        outbox=[OutboxItem(request_id="shown", notifier="tg", kind="resolved")])
+    [item] = await store.list_outbox(request_id="shown")
+    await store.create_request(request("later"))
+    await store.resolve("later", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                        channel="c")
+    # the run still needs resuming and "shown" still owes a delivery: both stay past the
+    # bound, and the finished "later" goes instead
+    assert [r.id for r in await store.list_requests()] == ["run", "shown"]
+    assert await store.mark_resumed("run")
+    await store.complete_resume("run")
+    assert [r.id for r in await store.list_requests()] == ["shown"]
+    assert item.id is not None
+    await store.complete_outbox(item.id)
+    assert [r.id for r in await store.list_requests()] == ["shown"]  # within the bound
+
+
+def test_pending_pages_with_a_cursor() -> None:
+    notifier = RecordingNotifier()
+    with Loopgate(store="memory://", notifiers=[notifier]) as gate:
+        ids = [gate.submit(f"q{n}?").id for n in range(5)]
+        gate.respond(ids[1], {"type": "approve"})
+        first = gate.pending(limit=2)
+        second = gate.pending(limit=2, after=first[-1].id)
+        third = gate.pending(limit=2, after=second[-1].id)
+        assert [r.id for r in first + second + third] == [ids[0], ids[2], ids[3], ids[4]]
+        assert len(gate.pending()) == 4  # no limit: all of them, as before
+
+
+def test_the_lru_drops_the_least_recently_used_name_only() -> None:
+    lru: LRU[str, int] = LRU(2)
+    made: list[str] = []
+
+    def make(name: str) -> int:
+        made.append(name)
+        return len(made)
+
+    assert lru.get_or_make("a", lambda: make("a")) == 1
+    assert lru.get_or_make("b", lambda: make("b")) == 2
+    assert lru.get_or_make("a", lambda: make("a")) == 1  # used again: most recent
+    lru.get_or_make("c", lambda: make("c"))  # drops "b", not "a"
+    assert "a" in lru and "b" not in lru and len(lru) == 2
+    with pytest.raises(ValueError):
+        LRU(0)
+
+
+def test_a_policy_set_past_its_memo_still_answers_right() -> None:
+    policies = PolicySet([ApprovalPolicy(name="reads", tool_pattern="read_*",
+                                         min_confidence=0.5, max_risk_level=RiskLevel.READ_ONLY)],
+                         cache_size=2)
+    for n in range(10):
+        assert policies.match(f"read_{n}") is not None
+        assert policies.match(f"write_{n}") is None
+    assert policies.evaluate("read_0", confidence=0.9, risk="read_only").auto_approved

@@ -1,0 +1,94 @@
+"""How many write transactions one approval round trip through ``Loopgate.run`` costs.
+
+Each state change is one transaction with its audit and deliveries, so the count is
+small and fixed: filing, deciding, claiming the resume and finishing the run, plus a
+claim and a completion per delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, TypeVar
+
+from langchain.agents import create_agent
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+from loopgate_lc import guard
+from loopgate_lc.gateway import Loopgate
+from loopgate_lc.stores import SQLiteStore
+from loopgate_lc.stores._sql import Op
+from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
+
+_T = TypeVar("_T")
+
+
+class CountingStore(SQLiteStore):
+    """A SQLite store that counts its write transactions, by operation."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: Counter[str] = Counter()
+
+    async def _run(self, op: Op[_T], *, write: bool) -> _T:
+        if write:
+            self.writes[op.__qualname__.split(".")[1]] += 1
+        return await super()._run(op, write=write)
+
+
+@tool
+def deploy(environment: str) -> str:
+    """Deploy."""
+    return f"deployed {environment}"
+
+
+def _agent() -> Any:
+    model = ScriptedChatModel(script=[ai("", call("deploy", environment="prod")), "done"])
+    return create_agent(model, tools=[guard(deploy)], checkpointer=InMemorySaver())
+
+
+def _answer_first_pending(gate: Loopgate) -> None:
+    """A person at another desk: approves the first request they see."""
+    for _ in range(2_000):
+        pending = gate.pending()
+        if pending:
+            gate.respond(pending[0].id, {"type": "approve"}, actor="ana")
+            return
+        time.sleep(0.005)
+
+
+def _round_trip(store: CountingStore, notifiers: list[Any]) -> Counter[str]:
+    with Loopgate(store=store, notifiers=notifiers) as gate:
+        gate.open()
+        store.writes.clear()
+        person = None
+        if not notifiers:
+            person = threading.Thread(target=_answer_first_pending, args=(gate,))
+            person.start()
+        gate.run(_agent(), {"messages": [("user", "ship it")]})
+        if person is not None:
+            person.join(10)
+        # the run is over; what may still be owed is the `resolved` delivery
+        for _ in range(1_000):
+            if all(i.done for i in asyncio.run(store.list_outbox())):
+                break
+            time.sleep(0.005)
+        return store.writes
+
+
+def test_a_round_trip_with_one_notifier_writes_eight_transactions(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "gate.db")
+    writes = _round_trip(store, [ScriptedApprover({"type": "approve"})])
+    assert writes == Counter(create_request=1, commit_resolution=1, mark_resumed=1,
+                             complete_resume=1, claim_outbox=2, complete_outbox=2)
+
+
+def test_a_round_trip_decided_by_hand_writes_four_transactions(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "gate.db")
+    writes = _round_trip(store, [])
+    assert writes == Counter(create_request=1, commit_resolution=1, mark_resumed=1,
+                             complete_resume=1)
