@@ -817,8 +817,9 @@ class TelegramNotifier:
             "/start — your Telegram id, for registering a session\n"
             "/pending — requests waiting in this chat\n"
             "/status — this chat's requests by status\n"
-            "/inbox — a one-time link to the web inbox (private chat)\n"
-            "/help — this message",
+            + ("/inbox — a one-time link to the web inbox (private chat)\n"
+               if any(command == "inbox" for command, _ in self._commands()) else "")
+            + "/help — this message",
         )
 
     async def _routed_here(self, chat_id: int) -> tuple[list[SessionRecord], bool]:

@@ -38,8 +38,10 @@ async def test_inbox_answers_with_a_link_that_signs_in_as_the_mapped_identity(
     async with Loopgate("memory://", notifiers=[telegram], poll_interval=0.05) as gateway:
         assert [c["command"] for c in fake.commands] == [
             "start", "pending", "status", "inbox", "help"]
+        fake.send_text(42, "/help", ANN)
+        assert "/inbox — a one-time link" in await _reply(fake, 42, 1)
         fake.send_text(42, "/inbox", ANN)
-        text = await _reply(fake, 42, 1)
+        text = await _reply(fake, 42, 2)
         assert "Sign in to the inbox as ann" in text
         url = next(w for w in text.split() if w.startswith("https://hitl.example/inbox/link/"))
         identity, _ = await peek_link(gateway.store, url.rsplit("/", 1)[1])
@@ -58,5 +60,7 @@ async def test_inbox_without_a_public_url_says_it_is_not_set_up(fake: FakeBotAPI
     telegram = TelegramNotifier(fake.token, base_url=fake.base_url, retry_backoff=0.01,
                                 poll_timeout=1)
     async with Loopgate("memory://", notifiers=[telegram], poll_interval=0.05):
+        fake.send_text(42, "/help", ANN)
+        assert "/inbox" not in await _reply(fake, 42, 1)
         fake.send_text(42, "/inbox", ANN)
-        assert "not set up" in await _reply(fake, 42, 1)
+        assert "not set up" in await _reply(fake, 42, 2)
