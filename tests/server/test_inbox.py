@@ -248,3 +248,15 @@ def test_signing_out_ends_the_session(ann: httpx.Client) -> None:
     out = ann.post("/inbox/signout", data={"csrf": _csrf(page.text)})
     assert str(out.url).endswith("/inbox/signin")
     assert ann.get("/inbox/", follow_redirects=False).status_code == 303
+
+
+def test_an_identity_outside_the_sessions_approvers_is_refused_and_audited(
+        ann: httpx.Client, gateway: Loopgate) -> None:
+    gateway.register_session("payroll", "hr", None, ["bob"])
+    record = gateway.submit("Pay the bonus?", kind="approval", session_id="payroll")
+    refused = _decide(ann, record.id, action="approve")
+    assert refused.status_code == 403
+    assert re.search(r'id="error-form">api:ann is not an approver', refused.text)
+    assert gateway.get(record.id).pending
+    event = gateway.audit(request_id=record.id)[-1]
+    assert (event.event, event.actor, event.channel) == ("unauthorized", "api:ann", "inbox")
