@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import agent_overhead, policy_eval, round_trip, scale, telegram_latency
+from bench import (
+    agent_overhead,
+    policy_eval,
+    round_trip,
+    scale,
+    telegram_latency,
+    telemetry_cost,
+)
 from bench._harness import Config, Section
 
 __all__ = ["BENCHMARKS", "OPTIMISATIONS"]
@@ -20,6 +27,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("policy", policy_eval.run),
     ("scale", scale.run),
     ("telegram", telegram_latency.run),
+    ("telemetry", telemetry_cost.run),
 ]
 
 OPTIMISATIONS: list[str] = [

@@ -47,6 +47,7 @@ from loopgate_lc.schema import (
     option_approves,
 )
 from loopgate_lc.signing import sign, verify_signature
+from loopgate_lc.simulate import Simulation, simulate
 from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
 
 __version__ = "0.1.0"
@@ -102,6 +103,7 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "SignatureError",
+    "Simulation",
     "StaleDecision",
     "Status",
     "Store",
@@ -123,5 +125,6 @@ __all__ = [
     "request_approval",
     "route_tool_calls",
     "sign",
+    "simulate",
     "verify_signature",
 ]

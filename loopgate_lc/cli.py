@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--ttl", type=_positive, default=None, metavar="SECONDS",
                       help="how long the link works (default 600)")
 
+    simulate = sub.add_parser(
+        "simulate", parents=[common],
+        help="replay the recorded tool calls against a policy file")
+    simulate.add_argument("--policies", required=True, metavar="FILE",
+                          help="the policy file to try (.toml or .json)")
+    simulate.add_argument("--json", action="store_true", help="print the result as JSON")
+
     sub.add_parser("demo", help="run the demo (its own flags: loopgate-lc demo --help)",
                    add_help=False)
     return parser
@@ -432,6 +439,27 @@ def _inbox_link(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from loopgate_lc.policy import PolicySet
+    from loopgate_lc.simulate import simulate
+
+    policies = PolicySet.from_file(args.policies)
+    with Loopgate(_store(args)) as gateway:
+        result = simulate(gateway.audit(), policies)
+    if args.json:
+        json.dump({
+            "tools": result.rows(),
+            "flagged": [{"request_id": c.request_id, "tool": c.tool, "at": c.at.isoformat(),
+                         "rejected_by": c.decided_by, "policy": c.verdict.policy}
+                        for c in result.flagged],
+            "skipped": result.skipped,
+        }, out, indent=2)
+        out.write("\n")
+    else:
+        print(result.table(), file=out)
+    return 0
+
+
 def _demo(argv: list[str]) -> int:
     try:
         from loopgate_lc import demo
@@ -468,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(args, out)
         if args.command == "inbox-link":
             return _inbox_link(args, out)
+        if args.command == "simulate":
+            return _simulate(args, out)
     except (AlreadyDecided, RequestNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

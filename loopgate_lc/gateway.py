@@ -87,6 +87,16 @@ def args_hash(args: Any) -> str | None:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def shadow_details(call: dict[str, Any], *, enforced_policy: str | None, enforced_auto: bool,
+                   policy: str | None, would_auto: bool, reason: str) -> dict[str, Any]:
+    """The audit details of a ``shadow`` event: the call, what the enforced policy did and
+    what the shadow policy would have done (``agrees`` says whether they match)."""
+    return {**call, "policy": policy, "would": "auto" if would_auto else "ask",
+            "reason": reason, "enforced_policy": enforced_policy,
+            "enforced": "auto" if enforced_auto else "ask",
+            "agrees": would_auto == enforced_auto}
+
+
 @dataclass(frozen=True)
 class Escalation:
     """One step of ``on_timeout="escalate"``: when the deadline passes, tell these
@@ -152,11 +162,11 @@ class _Observer:
         self._thread_id = thread_id
 
     def auto_approved(
-        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None
+        self, name: str, args: dict[str, Any], verdict: Verdict, tool_call_id: str | None,
+        *, risk: RiskLevel, confidence: float | None,
     ) -> None:
-        self._gateway._portal.submit(
-            self._gateway._record_auto(name, args, verdict, tool_call_id, self._thread_id)
-        )
+        self._gateway._portal.submit(self._gateway._record_auto(
+            name, args, verdict, tool_call_id, self._thread_id, risk, confidence))
 
 
 class Loopgate:
@@ -535,11 +545,18 @@ class Loopgate:
             created_at=now,
             expires_at=self._expiry(request, now),
         )
-        requested = self._event("requested", record, details={
+        filed = [self._event("requested", record, details={
             "kind": record.kind.value, "tool": request.name, "policy": request.policy,
             "reason": request.reason, "risk_level": request.risk_level,
             "confidence": request.confidence, "expires_at": record.expires_at,
-        })
+        })]
+        if request.shadow is not None:
+            filed.append(self._event("shadow", record, channel="policy", details=shadow_details(
+                {"tool": request.name, "tool_call_id": request.tool_call_id,
+                 "risk_level": request.risk_level, "confidence": request.confidence},
+                enforced_policy=request.policy, enforced_auto=False,
+                policy=request.shadow.policy, would_auto=request.shadow.auto_approved,
+                reason=request.shadow.reason)))
         if any(part.on_request is not None for part in parts_of(self.hooks)):
             # on_request runs before the request is stored, so a veto files it already
             # rejected, in the same one transaction, and no one is ever asked.
@@ -551,9 +568,9 @@ class Loopgate:
                 return await self._decide(
                     record, {"type": "reject", "message": vetoes[0].reason},
                     actor="hook:on_request", channel="hook", event="vetoed", request=request,
-                    filing=requested)
+                    filing=filed)
         stored, created = await self.store.create_request(
-            record, audit=[requested], outbox=self._deliveries(record, "notify", now))
+            record, audit=filed, outbox=self._deliveries(record, "notify", now))
         if not created:
             return stored
         self._s.outbox_kick.set()
@@ -829,7 +846,7 @@ class Loopgate:
                       actor: str | None, channel: str | None,
                       event: str | None = None,
                       request: ApprovalRequest | None = None,
-                      filing: AuditEvent | None = None) -> RequestRecord:
+                      filing: Sequence[AuditEvent] = ()) -> RequestRecord:
         """The single place a request leaves ``pending``: one transaction with the
         compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
         commit, wake-ups, resume and hooks, which can no longer lose or change it.
@@ -843,7 +860,7 @@ class Loopgate:
         audit = [self._event(event or f"decided:{status.value}", record, actor=actor,
                              channel=channel, details={"decision": public_decision(decision)})]
         outbox = self._deliveries(record, "resolved", now)
-        if filing is None:
+        if not filing:
             decided = await self.store.resolve(
                 record.id, status=status, decision=decision, decided_by=actor,
                 channel=channel, decided_at=now, audit=audit, outbox=outbox,
@@ -853,7 +870,7 @@ class Loopgate:
                 record.model_copy(update={"status": status, "decision": decision,
                                           "decided_by": actor, "channel": channel,
                                           "decided_at": now}),
-                audit=[filing, *audit], outbox=outbox)
+                audit=[*filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
         self._s.decided_here.get_or_make(decided.id, lambda: True)
@@ -1457,13 +1474,22 @@ class Loopgate:
             session_id=session_id, details=details))
 
     async def _record_auto(self, name: str, args: dict[str, Any], verdict: Verdict,
-                           tool_call_id: str | None, thread_id: str | None) -> None:
+                           tool_call_id: str | None, thread_id: str | None,
+                           risk: RiskLevel, confidence: float | None) -> None:
         await self._open()
+        call = {"tool": name, "tool_call_id": tool_call_id, "risk_level": risk.value,
+                "confidence": confidence}
         await self.store.append_audit(AuditEvent(
             at=self.clock(), event="auto_approved", thread_id=thread_id,
             channel="policy", args_hash=args_hash(args),
-            details={"tool": name, "tool_call_id": tool_call_id, "policy": verdict.policy,
-                     "reason": verdict.reason}))
+            details={**call, "policy": verdict.policy, "reason": verdict.reason}))
+        if verdict.shadow is not None:
+            await self.store.append_audit(AuditEvent(
+                at=self.clock(), event="shadow", thread_id=thread_id, channel="policy",
+                args_hash=args_hash(args), details=shadow_details(
+                    call, enforced_policy=verdict.policy, enforced_auto=True,
+                    policy=verdict.shadow.policy, would_auto=verdict.shadow.auto_approved,
+                    reason=verdict.shadow.reason)))
         await self._fire("on_approve", None, True, verdict.policy)
 
     async def _fire(self, name: str, *args: Any) -> list[Any]:

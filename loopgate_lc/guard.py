@@ -29,7 +29,13 @@ from loopgate_lc._lru import LRU
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.interrupts import ask, decision_schema, new_request_id, observer
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
-from loopgate_lc.schema import ALL_DECISIONS, ApprovalRequest, DecisionType, RequestKind
+from loopgate_lc.schema import (
+    ALL_DECISIONS,
+    ApprovalRequest,
+    DecisionType,
+    RequestKind,
+    ShadowVerdict,
+)
 
 __all__ = [
     "CONFIDENCE_FIELD",
@@ -182,11 +188,14 @@ class Gate:
         confidence = self._confidence_of(args, reported_confidence)
         risk = self._risk_of(args)
         verdict = self.policies.evaluate(name, confidence=confidence, risk=risk)
+        shown_confidence = None if math.isnan(confidence) else confidence
         if verdict.auto_approved:
             watcher = observer()
             if watcher is not None:  # only runs driven by a Loopgate pay for the audit
-                watcher.auto_approved(name, args, verdict, tool_call_id)
+                watcher.auto_approved(name, args, verdict, tool_call_id,
+                                      risk=risk, confidence=shown_confidence)
             return Outcome(run_args=args, verdict=verdict)
+        shadow = verdict.shadow
         request = ApprovalRequest(
             type=RequestKind.TOOL_APPROVAL,
             request_id=new_request_id(f"tool:{tool_call_id or name}"),
@@ -195,7 +204,7 @@ class Gate:
             args=args,
             description=self._describe(name, args),
             risk_level=risk,
-            confidence=None if math.isnan(confidence) else confidence,
+            confidence=shown_confidence,
             policy=verdict.policy,
             reason=verdict.reason,
             allowed_decisions=list(self.allowed_decisions),
@@ -203,6 +212,9 @@ class Gate:
             approvers=list(verdict.approvers),
             session_id=self.session_id,
             timeout_seconds=self.timeout,
+            shadow=None if shadow is None else ShadowVerdict(
+                policy=shadow.policy or "", auto_approved=shadow.auto_approved,
+                reason=shadow.reason),
         )
         decision = ask(request, self.schema_for(name, args_schema))
         return _outcome(name, tool_call_id, args, decision, verdict)

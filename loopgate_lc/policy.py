@@ -12,7 +12,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,11 @@ class ApprovalPolicy:
     risk is at most ``max_risk_level``, unless ``require_explicit`` sends every call to
     a person. ``approvers``, when given, narrows who may decide calls under this policy.
 
+    A ``shadow`` policy decides nothing: calls run as the enforced policies say, and
+    :meth:`PolicySet.evaluate` reports on :attr:`Verdict.shadow` what the policy would have
+    decided had it been enforced, so a team can watch a stricter (or looser) rule on real
+    traffic before switching it on.
+
     Raises:
         InvalidPolicy: On an empty name, a malformed pattern, a threshold outside
             [0, 1] or NaN, or an unknown risk level.
@@ -154,6 +159,7 @@ class ApprovalPolicy:
     max_risk_level: RiskLevel = RiskLevel.READ_ONLY
     require_explicit: bool = False
     approvers: tuple[str, ...] = ()
+    shadow: bool = False
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -176,6 +182,10 @@ class ApprovalPolicy:
                 f"policy {self.name!r}: require_explicit must be true or false, "
                 f"got {self.require_explicit!r}"
             )
+        if not isinstance(self.shadow, bool):
+            raise InvalidPolicy(
+                f"policy {self.name!r}: shadow must be true or false, got {self.shadow!r}"
+            )
         approvers = self.approvers
         if isinstance(approvers, str) or not all(isinstance(a, str | int) for a in approvers):
             raise InvalidPolicy(f"policy {self.name!r}: approvers must be a list of ids")
@@ -194,12 +204,15 @@ class Verdict:
         policy: The name of the policy that decided, or None when none matched.
         reason: One sentence a person understands, shown to approvers and in the audit.
         approvers: Who may decide under the deciding policy (empty: the session's).
+        shadow: What a shadow policy would have decided instead, when the first policy
+            matching the tool (shadow policies included) is a shadow one; else None.
     """
 
     auto_approved: bool
     policy: str | None
     reason: str
     approvers: tuple[str, ...] = ()
+    shadow: Verdict | None = None
 
 
 _POLICY_FIELDS = {
@@ -209,6 +222,7 @@ _POLICY_FIELDS = {
     "max_risk_level",
     "require_explicit",
     "approvers",
+    "shadow",
 }
 
 
@@ -224,7 +238,7 @@ class PolicySet:
     def __init__(self, policies: Iterable[ApprovalPolicy] = (), *,
                  cache_size: int = 4096) -> None:
         self._policies: list[ApprovalPolicy] = []
-        self._first_match: LRU[str, int | None] = LRU(cache_size)
+        self._first_match: LRU[str, tuple[int | None, int | None]] = LRU(cache_size)
         for policy in policies:
             self.add(policy)
 
@@ -245,10 +259,25 @@ class PolicySet:
         self._policies.append(policy)
         self._first_match.clear()
 
+    def _matches(self, tool_name: str) -> tuple[int | None, int | None]:
+        """The indexes of the first enforced policy and of the first policy of any kind
+        (shadow included) matching ``tool_name``, memoised per name."""
+        return self._first_match.get_or_make(tool_name, lambda: self._scan(tool_name))
+
+    def _scan(self, tool_name: str) -> tuple[int | None, int | None]:
+        first: int | None = None
+        for i, policy in enumerate(self._policies):
+            if not policy.matches(tool_name):
+                continue
+            if first is None:
+                first = i
+            if not policy.shadow:
+                return i, first
+        return None, first
+
     def match(self, tool_name: str) -> ApprovalPolicy | None:
-        """The policy that decides for ``tool_name``, if any."""
-        index = self._first_match.get_or_make(tool_name, lambda: next(
-            (i for i, p in enumerate(self._policies) if p.matches(tool_name)), None))
+        """The enforced policy that decides for ``tool_name``, if any."""
+        index = self._matches(tool_name)[0]
         return None if index is None else self._policies[index]
 
     def evaluate(
@@ -256,53 +285,17 @@ class PolicySet:
     ) -> Verdict:
         """Decide whether a call may run without a person.
 
-        A NaN or out-of-range confidence never auto-approves.
+        A NaN or out-of-range confidence never auto-approves. When a shadow policy is the
+        first to match, its would-be verdict rides along on :attr:`Verdict.shadow`.
         """
         level = RiskLevel.parse(risk)
-        policy = self.match(tool_name)
-        if policy is None:
-            return Verdict(
-                False, None, f"no policy matches tool {tool_name!r}, so a person decides"
-            )
-        name = policy.name
-        if policy.require_explicit:
-            return Verdict(
-                False,
-                name,
-                f"policy {name!r} requires a person to approve every call",
-                policy.approvers,
-            )
-        valid = (
-            isinstance(confidence, int | float)
-            and not isinstance(confidence, bool)
-            and not math.isnan(confidence)
-            and 0.0 <= confidence <= 1.0
-        )
-        problems: list[str] = []
-        if not valid:
-            problems.append(
-                f"confidence {confidence!r} is not a number between 0 and 1 "
-                f"(policy {name!r} cannot trust it)"
-            )
-        elif confidence < policy.min_confidence:
-            problems.append(
-                f"confidence {_fmt(confidence)} is below {_fmt(policy.min_confidence)} "
-                f"required by policy {name!r}"
-            )
-        if level > policy.max_risk_level:
-            problems.append(
-                f"risk {level.value} is above {policy.max_risk_level.value} "
-                f"allowed by policy {name!r}"
-            )
-        if problems:
-            return Verdict(False, name, "; ".join(problems), policy.approvers)
-        return Verdict(
-            True,
-            name,
-            f"confidence {_fmt(confidence)} meets {_fmt(policy.min_confidence)} and risk "
-            f"{level.value} is within {policy.max_risk_level.value} under policy {name!r}",
-            policy.approvers,
-        )
+        enforced, first = self._matches(tool_name)
+        policy = None if enforced is None else self._policies[enforced]
+        verdict = _judge(policy, tool_name, confidence, level)
+        if first is not None and first != enforced:
+            shadow = _judge(self._policies[first], tool_name, confidence, level)
+            verdict = replace(verdict, shadow=shadow)
+        return verdict
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | Sequence[Any], *, source: str = "") -> PolicySet:
@@ -356,9 +349,54 @@ class PolicySet:
         return cls.from_dict(data, source=str(file))
 
 
+def _judge(
+    policy: ApprovalPolicy | None, tool_name: str, confidence: float, level: RiskLevel
+) -> Verdict:
+    """One policy's verdict on one call (None: no policy matched, so a person decides)."""
+    if policy is None:
+        return Verdict(False, None, f"no policy matches tool {tool_name!r}, so a person decides")
+    name = policy.name
+    if policy.require_explicit:
+        return Verdict(
+            False, name, f"policy {name!r} requires a person to approve every call",
+            policy.approvers,
+        )
+    valid = (
+        isinstance(confidence, int | float)
+        and not isinstance(confidence, bool)
+        and not math.isnan(confidence)
+        and 0.0 <= confidence <= 1.0
+    )
+    problems: list[str] = []
+    if not valid:
+        problems.append(
+            f"confidence {confidence!r} is not a number between 0 and 1 "
+            f"(policy {name!r} cannot trust it)"
+        )
+    elif confidence < policy.min_confidence:
+        problems.append(
+            f"confidence {_fmt(confidence)} is below {_fmt(policy.min_confidence)} "
+            f"required by policy {name!r}"
+        )
+    if level > policy.max_risk_level:
+        problems.append(
+            f"risk {level.value} is above {policy.max_risk_level.value} "
+            f"allowed by policy {name!r}"
+        )
+    if problems:
+        return Verdict(False, name, "; ".join(problems), policy.approvers)
+    return Verdict(
+        True,
+        name,
+        f"confidence {_fmt(confidence)} meets {_fmt(policy.min_confidence)} and risk "
+        f"{level.value} is within {policy.max_risk_level.value} under policy {name!r}",
+        policy.approvers,
+    )
+
+
 def _field_of(message: str) -> str:
     for name in ("tool_pattern", "min_confidence", "max_risk_level", "require_explicit",
-                 "approvers"):
+                 "approvers", "shadow"):
         if name in message:
             return name
     if "risk level" in message:

@@ -33,6 +33,7 @@ __all__ = [
     "RejectDecision",
     "RequestKind",
     "RespondDecision",
+    "ShadowVerdict",
     "Status",
     "TimeoutDecision",
     "decision_approves",
@@ -170,6 +171,16 @@ def default_decisions(kind: RequestKind, has_options: bool) -> tuple[DecisionTyp
 # --- the interrupt value ------------------------------------------------------------------
 
 
+class ShadowVerdict(BaseModel):
+    """What a shadow policy would have decided for a call it does not enforce."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    policy: str
+    auto_approved: bool
+    reason: str = ""
+
+
 class ApprovalRequest(BaseModel):
     """The value every loopgate_lc ``interrupt()`` carries.
 
@@ -199,6 +210,7 @@ class ApprovalRequest(BaseModel):
     session_id: str | None = None
     timeout_seconds: float | None = None
     expires_at: datetime | None = None
+    shadow: ShadowVerdict | None = None
 
     @field_validator("options", mode="before")
     @classmethod

@@ -32,6 +32,10 @@ EXPECTED = {
         "no policy matches tool 'restart', so a person decides",
         "InvalidPolicy: policy 'typo': min_confidence must be within [0, 1], got 1.5",
         "confidence [",
+        "shadow:   payments-strict person - confidence 0.92 is below 0.95",
+        "!! 1 call(s) a person rejected would run automatically",
+        "send_email   1      1      0     0          1           1               mail (1)",
+        "<Figure size 750x300 with 1 Axes>",  # the chart rendered
     ],
     "03_telegram": [
         "Pay 4,800 EUR to ACME GmbH?",
@@ -45,6 +49,15 @@ EXPECTED = {
         "when: Send Monday 9:00",
         "when: never",
         "outbox still holds only the first announcement: 1",
+    ],
+    "05_decide_in_jupyter": [
+        "asked: deploy {'service': 'api', 'environment': 'production'}",
+        "refused: True | deployed so far: []",
+        "decided: edited | deployed: ['api@staging']",
+        "buttons disabled: True",
+        "options: ['Restart', 'Not now']",
+        "shown: answered by cli:ann via cli",
+        "late click: True",
     ],
 }
 

@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snippet(heading: str) -> str:
+    """The first python block under ``## heading`` (``"# x"`` reaches ``### x``)."""
     text = (ROOT / "README.md").read_text()
-    section = text.split(f"## {heading}\n", 1)[1]
+    marker = f"##{heading}" if heading.startswith("#") else f"## {heading}"
+    section = text.split(f"{marker}\n", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, f"no python block under {heading!r}"
     return match.group(1)
@@ -56,3 +58,16 @@ def test_middleware_snippet() -> None:
 def test_request_approval_snippet() -> None:
     out = run(snippet("`request_approval()` in any node")).splitlines()
     assert out == ["{'choice': 'Cancel', 'by': 'ana'}"]
+
+
+def test_shadow_and_simulation_snippet() -> None:
+    out = run(snippet("Shadow policies and simulation")).splitlines()
+    assert out == ["[('mail-auto', 'auto', 'ask')]", "[('send_email', 'bob')]"]
+
+
+
+def test_telemetry_snippet() -> None:
+    out = run(snippet("# Metrics and traces (OpenTelemetry)"))
+    assert out.strip() == ("['loopgate.decision.duration', 'loopgate.decisions', "
+                           "'loopgate.notifications', 'loopgate.requests', "
+                           "'loopgate.requests.pending']")

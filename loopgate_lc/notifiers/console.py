@@ -251,7 +251,7 @@ class ConsoleNotifier:
             if gateway is None:  # stopped while the person was typing
                 return
             try:
-                await gateway.arespond(record.id, decision, actor=self.actor, channel="console")
+                await gateway.arespond(record.id, decision, actor=self.actor, channel=self.name)
             except InvalidDecision as exc:
                 self._write(f"not accepted: {exc}")
                 continue
