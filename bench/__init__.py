@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from bench import (
     agent_overhead,
+    langgraph_server,
     policy_eval,
     round_trip,
     scale,
@@ -27,6 +28,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("policy", policy_eval.run),
     ("scale", scale.run),
     ("telegram", telegram_latency.run),
+    ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
 ]
 

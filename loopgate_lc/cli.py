@@ -164,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-mcp", action="store_true", help="do not serve MCP at /mcp")
     serve.add_argument("--poll-interval", type=_positive, default=1.0, metavar="SECONDS",
                        help="how often decisions made by other processes are looked for")
+    serve.add_argument("--langgraph", action="append", default=[], metavar="[NAME=]URL",
+                       help="watch this LangGraph Server deployment and resume its threads "
+                            "(repeatable; env LOOPGATE_LANGGRAPH, comma-separated; API key "
+                            "from LOOPGATE_LANGGRAPH_API_KEY_<NAME> or LANGGRAPH_API_KEY)")
+    serve.add_argument("--langgraph-graph", action="append", default=[], metavar="ID",
+                       help="only threads of this graph or assistant (repeatable; env "
+                            "LOOPGATE_LANGGRAPH_GRAPHS; default: every graph)")
+    serve.add_argument("--langgraph-foreign", action="store_true",
+                       help="also file interrupts loopgate_lc did not raise (LangChain's "
+                            "HumanInTheLoopMiddleware, plain questions)")
+    serve.add_argument("--langgraph-poll", type=_positive, default=None, metavar="SECONDS",
+                       help="seconds between searches for paused threads (default 2)")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="where the deployments can reach this server, for run webhooks "
+                            "(env LOOPGATE_PUBLIC_URL; default: polling only)")
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
 
@@ -249,6 +264,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     keys = load_api_keys()
     hosts = _env_list("LOOPGATE_ALLOWED_HOSTS")
+    bridge = _bridge(args, gateway)
+    if bridge is not None:
+        kwargs["bridge"] = bridge
     app = create_app(
         gateway,
         api_keys=keys,
@@ -272,8 +290,34 @@ def _serve(args: argparse.Namespace) -> int:
           f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}); "
           f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link --as NAME)",
           file=sys.stderr)
+    if bridge is not None:
+        for name, driver in bridge.drivers.items():
+            print(f"loopgate-lc: watching LangGraph Server {name} at {driver.deployment.url} "
+                  f"({'webhooks and ' if bridge.public_url else ''}polling every "
+                  f"{driver.deployment.poll_interval:g}s)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=args.log_level)
     return 0
+
+
+def _split(values: list[str], env: str) -> list[str]:
+    raw = values or [os.environ.get(env, "")]
+    return [part.strip() for value in raw for part in value.split(",") if part.strip()]
+
+
+def _bridge(args: argparse.Namespace, gateway: Loopgate) -> Any:
+    """A LangGraphBridge when ``--langgraph`` or ``LOOPGATE_LANGGRAPH`` names deployments."""
+    specs = _split(args.langgraph, "LOOPGATE_LANGGRAPH")
+    if not specs:
+        return None
+    from loopgate_lc.langgraph_server import LangGraphBridge, parse_deployments
+
+    deployments = parse_deployments(
+        specs, graphs=_split(args.langgraph_graph, "LOOPGATE_LANGGRAPH_GRAPHS"),
+        include_foreign=args.langgraph_foreign, poll_interval=args.langgraph_poll)
+    return LangGraphBridge(
+        gateway, deployments,
+        public_url=args.public_url or os.environ.get("LOOPGATE_PUBLIC_URL") or None,
+        webhook_token=os.environ.get("LOOPGATE_LANGGRAPH_WEBHOOK_TOKEN") or None)
 
 
 def _mcp(args: argparse.Namespace) -> int:

@@ -18,10 +18,18 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from langgraph.types import Command, Interrupt
 from pydantic import ValidationError
@@ -71,7 +79,7 @@ from loopgate_lc.stores.base import (
     Store,
 )
 
-__all__ = ["Escalation", "Loopgate", "args_hash"]
+__all__ = ["Escalation", "GraphDriver", "Loopgate", "PauseReport", "args_hash"]
 
 log = logging.getLogger("loopgate_lc")
 
@@ -108,12 +116,71 @@ class Escalation:
     approvers: tuple[str, ...] = ()
 
 
-@dataclass
-class _Driver:
-    """What the gateway knows about a graph it may resume."""
+@runtime_checkable
+class GraphDriver(Protocol):
+    """How the gateway reads and resumes the paused threads of one graph, wherever the
+    graph runs: in this process (a compiled graph with a checkpointer) or on a LangGraph
+    Server (``loopgate_lc.langgraph_server``). Filing, claiming, timeouts and recovery are
+    the gateway's and the same for every driver; only these calls differ.
+    """
 
-    graph: Any
-    run_async: bool
+    #: Seconds after which a resume that was claimed and never completed may be taken
+    #: over; None means the gateway's ``resume_lease``.
+    lease: float | None
+
+    async def pending(self, thread_id: str) -> set[str] | None:
+        """The ids of the thread's pending interrupts; None when that cannot be told now
+        (a run is in progress), so nothing is claimed or called stale."""
+        ...
+
+    async def resume(self, thread_id: str, resume: dict[str, Any],
+                     claimed: Sequence[RequestRecord]) -> Sequence[Interrupt] | None:
+        """Resume the thread with ``{interrupt_id: value}``. Returns the interrupts the
+        run paused at next, or None when the run goes on elsewhere (its next pauses are
+        reported through ``watch``). Returning means the resume is saved where the graph
+        lives; raising means it may not be."""
+        ...
+
+    async def watch(self, report: PauseReport) -> None:
+        """Run for the gateway's lifetime, calling ``report`` for every paused thread it
+        learns of (drivers that learn nothing on their own return at once)."""
+        ...
+
+
+PauseReport = Callable[[str, Sequence[Interrupt]], Awaitable[Any]]
+"""``report(thread_id, interrupts)``: file a paused thread's interrupts."""
+
+
+class _LocalDriver:
+    """A compiled graph in this process, resumed from its checkpointer."""
+
+    lease: float | None = None
+
+    def __init__(self, graph: Any, config: Callable[[str], dict[str, Any]]) -> None:
+        self.graph = graph
+        self.run_async = _supports_async(graph.checkpointer)
+        self._config = config
+
+    async def invoke(self, value: Any, config: dict[str, Any]) -> Any:
+        if self.run_async:
+            return await self.graph.ainvoke(value, config, version="v2")
+        return await asyncio.to_thread(self.graph.invoke, value, config, version="v2")
+
+    async def pending(self, thread_id: str) -> set[str] | None:
+        config = self._config(thread_id)
+        if self.run_async:
+            state = await self.graph.aget_state(config)
+        else:
+            state = await asyncio.to_thread(self.graph.get_state, config)
+        return {i.id for i in state.interrupts}
+
+    async def resume(self, thread_id: str, resume: dict[str, Any],
+                     claimed: Sequence[RequestRecord]) -> Sequence[Interrupt] | None:
+        result = await self.invoke(Command(resume=resume), self._config(thread_id))
+        return tuple(getattr(result, "interrupts", ()) or ())
+
+    async def watch(self, report: PauseReport) -> None:
+        return None
 
 
 @dataclass
@@ -246,7 +313,7 @@ class Loopgate:
         self._portal = Portal()
         self._opened: asyncio.Future[None] | None = None
         self._state: _State | None = None
-        self._drivers: dict[str, _Driver] = {}
+        self._drivers: dict[str, GraphDriver] = {}
         self._closing = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -304,6 +371,8 @@ class Loopgate:
                 self._spawn(self._outbox_loop())
                 self._spawn(self._watch_loop())
                 self._spawn(self._listen_loop())
+                for name in self._drivers:
+                    self._spawn(self._watch(name))
                 self._opened.set_result(None)
             except BaseException as exc:
                 self._opened.set_exception(exc)
@@ -328,6 +397,10 @@ class Loopgate:
         for task in list(state.tasks):
             task.cancel()
         await asyncio.gather(*state.tasks, return_exceptions=True)
+        for driver in self._drivers.values():
+            close = getattr(driver, "aclose", None)
+            if close is not None:
+                await close()
         for notifier in self.notifiers:
             stop = getattr(notifier, "stop", None)
             if stop is not None:
@@ -1099,13 +1172,57 @@ class Loopgate:
         """Let the gateway resume ``graph`` in the background when its requests are
         decided, also after a restart.
 
+        A ``RemoteGraph`` (a graph on LangGraph Server) is watched through its
+        deployment instead (see ``loopgate_lc.langgraph_server``): its pauses are filed
+        and its threads resumed through the server's API.
+
         Raises:
             ConfigurationError: The graph has no checkpointer (nothing to resume from).
         """
+        if _is_remote(graph):
+            from loopgate_lc.langgraph_server import Deployment, RemoteDriver
+
+            http = graph.client.http.client
+            headers = {k: v for k, v in http.headers.items()
+                       if k.lower() in ("x-api-key", "authorization")}
+            self.register_driver(name, RemoteDriver(Deployment(
+                url=str(http.base_url), name=name, graphs=(graph.assistant_id,),
+                headers=headers)))
+            return
         _require_checkpointer(graph, name)
-        self._drivers[name] = _Driver(graph, _supports_async(graph.checkpointer))
+        self.register_driver(name, _LocalDriver(graph, self._thread_config))
+
+    def register_driver(self, name: str, driver: GraphDriver) -> None:
+        """Let the gateway file, resume and recover the paused threads of a graph that
+        ``driver`` reaches (see :class:`GraphDriver`); :meth:`register_graph` does this
+        for a compiled graph, ``loopgate_lc.langgraph_server`` for a deployment.
+
+        Raises:
+            ConfigurationError: ``name`` is taken by another driver.
+        """
+        if self._drivers.get(name, driver) is not driver:
+            raise ConfigurationError(f"a graph is already registered as {name!r}")
+        self._drivers[name] = driver
         if self._portal.running and self._state is not None:
             self._portal.submit(self._recover(name))
+            self._portal.submit(self._spawn_watch(name))
+
+    async def _spawn_watch(self, name: str) -> None:
+        self._spawn(self._watch(name))
+
+    async def _watch(self, name: str) -> None:
+        """Run a driver's own discovery; what it reports is filed like a local pause."""
+        driver = self._drivers[name]
+
+        async def report(thread_id: str, interrupts: Sequence[Interrupt]) -> None:
+            await self._after_step(name, thread_id, _Step(None, tuple(interrupts)))
+
+        try:
+            await driver.watch(report)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._report(exc, {"task": "watch", "graph": name})
 
     def start(self, name: str, input: Any, config: Mapping[str, Any] | None = None) -> str:
         """Start a registered graph in the background; returns its thread id at once."""
@@ -1117,12 +1234,15 @@ class Loopgate:
 
     async def _start(self, name: str, input: Any, config: Mapping[str, Any] | None) -> str:
         await self._open()
-        if name not in self._drivers:
+        if not isinstance(self._drivers.get(name), _LocalDriver):
             raise ConfigurationError(f"no graph registered as {name!r}")
         cfg = self._config(config)
         thread_id = cfg["configurable"]["thread_id"]
         self._spawn(self._drive(name, input, cfg))
         return str(thread_id)
+
+    def _thread_config(self, thread_id: str) -> dict[str, Any]:
+        return self._config({"configurable": {"thread_id": thread_id}})
 
     def _config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg = dict(config or {})
@@ -1132,18 +1252,14 @@ class Loopgate:
         cfg["configurable"] = configurable
         return cfg
 
-    async def _invoke(self, driver: _Driver, value: Any, config: dict[str, Any]) -> Any:
-        if driver.run_async:
-            return await driver.graph.ainvoke(value, config, version="v2")
-        return await asyncio.to_thread(driver.graph.invoke, value, config, version="v2")
-
     async def _drive(self, name: str, value: Any, config: dict[str, Any]) -> None:
         thread_id = str(config["configurable"]["thread_id"])
         driver = self._drivers[name]
+        assert isinstance(driver, _LocalDriver)
         lock = self._s.thread_locks.setdefault(thread_id, asyncio.Lock())
         try:
             async with lock:
-                result = await self._invoke(driver, value, config)
+                result = await driver.invoke(value, config)
                 await self._after_step(name, thread_id, result)
         except Exception as exc:
             await self._audit("run_failed", thread_id=thread_id,
@@ -1201,27 +1317,22 @@ class Loopgate:
         if request_ids or audit:
             await self.store.complete_resume(*request_ids, at=self.clock(), audit=audit)
 
-    async def _pending_interrupts(self, driver: _Driver, config: dict[str, Any]) -> set[str]:
-        if driver.run_async:
-            state = await driver.graph.aget_state(config)
-        else:
-            state = await asyncio.to_thread(driver.graph.get_state, config)
-        return {i.id for i in state.interrupts}
-
     async def _resume_thread(self, name: str, thread_id: str,
                              stale_before: datetime | None = None) -> None:
         driver = self._drivers[name]
         lock = self._s.thread_locks.setdefault(thread_id, asyncio.Lock())
-        config = self._config({"configurable": {"thread_id": thread_id}})
         try:
             async with lock:
-                pending_ids = await self._pending_interrupts(driver, config)
+                pending_ids = await driver.pending(thread_id)
+                if pending_ids is None:  # busy: the watch loop comes back to it
+                    return
                 resume, claimed = await self._claim(thread_id, pending_ids, stale_before)
                 if not resume:
                     return
-                result = await self._invoke(driver, Command(resume=resume), config)
+                paused = await driver.resume(thread_id, resume, claimed)
                 await self._complete([r.id for r in claimed])
-                await self._after_step(name, thread_id, result)
+                if paused is not None:
+                    await self._after_step(name, thread_id, _Step(None, tuple(paused)))
         except Exception as exc:
             await self._audit("resume_failed", thread_id=thread_id, details={
                 "graph": name, "error": f"{type(exc).__name__}: {exc}"})
@@ -1231,15 +1342,16 @@ class Loopgate:
         """Resume threads whose requests were decided while nobody could resume them
         (a restart, or a decision made in another process)."""
         names = [name] if name else list(self._drivers)
-        stale_before = self.clock() - timedelta(seconds=self.resume_lease)
-        threads = {
-            (graph_name, record.thread_id)
-            for graph_name in names
+        now = self.clock()
+        threads: dict[tuple[str, str], datetime] = {}
+        for graph_name in names:
+            lease = self._drivers[graph_name].lease or self.resume_lease
+            stale_before = now - timedelta(seconds=lease)
             for record in await self.store.list_requests(
-                graph=graph_name, unresumed=True, stale_before=stale_before)
-            if record.thread_id
-        }
-        for graph_name, thread_id in sorted(threads):
+                    graph=graph_name, unresumed=True, stale_before=stale_before):
+                if record.thread_id:
+                    threads[(graph_name, record.thread_id)] = stale_before
+        for (graph_name, thread_id), stale_before in sorted(threads.items()):
             lock = self._s.thread_locks.get(thread_id)
             if lock is None or not lock.locked():
                 self._spawn(self._resume_thread(graph_name, thread_id, stale_before))
@@ -1539,7 +1651,20 @@ def _session(session_id: str, client_id: str, telegram_id: int | None,
                               errors=[dict(e) for e in exc.errors()]) from exc
 
 
+def _is_remote(graph: Any) -> bool:
+    try:
+        from langgraph.pregel.remote import RemoteGraph
+    except ImportError:  # pragma: no cover - part of langgraph
+        return False
+    return isinstance(graph, RemoteGraph)
+
+
 def _require_checkpointer(graph: Any, name: str | None = None) -> None:
+    if _is_remote(graph):
+        raise ConfigurationError(
+            "a RemoteGraph runs on LangGraph Server, which keeps its state: let the gateway "
+            "watch it with register_graph(name, remote_graph) (or a LangGraphBridge) and "
+            "start runs through the server")
     if getattr(graph, "checkpointer", None) in (None, False, True):
         which = f"graph {name!r}" if name else "the graph"
         raise ConfigurationError(

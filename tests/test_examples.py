@@ -60,6 +60,16 @@ OFFLINE: dict[str, tuple[list[str], list[str]]] = {
         "approved by cli:ops:lee: approved=True",
         "dropping orders_v1",
     ]),
+    "langgraph_server_bridge": (["--auto"], [
+        "filed: deploy {'version': '1.4.2'}",
+        "decided: approved by ana",
+        "agent: 1.4.2 is live on production",
+        "audit: requested, notified, decided:approved, resumed",
+    ]),
+    "langgraph_server_inside": (["--auto"], [
+        "the deployment filed request",
+        "agent: 2.0.0 is live on production",
+    ]),
 }
 
 

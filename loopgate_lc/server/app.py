@@ -89,6 +89,7 @@ def create_app(
     close_gateway: bool = False,
     inbox: bool = True,
     inbox_secret: str | bytes | None = None,
+    bridge: Any = None,
 ) -> Starlette:
     """Build the server for one gateway.
 
@@ -127,6 +128,8 @@ def create_app(
         inbox_secret: Signs inbox session cookies; processes serving one inbox share it.
             Default: derived from ``webhook_secret``, else random for this process
             (sign-ins then end when it restarts).
+        bridge: A :class:`~loopgate_lc.langgraph_server.LangGraphBridge` on this
+            gateway; its run webhook is served (checked by its own token, not API keys).
 
     Raises:
         ConfigurationError: An API key or a limit is unusable.
@@ -172,6 +175,7 @@ def create_app(
         Route("/health", endpoint(health), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *hitl_routes(loopgate, config),
+        *(bridge.routes() if bridge is not None else ()),
     ]
 
     if inbox:
