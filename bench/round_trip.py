@@ -83,7 +83,7 @@ class _GateBeforeFix1(Gate):
     def schema_for(self, name: str, args_schema: object) -> object:
         base, *meta = typing.get_args(super().schema_for(name, args_schema))
         kept = [m for m in meta if not isinstance(m, WithJsonSchema)]
-        return Annotated[(base, *kept)]
+        return Annotated[(base, *kept)] if kept else base
 
 
 def _agent(kind: str, checkpointer: Any) -> Any:

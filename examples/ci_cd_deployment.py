@@ -27,6 +27,7 @@ from loopgate_lc import (
     RiskLevel,
     ToolSettings,
 )
+from loopgate_lc.notifiers.console import has_terminal
 from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
 
 
@@ -63,6 +64,10 @@ def main() -> None:
                         help="answer automatically instead of at the terminal")
     parser.add_argument("--model", help="a real chat model, e.g. openai:gpt-4o-mini")
     args = parser.parse_args()
+    if not args.auto and not has_terminal():
+        print("no terminal to ask, so nothing was run: start it in a terminal to answer "
+              "at the prompt, or with --auto to let a scripted person answer")
+        return
 
     if args.model:
         from langchain.chat_models import init_chat_model

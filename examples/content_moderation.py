@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from loopgate_lc import ApprovalPolicy, ConsoleNotifier, Loopgate, RiskLevel, guard
+from loopgate_lc.notifiers.console import has_terminal
 from loopgate_lc.testing import ScriptedApprover
 
 POSTS = {
@@ -63,6 +64,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--auto", action="store_true", help="a scripted moderator answers")
     args = parser.parse_args()
+    if not args.auto and not has_terminal():
+        print("no terminal to ask, so nothing was run: start it in a terminal to answer "
+              "at the prompt, or with --auto to let a scripted person answer")
+        return
 
     moderator: Any = (
         ScriptedApprover({"type": "reject", "message": "slang, not a threat: keep it"},

@@ -125,14 +125,15 @@ def main() -> None:
         request = client.ask(
             "ci-pipeline", "Build #1287 passed. Deploy it to production?",
             request_type="choice",
-            # plain strings: only an affirmative label without negative words approves
+            # plain strings: only a whole affirmative label ("Deploy now") approves
             options=["Deploy now", "Wait for the morning", "Cancel"])
         print(f"asked: request {request['request_id']} is {request['status']}")
         if args.auto:
             reviewer(client, "ci-pipeline", "Deploy now")
         else:
             print(f"answer it: loopgate-lc approve {request['request_id']} "
-                  "--choice 'Deploy now'   (or tap it in Telegram)")
+                  "--choice 'Deploy now' --store <the store `loopgate-lc serve` printed "
+                  "when it started>   (or tap it in Telegram)")
 
         result = client.wait(request["request_id"])
         print(f"answer: {result['response']!r} by {result['responded_by']} -> "

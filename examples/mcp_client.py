@@ -22,6 +22,8 @@ from typing import Any
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from loopgate_lc.locations import absolute_store_url, answer_hint
+
 # `loopgate-lc` as an installed command would do; `python -m` keeps this runnable anywhere.
 LOOPGATE_LC = [sys.executable, "-m", "loopgate_lc.cli"]
 
@@ -69,8 +71,7 @@ async def run(store: str, auto: bool) -> None:
             await asyncio.to_thread(subprocess.run, [*answer, "--as", "ops:lee"], check=True,
                                     capture_output=True, timeout=60)
         else:
-            print(f"waiting for a person; answer with: loopgate-lc approve {request_id} "
-                  f"--store {store}   (or reject {request_id} --reason ...)")
+            print(f"waiting for a person; {answer_hint(request_id, store)}")
 
         result = result_of(await question)
         print(f"{result['status']} by {result['responded_by']}: approved={result['approved']}")
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--store", help="the store the server and the CLI share")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or f"sqlite:///{Path(tmp) / 'loopgate.db'}"
+        store = absolute_store_url(args.store or f"sqlite:///{Path(tmp) / 'loopgate.db'}")
         asyncio.run(run(store, args.auto))
 
 

@@ -19,6 +19,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from loopgate_lc import ApprovalPolicy, ConsoleNotifier, Loopgate, RiskLevel, guard
+from loopgate_lc.notifiers.console import has_terminal
 from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
 
 PRICES = {"AAPL": 190.0, "NVDA": 120.0, "MSFT": 410.0}
@@ -69,6 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--auto", action="store_true", help="a scripted risk desk answers")
     args = parser.parse_args()
+    if not args.auto and not has_terminal():
+        print("no terminal to ask, so nothing was run: start it in a terminal to answer "
+              "at the prompt, or with --auto to let a scripted person answer")
+        return
 
     model = ScriptedChatModel(script=[
         ai("", call("get_quote", "q1", symbol="AAPL"), call("get_quote", "q2", symbol="NVDA")),

@@ -39,6 +39,7 @@ from loopgate_lc.notifiers import (
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.routing import route_tool_calls
 from loopgate_lc.schema import (
+    AFFIRMATIVE_OPTIONS,
     ApprovalRequest,
     HumanResponse,
     Option,
@@ -71,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AFFIRMATIVE_OPTIONS",
     "AlreadyDecided",
     "ApprovalMiddleware",
     "ApprovalPolicy",

@@ -1,8 +1,10 @@
 """``loopgate-lc``: serve the API, serve MCP, and decide requests from a terminal.
 
 Every subcommand works on the same store as the server (``--store``, ``LOOPGATE_STORE``,
-default ``sqlite:///loopgate.db``), so ``loopgate-lc approve`` in one terminal resumes
-what ``loopgate-lc serve`` filed in another. Decisions go through ``Loopgate.respond``
+default one SQLite file per user, see :mod:`loopgate_lc.locations`), and names it on
+stderr, so ``loopgate-lc approve`` in one terminal resumes what ``loopgate-lc serve``
+filed in another, whichever folder each runs in. Read-only commands (``pending``,
+``audit``) never create a database. Decisions go through ``Loopgate.respond``
 (channel ``cli``) like every other channel's, so a request already decided elsewhere is
 reported with who decided it, and nothing is decided twice.
 
@@ -16,6 +18,7 @@ import argparse
 import getpass
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,17 +28,16 @@ from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
-    DecisionNotAllowed,
+    InvalidDecision,
     LoopgateError,
     RequestNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.schema import ApprovalRequest, RequestKind
+from loopgate_lc.schema import ApprovalRequest
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_STORE = "sqlite:///loopgate.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
@@ -60,7 +62,30 @@ def _load_env_file(path: str | None) -> None:
 
 
 def _store(args: argparse.Namespace) -> str:
-    return str(args.store or os.environ.get("LOOPGATE_STORE") or DEFAULT_STORE)
+    from loopgate_lc.locations import absolute_store_url, default_store_url
+
+    return absolute_store_url(str(args.store or default_store_url()))
+
+
+def _say_store(url: str) -> None:
+    """Name the store on stderr, so two commands that disagree are easy to spot."""
+    from loopgate_lc.locations import printable_store_url
+
+    print(f"loopgate-lc: store {printable_store_url(url)}", file=sys.stderr)
+
+
+def _missing(url: str) -> bool:
+    """True for a SQLite store whose file does not exist yet (nothing to read)."""
+    from loopgate_lc.locations import sqlite_file
+
+    file = sqlite_file(url)
+    return file is not None and not file.exists()
+
+
+def _default_timeout(value: float | None) -> float:
+    from loopgate_lc.gateway import DEFAULT_TIMEOUT
+
+    return value or _env_float("LOOPGATE_DEFAULT_TIMEOUT") or DEFAULT_TIMEOUT
 
 
 def _port(value: str | None) -> int:
@@ -83,6 +108,16 @@ def _positive(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not number > 0 or number == float("inf"):
         raise argparse.ArgumentTypeError(f"{value!r} must be a positive number")
+    return number
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
     return number
 
 
@@ -143,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--store", metavar="URL",
         help="where requests live: sqlite:///path.db, postgresql://..., memory:// "
-             f"(env LOOPGATE_STORE; default {DEFAULT_STORE})")
+             "(env LOOPGATE_STORE; default: one SQLite file per user, printed by every "
+             "command)")
     common.add_argument("--env-file", metavar="PATH",
                         help="read variables from this file (default ./.env when present)")
 
@@ -160,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="larger request bodies get 413 (default 1 MiB)")
     serve.add_argument("--default-timeout", type=_positive, default=None, metavar="SECONDS",
                        help="requests without timeout_seconds end as 'timeout' after this "
-                            "(env LOOPGATE_DEFAULT_TIMEOUT; default: wait forever)")
+                            "(env LOOPGATE_DEFAULT_TIMEOUT; default 3600)")
     serve.add_argument("--no-mcp", action="store_true", help="do not serve MCP at /mcp")
     serve.add_argument("--poll-interval", type=_positive, default=1.0, metavar="SECONDS",
                        help="how often decisions made by other processes are looked for")
@@ -199,10 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "when it names some), and the audit's actor (default: your user "
                               "name)")
     approve.add_argument("--choice", metavar="LABEL",
-                         help="for requests with options: the option to choose")
+                         help="for requests with options: the option to choose (default: "
+                              "the one option that means approval)")
     approve.add_argument("--text", metavar="TEXT", help="for input requests: the answer")
 
-    reject = sub.add_parser("reject", parents=[common], help="reject a request")
+    reject = sub.add_parser("reject", parents=[common],
+                            help="reject a request (any kind: recorded as not approved)")
     reject.add_argument("request_id", metavar="ID")
     reject.add_argument("--reason", required=True, help="why (the agent is told)")
     reject.add_argument("--as", dest="actor", metavar="NAME",
@@ -214,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.add_argument("--request", metavar="ID", help="only this request's events")
     audit.add_argument("--session", metavar="ID", help="only this session's events")
-    audit.add_argument("--limit", type=int, default=None, metavar="N",
-                       help="at most N events")
+    audit.add_argument("--limit", type=_count, default=None, metavar="N",
+                       help="only the newest N events (still printed oldest first)")
 
     link = sub.add_parser("inbox-link", parents=[common],
                           help="print a one-time sign-in link to the web inbox")
@@ -251,12 +289,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: serving needs the server extra: pip install 'loopgate-lc[server]' "
               f"({exc})", file=sys.stderr)
         return 2
+    if not args.no_mcp:
+        import importlib.util
+
+        if importlib.util.find_spec("mcp") is None:
+            print("error: serving MCP at /mcp needs the mcp extra: pip install "
+                  "'loopgate-lc[server,mcp]' (or serve without it: loopgate-lc serve --no-mcp)",
+                  file=sys.stderr)
+            return 2
     host = args.host or os.environ.get("LOOPGATE_HOST") or DEFAULT_HOST
     port = _port(args.port)
-    timeout = args.default_timeout or _env_float("LOOPGATE_DEFAULT_TIMEOUT")
     telegram = _telegram_from_env()
-    gateway = Loopgate(_store(args), notifiers=[telegram] if telegram else [],
-                       default_timeout=timeout, poll_interval=args.poll_interval)
+    store = _store(args)
+    gateway = Loopgate(store, notifiers=[telegram] if telegram else [],
+                       default_timeout=_default_timeout(args.default_timeout),
+                       poll_interval=args.poll_interval)
     kwargs: dict[str, Any] = {}
     if args.max_body_bytes is not None:
         kwargs["max_body_bytes"] = args.max_body_bytes
@@ -286,10 +333,14 @@ def _serve(args: argparse.Namespace) -> int:
     except BaseException:
         gateway.close()
         raise
-    print(f"loopgate-lc: serving on http://{host}:{port} (store {_store(args)}; telegram "
-          f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}); "
+    _say_store(store)
+    print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
+          f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
+          f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
           f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link --as NAME)",
           file=sys.stderr)
+    if telegram is None:
+        _warn_no_channel()
     if bridge is not None:
         for name, driver in bridge.drivers.items():
             print(f"loopgate-lc: watching LangGraph Server {name} at {driver.deployment.url} "
@@ -329,9 +380,27 @@ def _mcp(args: argparse.Namespace) -> int:
         print(f"error: MCP needs the mcp extra: pip install 'loopgate-lc[mcp]' ({exc})",
               file=sys.stderr)
         return 2
-    gateway = Loopgate(_store(args), poll_interval=args.poll_interval)
+    store = _store(args)
+    _say_store(store)
+    telegram = _telegram_from_env()
+    if telegram is None:
+        _warn_no_channel()
+    gateway = Loopgate(store, notifiers=[telegram] if telegram else [],
+                       default_timeout=_default_timeout(None),
+                       poll_interval=args.poll_interval)
     anyio.run(lambda: run_stdio(gateway, progress_interval=args.progress_interval))
     return 0
+
+
+def _warn_no_channel() -> None:
+    """Said loudly: without a channel, requests wait unseen unless someone looks."""
+    import textwrap
+
+    from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
+
+    bar = "!" * 78
+    text = textwrap.fill(f"loopgate-lc: WARNING: {NO_CHANNEL_WARNING}", 78)
+    print(f"{bar}\n{text}\n{bar}", file=sys.stderr)
 
 
 def _age(record: RequestRecord) -> str:
@@ -351,8 +420,12 @@ def _one_line(text: str, width: int) -> str:
 
 
 def _pending(args: argparse.Namespace, out: TextIO) -> int:
-    with Loopgate(_store(args)) as gateway:
-        records = gateway.pending(session_id=args.session)
+    store = _store(args)
+    _say_store(store)
+    records: list[RequestRecord] = []
+    if not _missing(store):
+        with Loopgate(store) as gateway:
+            records = gateway.pending(session_id=args.session)
     if args.json:
         from loopgate_lc.server.models import poll_result
 
@@ -385,32 +458,47 @@ def _actor(args: argparse.Namespace) -> str:
     return f"cli:{name}"
 
 
+def _decision(args: argparse.Namespace, record: RequestRecord, *, approve: bool
+              ) -> dict[str, Any]:
+    """What ``approve``/``reject`` mean for this request's kind.
+
+    Raises:
+        InvalidDecision: The request needs a choice or text that was not given; the
+            message says which flag to pass.
+    """
+    from loopgate_lc.decisions import approval_of
+
+    if not approve:
+        return {"type": "reject", "message": args.reason}
+    if args.choice is not None:
+        return {"type": "respond", "message": args.choice}
+    if args.text is not None:
+        return {"type": "respond", "message": args.text}
+    request = ApprovalRequest.model_validate(record.payload)
+    if not record.pending:
+        return {"type": "approve"}  # the gateway reports who decided it first
+    try:
+        return approval_of(request)
+    except InvalidDecision as exc:
+        store = f" --store {shlex.quote(args.store_url)}"
+        if request.options:
+            choices = " or ".join(
+                f"loopgate-lc approve {record.id}{store} --choice {shlex.quote(label)}"
+                for label in (exc.options or [o.label for o in request.options]))
+            raise InvalidDecision(f"{exc}: {choices}") from exc
+        raise InvalidDecision(
+            f"request {record.id} asks for an answer ({request.type.value}): loopgate-lc "
+            f"approve {record.id}{store} --text TEXT") from exc
+
+
 def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
-    with Loopgate(_store(args)) as gateway:
+    args.store_url = _store(args)
+    _say_store(args.store_url)
+    if _missing(args.store_url):
+        raise RequestNotFound(args.request_id)
+    with Loopgate(args.store_url) as gateway:
         record = gateway.get(args.request_id)
-        request = ApprovalRequest.model_validate(record.payload)
-        decision: dict[str, Any]
-        if approve:
-            if args.choice is not None:
-                decision = {"type": "respond", "message": args.choice}
-            elif args.text is not None:
-                decision = {"type": "respond", "message": args.text}
-            elif request.options and record.pending:
-                labels = ", ".join(
-                    f"{o.label!r} ({'approves' if o.approved else 'does not approve'})"
-                    for o in request.options)
-                print(f"error: request {record.id} is answered by choosing an option: "
-                      f"--choice LABEL, one of {labels}", file=sys.stderr)
-                return 1
-            elif request.type in (RequestKind.INPUT, RequestKind.FEEDBACK,
-                                  RequestKind.ANNOTATION) and record.pending:
-                print(f"error: request {record.id} asks for input: pass --text TEXT",
-                      file=sys.stderr)
-                return 1
-            else:
-                decision = {"type": "approve"}
-        else:
-            decision = {"type": "reject", "message": args.reason}
+        decision = _decision(args, record, approve=approve)
         try:
             # --as names the approver: where the session or policy names approvers, the
             # CLI decides only as one of them (and refusals are audited).
@@ -419,12 +507,6 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
         except ApproverNotAllowed as exc:
             hint = "" if args.actor else (
                 "; this request names its approvers: decide as one of them with --as NAME")
-            print(f"error: {exc}{hint}", file=sys.stderr)
-            return 1
-        except DecisionNotAllowed as exc:
-            hint = ""
-            if request.options:
-                hint = " (choose an option instead: loopgate-lc approve ID --choice LABEL)"
             print(f"error: {exc}{hint}", file=sys.stderr)
             return 1
     from loopgate_lc.decisions import response_of
@@ -438,12 +520,18 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
 
 
 def _audit(args: argparse.Namespace, out: TextIO) -> int:
-    filters = {"request_id": args.request, "session_id": args.session, "limit": args.limit}
-    with Loopgate(_store(args)) as gateway:
-        if args.json:
-            gateway.export_audit(out, **filters)
-            return 0
-        events = gateway.audit(**filters)
+    store = _store(args)
+    _say_store(store)
+    events: list[Any] = []
+    if not _missing(store):
+        with Loopgate(store) as gateway:
+            events = gateway.audit(request_id=args.request, session_id=args.session)
+    if args.limit is not None:
+        events = events[-args.limit:]  # the newest N, in the order they happened
+    if args.json:
+        for event in events:
+            out.write(event.model_dump_json() + "\n")
+        return 0
     for event in events:
         details = json.dumps(event.details, default=str, separators=(",", ":"))
         print(f"{event.at.isoformat(timespec='seconds')}  {event.event:<20} "
@@ -474,8 +562,11 @@ def _inbox_link(args: argparse.Namespace, out: TextIO) -> int:
 
     from loopgate_lc.stores import open_store
 
+    store_url = _store(args)
+    _say_store(store_url)
+
     async def issue() -> str:
-        async with open_store(_store(args)) as store:
+        async with open_store(store_url) as store:
             return await issue_link(store, args.actor, ttl=args.ttl or DEFAULT_LINK_TTL)
 
     token = asyncio.run(issue())

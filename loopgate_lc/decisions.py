@@ -17,6 +17,7 @@ from langgraph.types import Interrupt
 from pydantic import TypeAdapter, ValidationError
 
 from loopgate_lc.errors import AlreadyDecided, DecisionNotAllowed, InvalidDecision
+from loopgate_lc.policy import RiskLevel
 from loopgate_lc.schema import (
     ApprovalRequest,
     Decision,
@@ -28,6 +29,9 @@ from loopgate_lc.stores.base import RequestRecord
 
 __all__ = [
     "already_decided",
+    "approval_of",
+    "batch_request",
+    "is_batch",
     "public_decision",
     "request_of",
     "response_of",
@@ -45,6 +49,8 @@ def request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
     free-text questions whose answer is resumed as plain text."""
     value = intr.value
     derived = str(uuid.uuid5(_NAMESPACE, f"{thread_id}\x1f{intr.id}"))
+    if is_batch(value):
+        return batch_request(value, derived), False
     kinds = {k.value for k in RequestKind}
     if isinstance(value, Mapping) and value.get("type") in kinds:
         data = dict(value)
@@ -60,10 +66,130 @@ def request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
                            else {}), True
 
 
+def is_batch(value: Any) -> bool:
+    """Whether an interrupt value is LangChain's batched ``HITLRequest``
+    (``action_requests`` + ``review_configs``), from ``HumanInTheLoopMiddleware`` or
+    ``ApprovalMiddleware(interrupt_mode="batched")``."""
+    return (isinstance(value, Mapping) and isinstance(value.get("action_requests"), list)
+            and isinstance(value.get("review_configs"), list)
+            and len(value["action_requests"]) == len(value["review_configs"]) > 0)
+
+
+def batch_request(value: Mapping[str, Any], derived: str) -> ApprovalRequest:
+    """One stored request for a batched pause: the person answers every call at once
+    (``{"decisions": [...]}``, by position) or gives one answer for all of them."""
+    actions = [dict(a) for a in value["action_requests"]]
+    configs = [dict(c) for c in value["review_configs"]]
+    names = ", ".join(str(a.get("name")) for a in actions)
+    common = [d for d in ("approve", "reject", "respond")
+              if all(d in c.get("allowed_decisions", ()) for c in configs)]
+    risks = [RiskLevel.parse(a["risk_level"]) for a in actions if a.get("risk_level")]
+    extra = {k: v for k, v in value.items() if k not in _BATCH_OWN}
+    return ApprovalRequest(
+        type=RequestKind.TOOL_APPROVAL,
+        request_id=str(value.get("request_id") or derived),
+        message=f"{len(actions)} tool call{'s' if len(actions) > 1 else ''} need approval: "
+                f"{names}",
+        description="\n\n".join(str(a.get("description") or a.get("name")) for a in actions),
+        risk_level=max(risks) if risks else None,
+        policy=next((a["policy"] for a in actions if a.get("policy")), None),
+        reason="; ".join(str(a["reason"]) for a in actions if a.get("reason")),
+        allowed_decisions=common or ["reject"],
+        session_id=value.get("session_id"),
+        timeout_seconds=value.get("timeout_seconds"),
+        approvers=list(value.get("approvers") or []),
+        **{**extra, "action_requests": actions, "review_configs": configs, "batch": True},
+    )
+
+
+_BATCH_OWN = frozenset({"request_id", "session_id", "timeout_seconds", "approvers",
+                        "action_requests", "review_configs"})
+
+
+def _batch_decision(request: ApprovalRequest, raw: dict[str, Any]) -> dict[str, Any]:
+    """Check ``{"decisions": [...]}`` (by position) or one decision for every call."""
+    extra = request.model_extra or {}
+    actions, configs = extra["action_requests"], extra["review_configs"]
+    items = raw.get("decisions") if "type" not in raw else [raw] * len(actions)
+    if not isinstance(items, list) or len(items) != len(actions):
+        got = len(items) if isinstance(items, list) else "no list"
+        raise InvalidDecision(f"{len(actions)} calls wait for a decision; 'decisions' must "
+                              f"list one per call, in order (got {got})")
+    checked = []
+    for index, (item, action, config) in enumerate(zip(items, actions, configs, strict=True)):
+        if "type" in raw and raw.get("type") == "edit":
+            raise InvalidDecision("an edit names one call; send 'decisions' with one per call")
+        one = _one_decision(item, config.get("allowed_decisions") or [], action.get("name"),
+                            where=f"decisions[{index}] ({action.get('name')})")
+        checked.append(one)
+    ran = sum(d["type"] in ("approve", "edit") for d in checked)
+    if ran == len(checked):
+        return {"type": "approve", "decisions": checked}
+    return {"type": "reject", "decisions": checked,
+            "message": f"{len(checked) - ran} of {len(checked)} calls not approved"}
+
+
+def _one_decision(raw: Any, allowed: Any, name: Any, *, where: str = "") -> dict[str, Any]:
+    prefix = f"{where}: " if where else ""
+    if not isinstance(raw, Mapping):
+        raise InvalidDecision(f"{prefix}a decision must be an object, got "
+                              f"{type(raw).__name__}")
+    data = {k: v for k, v in raw.items() if k not in ("actor", "channel")}
+    try:
+        parsed = _DECISION.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidDecision(f"{prefix}invalid decision: {_first_error(exc)}",
+                              errors=json.loads(exc.json())) from exc
+    kind = parsed.type
+    if kind in _SYSTEM_DECISIONS:
+        raise DecisionNotAllowed(f"{prefix}{kind!r} is decided by loopgate_lc itself, not by "
+                                 "a person")
+    if kind not in allowed:
+        raise DecisionNotAllowed(
+            f"{prefix}decision {kind!r} is not allowed for this request; allowed: "
+            f"{', '.join(allowed)}")
+    checked = parsed.model_dump(mode="json", exclude_none=True)
+    checked.pop("actor", None)
+    checked.pop("channel", None)
+    if kind == "edit":
+        checked["edited_action"] = dict(data["edited_action"])  # as sent, for the tool
+        if name and checked["edited_action"].get("name") != name:
+            raise InvalidDecision(
+                f"{prefix}an edit cannot switch tools: this request is for {name!r}, the "
+                f"edit names {checked['edited_action'].get('name')!r}")
+    return checked
+
+
 def already_decided(record: RequestRecord) -> AlreadyDecided:
     """The error a late answer gets: who decided what, when, through which channel."""
     return AlreadyDecided(record.id, status=record.status.value, decided_by=record.decided_by,
                           decided_at=record.decided_at, channel=record.channel)
+
+
+def approval_of(request: ApprovalRequest) -> dict[str, Any]:
+    """The decision that says "yes" to a request, whatever its kind: ``approve``, or for a
+    request with options the ONE option that means approval. Every channel's plain
+    "approve" (the CLI's ``approve ID``, HTTP's ``{"approved": true}``) goes through here.
+
+    Raises:
+        InvalidDecision: No option approves, several do (the person must choose one),
+            or the request asks for text rather than a yes.
+    """
+    if request.options:
+        approving = [o.label for o in request.options if o.approved]
+        labels = ", ".join(repr(o.label) for o in request.options)
+        if len(approving) == 1:
+            return {"type": "respond", "message": approving[0]}
+        if not approving:
+            raise InvalidDecision(f"no option of this request means approval; choose one of "
+                                  f"{labels}", options=[o.label for o in request.options])
+        raise InvalidDecision(
+            f"several options mean approval ({', '.join(repr(x) for x in approving)}); "
+            f"choose one", options=approving)
+    if "approve" not in request.allowed_decisions and "respond" in request.allowed_decisions:
+        raise InvalidDecision("this request asks for an answer in words, not a yes",
+                              options=[])
+    return {"type": "approve"}
 
 
 def public_decision(decision: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,27 +205,15 @@ def validate_decision(record: RequestRecord, request: ApprovalRequest,
     raw = dict(decision)
     raw.pop("actor", None)
     raw.pop("channel", None)
-    try:
-        parsed = _DECISION.validate_python(raw)
-    except ValidationError as exc:
-        raise InvalidDecision(f"invalid decision: {_first_error(exc)}",
-                              errors=json.loads(exc.json())) from exc
-    kind = parsed.type
-    if kind in _SYSTEM_DECISIONS:
-        raise DecisionNotAllowed(f"{kind!r} is decided by loopgate_lc itself, not by a person")
-    if kind not in request.allowed_decisions:
-        raise DecisionNotAllowed(
-            f"decision {kind!r} is not allowed for this request; allowed: "
-            f"{', '.join(request.allowed_decisions)}")
-    checked = parsed.model_dump(mode="json", exclude_none=True)
-    checked.pop("actor", None)
-    checked.pop("channel", None)
-    if kind == "edit":
-        checked["edited_action"] = dict(raw["edited_action"])  # as sent, for the tool
-        if request.name and checked["edited_action"].get("name") != request.name:
-            raise InvalidDecision(
-                f"an edit cannot switch tools: this request is for {request.name!r}, the "
-                f"edit names {checked['edited_action'].get('name')!r}")
+    if (request.model_extra or {}).get("batch"):
+        return _batch_decision(request, raw)
+    if "type" not in raw and isinstance(raw.get("decisions"), list):
+        if len(raw["decisions"]) != 1:  # LangChain's batched form, for this one call
+            raise InvalidDecision(f"this request is one call; 'decisions' must hold exactly "
+                                  f"one decision (got {len(raw['decisions'])})")
+        raw = raw["decisions"][0]
+    checked = _one_decision(raw, request.allowed_decisions, request.name)
+    kind = checked["type"]
     if kind == "respond" and request.options:
         labels = [o.label for o in request.options]
         if checked.get("message") not in labels:
@@ -135,11 +249,25 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def resume_value(record: RequestRecord) -> Any:
-    """What ``Command(resume=...)`` carries for a decided request: the decision dict, or
-    the plain text answer for interrupts loopgate_lc did not raise."""
+    """What ``Command(resume=...)`` carries for a decided request: the decision dict,
+    ``{"decisions": [...]}`` for a batched pause, or the plain text answer for
+    interrupts loopgate_lc did not raise."""
     decision = dict(record.decision or {})
     if record.payload.get("foreign"):
         return decision.get("message")
+    if record.payload.get("batch"):
+        if isinstance(decision.get("decisions"), list):
+            return {"decisions": decision["decisions"]}
+        # a timeout or cancel answers every call: rejected, in words LangChain's
+        # middleware accepts too
+        count = len(record.payload.get("action_requests") or ())
+        reason = decision.get("message") or (
+            "the approval request timed out" if decision.get("type") == "timeout"
+            else "the approval request was cancelled")
+        verdict = "approve" if decision.get("outcome") == "approve" else "reject"
+        one = {"type": verdict} if verdict == "approve" else {"type": "reject",
+                                                               "message": reason}
+        return {"decisions": [one] * count}
     return decision
 
 

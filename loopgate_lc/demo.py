@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -36,8 +37,14 @@ from loopgate_lc.errors import ConfigurationError, LoopgateError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.guard import guard
 from loopgate_lc.hooks import Hooks
+from loopgate_lc.locations import (
+    absolute_store_url,
+    answer_hint,
+    default_store_url,
+    printable_store_url,
+)
 from loopgate_lc.notifiers.base import Notifier
-from loopgate_lc.notifiers.console import ConsoleNotifier, render_request
+from loopgate_lc.notifiers.console import ConsoleNotifier, has_terminal, render_request
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel
 from loopgate_lc.stores.base import AuditEvent, RequestRecord
 from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
@@ -314,14 +321,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interactive() -> bool:
-    stdin = sys.stdin
-    try:
-        return stdin is not None and stdin.isatty()
-    except (ValueError, OSError):  # closed or detached stdin
-        return False
-
-
 @dataclass
 class _Channel:
     notifiers: list[Notifier]
@@ -350,7 +349,7 @@ def _channel(args: argparse.Namespace) -> _Channel:
         return _Channel([TelegramNotifier(token, default_chat_id=chat_id)],
                         f"Telegram chat {chat_id}", True)
     unused = " (TELEGRAM_BOT_TOKEN is set; add TELEGRAM_CHAT_ID for Telegram)" if token else ""
-    if _interactive():
+    if has_terminal():
         return _Channel([ConsoleNotifier()],
                         f"this terminal (or `loopgate-lc approve`){unused}", True)
     return _Channel([], f"nobody yet: no terminal{unused}", args.wait)
@@ -365,18 +364,18 @@ def _explain_no_terminal(out: _Out, record: RequestRecord, store: str, throwaway
     out("  * run `loopgate-lc demo` in a terminal and answer at the prompt, or")
     out("  * let the demo answer itself: `loopgate-lc demo --auto approve` (or --auto reject),"
         " or")
-    example = "sqlite:///demo.db" if throwaway else store
+    example = shlex.quote(printable_store_url(
+        absolute_store_url(default_store_url() if throwaway else store)))
     out("  * keep the run waiting and answer from another terminal:")
     out(f"      loopgate-lc demo --wait --store {example}")
-    out(f"      loopgate-lc approve <request id> --store {example}")
+    out(f"      loopgate-lc approve <request id it prints> --store {example}")
 
 
 def _say_waiting(out: _Out, record: RequestRecord, store: str, *, only_cli: bool = False
                  ) -> None:
     out(f"waiting for a person on request {record.id}")
-    where = "answer" if only_cli else "or answer"
-    out(f"  ({where} from another terminal: loopgate-lc approve {record.id} "
-        f"--store {store})")
+    where = "from another terminal" if only_cli else "or, from another terminal"
+    out(f"  ({where}: {answer_hint(record.id, store)})")
 
 
 def _run(args: argparse.Namespace, out: _Out) -> int:

@@ -115,8 +115,10 @@ class AlreadyDecided(LoopgateError):
 class InvalidDecision(LoopgateError, ValueError):
     """A decision does not fit its request: wrong shape, wrong tool, bad edited arguments."""
 
-    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None,
+                 options: list[str] | None = None) -> None:
         self.errors = errors or []
+        self.options = options  # the labels to choose from, when choosing is the fix
         super().__init__(message)
 
 

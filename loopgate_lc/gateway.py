@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import uuid
 from collections.abc import (
     AsyncIterator,
@@ -56,6 +57,7 @@ from loopgate_lc.errors import (
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
 from loopgate_lc.interrupts import OBSERVER_KEY
+from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
 from loopgate_lc.notifiers.base import DeliveryError, Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import (
@@ -79,7 +81,13 @@ from loopgate_lc.stores.base import (
     Store,
 )
 
-__all__ = ["Escalation", "GraphDriver", "Loopgate", "PauseReport", "args_hash"]
+__all__ = ["DEFAULT_TIMEOUT", "Escalation", "GraphDriver", "Loopgate", "PauseReport", "args_hash"]
+
+DEFAULT_TIMEOUT = 3600.0
+"""Seconds a request waits when neither it nor the gateway names a timeout. One hour,
+not the original server's 300 s: runs are checkpointed, so a wait costs nothing, and a
+person answering from a phone is often away for more than five minutes; yet a forgotten
+request still ends as ``timeout`` (fail closed) within the same working session."""
 
 log = logging.getLogger("loopgate_lc")
 
@@ -198,6 +206,7 @@ class _State:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     delivering: set[int] = field(default_factory=set)
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    adopted: set[str] = field(default_factory=set)  # pending ids checked for our channels
 
 
 def _supports_async(checkpointer: Any) -> bool:
@@ -242,11 +251,13 @@ class Loopgate:
     Args:
         store: A :class:`~loopgate_lc.stores.base.Store` or a URL for ``open_store``
             (``"memory://"``, ``"sqlite:///loopgate.db"``, ``"postgresql://..."``);
-            default ``./loopgate.db``.
+            default ``$LOOPGATE_STORE``, else one SQLite file per user (see
+            :mod:`loopgate_lc.locations`), the same one ``loopgate-lc`` uses.
         notifiers: Channels that show pending requests to people.
         policies: The policy set guards and :meth:`should_approve` evaluate.
         default_timeout: Seconds (or a ``timedelta``) a request waits when it does not
-            say; None waits forever.
+            say; default :data:`DEFAULT_TIMEOUT` (one hour). None waits forever, and only
+            when asked for.
         on_timeout: ``"reject"`` (default, fail closed), ``"approve"``, or
             ``"escalate"`` through ``escalation`` and then reject.
         escalation: The steps of ``on_timeout="escalate"``.
@@ -273,7 +284,7 @@ class Loopgate:
         notifiers: Sequence[Notifier] = (),
         policies: PolicySet | Iterable[ApprovalPolicy] | None = None,
         *,
-        default_timeout: float | timedelta | None = None,
+        default_timeout: float | timedelta | None = DEFAULT_TIMEOUT,
         on_timeout: OnTimeout = "reject",
         escalation: Sequence[Escalation] = (),
         hooks: Hooks | Sequence[Hooks] | None = None,
@@ -292,6 +303,16 @@ class Loopgate:
             )
         if on_timeout == "escalate" and not escalation:
             raise ConfigurationError("on_timeout='escalate' needs at least one Escalation step")
+        if store is None:  # one store per user, the one the CLI uses too
+            store = default_store_url()
+            file = sqlite_file(store)
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+        self.store_url: str | None = (
+            absolute_store_url(os.fspath(store)) if isinstance(store, str | os.PathLike)
+            else None)
+        """The store's URL with SQLite paths made absolute (None for a Store object): what
+        hints tell another process to open."""
         self.store: Store = open_store(store)
         self.notifiers: list[Notifier] = list(notifiers)
         names = [n.name for n in self.notifiers]
@@ -759,6 +780,15 @@ class Loopgate:
 
     async def _request_interaction(self, message: str, wait: float | None,
                                    **kwargs: Any) -> HumanResponse:
+        tool, confidence, risk = (kwargs.get(k) for k in ("tool_name", "confidence", "risk"))
+        if tool is not None and confidence is not None and risk is not None:
+            verdict = self.should_approve(tool, confidence, risk)
+            if verdict.auto_approved:  # the policy lets it through: nobody is asked
+                await self._record_auto(tool, dict(kwargs.get("args") or {}), verdict, None,
+                                        None, RiskLevel.parse(risk), float(confidence))
+                return HumanResponse(approved=True, status=Status.APPROVED,
+                                     decided_by=f"policy:{verdict.policy}",
+                                     decision={"type": "approve"})
         record = await self._submit(message, **kwargs)
         try:
             record = await self._wait_decided(record.id, wait)
@@ -812,6 +842,41 @@ class Loopgate:
         checked = validate_decision(record, request, decision)
         return await self._decide(record, checked, actor=actor, channel=channel,
                                   request=request)
+
+    def respond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
+                      actor: str | None = None, channel: str = "api",
+                      approver_id: str | None = None) -> list[RequestRecord]:
+        """Decide every pending request of a thread from LangChain's batched resume,
+        ``{"decisions": [...]}``, by position: the requests in the order of their tool
+        calls in the model's message (``position``), else in the order they were filed.
+
+        Every decision is checked before any is recorded, so a bad one leaves all
+        pending. Raises what :meth:`respond` raises, and ``InvalidDecision`` when the
+        count does not match.
+        """
+        return self._portal.call(self._respond_batch(thread_id, batch, actor, channel,
+                                                     approver_id))
+
+    async def arespond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
+                             actor: str | None = None, channel: str = "api",
+                             approver_id: str | None = None) -> list[RequestRecord]:
+        return await self._portal.acall(self._respond_batch(thread_id, batch, actor, channel,
+                                                            approver_id))
+
+    async def _respond_batch(self, thread_id: str, batch: Mapping[str, Any],
+                             actor: str | None, channel: str, approver_id: str | None
+                             ) -> list[RequestRecord]:
+        records = sorted(await self._pending(None, thread_id, None, None), key=_call_order)
+        decisions = batch.get("decisions") if isinstance(batch, Mapping) else None
+        if not isinstance(decisions, list) or len(decisions) != len(records):
+            got = len(decisions) if isinstance(decisions, list) else "no list"
+            raise InvalidDecision(f"thread {thread_id!r} has {len(records)} pending requests; "
+                                  f"'decisions' must list one per request, in order (got {got})")
+        for record, decision in zip(records, decisions, strict=True):
+            await self._authorize(record, approver_id, actor, channel)
+            validate_decision(record, ApprovalRequest.model_validate(record.payload), decision)
+        return [await self._respond(record.id, decision, actor, channel, approver_id)
+                for record, decision in zip(records, decisions, strict=True)]
 
     def cancel(self, request_id: str, *, actor: str | None = None,
                reason: str | None = None) -> RequestRecord:
@@ -1395,7 +1460,33 @@ class Loopgate:
                     await self._recover()
                 except Exception as exc:
                     await self._report(exc, {"task": "recover"})
+            if self.notifiers:
+                try:
+                    await self._adopt()
+                except Exception as exc:
+                    await self._report(exc, {"task": "adopt"})
             await asyncio.sleep(self.poll_interval)
+
+    async def _adopt(self) -> None:
+        """Queue this gateway's channels for pending requests filed by a process that
+        lacks them (the CLI, ``loopgate-lc mcp`` without Telegram, a worker with other
+        notifiers), so a request reaches a person whichever process filed it. Each
+        pending id is checked once per process; the outbox is idempotent per channel."""
+        kicked = False
+        for record in await self.store.list_requests(status=Status.PENDING):
+            if record.id in self._s.adopted:
+                continue
+            self._s.adopted.add(record.id)
+            queued = {item.notifier for item in await self.store.list_outbox(
+                request_id=record.id) if item.kind == "notify"}
+            for notifier in self._accepting(record):
+                if notifier.name not in queued:
+                    await self.store.enqueue_outbox(OutboxItem(
+                        request_id=record.id, notifier=notifier.name, kind="notify",
+                        due_at=self.clock()))
+                    kicked = True
+        if kicked:
+            self._s.outbox_kick.set()
 
     # driving a graph from the caller -----------------------------------------------------
 
@@ -1635,6 +1726,15 @@ class Loopgate:
 
 
 # helpers ------------------------------------------------------------------------------------
+
+
+def _call_order(record: RequestRecord) -> tuple[bool, int, datetime, str]:
+    """Where a request stands in its thread's batch: its tool call's position in the
+    model's message when known, else when it was filed."""
+    position = record.payload.get("position")
+    if isinstance(position, int):
+        return (False, position, record.created_at, record.id)
+    return (True, 0, record.created_at, record.id)
 
 
 def _session(session_id: str, client_id: str, telegram_id: int | None,

@@ -126,6 +126,7 @@ class Gate:
     timeout: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     session_id: str | None = None
+    when: Callable[[dict[str, Any]], bool] | None = None
     # per tool name: bounded, the names are a model's to choose
     _schemas: LRU[str, object] = field(default_factory=LRU, repr=False, compare=False)
 
@@ -172,31 +173,36 @@ class Gate:
         return self._schemas.get_or_make(name, lambda: decision_schema(
             self.allowed_decisions, name=name, args_schema=args_schema))
 
-    def check(
+    def evaluate(
         self,
         name: str,
         args: dict[str, Any],
         *,
         tool_call_id: str | None,
-        args_schema: object,
         reported_confidence: Any = None,
-    ) -> Outcome:
-        """Evaluate one call and, when a person must decide, pause for them.
+        audit: bool = True,
+        position: int | None = None,
+    ) -> tuple[Verdict | None, ApprovalRequest | None]:
+        """The verdict for one call, and the request to put to a person (None when the
+        call may run: ``when`` said not to ask, or a policy auto-approved it).
 
-        ``args`` are the model-visible arguments only (no injected state, no confidence).
-        """
+        ``audit=False`` leaves reporting an auto-approval to the caller (a node that
+        pauses after evaluating runs again on resume, and must audit once). ``position``
+        is the call's index in the model's message, when known: the order of a batch."""
+        if self.when is not None and not self.when(args):
+            return None, None
         confidence = self._confidence_of(args, reported_confidence)
         risk = self._risk_of(args)
         verdict = self.policies.evaluate(name, confidence=confidence, risk=risk)
         shown_confidence = None if math.isnan(confidence) else confidence
         if verdict.auto_approved:
-            watcher = observer()
+            watcher = observer() if audit else None
             if watcher is not None:  # only runs driven by a Loopgate pay for the audit
                 watcher.auto_approved(name, args, verdict, tool_call_id,
                                       risk=risk, confidence=shown_confidence)
-            return Outcome(run_args=args, verdict=verdict)
+            return verdict, None
         shadow = verdict.shadow
-        request = ApprovalRequest(
+        return verdict, ApprovalRequest(
             type=RequestKind.TOOL_APPROVAL,
             request_id=new_request_id(f"tool:{tool_call_id or name}"),
             tool_call_id=tool_call_id,
@@ -215,18 +221,42 @@ class Gate:
             shadow=None if shadow is None else ShadowVerdict(
                 policy=shadow.policy or "", auto_approved=shadow.auto_approved,
                 reason=shadow.reason),
+            **({"position": position} if position is not None else {}),
         )
+
+    def check(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        tool_call_id: str | None,
+        args_schema: object,
+        reported_confidence: Any = None,
+        position: int | None = None,
+    ) -> Outcome:
+        """Evaluate one call and, when a person must decide, pause for them.
+
+        ``args`` are the model-visible arguments only (no injected state, no confidence).
+        """
+        verdict, request = self.evaluate(name, args, tool_call_id=tool_call_id,
+                                         reported_confidence=reported_confidence,
+                                         position=position)
+        if request is None:
+            return Outcome(run_args=args, verdict=verdict)
+        assert verdict is not None
         decision = ask(request, self.schema_for(name, args_schema))
-        return _outcome(name, tool_call_id, args, decision, verdict)
+        return outcome_of(name, tool_call_id, args, decision, verdict)
 
 
-def _outcome(
+def outcome_of(
     name: str,
     tool_call_id: str | None,
     args: dict[str, Any],
     decision: dict[str, Any],
-    verdict: Verdict,
+    verdict: Verdict | None,
 ) -> Outcome:
+    """What a decision means for one call: run it (maybe with edited arguments), or
+    answer the model in its place."""
     kind = decision["type"]
     if kind == "approve" or (kind == "timeout" and decision.get("outcome") == "approve"):
         return Outcome(run_args=args, verdict=verdict)
@@ -458,6 +488,7 @@ def guard(
     timeout: float | None = None,
     metadata: Mapping[str, Any] | None = None,
     session_id: str | None = None,
+    when: Callable[[dict[str, Any]], bool] | None = None,
 ) -> GuardedTool:
     """Wrap a LangChain tool so that calls the policies do not auto-approve pause for a
     person.
@@ -478,6 +509,10 @@ def guard(
         timeout: Seconds a person has to answer; the gateway's default applies if None.
         metadata: Extra context shown to the person and kept in the audit.
         session_id: The Loopgate session whose approvers receive this tool's requests.
+        when: A predicate on the call's arguments, like LangChain's
+            ``InterruptOnConfig.when``: False lets the call run without asking (and
+            without policy evaluation); True (or no predicate) applies the policies.
+            It runs again on resume, so it must answer the same for the same call.
 
     Raises:
         ConfigurationError: On an unknown decision type or a ``confidence`` name clash.
@@ -495,6 +530,7 @@ def guard(
         timeout=timeout,
         metadata=dict(metadata or {}),
         session_id=session_id,
+        when=when,
     )
     if gate.self_reported:  # raise the clash here, not wrapped in pydantic's error
         _with_confidence(tool.tool_call_schema, tool.name)

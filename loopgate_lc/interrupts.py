@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal, cast
@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
+    Field,
     TypeAdapter,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
@@ -152,7 +153,12 @@ def decision_schema(
     union: Any = None
     for member in branches.values():
         union = member if union is None else union | member
-    return _with_published_schema(Annotated[union, Discriminator("type")])
+    one: Any = Annotated[union, Discriminator("type")]
+    # LangChain's batched resume, {"decisions": [...]}, for this one call
+    batch = create_model("DecisionBatch", __config__=ConfigDict(extra="forbid"),
+                         decisions=(Annotated[list[one], Field(min_length=1, max_length=1)],
+                                    ...))
+    return _with_published_schema(one | batch)
 
 
 def _with_published_schema(schema: Any) -> object:
@@ -222,6 +228,17 @@ def ask(request: ApprovalRequest, schema: object) -> dict[str, Any]:
     if request.timeout_seconds is not None and request.expires_at is None:
         request.expires_at = utcnow() + timedelta(seconds=request.timeout_seconds)
     answer = interrupt(request.to_interrupt(), response_schema=cast(type[Any], schema))
+    return single_decision(answer)
+
+
+def single_decision(answer: Any) -> dict[str, Any]:
+    """A decision as a plain dict; LangChain's ``{"decisions": [d]}`` for one call is
+    read as ``d``."""
+    decisions = getattr(answer, "decisions", None)
+    if decisions is None and isinstance(answer, Mapping):
+        decisions = answer.get("decisions")
+    if isinstance(decisions, list) and len(decisions) == 1:
+        answer = decisions[0]
     if isinstance(answer, BaseModel):
         return answer.model_dump(mode="json", exclude_none=True)
     return dict(answer)

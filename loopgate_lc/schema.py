@@ -10,7 +10,6 @@ stores, HTTP and Telegram as JSON.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validato
 from loopgate_lc.policy import RiskLevel
 
 __all__ = [
+    "AFFIRMATIVE_OPTIONS",
     "ApprovalRequest",
     "ApproveDecision",
     "CancelDecision",
@@ -40,6 +40,7 @@ __all__ = [
     "decision_status",
     "default_decisions",
     "human_response",
+    "normalise_label",
     "option_approves",
     "parse_options",
     "utcnow",
@@ -91,32 +92,37 @@ class Status(StrEnum):
 
 # --- options -----------------------------------------------------------------------------
 
-_NEGATIVE = re.compile(
-    r"\b(no|nope|not|never|don'?t|do not|cancel\w*|reject\w*|den(y|ied)|abort\w*|declin\w*|"
-    r"stop\w*|halt|ignore|skip|block\w*|refus\w*|remove|delete|wait|later|hold|postpone\w*|"
-    r"revert|rollback|roll back|disallow\w*|dismiss\w*|veto)\b",
-    re.IGNORECASE,
-)
-_AFFIRMATIVE = re.compile(
-    r"^\s*(yes|y|yep|ok|okay|approve[ds]?|allow|accept|confirm|proceed|continue|go|"
-    r"do it|deploy|execute|run|apply|ship|merge|publish|release|send|grant|agree|sure)\b",
-    re.IGNORECASE,
-)
+AFFIRMATIVE_OPTIONS: frozenset[str] = frozenset({
+    "yes", "y", "yep", "yeah", "yes please", "ok", "okay", "sure", "lgtm",
+    "approve", "approved", "approve it", "accept", "allow", "confirm", "confirmed", "agree",
+    "proceed", "continue", "go", "go ahead", "do it",
+    "deploy", "deploy now", "deploy immediately", "deploy it",
+    "execute", "execute now", "run", "run it", "run now", "apply", "apply now",
+    "ship", "ship it", "merge", "merge it", "publish", "release", "send", "send it", "grant",
+})
+"""Plain-string option labels that mean approval, compared as whole labels after
+:func:`normalise_label`. Anything else (a label with words added, such as "Deploy to
+Staging First" or "Run rm -rf") is not an approval."""
+
+
+def normalise_label(label: str) -> str:
+    """A label as compared with :data:`AFFIRMATIVE_OPTIONS`: case-folded, runs of white
+    space made one space, and a trailing ``.`` or ``!`` dropped."""
+    return " ".join(label.casefold().split()).rstrip(".!").rstrip()
 
 
 def option_approves(label: str) -> bool:
     """The one fail-closed rule that gives a plain-string option its meaning.
 
-    An option counts as approved only when it STARTS with an affirmative word (yes, ok,
-    approve, allow, accept, confirm, proceed, continue, go, deploy, execute, run, apply,
-    ship, merge, publish, release, send, grant, agree) and contains no negative word
-    (no, not, never, cancel, reject, deny, abort, decline, stop, halt, ignore, skip,
-    block, refuse, remove, delete, wait, later, hold, postpone, revert, rollback, ...).
-    Everything else — "Cancel", "No", "Review", "Staging" — is not approved; the client
-    still receives the chosen label. Give options as ``{"label": ..., "approved": ...}``
-    to state the meaning explicitly.
+    A label approves only when the WHOLE label (case and spacing ignored) is one of the
+    affirmative phrases in :data:`AFFIRMATIVE_OPTIONS` ("Yes", "Approve", "Deploy",
+    "Deploy Immediately", "Proceed", ...). A word list would guess: "Deploy to Staging
+    First" or "Run rm -rf" start like an approval but ask for something else, so they
+    are not one; nor are "Cancel", "No", "Review" or "Staging". The client always gets
+    the chosen label in ``response`` and can branch on it. Give options as
+    ``{"label": ..., "approved": ...}`` to state the meaning explicitly.
     """
-    return bool(_AFFIRMATIVE.search(label)) and not _NEGATIVE.search(label)
+    return normalise_label(label) in AFFIRMATIVE_OPTIONS
 
 
 class Option(BaseModel):
@@ -155,10 +161,10 @@ def parse_options(kind: RequestKind, options: Sequence[str | Mapping[str, Any]] 
 
 
 def default_decisions(kind: RequestKind, has_options: bool) -> tuple[DecisionType, ...]:
-    """What a person may answer when the asker does not say: pick an option when there
-    are options; otherwise what the kind asks for."""
+    """What a person may answer when the asker does not say: pick an option, or say no
+    with a reason, when there are options; otherwise what the kind asks for."""
     if has_options:
-        return ("respond",)
+        return ("respond", "reject")
     if kind is RequestKind.TOOL_APPROVAL:
         return ALL_DECISIONS
     if kind is RequestKind.ANNOTATION:

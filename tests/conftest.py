@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
 from typing import Any
 
 import pytest
 
 _threads = itertools.count()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Point the per-user default store (and every subprocess's) at a temp folder, so the
+    suite never reads or writes the real user's loopgate-lc data."""
+    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "LOOPGATE_STORE")}
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("user-data"))
+    os.environ.pop("LOOPGATE_STORE", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -109,18 +110,99 @@ def test_pending_and_audit_as_text(gateway: Loopgate, store: str,
     assert "session_registered" in out and "requested" in out
 
 
-def test_options_are_chosen_explicitly(gateway: Loopgate, store: str,
+def test_approve_picks_the_one_approving_option(gateway: Loopgate, store: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    record = gateway.submit("Deploy?", session_id="ops",
+                            options=["Cancel", "Deploy", "Deploy to Staging First"])
+    assert main(["approve", record.id, "--as", "bob", "--store", store]) == 0
+    assert "answered with 'Deploy' (approved) by cli:bob" in capsys.readouterr().out
+
+
+def test_several_approving_options_print_commands_that_work(
+        gateway: Loopgate, store: str, tmp_path: Path) -> None:
+    record = gateway.submit("Deploy?", session_id="ops",
+                            options=["Deploy", "Deploy Immediately", "Cancel"])
+    refused = run("approve", record.id, "--store", store, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert gateway.get(record.id).pending
+    commands = [line.strip() for line in refused.stderr.split(" or ")
+                if "--choice" in line]
+    assert len(commands) == 2 and "Cancel" not in refused.stderr.split(": ", 2)[-1]
+    advice = commands[1][commands[1].index("loopgate-lc"):]
+    followed = run(*shlex.split(advice)[1:], cwd=tmp_path.parent)  # another folder
+    assert followed.returncode == 0, followed.stderr
+    assert gateway.get(record.id).decision["message"] == "Deploy Immediately"  # type: ignore[index]
+
+
+def test_reject_works_on_options_and_records_not_approved(
+        gateway: Loopgate, store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    record = gateway.submit("Deploy?", session_id="ops", options=["Deploy", "Cancel"])
+    assert main(["reject", record.id, "--reason", "tests are red", "--store", store]) == 0
+    assert "rejected (not approved)" in capsys.readouterr().out
+    decided = gateway.get(record.id)
+    assert decided.decision["message"] == "tests are red"  # type: ignore[index]
+    assert gateway.wait(record.id).status.value == "rejected"
+
+
+@pytest.mark.parametrize("kind", ["approval", "confirmation", "choice", "input", "feedback",
+                                  "annotation"])
+def test_approve_and_reject_work_on_every_kind(gateway: Loopgate, store: str, kind: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    options = ["Yes", "No"] if kind == "choice" else []
+    text = ["--text", "looks fine"] if kind in ("input", "feedback", "annotation") else []
+    yes = gateway.submit("Well?", kind=kind, session_id="ops", options=options)
+    assert main(["approve", yes.id, *text, "--store", store]) == 0
+    assert "(approved)" in capsys.readouterr().out
+    no = gateway.submit("Well?", kind=kind, session_id="ops", options=options)
+    assert main(["reject", no.id, "--reason", "nope", "--store", store]) == 0
+    assert "rejected (not approved)" in capsys.readouterr().out
+
+
+def test_choosing_an_option_explicitly(gateway: Loopgate, store: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     record = gateway.submit("Deploy?", session_id="ops", options=["Deploy", "Cancel"])
-    assert main(["approve", record.id, "--store", store]) == 1
-    err = capsys.readouterr().err
-    assert "--choice" in err and "'Cancel' (does not approve)" in err
-    assert main(["reject", record.id, "--reason", "no", "--store", store]) == 1
-    assert "choose an option instead" in capsys.readouterr().err
-    assert gateway.get(record.id).pending
     assert main(["approve", record.id, "--choice", "Cancel", "--as", "bob",
                  "--store", store]) == 0
     assert "answered with 'Cancel' (not approved) by cli:bob" in capsys.readouterr().out
+
+
+def test_audit_limit_shows_the_newest(gateway: Loopgate, store: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    first = gateway.submit("First?", session_id="ops")
+    last = gateway.submit("Last?", session_id="ops")
+    gateway.respond(last.id, {"type": "approve"}, actor="ann")
+    assert main(["audit", "--limit", "1", "--json", "--store", store]) == 0
+    [event] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (event["event"], event["request_id"]) == ("decided:approved", last.id)
+    assert first.id != last.id
+
+
+def test_read_only_commands_never_create_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here.db"
+    for command in (["pending"], ["audit"], ["approve", "some-id"]):
+        done = run(*command, "--store", f"sqlite:///{missing}", cwd=tmp_path)
+        assert f"store sqlite:///{missing}" in done.stderr
+    assert not missing.exists()
+    assert "no pending requests" in run("pending", "--store", f"sqlite:///{missing}",
+                                        cwd=tmp_path).stdout
+
+
+def test_one_default_store_per_user_whatever_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    listed = run("pending", cwd=tmp_path / "a", env=home)
+    assert listed.returncode == 0 and not (tmp_path / "data").exists()  # read-only: no file
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", home["XDG_DATA_HOME"])
+    with Loopgate() as gw:  # a script's gateway meets the CLI on the same default store
+        record = gw.submit("Ship?")
+    shown = run("pending", cwd=tmp_path / "b", env=home)
+    assert record.id in shown.stdout
+    assert "loopgate-lc" in shown.stderr and "loopgate.db" in shown.stderr
+    approved = run("approve", record.id, cwd=tmp_path / "a", env=home)
+    assert approved.returncode == 0, approved.stderr
 
 
 def test_input_requests_need_text(gateway: Loopgate, store: str,
@@ -168,6 +250,16 @@ def _free_port() -> int:
         return port
 
 
+def _interrupt(proc: subprocess.Popen[str]) -> None:
+    """Stop a server the way Ctrl-C does; kill it only if it will not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         tmp_path: Path, store: str) -> None:
     port = _free_port()
@@ -202,13 +294,25 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         [message] = fake.wait_for(lambda: fake.messages(42), timeout=10)
         assert "Ship it?" in message["plain_text"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        _interrupt(proc)
         fake.stop()
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     with Loopgate(store) as gw:  # the server wrote to the store it was given
         assert gw.session("s").active
+
+
+def test_serve_without_a_channel_warns_loudly(tmp_path: Path, store: str) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    proc = subprocess.Popen([*ENTRY, "serve", "--store", store, "--port", str(port),
+                             "--log-level", "warning"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        said = [proc.stderr.readline() for _ in range(5)]  # printed before serving
+    finally:
+        _interrupt(proc)
+    text = "".join(said)
+    assert f"store {store}" in text
+    assert "WARNING: no notification channel is configured" in text
+    assert "requests without timeout_seconds end after 3600 s" in text

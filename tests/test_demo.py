@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -22,7 +23,6 @@ from loopgate_lc.gateway import Loopgate
 TIMEOUT = 60  # generous: a hang is what these tests catch, not slowness
 DEMO = [sys.executable, "-m", "loopgate_lc.demo"]
 CLI = [sys.executable, "-m", "loopgate_lc.cli"]
-REQUEST_ID = re.compile(r"loopgate-lc approve ([0-9a-f-]{36})")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -92,7 +92,7 @@ def test_without_a_terminal_it_files_explains_and_exits_0(tmp_path: Path) -> Non
     out = done.stdout
     assert "no terminal to ask" in out and "stays pending" in out
     assert "loopgate-lc demo --auto approve" in out
-    assert "loopgate-lc approve <request id>" in out
+    assert "loopgate-lc approve <request id it prints> --store sqlite:///" in out
     assert "live on production" not in out and "deployed:" not in out
     # the read-only checks and the staging deploy went through on policy alone
     assert "live on staging" in out
@@ -187,17 +187,19 @@ def test_a_person_at_the_terminal_approves(tmp_path: Path,
 def test_wait_takes_the_answer_from_another_terminal(
     tmp_path: Path, child: list[subprocess.Popen[str]]
 ) -> None:
-    store = f"sqlite:///{tmp_path / 'demo.db'}"
-    process = subprocess.Popen([*DEMO, "--wait", "--store", store], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=tmp_path, env=clean_env())
+    (tmp_path / "elsewhere").mkdir()
+    process = subprocess.Popen([*DEMO, "--wait", "--store", "sqlite:///demo.db"],  # relative
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                               env=clean_env())
     child.append(process)
     assert process.stdout is not None
     lines = Lines(process.stdout)
-    request_id = lines.until(REQUEST_ID).group(1)
-    answer = subprocess.run([*CLI, "reject", request_id, "--reason", "release freeze",
-                             "--store", store], capture_output=True, text=True,
-                            timeout=TIMEOUT, cwd=tmp_path, env=clean_env())
+    advice = lines.until(re.compile(r"`(loopgate-lc reject \S+ --store \S+) --reason TEXT`"))
+    # followed as printed, from another folder
+    command = [*shlex.split(advice.group(1))[1:], "--reason", "release freeze"]
+    answer = subprocess.run([*CLI, *command], capture_output=True, text=True,
+                            timeout=TIMEOUT, cwd=tmp_path / "elsewhere", env=clean_env())
     assert answer.returncode == 0, answer.stderr
     assert process.wait(TIMEOUT) == 0
     out = lines.rest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -99,6 +100,13 @@ def test_example_runs_offline(name: str, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("name", ["ci_cd_deployment", "content_moderation", "trading"])
+def test_without_a_terminal_an_example_explains_and_exits(name: str, tmp_path: Path) -> None:
+    done = run_example(name, cwd=tmp_path)  # stdin is not a terminal; no --auto
+    assert done.returncode == 0, done.stderr
+    assert "no terminal to ask" in done.stdout and "--auto" in done.stdout
+
+
 def test_ci_cd_rejected_production_stays_on_staging(tmp_path: Path) -> None:
     done = run_example("ci_cd_deployment", "--auto", "reject", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -142,11 +150,16 @@ def test_http_client_against_loopgate_lc_serve_answered_from_the_cli(tmp_path: P
             hint = client.stdout.readline()
             if hint.startswith("answer it:") or not hint:
                 break
-        found = re.search(r"loopgate-lc approve (\S+) --choice 'Deploy now'", hint)
+        found = re.search(r"(loopgate-lc approve \S+ --choice 'Deploy now' --store) <[^>]+>",
+                          hint)
         assert found, hint
-        answer = subprocess.run([*CLI, "approve", found.group(1), "--choice", "Deploy now",
-                                 "--as", "ana", "--store", store], capture_output=True,
-                                text=True, timeout=TIMEOUT, cwd=tmp_path, env=clean_env())
+        assert server.stderr is not None
+        said = server.stderr.readline()  # the store `loopgate-lc serve` printed at start-up
+        assert said.startswith("loopgate-lc: store "), said
+        advice = f"{found.group(1)} {said.split('store ', 1)[1].strip()} --as ana"
+        answer = subprocess.run([*CLI, *shlex.split(advice)[1:]], capture_output=True,
+                                text=True, timeout=TIMEOUT, cwd=tmp_path.parent,
+                                env=clean_env())
         assert answer.returncode == 0, answer.stderr
         out, _ = client.communicate(timeout=TIMEOUT)
         assert client.returncode == 0, out

@@ -208,3 +208,52 @@ def test_blocking_calls_from_the_gateways_own_loop_are_refused() -> None:
 
         with pytest.raises(RuntimeError, match="use the async twin"):
             gate._portal.call(inside())
+
+
+async def test_a_request_filed_without_channels_is_delivered_by_a_process_with_them(
+        tmp_path: Any) -> None:
+    from loopgate_lc.testing import RecordingNotifier
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with Loopgate(url) as filer:  # e.g. `loopgate-lc mcp` without Telegram
+        record = await filer.asubmit("Rotate the keys?")
+        phone = RecordingNotifier("phone")
+        async with Loopgate(url, notifiers=[phone], poll_interval=0.05):
+            for _ in range(400):  # bounded: 20 s
+                if phone.notified:
+                    break
+                await asyncio.sleep(0.05)
+            assert [r.id for r in phone.notified] == [record.id]
+            await asyncio.sleep(0.2)  # later watch passes do not send it again
+            assert len(phone.notified) == 1
+
+
+async def test_policy_auto_approval_returns_at_once_and_is_audited() -> None:
+    from loopgate_lc.testing import RecordingNotifier
+
+    person = RecordingNotifier()
+    policies = [ApprovalPolicy("reads", "get_*", max_risk_level=RiskLevel.READ_ONLY)]
+    async with Loopgate("memory://", notifiers=[person], policies=policies) as gate:
+        answer = await gate.arequest_interaction(
+            "Read the user?", tool_name="get_user", confidence=0.9,
+            risk=RiskLevel.READ_ONLY, wait=5)
+        assert (answer.approved, answer.status, answer.decided_by) == (
+            True, Status.APPROVED, "policy:reads")
+        assert await gate.apending() == [] and person.notified == []
+        [event] = await gate.aaudit()
+        assert (event.event, event.channel, event.details["policy"]) == (
+            "auto_approved", "policy", "reads")
+
+
+async def test_requests_without_a_timeout_get_the_default_one() -> None:
+    from loopgate_lc.gateway import DEFAULT_TIMEOUT
+
+    async with Loopgate("memory://") as gate:
+        record = await gate.asubmit("Ship it?")
+        assert record.expires_at is not None
+        waited = (record.expires_at - record.created_at).total_seconds()
+        assert waited == DEFAULT_TIMEOUT == gate.default_timeout
+    async with Loopgate("memory://", default_timeout=30) as gate:
+        record = await gate.asubmit("Ship it?")
+        assert record.expires_at is not None
+        assert (record.expires_at - record.created_at).total_seconds() == 30

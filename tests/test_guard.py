@@ -108,7 +108,7 @@ def test_gated_call_interrupts_before_the_body_with_a_langchain_superset_payload
     assert value["allowed_decisions"] == ["approve", "edit", "reject", "respond"]
     assert value["request_id"]
     # LangGraph publishes the decision schema to clients
-    assert pause.response_schema["discriminator"]["propertyName"] == "type"
+    assert pause.response_schema["anyOf"][0]["discriminator"]["propertyName"] == "type"
 
 
 def test_small_transfer_is_auto_approved_by_risk_callable(

@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     from loopgate_lc.gateway import Loopgate
     from loopgate_lc.stores.base import RequestRecord
 
-__all__ = ["DeliveryError", "Notifier"]
+__all__ = ["NO_CHANNEL_WARNING", "DeliveryError", "Notifier"]
+
+NO_CHANNEL_WARNING = (
+    "no notification channel is configured, so nobody is told about new requests: they "
+    "wait (and time out) unless someone runs `loopgate-lc pending`, another process with a "
+    "channel shares this store, or a client answers over HTTP. Set TELEGRAM_BOT_TOKEN (and "
+    "TELEGRAM_DEFAULT_CHAT_ID) to reach people on Telegram."
+)
+"""Said at start-up and in ``/health`` by a server or MCP process without a channel."""
 
 
 class DeliveryError(Exception):

@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from loopgate_lc.errors import InvalidDecision, LoopgateError
+from loopgate_lc.locations import answer_hint
 from loopgate_lc.schema import Option, RequestKind
 from loopgate_lc.stores.base import RequestRecord
 
-__all__ = ["ConsoleNotifier", "Responder"]
+__all__ = ["ConsoleNotifier", "Responder", "has_terminal"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,17 @@ class Responder(Protocol):
 
 class _BadAnswer(Exception):
     """What the person typed cannot become a decision; they are asked again."""
+
+
+def has_terminal() -> bool:
+    """Whether someone can type answers here: stdin is an open terminal. Scripts check it
+    before choosing this notifier, so without one they can explain and exit instead of
+    waiting for a prompt nobody sees."""
+    stdin = sys.stdin
+    try:
+        return stdin is not None and stdin.isatty()
+    except (ValueError, OSError):  # closed or detached stdin
+        return False
 
 
 def cut(text: str, limit: int = VALUE_LIMIT) -> str:
@@ -132,8 +144,6 @@ def render_outcome(record: RequestRecord) -> str:
     return line
 
 
-def _cli_hint(request_id: str) -> str:
-    return f"answer with `loopgate-lc approve {request_id}` or `loopgate-lc reject {request_id}`"
 
 
 class ConsoleNotifier:
@@ -165,6 +175,7 @@ class ConsoleNotifier:
         self._input: Callable[[str], str] = input_func if input_func is not None else input
         self._output = output
         self._gateway: Responder | None = None
+        self._store_url: str | None = None
         self._lock = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._prompting: str | None = None
@@ -172,11 +183,16 @@ class ConsoleNotifier:
     def __repr__(self) -> str:
         return f"ConsoleNotifier(name={self.name!r})"
 
+    def _hint(self, request_id: str) -> str:
+        """How to answer from another terminal, naming the gateway's own store."""
+        return answer_hint(request_id, self._store_url)
+
     # -- the LifecycleNotifier protocol -----------------------------------------------------
 
     async def start(self, gateway: Responder) -> None:
         """Take decisions from now on, handing them to ``gateway.arespond``."""
         self._gateway = gateway
+        self._store_url = getattr(gateway, "store_url", None)
 
     async def stop(self) -> None:
         """Stop asking. A line already being read is abandoned, never turned into a decision."""
@@ -197,7 +213,7 @@ class ConsoleNotifier:
             return
         self._write(render_request(request))
         if self._gateway is None:
-            self._write(f"(no one is reading answers here; {_cli_hint(request.id)})")
+            self._write(f"(no one is reading answers here; {self._hint(request.id)})")
             return
         task = asyncio.create_task(self._converse(request), name=f"loopgate-console-{request.id}")
         self._tasks[request.id] = task
@@ -228,7 +244,7 @@ class ConsoleNotifier:
                 await self._ask_until_recorded(record)
             except Exception as exc:  # a notifier must never take the gateway down
                 logger.exception("console prompt for %r failed", record.id)
-                self._write(f"console prompt failed ({exc}); {_cli_hint(record.id)}")
+                self._write(f"console prompt failed ({exc}); {self._hint(record.id)}")
             finally:
                 self._prompting = None
 
@@ -242,7 +258,7 @@ class ConsoleNotifier:
             try:
                 decision = await self._read_decision(record, payload)
             except (EOFError, OSError):
-                self._write(f"no terminal input; {_cli_hint(record.id)}. It stays pending.")
+                self._write(f"no terminal input; {self._hint(record.id)}. It stays pending.")
                 return
             except _BadAnswer as exc:
                 self._write(str(exc))
@@ -262,7 +278,7 @@ class ConsoleNotifier:
             return
         self._write(
             f"no usable answer after {self.max_attempts} tries; request {record.id} stays "
-            f"pending; {_cli_hint(record.id)}"
+            f"pending; {self._hint(record.id)}"
         )
 
     async def _read_decision(

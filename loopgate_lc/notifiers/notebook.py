@@ -187,10 +187,10 @@ class RequestPanel:
         self.error.value = f"<span style='color:#b00'>{html.escape(message)}</span>"
 
     def show_decided(self, record: RequestRecord) -> None:
-        self.record = record
         self.outcome.value = f"<b>{html.escape(render_outcome(record))}</b>"
         for control in self.controls:
             control.disabled = True
+        self.record = record  # last: `decided` turns true once the panel shows it all
 
     @property
     def decided(self) -> bool:

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
 from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
@@ -145,10 +146,15 @@ def create_app(
                         replay_guard=replay_guard or MemoryReplayGuard())
     hosts = default_allowed_hosts(host) if allowed_hosts is None else tuple(allowed_hosts)
 
+    # the channels that reach a person (a callback only tells the asking client)
+    channels = [n.name for n in loopgate.notifiers if n.name != CALLBACK_CHANNEL]
+
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {
             "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
             "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
+            "channels": channels,
+            "warnings": [] if channels else [NO_CHANNEL_WARNING],
         }
         problem = getattr(telegram, "problem", None)
         if problem:

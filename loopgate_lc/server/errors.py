@@ -124,7 +124,10 @@ def from_loopgate_error(exc: LoopgateError) -> ApiError:
     if isinstance(exc, SignatureError):
         return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Signature"})
     if isinstance(exc, InvalidDecision):
-        return ApiError(422, "invalid_decision", message, {"errors": _clean(exc.errors)})
+        details: dict[str, Any] = {"errors": _clean(exc.errors)}
+        if exc.options is not None:
+            details["options"] = exc.options
+        return ApiError(422, "invalid_decision", message, details)
     if isinstance(exc, InvalidPolicy):
         return ApiError(422, "invalid_fields", message)
     if isinstance(exc, StaleDecision):

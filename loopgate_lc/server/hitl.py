@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from loopgate_lc.decisions import approval_of
 from loopgate_lc.errors import LoopgateError, SessionExists, SessionNotFound, SignatureError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import ApprovalRequest, RequestKind
@@ -37,6 +38,7 @@ from loopgate_lc.server.models import (
     DeactivateBody,
     RegisterBody,
     RequestBody,
+    RespondBatchBody,
     RespondBody,
     WebhookDecisionBody,
     check_json,
@@ -131,7 +133,7 @@ async def read_model(request: Request, model: type[_M]) -> _M:
         raise from_validation_error(exc) from exc
 
 
-def _decider(request: Request, body: RespondBody) -> tuple[str, str | None]:
+def _decider(request: Request, body: RespondBody | RespondBatchBody) -> tuple[str, str | None]:
     """Who decides over HTTP: ``(actor, approver_id)``.
 
     The actor is the key's identity, never only a name the caller fills in. An admin key
@@ -170,38 +172,54 @@ def _ok(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
+def _done(data: dict[str, Any], message: str | None = None) -> JSONResponse:
+    """An answer with the original server's ``success`` (and ``message``) fields added, so
+    its clients' checks keep working."""
+    return _ok({"success": True, **({"message": message} if message else {}), **data})
+
+
+def _seed_request(result: dict[str, Any]) -> dict[str, Any]:
+    """A request as the original server listed it in ``pending_requests``: ``id`` and
+    options as plain label strings, besides the poll result's fields."""
+    return {**result, "id": result["request_id"],
+            "options": [o["label"] for o in result["options"]]}
+
+
 def simple_decision(record: RequestRecord, approved: bool | None,
                     response: str | None) -> dict[str, Any]:
     """Turn the simple ``{approved, response}`` form into a LangChain decision.
 
-    With options the answer is always the chosen label (``respond``); without a
-    ``response`` the first option whose meaning matches ``approved`` is chosen, and a
-    label that contradicts ``approved`` is refused rather than guessed at.
+    With options, ``response`` names the chosen label (``respond``); ``approved: true``
+    alone picks the one option that means approval (:func:`approval_of`: several or
+    none is a 422 listing them); ``approved: false`` alone, or with a reason that is not
+    a label, rejects ("not approved", the reason kept). A label that contradicts
+    ``approved`` is refused rather than guessed at.
 
     Raises:
         ApiError: 422 when the form cannot be read as one decision.
     """
     request = ApprovalRequest.model_validate(record.payload)
     if request.options:
-        if response is not None:
-            chosen = next((o for o in request.options if o.label == response), None)
-            if chosen is not None and approved is not None and chosen.approved != approved:
+        chosen = next((o for o in request.options if o.label == response), None)
+        if chosen is not None:
+            if approved is not None and chosen.approved != approved:
                 meaning = "approves" if chosen.approved else "does not approve"
                 raise ApiError(422, "invalid_decision",
                                f"option {response!r} {meaning}, which contradicts "
                                f"approved={str(approved).lower()}")
             return {"type": "respond", "message": response}
-        if approved is None:
+        if approved is True and response is None:
+            return approval_of(request)
+        if approved is None and response is None:
             raise ApiError(422, "invalid_decision",
-                           "send 'response' with one of the options' labels",
+                           "send 'response' with one of the options' labels, or "
+                           "approved=false with a reason",
                            {"options": [o.label for o in request.options]})
-        match = next((o for o in request.options if o.approved == approved), None)
-        if match is None:
+        if approved is not False:
             raise ApiError(422, "invalid_decision",
-                           f"no option of this request means approved="
-                           f"{str(approved).lower()}; send 'response' with a label",
+                           f"{response!r} is not one of the options: "
+                           f"{', '.join(repr(o.label) for o in request.options)}",
                            {"options": [o.label for o in request.options]})
-        return {"type": "respond", "message": match.label}
     if approved is False:
         return {"type": "reject", **({"message": response} if response else {})}
     if request.type in (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION):
@@ -247,20 +265,22 @@ class _Routes:
                     raise SessionExists(body.session_id) from None
         session = await self.gw.aregister_session(
             body.session_id, client_id, body.telegram_id, body.approvers, body.metadata)
-        return _ok({**session_out(session), "status": "registered"})
+        return _done({**session_out(session), "status": "registered"},
+                     "Session registered successfully")
 
     async def status(self, request: Request) -> Response:
         session_id = _query(request, "session_id")
         assert session_id is not None
         session = await own_session(self.gw, caller(request.scope), session_id)
         pending = await self.gw.apending(session_id=session_id)
-        return _ok(session_out(session, pending=len(pending)))
+        return _ok({**session_out(session, pending=len(pending)), "id": session.session_id})
 
     async def deactivate(self, request: Request) -> Response:
         body = await read_model(request, DeactivateBody)
         await own_session(self.gw, caller(request.scope), body.session_id)
         session = await self.gw.adeactivate_session(body.session_id)
-        return _ok({**session_out(session), "status": "deactivated"})
+        return _done({**session_out(session), "status": "deactivated"},
+                     "Session deactivated successfully")
 
     async def _exists(self, session_id: str) -> bool:
         try:
@@ -304,7 +324,7 @@ class _Routes:
             session_id=body.session_id, client_id=client_id,
             timeout=body.timeout_seconds, callback_url=callback_url,
         )
-        return _ok(poll_result(record))
+        return _done(poll_result(record))
 
     async def poll(self, request: Request) -> Response:
         request_id = _query(request, "request_id")
@@ -325,14 +345,16 @@ class _Routes:
             await own_session(self.gw, key, session_id)  # 404 unknown or not ours
         records = [r for r in await self.gw.apending(session_id=session_id)
                    if key.may_use(r.session_id, r.client_id)]
-        return _ok({"count": len(records), "requests": [poll_result(r) for r in records]})
+        results = [poll_result(r) for r in records]
+        return _ok({"count": len(records), "requests": results,
+                    "pending_requests": [_seed_request(r) for r in results]})
 
     async def cancel(self, request: Request) -> Response:
         body = await read_model(request, CancelBody)
         key = caller(request.scope)
         await own_request(self.gw, key, body.request_id)
         record = await self.gw.acancel(body.request_id, actor=key.actor, reason=body.reason)
-        return _ok(poll_result(record))
+        return _done(poll_result(record), "Request canceled successfully")
 
     async def respond(self, request: Request) -> Response:
         body = await read_model(request, RespondBody)
@@ -342,6 +364,17 @@ class _Routes:
         decided = await self.gw.arespond(
             body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
         return _ok(poll_result(decided))
+
+    async def respond_batch(self, request: Request) -> Response:
+        body = await read_model(request, RespondBatchBody)
+        key = caller(request.scope)
+        for pending in await self.gw.apending(thread_id=body.thread_id):
+            await own_request(self.gw, key, pending.id)  # every one must be the caller's
+        actor, approver_id = _decider(request, body)
+        decided = await self.gw.arespond_batch(
+            body.thread_id, {"decisions": body.decisions}, actor=actor, channel="http",
+            approver_id=approver_id)
+        return _ok({"count": len(decided), "requests": [poll_result(r) for r in decided]})
 
     async def webhook_decision(self, request: Request) -> Response:
         secret = self.config.webhook_secret
@@ -427,6 +460,7 @@ def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
         Route("/hitl/pending", endpoint(r.pending), methods=["GET"]),
         Route("/hitl/cancel", endpoint(r.cancel), methods=["POST"]),
         Route("/hitl/respond", endpoint(r.respond), methods=["POST"]),
+        Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
         Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
               methods=["POST"]),
     ]

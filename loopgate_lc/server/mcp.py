@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -27,6 +27,7 @@ from loopgate_lc.server.models import (
     Options,
     PendingOut,
     PollResult,
+    RequestType,
     Timeout,
     check_json,
     poll_result,
@@ -82,7 +83,7 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         session_id: Ident
         | None = None,
         options: Options | None = None,
-        request_type: Literal["approval", "confirmation", "input", "choice"] = "approval",
+        request_type: RequestType = "approval",
         metadata: Metadata | None = None,
         timeout_seconds: Timeout | None = None,
         client_id: OptionalIdent = "",
@@ -90,9 +91,11 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         """Ask a person and wait for the answer.
 
         Returns when the person answered, the request timed out (approved is false) or it
-        was cancelled. Options may be plain strings or {"label", "approved"}; a plain
-        string counts as approval only if it starts with an affirmative word and has no
-        negative one ("Cancel", "No", "Deny"... never approve).
+        was cancelled. request_type: approval, confirmation, choice, input, feedback or
+        annotation. Options may be plain strings or {"label", "approved"}; a plain string
+        counts as approval only when the whole label is an affirmative phrase ("Yes",
+        "Approve", "Deploy", "Proceed"...): "Deploy to Staging First" or "Cancel" do not.
+        Read `response` for the chosen label.
         """
         if not message.strip():
             raise ToolError("message must not be empty")

@@ -30,6 +30,8 @@ __all__ = [
     "PollResult",
     "RegisterBody",
     "RequestBody",
+    "RequestType",
+    "RespondBatchBody",
     "RespondBody",
     "SessionOut",
     "WebhookDecisionBody",
@@ -39,7 +41,8 @@ __all__ = [
     "session_out",
 ]
 
-RequestType = Literal["approval", "confirmation", "input", "choice"]
+RequestType = Literal["approval", "confirmation", "input", "choice", "feedback", "annotation"]
+"""Every kind a client can ask for over HTTP and MCP (Loopgate's four and Beluga's two)."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 MAX_TIMEOUT = 30 * 24 * 3600.0
@@ -168,6 +171,19 @@ class RespondBody(_Body):
                     "approvers; other keys decide as their own name.")
 
 
+class RespondBatchBody(_Body):
+    """``POST /hitl/respond/batch``: LangChain's batched resume for a paused run.
+
+    ``decisions`` answers the thread's pending requests by position (the order of their
+    tool calls in the model's message), one each; all are checked before any is kept.
+    """
+
+    thread_id: str = Field(min_length=1, max_length=256)
+    decisions: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+    actor: str | None = Field(default=None, max_length=256)
+    approver_id: str | None = Field(default=None, max_length=256)
+
+
 class CancelBody(_Body):
     """``POST /hitl/cancel``."""
 
@@ -222,6 +238,8 @@ class PollResult(BaseModel):
     responded_at: datetime | None
     session_id: str | None = None
     client_id: str | None = None
+    thread_id: str | None = Field(default=None, description="The paused run's thread, for "
+                                  "requests filed from a graph (see /hitl/respond/batch).")
     request_type: str
     message: str
     options: list[OptionOut] = Field(default_factory=list)
@@ -258,6 +276,8 @@ class HealthOut(BaseModel):
     telegram: bool
     mcp: bool
     auth: bool
+    channels: list[str] = Field(description="Notifiers that reach a person (e.g. telegram).")
+    warnings: list[str] = Field(description="Set-up problems, e.g. no channel configured.")
     reasons: list[str] = Field(default_factory=list,
                                description="Why the status is `degraded`.")
 
@@ -304,6 +324,7 @@ def poll_result(record: RequestRecord) -> dict[str, Any]:
         responded_at=record.decided_at,
         session_id=record.session_id,
         client_id=record.client_id,
+        thread_id=record.thread_id,
         request_type=record.kind.value,
         message=request.text,
         options=[OptionOut(label=o.label, approved=o.approved) for o in request.options],

@@ -28,6 +28,7 @@ from loopgate_lc.server.models import (
     PollResult,
     RegisterBody,
     RequestBody,
+    RespondBatchBody,
     RespondBody,
     SessionOut,
     WebhookDecisionBody,
@@ -78,6 +79,12 @@ API: tuple[Operation, ...] = (
               errors=(400, 404, 409, 422)),
     Operation("post", "/hitl/respond", "Decide a request over HTTP", PollResult, RespondBody,
               errors=(400, 403, 404, 409, 422)),
+    Operation("post", "/hitl/respond/batch",
+              "Decide a paused run's requests with LangChain's batched decisions", PendingOut,
+              RespondBatchBody, errors=(400, 403, 404, 409, 422),
+              description="`decisions` answer the thread's pending requests by position (the "
+                          "order of their tool calls), one each; all are checked before any "
+                          "is kept."),
     Operation("post", "/hitl/webhook/decision/{request_id}",
               "Decide a request from a webhook receiver (token or signature)", PollResult,
               WebhookDecisionBody, errors=(400, 401, 403, 404, 409, 422, 503), auth=False,

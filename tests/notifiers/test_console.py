@@ -161,7 +161,7 @@ async def test_empty_answers_never_approve() -> None:
 async def test_no_terminal_input_leaves_the_request_pending() -> None:
     gateway, out = await run(Script())
     assert gateway.calls == []
-    assert "no terminal input; answer with `loopgate-lc approve req-1`" in out
+    assert "no terminal input; answer with `loopgate-lc approve req-1 --store " in out
 
 
 async def test_eof_while_asking_a_reason_does_not_reject() -> None:

@@ -29,6 +29,8 @@ def test_health(client: httpx.Client) -> None:
     assert body["store"] == "SQLiteStore"
     assert body["mcp"] is True
     assert body["telegram"] is False
+    assert body["channels"] == []
+    assert "no notification channel is configured" in body["warnings"][0]
 
 
 def test_no_docs_page_loads_code_from_a_cdn(client: httpx.Client) -> None:
@@ -202,7 +204,9 @@ def test_a_request_answered_on_telegram(fake: FakeBotAPI, db_url: str,
     live = LiveServer(create_app(gateway, telegram=telegram), sock).start()
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
-            assert client.get("/health").json()["telegram"] is True
+            health = client.get("/health").json()
+            assert (health["telegram"], health["channels"], health["warnings"]) == (
+                True, ["telegram"], [])
             assert fake.webhook is not None and fake.webhook["url"].endswith(
                 TELEGRAM_WEBHOOK_PATH)
             client.post("/hitl/register", json={"session_id": "deploy-bot", "client_id":

@@ -152,11 +152,30 @@ def test_explicit_option_meaning_wins_over_the_rule(client: httpx.Client, sessio
     assert poll(client, created["request_id"])["approved"] is True
 
 
-def test_simple_form_picks_the_matching_option(client: httpx.Client, session: str) -> None:
+def test_simple_form_picks_the_one_approving_option(client: httpx.Client, session: str
+                                                    ) -> None:
     yes = ask(client, session, options=["Cancel", "Deploy"])
     assert respond(client, yes["request_id"], approved=True).json()["response"] == "Deploy"
+
+
+def test_approved_false_on_options_rejects_with_the_reason(client: httpx.Client, session: str
+                                                           ) -> None:
     no = ask(client, session, options=["Deploy", "Cancel"])
-    assert respond(client, no["request_id"], approved=False).json()["response"] == "Cancel"
+    answer = respond(client, no["request_id"], approved=False, response="tests are red").json()
+    assert (answer["status"], answer["approved"], answer["response"]) == \
+        ("rejected", False, "tests are red")
+    bare = ask(client, session, options=["Deploy", "Cancel"])
+    answer = respond(client, bare["request_id"], approved=False).json()
+    assert (answer["status"], answer["approved"]) == ("rejected", False)
+
+
+def test_approved_true_with_several_approving_options_asks_to_choose(
+        client: httpx.Client, session: str) -> None:
+    created = ask(client, session, options=["Deploy", "Deploy Immediately", "Cancel"])
+    response = respond(client, created["request_id"], approved=True)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["options"] == ["Deploy", "Deploy Immediately"]
+    assert poll(client, created["request_id"])["status"] == "pending"
 
 
 def test_contradicting_label_and_flag_is_refused(client: httpx.Client, session: str) -> None:
@@ -371,3 +390,48 @@ def test_named_approvers_are_checked_even_when_the_caller_names_nobody(
     allowed = respond(client, created["request_id"], approved=True, approver_id="cfo")
     assert allowed.json()["approved"] is True
     assert allowed.json()["responded_by"] == "cfo (api)"
+
+
+# --- every kind, and the original server's fields ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["approval", "confirmation", "input", "choice", "feedback",
+                                  "annotation"])
+def test_every_interaction_kind_over_http(client: httpx.Client, session: str,
+                                          kind: str) -> None:
+    options = ["Yes", "No"] if kind == "choice" else []
+    created = ask(client, session, request_type=kind, options=options)
+    assert created["request_type"] == kind
+    fields: dict[str, Any] = {"approved": True}
+    if kind == "choice":
+        fields = {"response": "Yes"}
+    elif kind in ("input", "feedback", "annotation"):
+        fields = {"response": "looks right"}
+    answer = respond(client, created["request_id"], **fields)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["completed"], answer.json()["approved"]) == (True, True)
+
+
+def test_answers_carry_the_original_servers_fields(client: httpx.Client) -> None:
+    registered = client.post("/hitl/register", json={
+        "session_id": "seed-shapes", "client_id": "my-ai", "telegram_id": 123456789}).json()
+    assert (registered["success"], registered["session_id"]) == (True, "seed-shapes")
+    assert registered["message"] == "Session registered successfully"
+    created = client.post("/hitl/request", json={
+        "session_id": "seed-shapes", "client_id": "my-ai", "message": "Deploy?",
+        "options": ["Deploy", "Cancel"]}).json()
+    assert (created["success"], created["status"]) == (True, "pending")
+    assert {"request_id", "created_at"} <= created.keys()
+    listed = client.get("/hitl/pending", params={"session_id": "seed-shapes"}).json()
+    [seed_view] = listed["pending_requests"]
+    assert (seed_view["id"], seed_view["options"]) == (created["request_id"],
+                                                       ["Deploy", "Cancel"])
+    assert listed["count"] == 1 and listed["requests"][0]["request_id"] == created["request_id"]
+    status = client.get("/hitl/status", params={"session_id": "seed-shapes"}).json()
+    assert (status["id"], status["active"], status["pending_requests"]) == (
+        "seed-shapes", True, 1)
+    cancelled = client.post("/hitl/cancel", json={"request_id": created["request_id"]}).json()
+    assert (cancelled["success"], cancelled["completed"], cancelled["approved"]) == (
+        True, True, False)
+    gone = client.post("/hitl/deactivate", json={"session_id": "seed-shapes"}).json()
+    assert (gone["success"], gone["active"]) == (True, False)

@@ -220,7 +220,8 @@ class DeploymentApprover:
         raise TimeoutError(request_id)
 
 
-@pytest.mark.parametrize(("choice", "approved"), [("Deploy", True), ("Cancel", False)])
+@pytest.mark.parametrize(("choice", "approved"), [("Deploy", True), ("Cancel", False),
+                                                  ("Deploy to Staging First", False)])
 def test_deployment_approver_class(choice: str, approved: bool) -> None:
     register("cicd-pipeline", "github-actions")
     approver = DeploymentApprover(BASE)
@@ -242,7 +243,7 @@ def test_deployment_approver_class(choice: str, approved: bool) -> None:
     else:
         printed.append(f"Deployment denied: {result['response']}")
     assert printed == (["Deployment approved, proceeding..."] if approved
-                       else ["Deployment denied: Cancel"])
+                       else [f"Deployment denied: {choice}"])
 
 
 def test_trading_and_moderation_options_mean_what_they_say() -> None:

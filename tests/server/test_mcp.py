@@ -5,6 +5,7 @@ the streamable HTTP endpoint at /mcp."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -144,3 +145,30 @@ def test_building_the_server_leaves_logging_alone(gateway: Loopgate) -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize("kind", ["feedback", "annotation"])
+async def test_stdio_mcp_reaches_telegram_configured_in_the_environment(
+        person: tuple[Loopgate, str], tmp_path: Path, kind: str) -> None:
+    from loopgate_lc.fake_telegram import FakeBotAPI
+
+    gateway, url = person
+    with FakeBotAPI() as fake:
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "loopgate_lc.cli", "mcp", "--store", url, "--poll-interval", "0.05"],
+            env={**os.environ, "TELEGRAM_BOT_TOKEN": fake.token,
+                 "TELEGRAM_API_BASE_URL": fake.base_url, "TELEGRAM_DEFAULT_CHAT_ID": "42"},
+            cwd=str(tmp_path))
+        async with Client(params, read_timeout_seconds=30) as client:
+            call = asyncio.create_task(client.call_tool(
+                "request_human_input", {"message": "How did the rollout go?",
+                                        "request_type": kind}))
+            [message] = await _until(lambda: fake.messages(42), "the Telegram message")
+            assert "How did the rollout go?" in message["text"]
+            [pending] = await gateway.apending()
+            await gateway.arespond(pending.id, {"type": "respond", "message": "smooth"},
+                                   actor="ann")
+            answered = _structured(await asyncio.wait_for(call, 20))
+    assert (answered["request_type"], answered["status"], answered["approved"],
+            answered["response"]) == (kind, "answered", True, "smooth")

@@ -38,7 +38,7 @@ def test_the_document_is_served(client: httpx.Client) -> None:
     body = document["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
     assert set(body["required"]) == {"session_id", "message"}
     assert set(body["properties"]["request_type"]["enum"]) == {
-        "approval", "confirmation", "input", "choice"}
+        "approval", "confirmation", "input", "choice", "feedback", "annotation"}
     assert {"404", "409", "413", "422"} <= set(request["responses"])
     poll = paths["/hitl/poll"]["get"]
     assert [p["name"] for p in poll["parameters"]] == ["request_id", "wait"]

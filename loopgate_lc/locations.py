@@ -1,0 +1,91 @@
+"""Where the default store lives, and store URLs written so another process finds them.
+
+Every process that should meet on one store (``loopgate-lc serve`` in one folder,
+``loopgate-lc approve`` in another, a script with ``Loopgate()``) must name the same file.
+A relative ``sqlite:///loopgate.db`` names a different file in every folder, so the
+default is one file per user in the platform's data directory (``platformdirs``: XDG
+on Linux, ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` on Windows),
+and every URL the package prints for someone to paste is made absolute first.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "STORE_ENV",
+    "absolute_store_url",
+    "answer_hint",
+    "default_store_url",
+    "printable_store_url",
+    "sqlite_file",
+]
+
+STORE_ENV = "LOOPGATE_STORE"
+_APP = "loopgate-lc"
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def default_store_url() -> str:
+    """``$LOOPGATE_STORE`` when set, else ``sqlite:///<user data dir>/loopgate.db``.
+
+    The directory is not created here: only opening the store for writing creates it,
+    so asking where the store is (or listing an empty one) leaves no files behind.
+    """
+    configured = os.environ.get(STORE_ENV, "").strip()
+    if configured:
+        return configured
+    from platformdirs import user_data_path
+
+    return f"sqlite:///{user_data_path(_APP, appauthor=False) / 'loopgate.db'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute file a SQLite URL (or plain ``.db`` path) names; None for others."""
+    text = url.strip()
+    if text.lower().startswith("sqlite:"):
+        rest = text[len("sqlite:"):]
+        path = rest[3:] if rest.startswith("///") else rest.lstrip("/")
+    elif "://" not in text and text.lower().endswith(_SQLITE_SUFFIXES):
+        path = text
+    else:
+        return None
+    return Path(path).expanduser().resolve()
+
+
+def absolute_store_url(url: str) -> str:
+    """The URL with a SQLite path made absolute, so it means the same in any folder."""
+    file = sqlite_file(url)
+    return f"sqlite:///{file}" if file is not None else url.strip()
+
+
+def printable_store_url(url: str) -> str:
+    """The URL with any password replaced by ``<password>``: hints and start-up lines are
+    read by people and logged, and must not carry a secret."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:<password>@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def answer_hint(request_id: str, store_url: str | None) -> str:
+    """The command a person pastes to answer a request from another terminal.
+
+    Names the store explicitly, with an absolute path, so the command works from any
+    folder; for a store in memory it says that no other process can see it.
+    """
+    if store_url is not None and store_url.strip().lower().startswith("memory"):
+        return ("this gateway keeps its requests in memory, so no other process can answer "
+                "them; give it a file store (e.g. Loopgate(store='sqlite:///loopgate.db')) to "
+                "answer with `loopgate-lc approve`")
+    url = printable_store_url(absolute_store_url(store_url or default_store_url()))
+    store = f" --store {shlex.quote(url)}"
+    return (f"answer with `loopgate-lc approve {request_id}{store}` or "
+            f"`loopgate-lc reject {request_id}{store} --reason TEXT`")
