@@ -144,6 +144,7 @@ def _telegram_from_env() -> Any:
     if not os.environ.get("TELEGRAM_BOT_TOKEN"):
         return None
     from loopgate_lc.notifiers.telegram import TelegramNotifier
+    from loopgate_lc.server.tenancy import load_api_keys
 
     webhook_url = os.environ.get("TELEGRAM_WEBHOOK_URL") or None
     chat = os.environ.get("TELEGRAM_DEFAULT_CHAT_ID") or None
@@ -152,7 +153,15 @@ def _telegram_from_env() -> Any:
     except ValueError:
         raise ConfigurationError(
             f"TELEGRAM_DEFAULT_CHAT_ID must be a chat id (a number), got {chat!r}") from None
+    keys = load_api_keys()
+
+    def inbox_identity(user_id: int, username: str | None) -> str | None:
+        # Only people the operator gave an API key (named by Telegram id or username).
+        found = keys.named(str(user_id)) or (keys.named(username) if username else None)
+        return found.name if found is not None else None
+
     return TelegramNotifier(
+        inbox_url=_public_url(), inbox_identity=inbox_identity if keys else None,
         mode="webhook" if webhook_url else "polling",
         webhook_url=webhook_url,
         webhook_secret=os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None,
@@ -246,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=_count, default=None, metavar="N",
                        help="only the newest N events (still printed oldest first)")
 
+    link = sub.add_parser("inbox-link", parents=[common],
+                          help="print a one-time sign-in link to the web inbox")
+    link.add_argument("--as", dest="actor", metavar="NAME", required=True,
+                      help="who signs in: an API key's name (its scope is what they see)")
+    link.add_argument("--url", metavar="URL",
+                      help="the server's public URL (env LOOPGATE_PUBLIC_URL; default "
+                           f"http://{DEFAULT_HOST}:{DEFAULT_PORT})")
+    link.add_argument("--ttl", type=_positive, default=None, metavar="SECONDS",
+                      help="how long the link works (default 600)")
+
     simulate = sub.add_parser(
         "simulate", parents=[common],
         help="replay the recorded tool calls against a policy file")
@@ -303,7 +322,8 @@ def _serve(args: argparse.Namespace) -> int:
         or None,
         telegram=telegram, mcp=not args.no_mcp, host=host, close_gateway=True,
         allowed_hosts=hosts or None, cors_origins=_env_list("LOOPGATE_CORS_ORIGINS"),
-        callback_allowlist=_env_list("LOOPGATE_CALLBACK_ALLOWLIST"), **kwargs,
+        callback_allowlist=_env_list("LOOPGATE_CALLBACK_ALLOWLIST"),
+        inbox_secret=os.environ.get("LOOPGATE_INBOX_SECRET") or None, **kwargs,
     )
     # Opened here, before uvicorn: a refused token or an unusable store is one clear line
     # (and a non-zero exit) instead of uvicorn's startup traceback. An unreachable
@@ -316,7 +336,8 @@ def _serve(args: argparse.Namespace) -> int:
     _say_store(store)
     print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
           f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
-          f"requests without timeout_seconds end after {gateway.default_timeout:g} s)",
+          f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
+          f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link --as NAME)",
           file=sys.stderr)
     if telegram is None:
         _warn_no_channel()
@@ -521,6 +542,38 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _public_url() -> str | None:
+    url = os.environ.get("LOOPGATE_PUBLIC_URL", "").strip()
+    return url.rstrip("/") or None
+
+
+def _inbox_link(args: argparse.Namespace, out: TextIO) -> int:
+    from loopgate_lc.server.inbox import DEFAULT_LINK_TTL, issue_link, link_path
+    from loopgate_lc.server.tenancy import load_api_keys
+
+    keys = load_api_keys()
+    if keys and keys.named(args.actor) is None:
+        print(f"error: no API key is named {args.actor!r}; the inbox signs in API key "
+              "identities (LOOPGATE_API_KEYS=name=key or LOOPGATE_API_KEYS_FILE)",
+              file=sys.stderr)
+        return 2
+    url = (args.url or _public_url() or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/")
+    import asyncio
+
+    from loopgate_lc.stores import open_store
+
+    store_url = _store(args)
+    _say_store(store_url)
+
+    async def issue() -> str:
+        async with open_store(store_url) as store:
+            return await issue_link(store, args.actor, ttl=args.ttl or DEFAULT_LINK_TTL)
+
+    token = asyncio.run(issue())
+    print(url + link_path(token), file=out)
+    return 0
+
+
 def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     from loopgate_lc.policy import PolicySet
     from loopgate_lc.simulate import simulate
@@ -576,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _decide(args, out, approve=args.command == "approve")
         if args.command == "audit":
             return _audit(args, out)
+        if args.command == "inbox-link":
+            return _inbox_link(args, out)
         if args.command == "simulate":
             return _simulate(args, out)
     except (AlreadyDecided, RequestNotFound) as exc:

@@ -156,6 +156,10 @@ class TelegramNotifier:
         max_retry_after: A 429 asking to wait longer than this is handed back to the
             outbox instead of blocking.
         poll_timeout: Long-poll timeout in seconds.
+        inbox_url: The web inbox's public base URL; with ``inbox_identity`` it turns on
+            ``/inbox``, which answers in a private chat with a one-time sign-in link.
+        inbox_identity: Maps a Telegram user (id, username) to the inbox identity (an
+            API key's name) they sign in as; None refuses that user.
     """
 
     def __init__(
@@ -173,6 +177,8 @@ class TelegramNotifier:
         retry_backoff: float = 0.5,
         max_retry_after: float = 30.0,
         poll_timeout: float = 10.0,
+        inbox_url: str | None = None,
+        inbox_identity: Callable[[int, str | None], str | None] | None = None,
     ) -> None:
         token = token or os.environ.get("TELEGRAM_BOT_TOKEN")
         if not token:
@@ -200,6 +206,8 @@ class TelegramNotifier:
         self.retry_backoff = retry_backoff
         self.max_retry_after = max_retry_after
         self.poll_timeout = poll_timeout
+        self.inbox_url = inbox_url.rstrip("/") if inbox_url else None
+        self.inbox_identity = inbox_identity
         self._token = token
         self.application = self._build()
         self._gateway: Loopgate | None = None
@@ -215,6 +223,13 @@ class TelegramNotifier:
     def __repr__(self) -> str:
         return f"TelegramNotifier(name={self.name!r}, mode={self.mode!r})"
 
+    def _commands(self) -> list[tuple[str, str]]:
+        """The command menu; ``/inbox`` only where the inbox is set up."""
+        if self.inbox_url is None or self.inbox_identity is None:
+            return list(_COMMANDS)
+        return [*_COMMANDS[:-1], ("inbox", "A one-time link to the web inbox (private chat)"),
+                _COMMANDS[-1]]
+
     def _build(self) -> Application[Any, Any, Any, Any, Any, Any]:
         # Concurrent: one slow store call or retried API call must not hold up other taps.
         builder = ApplicationBuilder().token(self._token).concurrent_updates(True)
@@ -227,6 +242,7 @@ class TelegramNotifier:
         application.add_handler(CommandHandler("help", self._cmd_help))
         application.add_handler(CommandHandler("pending", self._cmd_pending))
         application.add_handler(CommandHandler("status", self._cmd_status))
+        application.add_handler(CommandHandler("inbox", self._cmd_inbox))
         application.add_handler(CallbackQueryHandler(self._on_tap))
         # Commands were matched above; a reply like "/tmp is full" is still an answer.
         application.add_handler(MessageHandler(filters.REPLY & filters.TEXT, self._on_reply))
@@ -268,7 +284,7 @@ class TelegramNotifier:
             self._started = True
             try:
                 await self.application.bot.set_my_commands(
-                    [BotCommand(command, text) for command, text in _COMMANDS]
+                    [BotCommand(command, text) for command, text in self._commands()]
                 )
             except TelegramError as exc:  # a convenience; the bot works without it
                 logger.warning("telegram: could not set the command list: %s", exc)
@@ -801,7 +817,9 @@ class TelegramNotifier:
             "/start — your Telegram id, for registering a session\n"
             "/pending — requests waiting in this chat\n"
             "/status — this chat's requests by status\n"
-            "/help — this message",
+            + ("/inbox — a one-time link to the web inbox (private chat)\n"
+               if any(command == "inbox" for command, _ in self._commands()) else "")
+            + "/help — this message",
         )
 
     async def _routed_here(self, chat_id: int) -> tuple[list[SessionRecord], bool]:
@@ -867,6 +885,32 @@ class TelegramNotifier:
             if count or status is Status.PENDING
         ]
         await self._reply(message, "\n".join(lines))
+
+    async def _cmd_inbox(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A one-time sign-in link to the web inbox, only in a private chat (anyone in a
+        group would see it) and only for users mapped to an inbox identity."""
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None:
+            return
+        if self.inbox_url is None or self.inbox_identity is None:
+            await self._reply(message, "The web inbox is not set up on this server.")
+            return
+        if message.chat.type != "private":
+            await self._reply(message, "Ask me for an inbox link in a private chat.")
+            return
+        identity = self.inbox_identity(user.id, user.username)
+        if identity is None:
+            await self._reply(
+                message, f"You have no inbox identity here: ask the operator for an API key "
+                f"named <code>{user.id}</code>.")
+            return
+        from loopgate_lc.server.inbox.auth import DEFAULT_LINK_TTL, issue_link, link_path
+
+        token = await issue_link(self._store(), identity)
+        url = self.inbox_url + link_path(token)
+        await self._reply(
+            message, f"🔑 Sign in to the inbox as <b>{escape(identity)}</b> (works once, for "
+            f"{int(DEFAULT_LINK_TTL // 60)} minutes):\n{escape(url)}")
 
     # --- errors ----------------------------------------------------------------------------
 

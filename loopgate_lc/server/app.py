@@ -9,6 +9,9 @@ it freely.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -59,6 +62,16 @@ def _keys(api_keys: ApiKeys | Mapping[str, str] | Iterable[str] | str | None) ->
     return ApiKeys(api_keys)
 
 
+def _inbox_secret(given: str | bytes | None, webhook_secret: Secrets | None) -> bytes:
+    if given:
+        return given.encode() if isinstance(given, str) else bytes(given)
+    if webhook_secret:
+        first = webhook_secret if isinstance(webhook_secret, str | bytes) else webhook_secret[0]
+        raw = first.encode() if isinstance(first, str) else bytes(first)
+        return hmac.new(raw, b"loopgate-lc inbox secret v1", hashlib.sha256).digest()
+    return secrets.token_bytes(32)
+
+
 def create_app(
     loopgate: Loopgate,
     *,
@@ -75,6 +88,8 @@ def create_app(
     max_wait: float = 60.0,
     mcp_progress_interval: float = 5.0,
     close_gateway: bool = False,
+    inbox: bool = True,
+    inbox_secret: str | bytes | None = None,
     bridge: Any = None,
 ) -> Starlette:
     """Build the server for one gateway.
@@ -110,6 +125,10 @@ def create_app(
         mcp_progress_interval: Seconds between MCP progress notifications.
         close_gateway: Close the gateway when the app shuts down (the CLI does; callers
             that own the gateway usually do not).
+        inbox: Serve the web inbox at ``/inbox`` (see :mod:`loopgate_lc.server.inbox`).
+        inbox_secret: Signs inbox session cookies; processes serving one inbox share it.
+            Default: derived from ``webhook_secret``, else random for this process
+            (sign-ins then end when it restarts).
         bridge: A :class:`~loopgate_lc.langgraph_server.LangGraphBridge` on this
             gateway; its run webhook is served (checked by its own token, not API keys).
 
@@ -164,6 +183,13 @@ def create_app(
         *hitl_routes(loopgate, config),
         *(bridge.routes() if bridge is not None else ()),
     ]
+
+    if inbox:
+        from loopgate_lc.server.inbox import InboxConfig, SessionSigner, inbox_routes
+
+        routes.extend(inbox_routes(loopgate, InboxConfig(
+            keys=keys, signer=SessionSigner(_inbox_secret(inbox_secret, webhook_secret)),
+            replay_guard=config.replay_guard)))
 
     if telegram is not None:
         async def telegram_webhook(request: Request) -> Response:
@@ -223,7 +249,8 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(BrowserGuardMiddleware, allowed_hosts=hosts,
-                       cors_origins=tuple(cors_origins)),
+                       cors_origins=tuple(cors_origins),
+                       pages=("/inbox",) if inbox else ()),
             *([Middleware(CORSMiddleware, allow_origins=list(cors_origins),
                           allow_methods=["GET", "POST"],
                           allow_headers=["Authorization", "X-API-Key", "Content-Type",

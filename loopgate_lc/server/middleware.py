@@ -201,11 +201,15 @@ class BrowserGuardMiddleware:
             accepts any.
         cors_origins: Origins (``https://app.example``) allowed to call the API from a
             browser.
+        pages: Path prefixes of the server's own pages (the inbox). They get the
+            ``Host`` check only: their forms post from the same origin, as forms, and
+            they check that origin and a CSRF token themselves.
     """
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] | None,
-                 cors_origins: Iterable[str] = ()) -> None:
+                 cors_origins: Iterable[str] = (), pages: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.pages = tuple(p.rstrip("/") + "/" for p in pages)
         hosts = None if allowed_hosts is None else {_host_name(h) for h in allowed_hosts}
         self.allowed_hosts = None if hosts is None or "*" in hosts else hosts
         self.cors_origins = {o.strip().rstrip("/").lower() for o in cors_origins}
@@ -219,6 +223,10 @@ class BrowserGuardMiddleware:
             await ApiError(421, "misdirected_request",
                            f"host {host[:100]!r} is not served here; allowed hosts are set "
                            "with LOOPGATE_ALLOWED_HOSTS").response()(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if self.pages and (path + "/").startswith(self.pages):
+            await self.app(scope, receive, send)
             return
         origin = _header(scope, b"origin")
         if origin is not None and origin.strip().rstrip("/").lower() not in self.cors_origins:

@@ -148,6 +148,10 @@ class ApiKeys:
                 found = entry
         return found
 
+    def named(self, name: str) -> ApiKey | None:
+        """The key whose identity is ``name`` (the inbox signs people in by name), or None."""
+        return next((k for k in self._keys if k.name is not None and k.name == name), None)
+
     def actor(self, presented: str) -> str | None:
         """The audit actor for a presented key, or None when it matches no key."""
         entry = self.find(presented)
