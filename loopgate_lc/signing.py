@@ -309,9 +309,8 @@ def verify_decision_signature(
 class ReplayGuard(Protocol):
     """Remembers signed message ids so each is accepted once.
 
-    The in-memory :class:`MemoryReplayGuard` protects one process. Several server
-    processes need a shared implementation (a store table with a unique key on the id),
-    which plugs in here unchanged.
+    The in-memory :class:`MemoryReplayGuard` protects one process; the server's default,
+    ``loopgate_lc.server.replay.StoreReplayGuard``, every process sharing a store.
     """
 
     async def first_use(self, message_id: str, expires_at: float) -> bool:

@@ -36,8 +36,9 @@ from loopgate_lc.server.middleware import (
     default_allowed_hosts,
 )
 from loopgate_lc.server.openapi import openapi_document
+from loopgate_lc.server.replay import StoreReplayGuard
 from loopgate_lc.server.tenancy import ApiKeys, parse_api_keys
-from loopgate_lc.signing import MemoryReplayGuard, ReplayGuard, Secrets
+from loopgate_lc.signing import ReplayGuard, Secrets
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "TELEGRAM_WEBHOOK_PATH", "create_app"]
 
@@ -106,8 +107,9 @@ def create_app(
         webhook_secret: Verifies ``/hitl/webhook/decision/{id}`` (decision tokens and
             decision signatures) and signs ``callback_url`` deliveries; None turns both
             off. Several secrets while rotating.
-        replay_guard: Where signed decisions' message ids are remembered so each is
-            accepted once; in memory (this process) by default.
+        replay_guard: Where signed decisions' and sign-in links' ids are remembered so
+            each is accepted once; by default the gateway's store, so every process
+            sharing it refuses a replay.
         max_body_bytes: Larger bodies get 413, also when ``Content-Length`` lies.
         telegram: A :class:`~loopgate_lc.notifiers.telegram.TelegramNotifier` the gateway
             uses (added to it if missing); its updates are accepted at
@@ -143,7 +145,7 @@ def create_app(
         loopgate.notifiers.append(telegram)
     config = HitlConfig(webhook_secret=webhook_secret or None, max_wait=max_wait,
                         callback_policy=policy,
-                        replay_guard=replay_guard or MemoryReplayGuard())
+                        replay_guard=replay_guard or StoreReplayGuard(loopgate.store))
     hosts = default_allowed_hosts(host) if allowed_hosts is None else tuple(allowed_hosts)
 
     # the channels that reach a person (a callback only tells the asking client)

@@ -710,6 +710,22 @@ class SQLStore(Store):
 
         await self._run(op(), write=True)
 
+    async def remember_once(self, key: str, *, expires_at: datetime) -> bool:
+        d = self.dialect
+        # kept beside the callback keys (one short-key table), namespaced apart from them
+        params = (f"once:{key}", "", d.json({"expires_at": expires_at.isoformat()},
+                                            "once key"), d.ts(utcnow()))
+
+        def op() -> Op[bool]:
+            rows = yield Stmt(
+                "INSERT INTO {callbacks} (key, request_id, action, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
+                params,
+            )
+            return bool(rows)
+
+        return await self._run(op(), write=True)
+
     async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
         def op() -> Op[tuple[str, dict[str, Any]] | None]:
             rows = yield Stmt("SELECT request_id, action FROM {callbacks} WHERE key = ?", (key,))

@@ -399,6 +399,16 @@ class Store(abc.ABC):
     async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """``(request_id, action)`` for a key, or None."""
 
+    @abc.abstractmethod
+    async def remember_once(self, key: str, *, expires_at: datetime) -> bool:
+        """Record ``key`` as used: True for exactly one caller, across tasks, threads and
+        (for SQLite and PostgreSQL) processes; False for every later one.
+
+        What signed decisions and one-time sign-in links need to be accepted once by any
+        number of server processes sharing a store. ``expires_at`` says when the key's
+        signature or link stops being valid anyway; a key is never forgotten before then.
+        """
+
     # audit -------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -47,6 +47,9 @@ from loopgate_lc.stores.base import (
 
 __all__ = ["MemoryStore"]
 
+_ONCE_PRUNE_AT = 10_000
+"""Once-keys kept before expired ones are swept out (a sweep is one pass)."""
+
 _Record = TypeVar("_Record", bound=BaseModel)
 _IMMUTABLE = (str, int, float, bool, type(None), datetime, Enum)
 
@@ -116,6 +119,7 @@ class MemoryStore(Store):
         self._requests: dict[str, tuple[int, RequestRecord]] = {}
         self._by_interrupt: dict[tuple[str, str], str] = {}
         self._callbacks: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._once: dict[str, datetime] = {}
         self._audit: list[AuditEvent] = []
         self._outbox: dict[int, _OutboxRow] = {}
         # undone deliveries only, so enqueueing and claiming do not scan the history
@@ -380,6 +384,16 @@ class MemoryStore(Store):
         with self._lock:
             self._callbacks[key] = (request_id, clean)
             self._callbacks_of.setdefault(request_id, set()).add(key)
+
+    async def remember_once(self, key: str, *, expires_at: datetime) -> bool:
+        with self._lock:
+            if key in self._once:
+                return False
+            if len(self._once) >= _ONCE_PRUNE_AT:  # forget keys whose validity ended
+                now = utcnow()
+                self._once = {k: until for k, until in self._once.items() if until > now}
+            self._once[key] = expires_at
+            return True
 
     async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
         with self._lock:

@@ -19,6 +19,7 @@ pytest-asyncio (``asyncio_mode = "auto"``)::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -699,6 +700,20 @@ class StoreConformance:
         assert await store.get_callback("k2") == ("r1", {"type": "reject", "message": "no"})
         await store.put_callback("k1", "r2", {"type": "edit"})
         assert await store.get_callback("k1") == ("r2", {"type": "edit"})
+
+    async def test_remember_once_admits_exactly_one_of_racing_callers(
+        self, store: Store,
+    ) -> None:
+        until = at(3600)
+        results = await asyncio.gather(
+            *(store.remember_once("sig-1", expires_at=until) for _ in range(20)))
+        assert sorted(results) == [False] * 19 + [True]
+        assert await store.remember_once("sig-1", expires_at=until) is False
+        assert await store.remember_once("sig-2", expires_at=until) is True
+        # once-keys live apart from callback keys of the same name
+        await store.put_callback("sig-3", "r1", {"type": "approve"})
+        assert await store.remember_once("sig-3", expires_at=until) is True
+        assert await store.get_callback("sig-3") == ("r1", {"type": "approve"})
 
     # audit -------------------------------------------------------------------------------
 

@@ -79,7 +79,8 @@ class InboxConfig:
     Attributes:
         keys: The server's API keys: who may sign in and what each may see.
         signer: Signs session cookies and CSRF tokens.
-        replay_guard: Remembers used sign-in links in this process.
+        replay_guard: Remembers used sign-in links (the app passes its store-backed guard,
+            so a link is used once across processes).
         page_size: Requests per page.
         refresh: Seconds between store reads for live updates (decisions made by other
             processes; this process's own wake open pages at once).
