@@ -265,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--ttl", type=_positive, default=None, metavar="SECONDS",
                       help="how long the link works (default 600)")
 
+    deliveries = sub.add_parser(
+        "deliveries", parents=[common],
+        help="list deliveries given up on (dead): requests a channel never showed")
+    deliveries.add_argument("--json", action="store_true", help="one JSON object per line")
+    deliveries.add_argument("--limit", type=int, default=100, metavar="N",
+                            help="at most N (default 100)")
+
     simulate = sub.add_parser(
         "simulate", parents=[common],
         help="replay the recorded tool calls against a policy file")
@@ -423,9 +430,16 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
     store = _store(args)
     _say_store(store)
     records: list[RequestRecord] = []
+    dead = 0
     if not _missing(store):
         with Loopgate(store) as gateway:
             records = gateway.pending(session_id=args.session)
+            dead = len(gateway.dead_deliveries(limit=1))
+    if dead:
+        from loopgate_lc.locations import deliveries_hint
+
+        print(f"loopgate-lc: some deliveries were given up on; {deliveries_hint(store)}",
+              file=sys.stderr)
     if args.json:
         from loopgate_lc.server.models import poll_result
 
@@ -445,6 +459,24 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
               f"session={record.session_id or '-'}  {_one_line(request.text, 70)}{options}",
               file=out)
     print(f"{len(records)} pending", file=out)
+    return 0
+
+
+def _deliveries(args: argparse.Namespace, out: TextIO) -> int:
+    store = _store(args)
+    _say_store(store)
+    items: list[Any] = []
+    if not _missing(store):
+        with Loopgate(store) as gateway:
+            items = gateway.dead_deliveries(limit=args.limit)
+    if args.json:
+        for item in items:
+            out.write(item.model_dump_json() + "\n")
+        return 0
+    for item in items:
+        print(f"request={item.request_id}  {item.notifier:<10} {item.kind:<9} "
+              f"attempts={item.attempts}  {_one_line(item.last_error or '-', 90)}", file=out)
+    print(f"{len(items)} dead deliveries" if items else "no dead deliveries", file=out)
     return 0
 
 
@@ -579,8 +611,13 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     from loopgate_lc.simulate import simulate
 
     policies = PolicySet.from_file(args.policies)
-    with Loopgate(_store(args)) as gateway:
-        result = simulate(gateway.audit(), policies)
+    store = _store(args)
+    _say_store(store)
+    events: list[Any] = []
+    if not _missing(store):
+        with Loopgate(store) as gateway:
+            events = gateway.audit()
+    result = simulate(events, policies)
     if args.json:
         json.dump({
             "tools": result.rows(),
@@ -631,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(args, out)
         if args.command == "inbox-link":
             return _inbox_link(args, out)
+        if args.command == "deliveries":
+            return _deliveries(args, out)
         if args.command == "simulate":
             return _simulate(args, out)
     except (AlreadyDecided, RequestNotFound) as exc:

@@ -574,6 +574,19 @@ class Loopgate:
                        ) -> list[RequestRecord]:
         return await self._portal.acall(self._pending(session_id, thread_id, limit, after))
 
+    async def _dead_deliveries(self, limit: int | None) -> list[OutboxItem]:
+        await self._open()
+        return await self.store.list_outbox(dead=True, limit=limit)
+
+    def dead_deliveries(self, *, limit: int | None = 100) -> list[OutboxItem]:
+        """Deliveries given up on after their last failure (a chat that no longer exists,
+        a receiver that kept failing for a day), oldest first: requests nobody was told
+        about through that channel."""
+        return self._portal.call(self._dead_deliveries(limit))
+
+    async def adead_deliveries(self, *, limit: int | None = 100) -> list[OutboxItem]:
+        return await self._portal.acall(self._dead_deliveries(limit))
+
     async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
         await self._open()
         return await self.store.list_audit(**filters)

@@ -20,6 +20,7 @@ __all__ = [
     "absolute_store_url",
     "answer_hint",
     "default_store_url",
+    "deliveries_hint",
     "printable_store_url",
     "sqlite_file",
 ]
@@ -89,3 +90,11 @@ def answer_hint(request_id: str, store_url: str | None) -> str:
     store = f" --store {shlex.quote(url)}"
     return (f"answer with `loopgate-lc approve {request_id}{store}` or "
             f"`loopgate-lc reject {request_id}{store} --reason TEXT`")
+
+
+def deliveries_hint(store_url: str | None) -> str:
+    """The command that lists dead deliveries of this store, runnable from any folder."""
+    if store_url is not None and store_url.strip().lower().startswith("memory"):
+        return "list them with Loopgate.dead_deliveries() (this store is in memory)"
+    url = printable_store_url(absolute_store_url(store_url or default_store_url()))
+    return f"list them with `loopgate-lc deliveries --store {shlex.quote(url)}`"

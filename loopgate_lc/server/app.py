@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.locations import deliveries_hint
 from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
@@ -46,6 +47,9 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 TELEGRAM_WEBHOOK_PATH = "/telegram/webhook"
 _TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
+
+DEAD_COUNTED = 1_000
+"""Dead deliveries `/health` counts before it says "1000+" (one indexed read)."""
 
 def _version() -> str:
     from loopgate_lc import __version__
@@ -171,6 +175,17 @@ def create_app(
             body.update(status="degraded", error=str(exc),
                         reasons=[*body.get("reasons", []), f"store: {exc}"])
             return JSONResponse(body, status_code=503)
+        try:
+            dead = len(await loopgate.adead_deliveries(limit=DEAD_COUNTED))
+        except (LoopgateError, OSError) as exc:
+            body.update(status="degraded", error=str(exc),
+                        reasons=[*body.get("reasons", []), f"store: {exc}"])
+            return JSONResponse(body, status_code=503)
+        body["dead_deliveries"] = dead
+        if dead:
+            body["warnings"] = [*body["warnings"], (
+                f"{dead}{'+' if dead >= DEAD_COUNTED else ''} deliveries were given up on; "
+                f"{deliveries_hint(loopgate.store_url)}")]
         return JSONResponse(body)
 
     document = openapi_document(version=_version(), auth=bool(keys),

@@ -280,6 +280,9 @@ class HealthOut(BaseModel):
     warnings: list[str] = Field(description="Set-up problems, e.g. no channel configured.")
     reasons: list[str] = Field(default_factory=list,
                                description="Why the status is `degraded`.")
+    dead_deliveries: int = Field(
+        default=0, description="Deliveries given up on (counted up to 1,000); "
+                               "`loopgate-lc deliveries` lists them.")
 
 
 class ErrorDetail(BaseModel):

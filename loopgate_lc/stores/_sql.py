@@ -180,6 +180,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE {outbox} ADD COLUMN created_at {ts}",
         ),
     ),
+    (
+        5,
+        (
+            # /health and the CLI count dead deliveries on every probe
+            "CREATE INDEX loopgate_outbox_dead ON {outbox} (id) WHERE dead",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -835,12 +842,24 @@ class SQLStore(Store):
 
         return await self._run(op(), write=True)
 
-    async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
-        where, params = ("", ()) if request_id is None else (" WHERE request_id = ?",
-                                                             (request_id,))
+    async def list_outbox(self, *, request_id: str | None = None, dead: bool | None = None,
+                          limit: int | None = None) -> list[OutboxItem]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if request_id is not None:
+            conditions.append("request_id = ?")
+            params.append(request_id)
+        if dead is not None:
+            conditions.append("dead" if dead else "NOT dead")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        if limit is not None:
+            where += " ORDER BY id LIMIT ?"
+            params.append(limit)
+        else:
+            where += " ORDER BY id"
 
         def op() -> Op[list[OutboxItem]]:
-            rows = yield Stmt(f"SELECT * FROM {{outbox}}{where} ORDER BY id", params)
+            rows = yield Stmt(f"SELECT * FROM {{outbox}}{where}", tuple(params))
             return [self._outbox(r) for r in rows]
 
         return await self._run(op(), write=False)

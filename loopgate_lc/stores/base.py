@@ -201,7 +201,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 4
+    SCHEMA_VERSION = 5
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
@@ -471,5 +471,7 @@ class Store(abc.ABC):
         ``audit``."""
 
     @abc.abstractmethod
-    async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
-        """Deliveries, done or not, for inspection and tests."""
+    async def list_outbox(self, *, request_id: str | None = None, dead: bool | None = None,
+                          limit: int | None = None) -> list[OutboxItem]:
+        """Deliveries, done or not, oldest first; ``dead=True`` keeps those given up on
+        (what ``/health`` and ``loopgate-lc deliveries`` show), at most ``limit``."""

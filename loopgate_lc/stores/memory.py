@@ -521,10 +521,13 @@ class MemoryStore(Store):
             self._effects(events, [])
             return _copy(row.item)
 
-    async def list_outbox(self, *, request_id: str | None = None) -> list[OutboxItem]:
+    async def list_outbox(self, *, request_id: str | None = None, dead: bool | None = None,
+                          limit: int | None = None) -> list[OutboxItem]:
         with self._lock:
-            return [
+            found = [
                 _copy(row.item)
                 for row in sorted(self._outbox.values(), key=lambda r: r.item.id or 0)
-                if request_id is None or row.item.request_id == request_id
+                if (request_id is None or row.item.request_id == request_id)
+                and (dead is None or row.item.dead == dead)
             ]
+        return found if limit is None else found[:limit]

@@ -671,6 +671,22 @@ class StoreConformance:
             True, True, 1, "chat not found")
         assert await store.claim_outbox(at(3600)) == []
 
+    async def test_dead_deliveries_are_listed_apart(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        ids = []
+        for name in ("tg", "pager", "mail"):
+            item = await store.enqueue_outbox(OutboxItem(request_id="r1", notifier=name,
+                                                         due_at=T0))
+            assert item.id is not None
+            ids.append(item.id)
+        await store.complete_outbox(ids[0], error="chat not found")
+        await store.complete_outbox(ids[1])
+        await store.complete_outbox(ids[2], error="550 no such user")
+        dead = await store.list_outbox(dead=True)
+        assert [i.notifier for i in dead] == ["tg", "mail"]
+        assert [i.notifier for i in await store.list_outbox(dead=True, limit=1)] == ["tg"]
+        assert [i.notifier for i in await store.list_outbox(dead=False)] == ["pager"]
+
     # paging ------------------------------------------------------------------------------
 
     async def test_list_requests_pages_with_a_cursor(self, store: Store) -> None:

@@ -31,12 +31,12 @@ async def test_setup_creates_a_wal_file_at_the_latest_schema_version(tmp_path: P
     assert await store.schema_version() == 0
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 4
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 5
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
 
 
 async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
@@ -51,6 +51,7 @@ async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(path) as conn:  # what a loopgate_lc with schema 1 left behind
         conn.execute("DROP INDEX loopgate_requests_unresumed")
+        conn.execute("DROP INDEX loopgate_outbox_dead")
         conn.execute("ALTER TABLE loopgate_requests DROP COLUMN resume_done_at")
         conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN dead")
         conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN created_at")
@@ -58,7 +59,7 @@ async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == 4
+    assert await store.schema_version() == 5
     old = await store.get_request("old")
     assert old.resume_done_at == old.resumed_at  # resumes made before 3 count as done
     assert await store.list_requests(unresumed=True, stale_before=utcnow()) == []
