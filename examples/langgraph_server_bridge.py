@@ -51,6 +51,11 @@ async def main(url: str, store: str, auto: bool) -> None:
         print(f"filed: {request.payload['name']} {request.payload['args']} "
               f"(request {request.id})")
         if auto:
+            for _ in range(200):  # a person answers what they were shown: wait until then
+                if any(e.event == "notified"
+                       for e in await gateway.aaudit(request_id=request.id)):
+                    break
+                await asyncio.sleep(0.05)
             await gateway.arespond(request.id, {"type": "approve"}, actor="ana")
         else:
             print(f"answer it: loopgate-lc approve {request.id} --store {store}", flush=True)
