@@ -129,9 +129,9 @@ def render_request(record: RequestRecord) -> str:
     return "\n".join(lines)
 
 
-def render_outcome(record: RequestRecord) -> str:
-    """The line printed once a request is decided, whoever decided it."""
-    line = f"loopgate: request {record.id} {record.status}"
+def describe_outcome(record: RequestRecord) -> str:
+    """Who decided what, where and when (every channel that shows an outcome says it so)."""
+    line = str(record.status)
     if record.decided_by:
         line += f" by {record.decided_by}"
     if record.channel:
@@ -142,6 +142,11 @@ def render_outcome(record: RequestRecord) -> str:
     if message:
         line += f": {cut(str(message))}"
     return line
+
+
+def render_outcome(record: RequestRecord) -> str:
+    """The line printed once a request is decided, whoever decided it."""
+    return f"loopgate: request {record.id} {describe_outcome(record)}"
 
 
 

@@ -29,7 +29,7 @@ from datetime import UTC
 from typing import Any
 
 from loopgate_lc.errors import LoopgateError
-from loopgate_lc.notifiers.console import ConsoleNotifier, Responder, cut
+from loopgate_lc.notifiers.console import ConsoleNotifier, Responder, cut, describe_outcome
 from loopgate_lc.schema import Option, RequestKind
 from loopgate_lc.stores.base import RequestRecord
 
@@ -98,21 +98,6 @@ def render_html(record: RequestRecord) -> str:
         args = json.dumps(payload["args"], indent=2, ensure_ascii=False, default=str)
         parts.append(f"<pre>{html.escape(cut(args))}</pre>")
     return "".join(parts)
-
-
-def render_outcome(record: RequestRecord) -> str:
-    """One line saying who decided what, where and when."""
-    line = f"{record.status.value}"
-    if record.decided_by:
-        line += f" by {record.decided_by}"
-    if record.channel:
-        line += f" via {record.channel}"
-    if record.decided_at is not None:
-        line += f" at {record.decided_at.astimezone(UTC).strftime('%H:%M:%S UTC')}"
-    message = (record.decision or {}).get("message")
-    if message:
-        line += f": {cut(str(message), 500)}"
-    return line
 
 
 class RequestPanel:
@@ -187,7 +172,7 @@ class RequestPanel:
         self.error.value = f"<span style='color:#b00'>{html.escape(message)}</span>"
 
     def show_decided(self, record: RequestRecord) -> None:
-        self.outcome.value = f"<b>{html.escape(render_outcome(record))}</b>"
+        self.outcome.value = f"<b>{html.escape(describe_outcome(record))}</b>"
         for control in self.controls:
             control.disabled = True
         self.record = record  # last: `decided` turns true once the panel shows it all
