@@ -254,6 +254,15 @@ class _Observer:
             name, args, verdict, tool_call_id, self._thread_id, risk, confidence))
 
 
+
+def _admits(allowed: set[str], named: bool, approver_id: str | None) -> bool:
+    """The approver rule: where approvers are named, a decider must name itself and be
+    one of them; where none are, anyone may decide (a named decider only if it is the
+    session's chat, when the session has one)."""
+    if approver_id is None:
+        return not named
+    return not allowed or str(approver_id) in allowed
+
 class Loopgate:
     """Files pauses, reaches people, takes answers once, resumes runs.
 
@@ -931,11 +940,7 @@ class Loopgate:
         Where a session, policy or escalation step names approvers, a decider must name
         itself (``approver_id``): leaving it out is refused, never a way around the list.
         """
-        allowed, named = await self._approvers(record)
-        if approver_id is None:
-            if not named:
-                return
-        elif not allowed or str(approver_id) in allowed:
+        if _admits(*await self._approvers(record), approver_id):
             return
         await self._audit("unauthorized", record, actor=actor, channel=channel,
                           details={"approver_id": None if approver_id is None
@@ -966,6 +971,27 @@ class Loopgate:
         await self._authorize(await self.store.get_request(request_id), approver_id, actor,
                               channel)
 
+    def may_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                   ) -> list[bool]:
+        """For each record, whether ``approver_id`` may decide it: the check a decision
+        gets, made without deciding or auditing anything, so a channel shows a person
+        only what they may decide (the web inbox lists by it).
+
+        Each session is read once per call, however many of its requests are asked about.
+        """
+        return self._portal.call(self._may_decide(records, approver_id))
+
+    async def amay_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                          ) -> list[bool]:
+        return await self._portal.acall(self._may_decide(records, approver_id))
+
+    async def _may_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                          ) -> list[bool]:
+        await self._open()
+        sessions: dict[str, SessionRecord | None] = {}
+        return [_admits(*await self._approvers(record, sessions), approver_id)
+                for record in records]
+
     def refuse(self, request_id: str, *, actor: str | None, channel: str,
                reason: str) -> None:
         """Audit a decider a channel refused by its own rules (a notifier's approver
@@ -983,17 +1009,24 @@ class Loopgate:
         await self._audit("unauthorized", record, actor=actor, channel=channel,
                           details={"reason": reason})
 
-    async def _approvers(self, record: RequestRecord) -> tuple[set[str], bool]:
+    async def _approvers(self, record: RequestRecord,
+                         sessions: dict[str, SessionRecord | None] | None = None
+                         ) -> tuple[set[str], bool]:
         """Who may decide, and whether anyone names them: the policy's list if it names
         one, else the session's; plus the approvers of every escalation step reached.
-        The session's chat counts as an approver, but does not by itself name any."""
+        The session's chat counts as an approver, but does not by itself name any.
+        ``sessions`` caches session reads across calls."""
         named = {str(a) for a in record.payload.get("approvers") or ()}
         allowed: set[str] = set()
         if not named and record.session_id:
-            try:
-                session = await self.store.get_session(record.session_id)
-            except SessionNotFound:
-                session = None
+            cache = {} if sessions is None else sessions
+            if record.session_id not in cache:
+                try:
+                    cache[record.session_id] = await self.store.get_session(
+                        record.session_id)
+                except SessionNotFound:
+                    cache[record.session_id] = None
+            session = cache[record.session_id]
             if session is not None:
                 named = {str(a) for a in session.approvers}
                 if session.telegram_id is not None:

@@ -42,7 +42,7 @@ from loopgate_lc.errors import (
     SessionNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.stores.base import RequestRecord, SessionRecord
+from loopgate_lc.stores.base import RequestRecord, RequestScope, SessionRecord
 
 __all__ = [
     "ADMIN",
@@ -85,12 +85,17 @@ class ApiKey:
         """The audit's actor for what this key does."""
         return f"api:{self.name}" if self.name else "api"
 
+    @property
+    def scope(self) -> RequestScope | None:
+        """The requests this key may use, as a store filter; None for an admin key (all).
+        Listings hand it to the store's query, so they page over this key's share only."""
+        return None if self.admin else RequestScope(sessions=self.sessions,
+                                                    clients=self.clients)
+
     def may_use(self, session_id: str | None, client_id: str | None) -> bool:
         """Whether a session or request with these ids is inside this key's scope."""
-        if self.admin:
-            return True
-        return (session_id is not None and session_id in self.sessions) or (
-            client_id is not None and client_id in self.clients)
+        scope = self.scope
+        return scope is None or scope.holds(session_id, client_id)
 
 
 ADMIN = ApiKey(None, "", admin=True)
