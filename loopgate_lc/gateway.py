@@ -75,6 +75,7 @@ from loopgate_lc.stores.base import (
     OutboxItem,
     OutboxKind,
     RequestRecord,
+    RequestScope,
     SessionRecord,
     Store,
 )
@@ -561,40 +562,47 @@ class Loopgate:
         return await self._portal.acall(self._get(request_id))
 
     async def _pending(self, session_id: str | None, thread_id: str | None,
-                       limit: int | None, after: str | None) -> list[RequestRecord]:
+                       limit: int | None, after: str | None,
+                       scope: RequestScope | None) -> list[RequestRecord]:
         await self._open()
         return await self.store.list_requests(status=Status.PENDING, session_id=session_id,
-                                              thread_id=thread_id, limit=limit, after=after)
+                                              thread_id=thread_id, scope=scope, limit=limit,
+                                              after=after)
 
     def pending(self, *, session_id: str | None = None, thread_id: str | None = None,
-                limit: int | None = None, after: str | None = None) -> list[RequestRecord]:
+                limit: int | None = None, after: str | None = None,
+                scope: RequestScope | None = None) -> list[RequestRecord]:
         """Requests still waiting for a person, oldest first.
 
         Page through many with ``limit`` and ``after`` (the id of the last request of
-        the previous page); without them, all of them.
+        the previous page); without them, all of them. ``scope`` keeps one tenant's.
 
         Raises:
             RequestNotFound: ``after`` names no request.
         """
-        return self._portal.call(self._pending(session_id, thread_id, limit, after))
+        return self._portal.call(self._pending(session_id, thread_id, limit, after, scope))
 
     async def apending(self, *, session_id: str | None = None, thread_id: str | None = None,
-                       limit: int | None = None, after: str | None = None
-                       ) -> list[RequestRecord]:
-        return await self._portal.acall(self._pending(session_id, thread_id, limit, after))
+                       limit: int | None = None, after: str | None = None,
+                       scope: RequestScope | None = None) -> list[RequestRecord]:
+        return await self._portal.acall(
+            self._pending(session_id, thread_id, limit, after, scope))
 
-    async def _dead_deliveries(self, limit: int | None) -> list[OutboxItem]:
+    async def _dead_deliveries(self, limit: int | None, after: int | None
+                               ) -> list[OutboxItem]:
         await self._open()
-        return await self.store.list_outbox(dead=True, limit=limit)
+        return await self.store.list_outbox(dead=True, limit=limit, after=after)
 
-    def dead_deliveries(self, *, limit: int | None = 100) -> list[OutboxItem]:
+    def dead_deliveries(self, *, limit: int | None = 100, after: int | None = None
+                        ) -> list[OutboxItem]:
         """Deliveries given up on after their last failure (a chat that no longer exists,
         a receiver that kept failing for a day), oldest first: requests nobody was told
-        about through that channel."""
-        return self._portal.call(self._dead_deliveries(limit))
+        about through that channel. Page on with ``after``, the last item id seen."""
+        return self._portal.call(self._dead_deliveries(limit, after))
 
-    async def adead_deliveries(self, *, limit: int | None = 100) -> list[OutboxItem]:
-        return await self._portal.acall(self._dead_deliveries(limit))
+    async def adead_deliveries(self, *, limit: int | None = 100, after: int | None = None
+                               ) -> list[OutboxItem]:
+        return await self._portal.acall(self._dead_deliveries(limit, after))
 
     async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
         await self._open()
@@ -604,20 +612,26 @@ class Loopgate:
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None, limit: int | None = None,
+        after: int | None = None, before: int | None = None, newest: bool = False,
     ) -> list[AuditEvent]:
-        """The audit trail, filtered, in the order events happened."""
+        """The audit trail, filtered, in the order events happened.
+
+        Page with event ids: ``after`` the last one seen reads on, ``before`` the first
+        one seen reads back; ``newest=True`` takes the last ``limit`` events (a tail).
+        """
         return self._portal.call(self._list_audit(dict(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit)))
+            until=until, limit=limit, after=after, before=before, newest=newest)))
 
     async def aaudit(
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None, limit: int | None = None,
+        after: int | None = None, before: int | None = None, newest: bool = False,
     ) -> list[AuditEvent]:
         return await self._portal.acall(self._list_audit(dict(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit)))
+            until=until, limit=limit, after=after, before=before, newest=newest)))
 
     def export_audit(self, out: IO[str], **filters: Any) -> int:
         """Write the (filtered) audit trail as JSON lines; returns the number written."""
@@ -897,7 +911,7 @@ class Loopgate:
     async def _respond_batch(self, thread_id: str, batch: Mapping[str, Any],
                              actor: str | None, channel: str, approver_id: str | None
                              ) -> list[RequestRecord]:
-        records = sorted(await self._pending(None, thread_id, None, None), key=_call_order)
+        records = sorted(await self._pending(None, thread_id, None, None, None), key=_call_order)
         decisions = batch.get("decisions") if isinstance(batch, Mapping) else None
         if not isinstance(decisions, list) or len(decisions) != len(records):
             got = len(decisions) if isinstance(decisions, list) else "no list"

@@ -53,7 +53,9 @@ __all__ = [
     "own_request",
     "own_session",
     "parse_api_keys",
+    "pending_page",
 ]
+
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,29 @@ async def own_request(gateway: Loopgate, key: ApiKey, request_id: str) -> Reques
     if not key.may_use(record.session_id, record.client_id):
         raise RequestNotFound(request_id)
     return record
+
+
+async def pending_page(gateway: Loopgate, key: ApiKey, *, session_id: str | None,
+                       limit: int, after: str | None
+                       ) -> tuple[list[RequestRecord], str | None]:
+    """One page of the pending requests ``key`` may use, oldest first, and the cursor of
+    the next page (None on the last).
+
+    The scope is the store's query, so a page costs the page. A cursor is checked like
+    any id the key names: one outside its scope is not found, so paging cannot probe
+    other tenants' ids.
+
+    Raises:
+        SessionNotFound: ``session_id`` is unknown or another tenant's.
+        RequestNotFound: ``after`` is unknown or another tenant's.
+    """
+    if session_id is not None:
+        await own_session(gateway, key, session_id)
+    if after is not None:
+        await own_request(gateway, key, after)
+    records = await gateway.apending(session_id=session_id, scope=key.scope,
+                                     limit=limit + 1, after=after)
+    return records[:limit], (records[limit - 1].id if len(records) > limit else None)
 
 
 def filing_client(key: ApiKey, session: SessionRecord | None, client_id: str | None
