@@ -331,3 +331,23 @@ def test_the_inbox_lists_only_what_the_identity_may_decide(
     gateway.respond(ours.id, {"type": "approve"}, actor="bob", approver_id="bob")
     history = _ids(ann.get("/inbox/history").text)
     assert ours.id in history and theirs.id not in history
+
+
+def test_a_page_reads_a_bounded_share_of_requests_one_may_not_decide(
+        ann: httpx.Client, gateway: Loopgate) -> None:
+    gateway.register_session("payroll", "hr", None, ["bob"])
+    mine = [gateway.submit(f"Mine {n}?", kind="approval").id for n in range(3)]
+    for n in range(230):  # newer than mine, and none of them ann's to decide
+        gateway.submit(f"Bonus {n}?", kind="approval", session_id="payroll")
+    first = ann.get("/inbox/").text
+    assert _ids(first) == []  # ten batches read, none of them ann's: a short page ...
+    seen: list[str] = []
+    url = _next(first)
+    assert url is not None  # ... that says where to go on from
+    for _ in range(5):
+        html = ann.get(url).text
+        seen += _ids(html)
+        url = _next(html)
+        if url is None:
+            break
+    assert seen == list(reversed(mine))
