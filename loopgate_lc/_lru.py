@@ -43,6 +43,14 @@ class LRU(Generic[_K, _V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def get(self, key: _K) -> _V | None:
+        """The value for ``key`` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key]
+
     def get_or_make(self, key: _K, make: Callable[[], _V]) -> _V:
         """The value for ``key``, made (outside the lock) and kept if missing."""
         with self._lock:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from loopgate_lc.schema import RequestKind, Status, utcnow
+from loopgate_lc.schema import ApprovalRequest, RequestKind, Status, utcnow
 from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
 
 __all__ = [
@@ -94,10 +94,26 @@ class RequestRecord(BaseModel):
     resumed_at: datetime | None = None
     resume_done_at: datetime | None = None
     message_refs: dict[str, Any] = Field(default_factory=dict)
+    # the payload last parsed, and what it parsed to (see ``request``)
+    _parsed: tuple[dict[str, Any], ApprovalRequest] | None = PrivateAttr(default=None)
 
     @property
     def pending(self) -> bool:
         return self.status is Status.PENDING
+
+    @property
+    def request(self) -> ApprovalRequest:
+        """The parsed request the payload holds, typed.
+
+        Parsed on first use and kept while ``payload`` is the same object, so deciding,
+        auditing and resuming one record parse it once. Read this instead of string
+        keys of ``payload``; the payload stays the stored, wire form.
+        """
+        parsed = self._parsed
+        if parsed is None or parsed[0] is not self.payload:
+            parsed = (self.payload, ApprovalRequest.model_validate(self.payload))
+            self._parsed = parsed
+        return parsed[1]
 
 
 class AuditEvent(BaseModel):

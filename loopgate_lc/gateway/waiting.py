@@ -1,0 +1,76 @@
+"""Waiting for decisions: woken at once by a decision made here, by another process's
+decision at the next poll (or sooner, where the store announces decisions)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loopgate_lc._lru import LRU
+from loopgate_lc.stores.base import RequestRecord, Store
+
+__all__ = ["Waiters"]
+
+
+class Waiters:
+    """Futures of callers waiting for a request to leave ``pending``."""
+
+    def __init__(self, store: Store, poll_interval: float) -> None:
+        self._store = store
+        self._poll = poll_interval
+        self._waiting: dict[str, list[asyncio.Future[RequestRecord]]] = {}
+        # decided in this process: their wake-ups ran already, so an echo from the store
+        # is news to no one here
+        self._decided_here: LRU[str, bool] = LRU(4096)
+
+    def decided_here(self, request_id: str) -> bool:
+        """Whether this process decided ``request_id`` (and so woke its waiters)."""
+        return request_id in self._decided_here
+
+    def waited_for(self, request_id: str) -> bool:
+        """Whether anyone here waits for ``request_id``."""
+        return bool(self._waiting.get(request_id))
+
+    def wake(self, record: RequestRecord, *, here: bool = False) -> None:
+        """Hand a decided record to everyone waiting for it."""
+        if here:
+            self._decided_here.get_or_make(record.id, lambda: True)
+        for waiter in self._waiting.pop(record.id, []):
+            if not waiter.done():
+                waiter.set_result(record)
+
+    async def wait(self, request_id: str, timeout: float | None) -> RequestRecord:
+        """The request once it has left ``pending``.
+
+        Raises:
+            TimeoutError: Still pending after ``timeout`` seconds.
+            RequestNotFound: Unknown id.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            record = await self._store.get_request(request_id)
+            if not record.pending:
+                return record
+            waiter: asyncio.Future[RequestRecord] = loop.create_future()
+            self._waiting.setdefault(request_id, []).append(waiter)
+            step = self._poll
+            if deadline is not None:
+                step = min(step, deadline - loop.time())
+                if step <= 0:
+                    self._forget(request_id, waiter)
+                    raise TimeoutError(request_id)
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), step)
+            except TimeoutError:
+                pass
+            finally:
+                self._forget(request_id, waiter)
+
+    def _forget(self, request_id: str, waiter: asyncio.Future[RequestRecord]) -> None:
+        waiters = self._waiting.get(request_id)
+        if waiters is None:
+            return
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            del self._waiting[request_id]
