@@ -23,6 +23,7 @@ from loopgate_lc.gateway.audit import Auditor, Clock
 from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.settings import Escalation
 from loopgate_lc.gateway.validation import Schemas
+from loopgate_lc.gateway.waiting import Waiters
 from loopgate_lc.schema import ApprovalRequest, Status, decision_approves, decision_status
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
 
@@ -35,9 +36,10 @@ Decided = Callable[[RequestRecord], None]
 class Deciding:
     """Checks answers and records decisions."""
 
-    def __init__(self, store: Store, auditor: Auditor, outbox: Outbox, clock: Clock,
-                 escalation: Sequence[Escalation], schemas: Schemas) -> None:
+    def __init__(self, store: Store, auditor: Auditor, outbox: Outbox, waiters: Waiters,
+                 clock: Clock, escalation: Sequence[Escalation], schemas: Schemas) -> None:
         self._store = store
+        self._waiters = waiters
         self._auditor = auditor
         self._outbox = outbox
         self._clock = clock
@@ -159,11 +161,16 @@ class Deciding:
                                      channel=channel,
                                      details={"decision": public_decision(decision)})]
         outbox = self._outbox.deliveries(record, "resolved", now)
+        # a run waits here to resume it: claim the resume in this same transaction
+        handing = not filing and record.interrupt_id is not None and (
+            self._waiters.resumed_here(record.id))
+        if handing:
+            audit.append(self._auditor.event("resumed", record))
         if not filing:
             decided = await self._store.resolve(
                 record.id, status=status, decision=decision, decided_by=actor,
                 channel=channel, decided_at=now, audit=audit, outbox=outbox,
-                resolved_to_message_refs=True)
+                resolved_to_message_refs=True, resumed_at=now if handing else None)
         else:
             decided, created = await self._store.create_request(
                 _decided(record, status, decision, actor, channel, now),
@@ -171,6 +178,9 @@ class Deciding:
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
         # whoever waits to resume comes first: hooks and notifications are not on that path
+        if handing:
+            self._waiters.hand_over(decided)
+        self._waiters.wake(decided, here=True)
         for listener in self._listeners:
             listener(decided)
         await self._fire(decided, status, decision, record.request)

@@ -228,7 +228,8 @@ class Loopgate:
         outbox = Outbox(store, self.notifiers, auditor, clock, tasks, Retries(
             self.retry_backoff, self.max_retry_backoff, self.max_delivery_attempts,
             self.max_delivery_age), self.poll_interval)
-        deciding = Deciding(store, auditor, outbox, clock, self.escalation, self._schemas)
+        deciding = Deciding(store, auditor, outbox, waiters, clock, self.escalation,
+                            self._schemas)
         timers = Timers(store, auditor, deciding, outbox, clock, tasks,
                         on_timeout=self.on_timeout, escalation=self.escalation,
                         poll_interval=self.poll_interval)
@@ -236,8 +237,7 @@ class Loopgate:
                         self.default_timeout)
         resuming = Resuming(store, auditor, filing, waiters, self._drivers, tasks, clock,
                             resume_lease=self.resume_lease, poll_interval=self.poll_interval)
-        # after each commit, in this order: whoever waits, then the resume, then timers
-        deciding.on_decided(lambda record: waiters.wake(record, here=True))
+        # after each commit, once whoever waits is woken: the resume, then timers
         deciding.on_decided(resuming.decided)
         deciding.on_decided(timers.disarm)
         return _Parts(auditor=auditor, tasks=tasks, waiters=waiters, outbox=outbox,

@@ -104,27 +104,38 @@ class Resuming:
     async def next_resume(self, records: list[RequestRecord], pending_ids: set[str],
                           thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:
         """Wait until at least one of the thread's requests is decided, then claim every
-        decided one (each resumes exactly once)."""
-        for _ in range(1_000_000):
-            resume, claimed = await self.claim(thread_id, pending_ids)
-            if resume:
-                return resume, claimed
-            waiting = [r for r in records if r.pending]
-            if not waiting:
-                waiting = [r for r in await self._store.list_requests(thread_id=thread_id)
-                           if r.pending and r.interrupt_id in pending_ids]
-            if not waiting:
-                raise StaleDecision(
-                    f"thread {thread_id} is paused but none of its requests can resume it")
-            watchers = [asyncio.ensure_future(self._waiters.wait(r.id, None)) for r in waiting]
-            try:
-                done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for watcher in watchers:
-                    watcher.cancel()
-            for task in done:
-                task.result()
-            records = [await self._store.get_request(r.id) for r in records]
+        decided one (each resumes exactly once). A decision made in this process while
+        the run waits claims the resume in its own transaction and hands the record
+        over; one made elsewhere is claimed here."""
+        ids = [r.id for r in records]
+        self._waiters.run_waits(ids)
+        try:
+            for _ in range(1_000_000):
+                resume, claimed = await self.claim(thread_id, pending_ids)
+                for record in self._waiters.take_over(ids):
+                    if record.interrupt_id in pending_ids:
+                        resume[record.interrupt_id] = resume_value(record)
+                        claimed.append(record)
+                if resume:
+                    return resume, claimed
+                waiting = [r for r in records if r.pending]
+                if not waiting:
+                    waiting = [r for r in await self._store.list_requests(thread_id=thread_id)
+                               if r.pending and r.interrupt_id in pending_ids]
+                if not waiting:
+                    raise StaleDecision(
+                        f"thread {thread_id} is paused but none of its requests can resume it")
+                watchers = [asyncio.ensure_future(self._waiters.wait(r.id, None))
+                            for r in waiting]
+                try:
+                    done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for watcher in watchers:
+                        watcher.cancel()
+                records = [task.result() for task in done] + [
+                    r for r in records if all(r.id != t.result().id for t in done)]
+        finally:
+            self._waiters.run_left(ids)
         raise LoopgateError("waiting for decisions did not converge")  # pragma: no cover
 
     # background runs ---------------------------------------------------------------------

@@ -21,6 +21,10 @@ class Waiters:
         # decided in this process: their wake-ups ran already, so an echo from the store
         # is news to no one here
         self._decided_here: LRU[str, bool] = LRU(4096)
+        # requests a run driven from this process waits to resume, and those decided here
+        # with their resume claimed for it (see ``resumed_here``)
+        self._runs: dict[str, int] = {}
+        self._handed: LRU[str, RequestRecord] = LRU(4096)
 
     def decided_here(self, request_id: str) -> bool:
         """Whether this process decided ``request_id`` (and so woke its waiters)."""
@@ -29,6 +33,38 @@ class Waiters:
     def waited_for(self, request_id: str) -> bool:
         """Whether anyone here waits for ``request_id``."""
         return bool(self._waiting.get(request_id))
+
+    def run_waits(self, request_ids: list[str]) -> None:
+        """A run driven from this process waits to resume these requests itself."""
+        for request_id in request_ids:
+            self._runs[request_id] = self._runs.get(request_id, 0) + 1
+
+    def run_left(self, request_ids: list[str]) -> None:
+        """The run no longer waits for these requests."""
+        for request_id in request_ids:
+            left = self._runs.get(request_id, 0) - 1
+            if left > 0:
+                self._runs[request_id] = left
+            else:
+                self._runs.pop(request_id, None)
+
+    def resumed_here(self, request_id: str) -> bool:
+        """Whether a decision made here may claim the request's resume for a waiting run
+        in the same transaction (one commit fewer than claiming it afterwards)."""
+        return request_id in self._runs
+
+    def hand_over(self, record: RequestRecord) -> None:
+        """``record`` was decided with its resume claimed for the run waiting here."""
+        self._handed.get_or_make(record.id, lambda: record)
+
+    def take_over(self, request_ids: list[str]) -> list[RequestRecord]:
+        """The records decided for a waiting run, each given out once."""
+        taken = []
+        for request_id in request_ids:
+            record = self._handed.pop(request_id)
+            if record is not None:
+                taken.append(record)
+        return taken
 
     def wake(self, record: RequestRecord, *, here: bool = False) -> None:
         """Hand a decided record to everyone waiting for it."""

@@ -195,6 +195,9 @@ class Resolution:
         resolved_to_message_refs: Also queue a ``resolved`` delivery to every channel
             the request has a message reference on when it is decided (read inside the
             transaction, so a message shown a moment before is updated too).
+        resumed_at: Also claim the resume (as :meth:`Store.mark_resumed` would), in the
+            same transaction: the deciding process resumes the run itself, so a separate
+            claim would only cost another commit.
     """
 
     request_id: str
@@ -206,6 +209,7 @@ class Resolution:
     audit: Sequence[AuditEvent] = ()
     outbox: Sequence[OutboxItem] = ()
     resolved_to_message_refs: bool = False
+    resumed_at: datetime | None = None
 
 
 class Store(abc.ABC):
@@ -334,9 +338,11 @@ class Store(abc.ABC):
         audit: Sequence[AuditEvent] = (),
         outbox: Sequence[OutboxItem] = (),
         resolved_to_message_refs: bool = False,
+        resumed_at: datetime | None = None,
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
-        committed with ``audit`` and ``outbox`` (see :class:`Resolution`).
+        committed with ``audit`` and ``outbox`` (see :class:`Resolution`; with
+        ``resumed_at`` the resume is claimed in the same transaction).
 
         Raises:
             RequestNotFound: No such request.
@@ -348,6 +354,7 @@ class Store(abc.ABC):
             request_id=request_id, status=final_status(status), decision=decision,
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
+            resumed_at=utc_or_none(resumed_at),
         ))
 
     @abc.abstractmethod
