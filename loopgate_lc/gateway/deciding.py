@@ -166,11 +166,17 @@ class Deciding:
             self._waiters.resumed_here(record.id))
         if handing:
             audit.append(self._auditor.event("resumed", record))
+            self._waiters.handing(record.id)
         if not filing:
-            decided = await self._store.resolve(
-                record.id, status=status, decision=decision, decided_by=actor,
-                channel=channel, decided_at=now, audit=audit, outbox=outbox,
-                resolved_to_message_refs=True, resumed_at=now if handing else None)
+            try:
+                decided = await self._store.resolve(
+                    record.id, status=status, decision=decision, decided_by=actor,
+                    channel=channel, decided_at=now, audit=audit, outbox=outbox,
+                    resolved_to_message_refs=True, resumed_at=now if handing else None)
+            except BaseException:
+                if handing:
+                    self._waiters.hand_over(record.id, None)
+                raise
         else:
             decided, created = await self._store.create_request(
                 _decided(record, status, decision, actor, channel, now),
@@ -179,7 +185,7 @@ class Deciding:
                 return decided
         # whoever waits to resume comes first: hooks and notifications are not on that path
         if handing:
-            self._waiters.hand_over(decided)
+            self._waiters.hand_over(decided.id, decided)
         self._waiters.wake(decided, here=True)
         for listener in self._listeners:
             listener(decided)

@@ -119,21 +119,28 @@ class Resuming:
                 if resume:
                     return resume, claimed
                 waiting = [r for r in records if r.pending]
-                if not waiting:
+                handovers = self._waiters.handovers(ids)
+                if not waiting and not handovers:
                     waiting = [r for r in await self._store.list_requests(thread_id=thread_id)
                                if r.pending and r.interrupt_id in pending_ids]
-                if not waiting:
+                if not waiting and not handovers:
                     raise StaleDecision(
                         f"thread {thread_id} is paused but none of its requests can resume it")
-                watchers = [asyncio.ensure_future(self._waiters.wait(r.id, None))
-                            for r in waiting]
+                watchers: list[asyncio.Future[Any]] = [
+                    asyncio.ensure_future(self._waiters.wait(r.id, None)) for r in waiting]
+                watchers += [asyncio.ensure_future(asyncio.shield(h)) for h in handovers]
                 try:
-                    done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for watcher in watchers:
                         watcher.cancel()
-                records = [task.result() for task in done] + [
-                    r for r in records if all(r.id != t.result().id for t in done)]
+                seen = {}
+                for watcher in watchers:
+                    if watcher.done() and not watcher.cancelled():
+                        found = watcher.result()  # raises what the wait raised
+                        if isinstance(found, RequestRecord):
+                            seen[found.id] = found
+                records = [seen.get(r.id, r) for r in records]
         finally:
             self._waiters.run_left(ids)
         raise LoopgateError("waiting for decisions did not converge")  # pragma: no cover

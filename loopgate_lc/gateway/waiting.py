@@ -25,6 +25,7 @@ class Waiters:
         # with their resume claimed for it (see ``resumed_here``)
         self._runs: dict[str, int] = {}
         self._handed: LRU[str, RequestRecord] = LRU(4096)
+        self._handing: dict[str, asyncio.Future[None]] = {}  # committing right now
 
     def decided_here(self, request_id: str) -> bool:
         """Whether this process decided ``request_id`` (and so woke its waiters)."""
@@ -53,9 +54,25 @@ class Waiters:
         in the same transaction (one commit fewer than claiming it afterwards)."""
         return request_id in self._runs
 
-    def hand_over(self, record: RequestRecord) -> None:
-        """``record`` was decided with its resume claimed for the run waiting here."""
-        self._handed.get_or_make(record.id, lambda: record)
+    def handing(self, request_id: str) -> None:
+        """A decision that claims ``request_id``'s resume for the waiting run is being
+        committed. Until :meth:`hand_over` the run must wait for it, not read the claim
+        (which another path may show it first, a store notification or a poll) as
+        someone else's."""
+        self._handing.setdefault(request_id, asyncio.get_running_loop().create_future())
+
+    def hand_over(self, request_id: str, record: RequestRecord | None) -> None:
+        """The decision committed (``record``, its resume claimed for the run waiting
+        here) or failed (None)."""
+        if record is not None:
+            self._handed.get_or_make(record.id, lambda: record)
+        done = self._handing.pop(request_id, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def handovers(self, request_ids: list[str]) -> list[asyncio.Future[None]]:
+        """The hand-overs to these requests' run still being committed."""
+        return [self._handing[i] for i in request_ids if i in self._handing]
 
     def take_over(self, request_ids: list[str]) -> list[RequestRecord]:
         """The records decided for a waiting run, each given out once."""
