@@ -322,7 +322,7 @@ class _Inbox:
         except RequestNotFound:
             return self._page(request, "error.html", session, status=404, title="Not found",
                               message=f"there is no request {request_id!r} you may see")
-        payload = ApprovalRequest.model_validate(record.payload)
+        payload = record.request
         can = _controls(payload)
         # an error about a control this request does not show goes to the top of the form
         error = {(k if can.get(k) else "form"): v for k, v in (error or {}).items()}
@@ -362,7 +362,7 @@ class _Inbox:
         action = _field(form, "action")
         typed = {"message": _field(form, "message"), "args": _field(form, "args")}
         try:
-            decision = _decision(ApprovalRequest.model_validate(record.payload), action, form)
+            decision = _decision(record.request, action, form)
         except _FieldError as exc:
             return await self.detail(request, error={exc.field: str(exc)}, status=422,
                                      typed=typed)
