@@ -34,10 +34,13 @@ __all__ = [
     "approval_of",
     "batch_request",
     "is_batch",
+    "is_tool_approval",
+    "langchain_decision",
     "public_decision",
     "request_of",
     "response_of",
     "resume_value",
+    "schema_decisions",
     "validate_decision",
 ]
 
@@ -56,6 +59,13 @@ def request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
     kinds = {k.value for k in RequestKind}
     if isinstance(value, Mapping) and value.get("type") in kinds:
         data = dict(value)
+        if is_tool_approval(value):
+            # LangChain's per-call pause: its answer is one plain LangChain decision, and
+            # the decisions the tool allows are the ones its response schema lists
+            data["langchain"] = True
+            allowed = schema_decisions(intr.response_schema)
+            if allowed:
+                data.setdefault("allowed_decisions", allowed)
         data.setdefault("request_id", derived)
         try:
             return ApprovalRequest.model_validate(data), False
@@ -66,6 +76,33 @@ def request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
                            description=text, allowed_decisions=["respond"],
                            metadata={"interrupt_value": value} if not isinstance(value, str)
                            else {}), True
+
+
+def is_tool_approval(value: Any) -> bool:
+    """Whether an interrupt value is LangChain's per-call ``ToolApprovalRequest``
+    (``HumanInTheLoopMiddleware(interrupt_mode="per_call")``): a tool approval that
+    loopgate_lc did not raise, so it carries no ``request_id``."""
+    return (isinstance(value, Mapping) and value.get("type") == RequestKind.TOOL_APPROVAL.value
+            and "request_id" not in value and isinstance(value.get("tool_call_id"), str)
+            and isinstance(value.get("name"), str))
+
+
+def schema_decisions(schema: Any) -> list[str]:
+    """The decision types a published response schema accepts (LangChain's per-call
+    schema: a union discriminated by ``type``, or one decision's object), so a person is
+    offered only those; empty when the schema does not say."""
+    if not isinstance(schema, Mapping):
+        return []
+    mapping = (schema.get("discriminator") or {}).get("mapping")
+    if isinstance(mapping, Mapping):
+        named = list(mapping)
+    else:
+        const = ((schema.get("properties") or {}).get("type") or {}).get("const")
+        named = [const] if isinstance(const, str) else []
+    return [kind for kind in named if kind in _HUMAN_DECISIONS]
+
+
+_HUMAN_DECISIONS = ("approve", "edit", "reject", "respond")
 
 
 def is_batch(value: Any) -> bool:
@@ -260,17 +297,28 @@ def resume_value(record: RequestRecord) -> Any:
     if record.payload.get("batch"):
         if isinstance(decision.get("decisions"), list):
             return {"decisions": decision["decisions"]}
-        # a timeout or cancel answers every call: rejected, in words LangChain's
-        # middleware accepts too
+        # a timeout or cancel answers every call the same way
         count = len(record.payload.get("action_requests") or ())
-        reason = decision.get("message") or (
-            "the approval request timed out" if decision.get("type") == "timeout"
-            else "the approval request was cancelled")
-        verdict = "approve" if decision.get("outcome") == "approve" else "reject"
-        one = {"type": verdict} if verdict == "approve" else {"type": "reject",
-                                                               "message": reason}
-        return {"decisions": [one] * count}
+        return {"decisions": [langchain_decision(decision)] * count}
+    if record.payload.get("langchain"):
+        return langchain_decision(decision)
     return decision
+
+
+def langchain_decision(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored decision in the words LangChain's ``HumanInTheLoopMiddleware`` accepts
+    (its per-call response schema has no ``timeout`` or ``cancel``): a timeout or cancel
+    becomes the approve or reject it stands for, with the reason; who decided and where
+    stay in the audit."""
+    kind = decision.get("type")
+    if kind in _SYSTEM_DECISIONS:
+        if decision.get("outcome") == "approve":
+            return {"type": "approve"}
+        reason = decision.get("message") or (
+            "the approval request timed out" if kind == "timeout"
+            else "the approval request was cancelled")
+        return {"type": "reject", "message": str(reason)}
+    return {k: v for k, v in decision.items() if k in ("type", "message", "edited_action")}
 
 
 def response_of(record: RequestRecord) -> HumanResponse:

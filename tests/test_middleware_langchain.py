@@ -246,3 +246,51 @@ def test_http_respond_batch_answers_a_runs_pauses(tmp_path: Any) -> None:
             assert [r["status"] for r in answer.json()["requests"]] == ["approved", "approved"]
         _until_ran(runs, "send_email:bye")
     assert runs == Counter({"get_user": 1, "delete_user:7": 1, "send_email:bye": 1})
+
+
+def theirs_per_call() -> HumanInTheLoopMiddleware:
+    return HumanInTheLoopMiddleware(interrupt_on={
+        "delete_user": {"allowed_decisions": ["approve", "reject"]},
+        "send_email": True}, interrupt_mode="per_call")
+
+
+def test_the_gateway_answers_langchains_per_call_pauses_in_their_own_terms(
+        tmp_path: Any) -> None:
+    """LangChain's ``ToolApprovalRequest``: the decisions offered are the ones its response
+    schema lists, an edit is checked against the tool's schema before anything is kept, and
+    a timeout resumes as the rejection it stands for (LangChain's schema has no
+    ``timeout``)."""
+    from loopgate_lc import DecisionNotAllowed, InvalidDecision
+
+    runs: Counter[str] = Counter()
+    with Loopgate(f"sqlite:///{tmp_path / 'per-call.db'}", poll_interval=0.05,
+                  default_timeout=60) as gate:
+        gate.register_graph("cleaner", agent(runs, theirs_per_call()))
+        thread = gate.start("cleaner", {"messages": [("user", "clean up user 7")]})
+        by_name = {r.payload["name"]: r for r in _pending(gate, thread, 2)}
+        delete, email = by_name["delete_user"], by_name["send_email"]
+        assert delete.payload["allowed_decisions"] == ["approve", "reject"]
+        assert email.payload["allowed_decisions"] == ["approve", "edit", "reject", "respond"]
+        with pytest.raises(DecisionNotAllowed, match="allowed: approve, reject"):
+            gate.respond(delete.id, {"type": "respond", "message": "no"})
+        with pytest.raises(InvalidDecision, match="switch tools"):
+            gate.respond(email.id, {"type": "edit", "edited_action": {
+                "name": "delete_user", "args": {"user_id": "8"}}})
+        with pytest.raises(InvalidDecision, match="body"):
+            gate.respond(email.id, {"type": "edit", "edited_action": {
+                "name": "send_email", "args": {"to": "ann@example.com", "body": 3}}})
+        assert len(gate.pending(thread_id=thread)) == 2  # nothing was kept
+        gate.respond(email.id, {"type": "edit", "edited_action": {
+            "name": "send_email", "args": {"to": "ann@example.com", "body": "see you"}}})
+        _until_ran(runs, "send_email:see you")
+        # nobody answers the other one: the timer rejects it in LangChain's words
+        gate.expire_due(now=delete.expires_at)  # type: ignore[arg-type]
+        tick = threading.Event()
+        for _ in range(400):  # bounded: the resume runs in the gateway's loop
+            if any(e.event == "finished" for e in gate.audit(thread_id=thread)):
+                break
+            tick.wait(0.05)
+        state = gate.audit(thread_id=thread)
+        assert [e.event for e in state if e.event in ("resume_failed", "error")] == []
+        assert gate.get(delete.id).status.value == "timeout"
+    assert runs == Counter({"get_user": 1, "send_email:see you": 1})
