@@ -87,6 +87,7 @@ class RemoteDriver:
         self._assistants: OrderedDict[str, str] = OrderedDict()
         self._cursor: datetime | None = None
         self.polls = 0  # searches made, for tests and metrics
+        self.busy_retries = 0  # resumes sent again because the thread was running
 
     # the SDK ---------------------------------------------------------------------------
 
@@ -141,8 +142,8 @@ class RemoteDriver:
             from langgraph_sdk.errors import UnprocessableEntityError
 
             try:
-                await self.client.runs.create(thread_id, assistant,
-                                              webhook=self.webhook_url, **kwargs)
+                await self._create_run(thread_id, assistant,
+                                       {**kwargs, "webhook": self.webhook_url})
                 return None
             except UnprocessableEntityError as exc:
                 if "webhook" not in str(exc).lower():
@@ -152,8 +153,35 @@ class RemoteDriver:
                 log.warning("loopgate_lc: %s refuses the run webhook %s (%s); polling "
                             "instead", self.deployment.name, self.webhook_url, exc)
                 self.webhook_url = None
-        await self.client.runs.create(thread_id, assistant, **kwargs)
+        await self._create_run(thread_id, assistant, kwargs)
         return None  # the run goes on on the server; its next pauses are found anew
+
+    async def _create_run(self, thread_id: str, assistant: str,
+                          kwargs: dict[str, Any]) -> None:
+        """``runs.create``, sent again while the thread runs another run.
+
+        The server refuses a second run on a busy thread (409, ``multitask_strategy=
+        "reject"``) without making it, so sending again never resumes twice. Another
+        decision's resume or someone's own run can hold the thread; this retries 50 ms
+        later, doubling to 0.5 s, so the resume goes in as soon as the thread is free,
+        for at most half the lease (the claim stays this process's meanwhile); then the
+        409 is raised and the lease's takeover tries again.
+        """
+        from langgraph_sdk.errors import ConflictError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deployment.lease / 2
+        delay = 0.05
+        while True:
+            try:
+                await self.client.runs.create(thread_id, assistant, **kwargs)
+                return
+            except ConflictError:
+                if loop.time() + delay > deadline:
+                    raise
+                self.busy_retries += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def watch(self, report: PauseReport) -> None:
         """Search now and every ``poll_interval``; re-read hinted threads at once."""
