@@ -53,6 +53,7 @@ from loopgate_lc.errors import (
     RequestNotFound,
     SessionNotFound,
     StaleDecision,
+    ThreadBusy,
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
 from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
@@ -147,7 +148,8 @@ class GraphDriver(Protocol):
         """Resume the thread with ``{interrupt_id: value}``. Returns the interrupts the
         run paused at next, or None when the run goes on elsewhere (its next pauses are
         reported through ``watch``). Returning means the resume is saved where the graph
-        lives; raising means it may not be."""
+        lives; raising means it may not be, except :class:`ThreadBusy`, which says
+        nothing was sent (the claims are given back and the thread resumed later)."""
         ...
 
     async def watch(self, report: PauseReport) -> None:
@@ -1365,14 +1367,16 @@ class Loopgate:
             self._spawn(self._resume_thread(name, thread_id))
 
     async def _claim(self, thread_id: str, interrupt_ids: set[str],
-                     stale_before: datetime | None = None,
+                     stale_before: datetime | None = None, at: datetime | None = None,
                      ) -> tuple[dict[str, Any], list[RequestRecord]]:
         """Claim decided, not yet resumed requests of a thread whose interrupts are
         still pending; a decision for an interrupt that is gone is reported stale.
 
         With ``stale_before``, a resume claimed by then and never completed is taken
         over: the process that claimed it died before LangGraph saved the resume.
+        ``at`` is the claims' time (what giving them back names).
         """
+        at = at or self.clock()
         resume: dict[str, Any] = {}
         claimed: list[RequestRecord] = []
         for record in await self.store.list_requests(thread_id=thread_id):
@@ -1393,7 +1397,7 @@ class Loopgate:
                                 f"interrupt {record.interrupt_id} is no longer pending"))})])
                 continue
             if await self.store.mark_resumed(
-                    record.id, stale_before=stale_before, at=self.clock(),
+                    record.id, stale_before=stale_before, at=at,
                     audit=[self._event("resume_retried" if retry else "resumed", record)]):
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
@@ -1415,10 +1419,20 @@ class Loopgate:
                 pending_ids = await driver.pending(thread_id)
                 if pending_ids is None:  # busy: the watch loop comes back to it
                     return
-                resume, claimed = await self._claim(thread_id, pending_ids, stale_before)
+                at = self.clock()
+                resume, claimed = await self._claim(thread_id, pending_ids, stale_before, at)
                 if not resume:
                     return
-                paused = await driver.resume(thread_id, resume, claimed)
+                try:
+                    paused = await driver.resume(thread_id, resume, claimed)
+                except ThreadBusy as exc:
+                    # nothing was sent: give the claims back, so this process's watch
+                    # loop or any other resumes the thread as soon as it is free
+                    for record in claimed:
+                        await self.store.release_resume(
+                            record.id, claimed_at=at, audit=[self._event(
+                                "resume_deferred", record, details={"reason": str(exc)})])
+                    return
                 await self._complete([r.id for r in claimed])
                 if paused is not None:
                     await self._after_step(name, thread_id, _Step(None, tuple(paused)))

@@ -26,7 +26,7 @@ from typing import Any
 
 from langgraph.types import Interrupt
 
-from loopgate_lc.errors import ConfigurationError
+from loopgate_lc.errors import ConfigurationError, ThreadBusy
 from loopgate_lc.gateway import PauseReport
 from loopgate_lc.langgraph_server.deployment import Deployment
 from loopgate_lc.schema import ApprovalRequest, RequestKind
@@ -43,6 +43,10 @@ _SEEN_LIMIT = 10_000  # threads remembered between searches (oldest forgotten fi
 _HINT_LIMIT = 10_000  # hinted threads waiting to be re-read; past it, polling finds them
 _CURSOR_OVERLAP = timedelta(seconds=10)  # clocks and commit order are not exact
 _KINDS = frozenset(k.value for k in RequestKind)
+
+BUSY_RETRY = 5.0
+"""Seconds a resume is sent again while its thread runs another run, before the claim
+is given back (see ``RemoteDriver._create_run``)."""
 
 
 def is_loopgate_request(value: Any) -> bool:
@@ -162,23 +166,25 @@ class RemoteDriver:
 
         The server refuses a second run on a busy thread (409, ``multitask_strategy=
         "reject"``) without making it, so sending again never resumes twice. Another
-        decision's resume or someone's own run can hold the thread; this retries 50 ms
-        later, doubling to 0.5 s, so the resume goes in as soon as the thread is free,
-        for at most half the lease (the claim stays this process's meanwhile); then the
-        409 is raised and the lease's takeover tries again.
+        decision's resume or someone's own run can hold the thread; this sends again
+        50 ms later, doubling to 0.5 s, so the resume goes in as soon as a short run
+        ends, for at most :data:`BUSY_RETRY` seconds (and half the lease). A longer run
+        raises :class:`~loopgate_lc.ThreadBusy`: the gateway gives the claims back and
+        resumes the thread once it is no longer busy.
         """
         from langgraph_sdk.errors import ConflictError
 
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.deployment.lease / 2
+        deadline = loop.time() + min(BUSY_RETRY, self.deployment.lease / 2)
         delay = 0.05
         while True:
             try:
                 await self.client.runs.create(thread_id, assistant, **kwargs)
                 return
-            except ConflictError:
+            except ConflictError as exc:
                 if loop.time() + delay > deadline:
-                    raise
+                    raise ThreadBusy(f"thread {thread_id} on {self.deployment.name} is "
+                                     f"running another run ({exc})") from exc
                 self.busy_retries += 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)

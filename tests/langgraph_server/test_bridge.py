@@ -234,6 +234,96 @@ async def test_two_parallel_calls_are_decided_separately(server: LangGraphDev,
     assert tool_runs(server, a) == [f"deploy {a} 1"] and tool_runs(server, b) == []
 
 
+# --- a busy thread ---------------------------------------------------------------------------
+
+
+def held(server: LangGraphDev, env: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the ``hold-`` deploy to ``env`` is running (its run keeps the thread busy
+    until :func:`release` is called)."""
+    async def check() -> bool:
+        return (server.folder / f"started-{env}").exists()
+
+    return check
+
+
+def release(server: LangGraphDev, env: str) -> None:
+    (server.folder / f"release-{env}").touch()
+
+
+def resumes_sent(runs: list[Any]) -> list[list[str]]:
+    return sorted(r["metadata"][RUN_METADATA_KEY] for r in runs
+                  if (r.get("metadata") or {}).get(RUN_METADATA_KEY))
+
+
+async def test_a_decision_made_while_the_thread_runs_resumes_it_once_when_free(
+        server: LangGraphDev, assistant: str) -> None:
+    a, b = f"hold-{uuid.uuid4().hex[:8]}", f"next-{uuid.uuid4().hex[:8]}"
+    client = get_client(url=server.url, api_key=None)
+    async with bridged(server, assistant) as (gateway, _):
+        thread_id = await start(server, assistant, f"both:{a},{b}")
+        by_env = {r.payload["args"]["environment"]: r
+                  for r in await filed(gateway, thread_id, 2)}
+        await gateway.arespond(by_env[a].id, {"type": "approve"})
+        await until(held(server, a))  # the resumed run is in flight, holding the thread
+        await gateway.arespond(by_env[b].id, {"type": "approve"})
+        assert (await client.threads.get(thread_id))["status"] == "busy"
+        assert (await gateway.aget(by_env[b].id)).resumed_at is None  # not claimed yet
+        release(server, a)
+        thread = await finished(server, thread_id)
+        contents = [m["content"] for m in thread["values"]["messages"] if m["type"] == "tool"]
+        assert f"deployed to {a} x1" in contents and f"deployed to {b} x1" in contents
+        assert (await events(gateway, by_env[b].id)).count("resumed") == 1
+        assert resumes_sent(await client.runs.list(thread_id)) == sorted(
+            [[by_env[a].id], [by_env[b].id]])
+    assert tool_runs(server, a) == [f"deploy {a} 1"] and tool_runs(server, b) == [
+        f"deploy {b} 1"]
+
+
+async def test_a_resume_the_server_refuses_as_busy_sends_nothing_and_says_so(
+        server: LangGraphDev, assistant: str) -> None:
+    """The server answers 409 while the thread runs: the driver sends again with a
+    bounded backoff, then raises ThreadBusy (the gateway gives its claim back); nothing
+    reached the server, and the same resume goes in once the thread is free."""
+    from loopgate_lc import ThreadBusy
+    from loopgate_lc.langgraph_server import RemoteDriver
+
+    a, b = f"hold-{uuid.uuid4().hex[:8]}", f"then-{uuid.uuid4().hex[:8]}"
+    client = get_client(url=server.url, api_key=None)
+    driver = RemoteDriver(Deployment(url=server.url, name="prod", graphs=(assistant,),
+                                     lease=0.6))
+    try:
+        thread_id = await start(server, assistant, f"both:{a},{b}")
+
+        async def paused() -> dict[str, str] | None:
+            thread = await client.threads.get(thread_id)
+            if thread["status"] != "interrupted":
+                return None
+            return {i["value"]["args"]["environment"]: i["id"]
+                    for group in thread["interrupts"].values() for i in group}
+
+        ids = await until(paused)
+        await client.runs.create(thread_id, assistant,
+                                 command={"resume": {ids[a]: {"type": "approve"}}})
+        await until(held(server, a))
+        sent_before = len(await client.runs.list(thread_id))
+        with pytest.raises(ThreadBusy, match="running another run"):
+            await driver.resume(thread_id, {ids[b]: {"type": "approve"}}, [])
+        assert driver.busy_retries >= 1  # sent again before giving up
+        assert len(await client.runs.list(thread_id)) == sent_before  # nothing was made
+
+        release(server, a)
+
+        async def only_b_left() -> bool:
+            return set(await paused() or {}) == {b}
+
+        await until(only_b_left)
+        await driver.resume(thread_id, {ids[b]: {"type": "approve"}}, [])
+        await finished(server, thread_id)
+    finally:
+        await driver.aclose()
+    assert tool_runs(server, b) == [f"deploy {b} 1"]
+
+
 # --- foreign interrupts, stale decisions, webhooks -------------------------------------------
 
 
