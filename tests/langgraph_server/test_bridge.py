@@ -35,7 +35,7 @@ from loopgate_lc.langgraph_server import (
 )
 from loopgate_lc.notifiers.telegram import TelegramNotifier
 from loopgate_lc.server import create_app
-from loopgate_lc.stores.base import RequestRecord
+from loopgate_lc.stores.base import RequestRecord, Store
 from loopgate_lc.testing.langgraph_dev import LangGraphDev, free_port, wait_ready
 from tests.support.langgraph_dev import Relay, served
 
@@ -80,7 +80,7 @@ def tool_runs(server: LangGraphDev, marker: str) -> list[str]:
 
 @asynccontextmanager
 async def bridged(server: LangGraphDev, assistant: str, *, url: str | None = None,
-                  store: str = "memory://", notifiers: list[Any] | None = None,
+                  store: str | Store = "memory://", notifiers: list[Any] | None = None,
                   include_foreign: bool = False, public_url: str | None = None,
                   poll_interval: float = 0.2, **options: Any,
                   ) -> AsyncIterator[tuple[Loopgate, LangGraphBridge]]:
@@ -322,6 +322,50 @@ async def test_a_resume_the_server_refuses_as_busy_sends_nothing_and_says_so(
     finally:
         await driver.aclose()
     assert tool_runs(server, b) == [f"deploy {b} 1"]
+
+
+# --- several bridge processes on one PostgreSQL store -----------------------------------------
+
+
+async def test_two_bridges_on_one_postgresql_store_resume_each_decision_once(
+        server: LangGraphDev, assistant: str, postgres_dsn: str, pg_schema: str) -> None:
+    """Two gateways, each with its own connections to one PostgreSQL database, watch the
+    same deployment: both file every pause (once, by interrupt), decisions are made on
+    either, at the same moment, and the store's claims let exactly one resume each."""
+    from loopgate_lc.stores.postgres import PostgresStore
+
+    solo = [f"pg{i}-{uuid.uuid4().hex[:8]}" for i in range(3)]
+    x, y = (f"pg{k}-{uuid.uuid4().hex[:8]}" for k in ("x", "y"))
+    client = get_client(url=server.url, api_key=None)
+    async with bridged(server, assistant, store=PostgresStore(postgres_dsn, schema=pg_schema)
+                       ) as (first, _), \
+            bridged(server, assistant, store=PostgresStore(postgres_dsn, schema=pg_schema)
+                    ) as (second, _):
+        threads = [await start(server, assistant, f"deploy:{env}") for env in solo]
+        pair = await start(server, assistant, f"both:{x},{y}")
+        records = {}
+        for thread_id in threads:
+            [one] = await filed(first, thread_id)
+            [same] = await filed(second, thread_id)
+            assert same.id == one.id
+            records[one.payload["args"]["environment"]] = one
+        for record in await filed(second, pair, 2):
+            records[record.payload["args"]["environment"]] = record
+        gateways = [first, second, first, second, first]
+        await asyncio.gather(*(
+            gateway.arespond(records[env].id, {"type": "approve"}, actor="ann")
+            for gateway, env in zip(gateways, [*solo, x, y], strict=True)))
+        for thread_id in [*threads, pair]:
+            await finished(server, thread_id)
+        for thread_id in [*threads, pair]:
+            sent = resumes_sent(await client.runs.list(thread_id))
+            mine = sorted(r.id for r in records.values() if r.thread_id == thread_id)
+            assert sorted(i for ids in sent for i in ids) == mine  # each sent once
+        for env, record in records.items():
+            seen = await events(first, record.id)
+            assert seen.count("resumed") == seen.count("resume_deferred") + 1, (env, seen)
+    for env in [*solo, x, y]:
+        assert tool_runs(server, env) == [f"deploy {env} 1"]
 
 
 # --- foreign interrupts, stale decisions, webhooks -------------------------------------------
