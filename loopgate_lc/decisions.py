@@ -158,8 +158,14 @@ def _batch_decision(request: ApprovalRequest, raw: dict[str, Any]) -> dict[str, 
     for index, (item, action, config) in enumerate(zip(items, actions, configs, strict=True)):
         if "type" in raw and raw.get("type") == "edit":
             raise InvalidDecision("an edit names one call; send 'decisions' with one per call")
+        where = f"decisions[{index}] ({action.get('name')})"
         one = _one_decision(item, config.get("allowed_decisions") or [], action.get("name"),
-                            where=f"decisions[{index}] ({action.get('name')})")
+                            where=where)
+        schema = config.get("args_schema")
+        if one["type"] == "edit" and isinstance(schema, Mapping):
+            # LangChain's ReviewConfig may carry the tool's argument schema
+            _check(json.dumps(schema, sort_keys=True), one["edited_action"].get("args"),
+                   f"{where}: invalid edited args")
         checked.append(one)
     ran = sum(d["type"] in ("approve", "edit") for d in checked)
     if ran == len(checked):
@@ -262,14 +268,18 @@ def validate_decision(record: RequestRecord, request: ApprovalRequest,
     if isinstance(schema, dict):  # requests filed before the schema was kept as text
         schema = json.dumps(schema, sort_keys=True)
     if isinstance(schema, str):
-        from jsonschema.exceptions import best_match
-
-        error = best_match(_validator(schema).iter_errors(checked))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            raise InvalidDecision(f"invalid decision{' at ' + where if where else ''}: "
-                                  f"{error.message}")
+        _check(schema, checked, "invalid decision")
     return checked
+
+
+def _check(schema: str, value: Any, what: str) -> None:
+    """Raise InvalidDecision with the most telling error of ``value`` against ``schema``."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(schema).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise InvalidDecision(f"{what}{' at ' + where if where else ''}: {error.message}")
 
 
 @functools.lru_cache(maxsize=256)

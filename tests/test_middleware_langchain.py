@@ -16,7 +16,7 @@ from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 from loopgate_lc import ApprovalPolicy, Loopgate, PolicySet, RiskLevel
 from loopgate_lc.middleware import ApprovalMiddleware, ToolSettings
@@ -294,3 +294,45 @@ def test_the_gateway_answers_langchains_per_call_pauses_in_their_own_terms(
         assert [e.event for e in state if e.event in ("resume_failed", "error")] == []
         assert gate.get(delete.id).status.value == "timeout"
     assert runs == Counter({"get_user": 1, "send_email:see you": 1})
+
+
+def test_a_batched_edit_is_checked_against_an_args_schema_in_its_review_config() -> None:
+    """``ReviewConfig.args_schema`` (LangChain's field; its middleware leaves it out, other
+    code may fill it): an edit's arguments must match it before anything is kept."""
+    from langgraph.graph import START, StateGraph
+    from typing_extensions import TypedDict
+
+    from loopgate_lc import InvalidDecision
+
+    class State(TypedDict, total=False):
+        answer: Any
+
+    def review(state: State) -> State:
+        return {"answer": interrupt({
+            "action_requests": [{"name": "scale", "args": {"replicas": 2}}],
+            "review_configs": [{"action_name": "scale", "allowed_decisions": ["approve", "edit"],
+                                "args_schema": {"type": "object", "required": ["replicas"],
+                                                "properties": {"replicas": {
+                                                    "type": "integer", "maximum": 10}}}}]})}
+
+    builder = StateGraph(State)
+    builder.add_node("review", review)
+    builder.add_edge(START, "review")
+    graph = builder.compile(checkpointer=InMemorySaver())
+    with Loopgate("memory://", poll_interval=0.05) as gate:
+        gate.register_graph("scaler", graph)
+        thread = gate.start("scaler", {})
+        [record] = _pending(gate, thread, 1)
+        with pytest.raises(InvalidDecision, match="replicas"):
+            gate.respond(record.id, {"decisions": [{"type": "edit", "edited_action": {
+                "name": "scale", "args": {"replicas": 50}}}]})
+        assert gate.get(record.id).pending
+        gate.respond(record.id, {"decisions": [{"type": "edit", "edited_action": {
+            "name": "scale", "args": {"replicas": 3}}}]})
+        tick = threading.Event()
+        for _ in range(400):  # bounded: the resume runs in the gateway's loop
+            if any(e.event == "finished" for e in gate.audit(thread_id=thread)):
+                break
+            tick.wait(0.05)
+        state = graph.get_state({"configurable": {"thread_id": thread}})
+    assert state.values["answer"]["decisions"][0]["edited_action"]["args"] == {"replicas": 3}
