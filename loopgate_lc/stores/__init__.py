@@ -10,7 +10,14 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.errors import ConfigurationError
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    OutboxItem,
+    RequestRecord,
+    RequestScope,
+    SessionRecord,
+    Store,
+)
 from loopgate_lc.stores.memory import MemoryStore
 from loopgate_lc.stores.sqlite import SQLiteStore
 
@@ -23,6 +30,7 @@ __all__ = [
     "OutboxItem",
     "PostgresStore",
     "RequestRecord",
+    "RequestScope",
     "SQLiteStore",
     "SessionRecord",
     "Store",
