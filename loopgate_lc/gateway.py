@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime
 
 from pydantic import ValidationError
 
+from loopgate_lc import quorum
 from loopgate_lc._lru import LRU
 from loopgate_lc._portal import Portal
 from loopgate_lc.decisions import (
@@ -56,7 +57,7 @@ from loopgate_lc.errors import (
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
 from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
-from loopgate_lc.notifiers.base import DeliveryError, Notifier
+from loopgate_lc.notifiers.base import DeliveryError, Notifier, VoteNotifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import (
     ApprovalRequest,
@@ -643,7 +644,7 @@ class Loopgate:
             if not session.active:
                 raise SessionNotFound(request.session_id)
         now = self.clock()
-        payload = request.to_interrupt()
+        payload = quorum.votes_only(request.to_interrupt())
         if response_schema is not None:
             # kept as one string: stores copy it for free, and validators are cached by it
             payload["response_schema"] = json.dumps(response_schema, sort_keys=True)
@@ -734,7 +735,10 @@ class Loopgate:
 
     def submit(self, message: str, **kwargs: Any) -> RequestRecord:
         """File a request outside any graph and return at once (see
-        :meth:`request_interaction` for the blocking form)."""
+        :meth:`request_interaction` for the blocking form).
+
+        ``requester`` names who asks, when that is a person rather than the client: under
+        a quorum (:mod:`loopgate_lc.quorum`) their own vote never counts."""
         return self._portal.call(self._submit(message, **kwargs))
 
     async def asubmit(self, message: str, **kwargs: Any) -> RequestRecord:
@@ -756,6 +760,7 @@ class Loopgate:
         confidence: float | None = None,
         allowed_decisions: Sequence[str] | None = None,
         callback_url: str | None = None,
+        requester: str | None = None,
     ) -> RequestRecord:
         # callback_url is kept in the payload (ApprovalRequest allows extra fields), so
         # whichever process decides the request can still deliver the callback.
@@ -783,6 +788,9 @@ class Loopgate:
             options=parsed,
             metadata=dict(metadata or {}),
             approvers=list(verdict.approvers) if verdict else [],
+            quorum=verdict.quorum if verdict else 1,
+            rejections_needed=verdict.rejections_needed if verdict else 1,
+            requester=requester,
             session_id=session_id,
             timeout_seconds=_seconds(timeout),
             **({"callback_url": callback_url} if callback_url else {}),
@@ -861,9 +869,39 @@ class Loopgate:
             raise already_decided(record)
         await self._authorize(record, approver_id, actor, channel)
         request = ApprovalRequest.model_validate(record.payload)
+        if quorum.needs_votes(request):
+            return await self._vote(record, request, decision, actor, channel, approver_id)
         checked = validate_decision(record, request, decision)
         return await self._decide(record, checked, actor=actor, channel=channel,
                                   request=request)
+
+    async def _vote(self, record: RequestRecord, request: ApprovalRequest,
+                    decision: Mapping[str, Any], actor: str | None, channel: str,
+                    approver_id: str | None) -> RequestRecord:
+        """An answer to a request that needs a quorum is a vote (see
+        :mod:`loopgate_lc.quorum`); the vote that reaches its threshold decides."""
+        quorum.vote_of(record, dict(decision))  # the clear refusal of an edit comes first
+        checked = {**validate_decision(record, request, decision), "actor": actor,
+                   "channel": channel}
+        voter = quorum.voter_of(record, approver_id)
+        try:
+            quorum.refuse_requester(record, voter, await quorum.requesters(self.store, record))
+        except ApproverNotAllowed as exc:
+            await self._audit("unauthorized", record, actor=actor, channel=channel,
+                              details={"approver_id": voter, "reason": str(exc)})
+            raise
+        now = self.clock()
+        voted = await self.store.vote(quorum.ballot(
+            record, request, checked, voter=voter, now=now,
+            event=lambda name, details: self._event(name, record, actor=actor,
+                                                    channel=channel, details=details),
+            deliveries=lambda kind: self._deliveries(
+                record, kind, now, None if kind != "voted" else [
+                    n.name for n in self._accepting(record) if isinstance(n, VoteNotifier)])))
+        self._s.outbox_kick.set()
+        if not voted.pending:
+            await self._settled(voted, voted.decision or checked, request)
+        return voted
 
     def respond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
                       actor: str | None = None, channel: str = "api",
@@ -1033,6 +1071,15 @@ class Loopgate:
                 audit=[*filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
+        await self._settled(decided, decision, request)
+        return decided
+
+    async def _settled(self, decided: RequestRecord, decision: dict[str, Any],
+                       request: ApprovalRequest | None) -> None:
+        """What follows a committed decision, whatever committed it (a decision, or the
+        vote that reached a quorum): wake-ups, resume and hooks, which can no longer lose
+        or change it."""
+        status = decided.status
         self._s.decided_here.get_or_make(decided.id, lambda: True)
         # wake whoever waits to resume first: hooks and notifications are not on that path
         for waiter in self._s.waiters.pop(decided.id, []):
@@ -1050,7 +1097,6 @@ class Loopgate:
         elif status is Status.REJECTED:
             await self._fire("on_reject", decided)
         self._s.outbox_kick.set()
-        return decided
 
     async def _wait_decided(self, request_id: str, timeout: float | None) -> RequestRecord:
         """Wait for a decision made here (woken at once) or by another process (seen at
@@ -1201,10 +1247,15 @@ class Loopgate:
             if item.kind == "notify" and not record.pending:
                 await self.store.complete_outbox(item.id)
                 return
+            if item.kind == "voted" and not record.pending:
+                await self.store.complete_outbox(item.id)  # its resolved delivery shows all
+                return
             ref = None
             try:
                 if item.kind == "notify":
                     ref = await notifier.notify(record)
+                elif item.kind == "voted" and isinstance(notifier, VoteNotifier):
+                    await self._show_votes(record, notifier)
                 else:
                     await notifier.on_resolved(record)
             except Exception as exc:
@@ -1219,6 +1270,16 @@ class Loopgate:
                 await self._fire("on_notified", record, notifier.name)
         finally:
             self._s.delivering.discard(item.id)
+
+    async def _show_votes(self, record: RequestRecord, notifier: VoteNotifier) -> None:
+        """Show the latest count: a vote counted while its delivery was on its way shares
+        that delivery (one open row per channel and kind), so look once more after it."""
+        for _ in range(3):
+            await notifier.on_vote(record)
+            latest = await self.store.get_request(record.id)
+            if not latest.pending or len(latest.votes) == len(record.votes):
+                return
+            record = latest
 
     async def _delivery_failed(self, item: OutboxItem, record: RequestRecord,
                                notifier: Notifier, exc: Exception) -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from loopgate_lc.gateway import Loopgate
     from loopgate_lc.stores.base import RequestRecord
 
-__all__ = ["NO_CHANNEL_WARNING", "DeliveryError", "Notifier"]
+__all__ = ["NO_CHANNEL_WARNING", "DeliveryError", "Notifier", "VoteNotifier"]
 
 NO_CHANNEL_WARNING = (
     "no notification channel is configured, so nobody is told about new requests: they "
@@ -49,6 +49,15 @@ class Notifier(Protocol):
 
     async def on_resolved(self, request: RequestRecord) -> None:
         """Tell the channel the request left ``pending`` (edit the message, ...)."""
+
+
+@runtime_checkable
+class VoteNotifier(Notifier, Protocol):
+    """A notifier that shows a quorum request's count as votes arrive (see
+    :mod:`loopgate_lc.quorum`); others hear only of the decision."""
+
+    async def on_vote(self, request: RequestRecord) -> None:
+        """Show the request's new count (``request.votes``); it is still pending."""
 
 
 @runtime_checkable
