@@ -10,7 +10,15 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.errors import ConfigurationError
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    Ballot,
+    OutboxItem,
+    RequestRecord,
+    SessionRecord,
+    Store,
+    Vote,
+)
 from loopgate_lc.stores.memory import MemoryStore
 from loopgate_lc.stores.sqlite import SQLiteStore
 
@@ -19,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditEvent",
+    "Ballot",
     "MemoryStore",
     "OutboxItem",
     "PostgresStore",
@@ -26,6 +35,7 @@ __all__ = [
     "SQLiteStore",
     "SessionRecord",
     "Store",
+    "Vote",
     "aopen_store",
     "open_store",
 ]
