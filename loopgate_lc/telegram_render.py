@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import RequestKind, Status
 from loopgate_lc.stores.base import RequestRecord
 
@@ -382,6 +383,9 @@ def render_request(record: RequestRecord, *, limit: int = MESSAGE_LIMIT) -> str:
     """The HTML message that asks a person about ``record``; at most ``limit`` long."""
     title = _TITLES.get(_kind(record), "🔔 <b>Approval needed</b>")
     lines = [title]
+    counts = tally_text(record)
+    if counts:  # a quorum request: the count so far, updated on every vote
+        lines.append(f"🗳 <b>{escape(counts)}</b>")
     if _kind(record) in INPUT_KINDS:
         lines.append("<i>Reply to this message with your answer.</i>")
     lines += ["", *_body(record)]
