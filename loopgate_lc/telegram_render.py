@@ -217,9 +217,16 @@ def _utc_full(when: datetime) -> str:
 
 
 def decided_by_display(decided_by: str | None) -> str | None:
-    """A person-readable "who" from the actor string (``telegram:42 (@ann)`` -> ``@ann``)."""
+    """A person-readable "who" from the actor string (``telegram:42 (@ann)`` -> ``@ann``);
+    the voters of a quorum, joined by ``, ``, each so."""
     if not decided_by:
         return None
+    if ", " in decided_by:
+        return ", ".join(filter(None, map(_one_decider, decided_by.split(", "))))
+    return _one_decider(decided_by)
+
+
+def _one_decider(decided_by: str) -> str:
     match = re.search(r"\((@[^()\s]+)\)\s*$", decided_by)
     if match:
         return match.group(1)
