@@ -357,8 +357,9 @@ def poll_result(record: RequestRecord) -> dict[str, Any]:
         expires_at=record.expires_at,
         votes=VotesOut.model_validate(counts) if (counts := tally(record)) else None,
     ).model_dump(mode="json")
-    if result["votes"] is None:  # only requests that take votes carry a count
-        del result["votes"]
+    for extra in ("votes", "note"):  # only requests that take votes carry a count
+        if result[extra] is None:
+            del result[extra]
     return result
 
 
