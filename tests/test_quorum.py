@@ -30,6 +30,7 @@ from loopgate_lc import (
     Status,
     guard,
 )
+from loopgate_lc.stores import Store
 from loopgate_lc.testing import RecordingNotifier, ScriptedChatModel, ai, call
 from tests.conftest import FakeClock
 from tests.test_timeouts import wait_for
@@ -43,7 +44,8 @@ def policy(quorum: int = 2, **fields: Any) -> ApprovalPolicy:
                           quorum=quorum, **fields)
 
 
-def gateway(*policies: ApprovalPolicy, store: str = "memory://", **options: Any) -> Loopgate:
+def gateway(*policies: ApprovalPolicy, store: str | Store = "memory://", **options: Any
+            ) -> Loopgate:
     gate = Loopgate(store, policies=list(policies) or [policy()], **options)
     gate.register_session("ops", client_id="deploy-bot", approvers=APPROVERS)
     return gate

@@ -32,7 +32,7 @@ def test_votes_over_http(quorum_gateway: Loopgate, serve: ServeFn) -> None:
         def vote(approver: str, **fields: object) -> httpx.Response:
             return client.post("/hitl/respond", json={
                 "request_id": record.id, "approver_id": approver, "actor": approver,
-                **({"approved": True} if not fields else fields)})
+                **(fields or {"approved": True})})
 
         first = vote("ana")
         assert first.status_code == 200, first.text
