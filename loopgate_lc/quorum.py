@@ -46,6 +46,7 @@ from loopgate_lc.stores.base import (
 )
 
 __all__ = [
+    "MAX_VOTER",
     "VOTES",
     "ballot",
     "needs_votes",
@@ -57,6 +58,9 @@ __all__ = [
     "voter_of",
     "votes_only",
 ]
+
+MAX_VOTER = 256
+"""The longest identity a vote may name (the HTTP API's limit for ``approver_id``)."""
 
 VOTES: tuple[Literal["approve"], Literal["reject"]] = ("approve", "reject")
 """The decisions that are votes under a quorum."""
@@ -114,6 +118,8 @@ def voter_of(record: RequestRecord, approver_id: str | None) -> str:
         raise ApproverNotAllowed(
             f"request {record.id} needs votes from distinct approvers: name the approver "
             "who votes (approver_id)")
+    if len(voter) > MAX_VOTER:
+        raise InvalidDecision(f"approver_id is longer than {MAX_VOTER} characters")
     return voter
 
 

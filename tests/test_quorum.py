@@ -200,6 +200,8 @@ def test_without_named_approvers_a_vote_still_names_its_voter() -> None:
                              confidence=1.0)
         with pytest.raises(ApproverNotAllowed, match="name the approver who votes"):
             gate.respond(record.id, {"type": "approve"}, actor="api")
+        with pytest.raises(InvalidDecision, match="longer than 256"):
+            vote(gate, record.id, "x" * 257)
         assert vote(gate, record.id, "ana").pending
 
 
@@ -248,6 +250,46 @@ def test_a_paused_run_resumes_once_when_the_quorum_is_reached(config: dict[str, 
             assert runs["prod"] == 1
             trail = [e.event for e in await gate.aaudit(thread_id=thread_id)]
             assert trail.count("voted") == 2 and trail.count("resumed") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_batched_pause_takes_votes_that_answer_every_call_alike(config: dict[str, Any]
+                                                                   ) -> None:
+    from loopgate_lc.middleware import ApprovalMiddleware
+
+    runs: Counter[str] = Counter()
+
+    @tool
+    def deploy(env: str) -> str:
+        """Deploy the build."""
+        runs[env] += 1
+        return f"deployed to {env}"
+
+    graph = create_agent(
+        ScriptedChatModel(script=[ai("", call("deploy", "c1", env="eu"),
+                                     call("deploy", "c2", env="us")), "done"]),
+        tools=[deploy], checkpointer=InMemorySaver(),
+        middleware=[ApprovalMiddleware([policy()], interrupt_mode="batched")])
+    notifier = RecordingNotifier()
+
+    async def scenario() -> None:
+        async with Loopgate("memory://", notifiers=[notifier]) as gate:
+            gate.register_graph("deployer", graph)
+            thread_id = await gate.astart("deployer", {"messages": [("user", "ship")]},
+                                          config)
+            await wait_for(lambda: len(notifier.notified) == 1)
+            (record,) = await gate.apending(thread_id=thread_id)
+            assert record.payload["quorum"] == 2
+            both = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
+            assert (await gate.arespond(record.id, both, approver_id="ana")).pending
+            mixed = {"decisions": [{"type": "approve"}, {"type": "reject"}]}
+            with pytest.raises(InvalidDecision, match="only approve and reject are votes"):
+                await gate.arespond(record.id, mixed, approver_id="bob")
+            decided = await gate.arespond(record.id, {"type": "approve"}, approver_id="bob")
+            assert decided.status is Status.APPROVED
+            await wait_for(lambda: not graph.get_state(config).next)
+            assert runs == Counter(eu=1, us=1)
 
     asyncio.run(scenario())
 
