@@ -1465,7 +1465,13 @@ class Loopgate:
         """Mark claimed resumes done (the graph's checkpoint now holds them), with
         ``audit``, in one transaction."""
         if request_ids or audit:
-            await self.store.complete_resume(*request_ids, at=self.clock(), audit=audit)
+            at = self.clock()
+            await self.store.complete_resume(*request_ids, at=at, audit=audit)
+            if request_ids and any(p.on_resumed for p in parts_of(self.hooks)):
+                for request_id in request_ids:
+                    record = await self.store.get_request(request_id)
+                    if record.resume_done_at == at:  # this call completed it: once each
+                        await self._fire("on_resumed", record)
 
     async def _resume_thread(self, name: str, thread_id: str,
                              stale_before: datetime | None = None) -> None:
