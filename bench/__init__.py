@@ -14,6 +14,7 @@ from bench import (
     cli_startup,
     langgraph_server,
     policy_eval,
+    quorum_votes,
     round_trip,
     scale,
     telegram_latency,
@@ -32,6 +33,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
     ("cli", cli_startup.run),
+    ("quorum", quorum_votes.run),
 ]
 
 OPTIMISATIONS: list[str] = [
