@@ -92,3 +92,20 @@ def test_a_round_trip_decided_by_hand_writes_four_transactions(tmp_path: Path) -
     writes = _round_trip(store, [])
     assert writes == Counter(create_request=1, commit_resolution=1, mark_resumed=1,
                              complete_resume=1)
+
+
+def test_each_vote_is_one_transaction_and_the_deciding_one_decides_in_it(
+        tmp_path: Path) -> None:
+    from loopgate_lc import ApprovalPolicy
+
+    store = CountingStore(tmp_path / "gate.db")
+    two = ApprovalPolicy("two", "deploy", require_explicit=True, quorum=2)
+    with Loopgate(store=store, policies=[two]) as gate:
+        record = gate.submit("Deploy?", tool_name="deploy", risk="irreversible",
+                             confidence=1.0)
+        store.writes.clear()
+        gate.respond(record.id, {"type": "approve"}, approver_id="ana")
+        assert store.writes == Counter(commit_vote=1)
+        gate.respond(record.id, {"type": "approve"}, approver_id="bob")
+        assert store.writes == Counter(commit_vote=2)  # no separate decision write
+        assert gate.get(record.id).status.value == "approved"

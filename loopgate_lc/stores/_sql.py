@@ -595,7 +595,10 @@ class SQLStore(Store):
         return await self._run(op(), write=False)
 
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
-        return await self._run(self._resolve(resolution), write=True)
+        def op() -> Op[RequestRecord]:
+            return (yield from self._resolve(resolution))
+
+        return await self._run(op(), write=True)
 
     def _resolve(self, r: Resolution) -> Op[RequestRecord]:
         """The compare-and-set every decision is, with what it causes."""
