@@ -880,7 +880,8 @@ class Loopgate:
                     approver_id: str | None) -> RequestRecord:
         """An answer to a request that needs a quorum is a vote (see
         :mod:`loopgate_lc.quorum`); the vote that reaches its threshold decides."""
-        quorum.vote_of(record, dict(decision))  # the clear refusal of an edit comes first
+        if isinstance(decision, Mapping):  # the clear refusal of an edit comes first
+            quorum.vote_of(record, decision)
         checked = {**validate_decision(record, request, decision), "actor": actor,
                    "channel": channel}
         voter = quorum.voter_of(record, approver_id)

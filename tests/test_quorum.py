@@ -185,6 +185,8 @@ def test_edits_answers_and_unnamed_votes_are_refused_and_change_nothing() -> Non
         with pytest.raises(InvalidDecision, match="only approve and reject are votes"):
             gate.respond(record.id, {"type": "respond", "message": "done by hand"},
                          approver_id="ana")
+        with pytest.raises(InvalidDecision):
+            gate.respond(record.id, "approve", approver_id="ana")  # type: ignore[arg-type]
         with pytest.raises(ApproverNotAllowed):  # named approvers: a vote must name one
             gate.respond(record.id, {"type": "approve"}, actor="someone")
         with pytest.raises(ApproverNotAllowed):
