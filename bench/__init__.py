@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bench import (
     agent_overhead,
     cli_startup,
+    inbox_live,
     langgraph_server,
     policy_eval,
     quorum_votes,
@@ -33,6 +34,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
     ("cli", cli_startup.run),
+    ("inbox", inbox_live.run),
     ("quorum", quorum_votes.run),
 ]
 

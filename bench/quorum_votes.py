@@ -1,4 +1,4 @@
-"""9. What a quorum costs: one decision, against the votes that make it.
+"""10. What a quorum costs: one decision, against the votes that make it.
 
 Per store, alternated in every repetition: a single-decision request approved with one
 ``respond()`` (the anchor), one vote that leaves a quorum-of-2 request pending (it commits
@@ -61,7 +61,7 @@ def run(config: Config) -> Section:
     began = time.perf_counter()
     section = Section(
         key="quorum",
-        title="9. Quorum: the cost of a vote",
+        title="10. Quorum: the cost of a vote",
         goal="measured: a vote and a quorum of 2 beside one plain decision, per store",
     )
     for name, missing in backend_names():
