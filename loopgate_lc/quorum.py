@@ -28,17 +28,16 @@ that counts it. The pure rules live here; the counting itself is the store's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from loopgate_lc.errors import ApproverNotAllowed, InvalidDecision, SelfApproval, SessionNotFound
-from loopgate_lc.schema import ApprovalRequest, decision_status
+from loopgate_lc.schema import ApprovalRequest
 from loopgate_lc.stores.base import (
     AuditEvent,
     Ballot,
     OutboxItem,
-    OutboxKind,
     RequestRecord,
     Resolution,
     Store,
@@ -99,7 +98,7 @@ def vote_of(record: RequestRecord, decision: Mapping[str, Any]) -> Literal["appr
         kind = kinds.pop() if len(kinds) == 1 and kind in (None, *kinds) else None
     if kind in VOTES:
         return "approve" if kind == "approve" else "reject"
-    needed = int(record.payload.get("quorum") or 1)
+    needed = record.request.quorum
     raise InvalidDecision(
         f"request {record.id} needs {needed} approval{'s' if needed != 1 else ''}: only "
         "approve and reject are votes (voters could not agree on an edit or an answer); "
@@ -127,7 +126,7 @@ async def requesters(store: Store, record: RequestRecord) -> set[str]:
     """Who asked for ``record``: its ``requester`` (named when it was filed), its
     ``client_id``, and its session's ``client_id`` (the session's owner). None of them
     may vote on it."""
-    found = {record.payload.get("requester"), record.client_id}
+    found = {record.request.requester, record.client_id}
     if record.session_id:
         with contextlib.suppress(SessionNotFound):
             found.add((await store.get_session(record.session_id)).client_id)
@@ -144,13 +143,14 @@ def refuse_requester(record: RequestRecord, voter: str, asked_by: set[str]) -> N
 def tally(record: RequestRecord) -> dict[str, Any]:
     """The counts a channel shows: approvals and rejections so far, what each needs, and
     who voted (empty for a request that takes a single decision)."""
-    if not needs_votes(record.payload):
+    request = record.request
+    if not needs_votes(request):
         return {}
     return {
         "approvals": record.counted("approve"),
-        "approvals_needed": int(record.payload.get("quorum") or 1),
+        "approvals_needed": request.quorum,
         "rejections": record.counted("reject"),
-        "rejections_needed": int(record.payload.get("rejections_needed") or 1),
+        "rejections_needed": request.rejections_needed,
         "voters": [{"voter": v.voter, "vote": v.vote} for v in record.votes],
     }
 
@@ -169,37 +169,32 @@ def tally_text(record: RequestRecord) -> str:
 
 def ballot(
     record: RequestRecord,
-    request: ApprovalRequest,
     decision: dict[str, Any],
     *,
     voter: str,
     now: datetime,
-    event: Callable[[str, dict[str, Any]], AuditEvent],
-    deliveries: Callable[[OutboxKind], list[OutboxItem]],
+    audit: AuditEvent,
+    outbox: Sequence[OutboxItem],
+    resolution: Resolution,
 ) -> Ballot:
-    """The ballot for one checked vote: the vote, its audit event, what a channel is owed
-    while the request stays pending, and the decision to commit if this vote decides.
+    """The ballot for one checked vote on ``record``: the vote, its audit event, what a
+    channel is owed while the request stays pending, and the decision to commit if this
+    vote decides.
 
     Args:
         decision: The checked decision, with its ``actor`` and ``channel``.
-        event: Builds an audit event for ``record`` (name, details).
-        deliveries: The deliveries of one kind ``record`` owes its channels.
+        audit: The vote's ``voted`` event (the store adds the counts).
+        outbox: The deliveries that show the new count.
+        resolution: What commits when this vote reaches its threshold.
     """
-    kind = vote_of(record, decision)
-    actor, channel = decision.get("actor"), decision.get("channel")
-    status = decision_status(decision)
-    public = {k: v for k, v in decision.items() if k not in ("actor", "channel")}
+    request = record.request
     return Ballot(
         request_id=record.id,
-        vote=Vote(voter=voter, vote=kind, actor=actor, channel=channel, at=now,
-                  message=decision.get("message")),
+        vote=Vote(voter=voter, vote=vote_of(record, decision), actor=decision.get("actor"),
+                  channel=decision.get("channel"), at=now, message=decision.get("message")),
         approvals_needed=request.quorum,
         rejections_needed=request.rejections_needed,
-        audit=event("voted", {}),
-        outbox=deliveries("voted"),
-        resolution=Resolution(
-            request_id=record.id, status=status, decision=decision, decided_by=actor,
-            channel=channel, decided_at=now,
-            audit=[event(f"decided:{status.value}", {"decision": public})],
-            outbox=deliveries("resolved"), resolved_to_message_refs=True),
+        audit=audit,
+        outbox=outbox,
+        resolution=resolution,
     )

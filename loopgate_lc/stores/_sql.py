@@ -226,7 +226,7 @@ _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
 _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
 #: The compare-and-set every decision is: only a pending request moves.
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
-           "decided_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
+           "decided_at = ?, resumed_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
 #: Escalation moves a deadline only from the level the escalator saw.
 _ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
              "AND status = 'pending' AND escalation_level = ? RETURNING id")
@@ -623,16 +623,21 @@ class SQLStore(Store):
         return (f"({' OR '.join(parts)})" if parts else "1 = 0"), params
 
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
+        # bad data fails before the transaction, and is encoded once
+        decision = self.dialect.json(resolution.decision, "decision")
+
         def op() -> Op[RequestRecord]:
-            return (yield from self._resolve(resolution))
+            return (yield from self._resolve(resolution, decision))
 
         return await self._run(op(), write=True)
 
-    def _resolve(self, r: Resolution) -> Op[RequestRecord]:
-        """The compare-and-set every decision is, with what it causes."""
+    def _resolve(self, r: Resolution, decision: Any) -> Op[RequestRecord]:
+        """The compare-and-set every decision is, with what it causes (``decision``:
+        ``r.decision`` encoded for the database)."""
         d = self.dialect
-        rows = yield Stmt(_DECIDE, (r.status.value, d.json(r.decision, "decision"),
+        rows = yield Stmt(_DECIDE, (r.status.value, decision,
                                     r.decided_by, r.channel, d.ts(r.decided_at),
+                                    None if r.resumed_at is None else d.ts(r.resumed_at),
                                     r.request_id))
         if not rows:
             # Lost the race (or never pending): the winner has committed, so this sees it.
@@ -658,7 +663,8 @@ class SQLStore(Store):
                 yield from self._effects((audit,), ballot.outbox)
                 return self._request(rows[0])
             yield from self._effects((audit,), ())
-            return (yield from self._resolve(resolution))
+            return (yield from self._resolve(resolution,
+                                             d.json(resolution.decision, "decision")))
 
         return await self._run(op(), write=True)
 

@@ -296,20 +296,21 @@ class MemoryStore(Store):
             return [_copy(r) for _, _, r in matched[:q.limit]]
 
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
-        json_value(resolution.decision, what="decision")  # fails before anything changes
+        # fails before anything changes
+        clean = json_value(resolution.decision, what="decision")
         with self._lock:
-            return _copy(self._resolve(resolution))
+            return _copy(self._resolve(resolution, clean))
 
-    def _resolve(self, r: Resolution) -> RequestRecord:
-        """The compare-and-set every decision is, under the lock."""
-        clean = json_value(r.decision, what="decision")
+    def _resolve(self, r: Resolution, clean: Any) -> RequestRecord:
+        """The compare-and-set every decision is, under the lock (``clean``: the
+        decision as stored)."""
         events, _ = _clean(r.audit, ())
         current = self._request(r.request_id)
         if not current.pending:
             raise already_decided(current)
         updated = current.model_copy(update={
             "status": r.status, "decision": clean, "decided_by": r.decided_by,
-            "channel": r.channel, "decided_at": r.decided_at,
+            "channel": r.channel, "decided_at": r.decided_at, "resumed_at": r.resumed_at,
         })
         self._replace(updated)
         self._effects(events, _clean((), resolved_outbox(updated, r))[1])
@@ -327,7 +328,8 @@ class MemoryStore(Store):
                 self._effects(*_clean((audit,), ballot.outbox))
                 return _copy(self._request(ballot.request_id))
             self._effects(*_clean((audit,), ()))
-            return _copy(self._resolve(resolution))
+            return _copy(self._resolve(
+                resolution, json_value(resolution.decision, what="decision")))
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
