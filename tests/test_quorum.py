@@ -296,6 +296,50 @@ def test_a_batched_pause_takes_votes_that_answer_every_call_alike(config: dict[s
     asyncio.run(scenario())
 
 
+def test_a_threads_batch_of_answers_is_a_vote_on_each_of_its_requests(
+        config: dict[str, Any]) -> None:
+    runs: Counter[str] = Counter()
+
+    @tool
+    def deploy(env: str) -> str:
+        """Deploy the build."""
+        runs[env] += 1
+        return f"deployed to {env}"
+
+    graph = create_agent(
+        ScriptedChatModel(script=[ai("", call("deploy", "c1", env="eu"),
+                                     call("deploy", "c2", env="us")), "done"]),
+        tools=[guard(deploy, policies=[policy()], session_id="ops")],
+        checkpointer=InMemorySaver())
+    notifier = RecordingNotifier()
+
+    async def scenario() -> None:
+        async with Loopgate("memory://", notifiers=[notifier]) as gate:
+            await gate.aregister_session("ops", approvers=APPROVERS)
+            gate.register_graph("deployer", graph)
+            thread_id = await gate.astart("deployer", {"messages": [("user", "ship")]},
+                                          config)
+            await wait_for(lambda: len(notifier.notified) == 2)
+            edit = {"type": "edit", "edited_action": {"name": "deploy",
+                                                      "args": {"env": "dev"}}}
+            with pytest.raises(InvalidDecision, match="only approve and reject are votes"):
+                await gate.arespond_batch(thread_id, {"decisions": [{"type": "approve"},
+                                                                    edit]},
+                                          approver_id="ana")
+            both = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
+            first = await gate.arespond_batch(thread_id, both, approver_id="ana")
+            assert [r.pending for r in first] == [True, True]
+            assert [[v.voter for v in r.votes] for r in first] == [["ana"], ["ana"]]
+            with pytest.raises(DuplicateVote):
+                await gate.arespond_batch(thread_id, both, approver_id="ana")
+            second = await gate.arespond_batch(thread_id, both, approver_id="bob")
+            assert [r.status for r in second] == [Status.APPROVED, Status.APPROVED]
+            await wait_for(lambda: not graph.get_state(config).next)
+            assert runs == Counter(eu=1, us=1)
+
+    asyncio.run(scenario())
+
+
 # --- racing voters in several processes --------------------------------------------------------
 
 VOTERS = ["ana", "bob", "cy", "dan", "eve"]
