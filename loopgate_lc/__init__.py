@@ -15,12 +15,14 @@ from loopgate_lc.errors import (
     ApproverNotAllowed,
     ConfigurationError,
     DecisionNotAllowed,
+    DuplicateVote,
     InvalidDecision,
     InvalidPolicy,
     InvalidUpdate,
     LoopgateError,
     OutOfScope,
     RequestNotFound,
+    SelfApproval,
     SessionExists,
     SessionNotFound,
     SignatureError,
@@ -41,7 +43,7 @@ from loopgate_lc.schema import (
 )
 from loopgate_lc.signing import sign, verify_signature
 from loopgate_lc.simulate import Simulation, simulate
-from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
+from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, Vote, aopen_store, open_store
 
 if TYPE_CHECKING:
     from loopgate_lc.gateway import Escalation, Loopgate, args_hash
@@ -119,6 +121,7 @@ __all__ = [
     "ConsoleNotifier",
     "DecisionNotAllowed",
     "DeliveryError",
+    "DuplicateVote",
     "Escalation",
     "GuardedTool",
     "Hooks",
@@ -139,6 +142,7 @@ __all__ = [
     "RequestNotFound",
     "RiskLevel",
     "SQLiteStore",
+    "SelfApproval",
     "SessionExists",
     "SessionNotFound",
     "SignatureError",
@@ -152,6 +156,7 @@ __all__ = [
     "ToolSettings",
     "Verdict",
     "Veto",
+    "Vote",
     "WebhookNotifier",
     "__version__",
     "aopen_store",

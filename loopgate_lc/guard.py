@@ -216,6 +216,8 @@ class Gate:
             allowed_decisions=list(self.allowed_decisions),
             metadata=dict(self.metadata),
             approvers=list(verdict.approvers),
+            quorum=verdict.quorum,
+            rejections_needed=verdict.rejections_needed,
             session_id=self.session_id,
             timeout_seconds=self.timeout,
             shadow=None if shadow is None else ShadowVerdict(

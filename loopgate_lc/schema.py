@@ -217,6 +217,13 @@ class ApprovalRequest(BaseModel):
     timeout_seconds: float | None = None
     expires_at: datetime | None = None
     shadow: ShadowVerdict | None = None
+    #: approvals from distinct approvers needed before the action runs (see
+    #: :mod:`loopgate_lc.quorum`); 1 is a plain single decision
+    quorum: int = Field(default=1, ge=1, le=1000)
+    #: rejections that end the request under a quorum (1: the first one decides)
+    rejections_needed: int = Field(default=1, ge=1, le=1000)
+    #: who asked, when known beyond the request's client and session: never a voter
+    requester: str | None = Field(default=None, max_length=256)
 
     @field_validator("options", mode="before")
     @classmethod

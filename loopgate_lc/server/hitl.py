@@ -50,6 +50,7 @@ from loopgate_lc.server.models import (
     WebhookDecisionBody,
     check_json,
     poll_result,
+    respond_result,
     session_out,
 )
 from loopgate_lc.server.tenancy import (
@@ -379,7 +380,7 @@ class _Routes:
         decision = _decision_of(record, body.decision, body.approved, body.response)
         decided = await self.gw.arespond(
             body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
-        return _ok(poll_result(decided))
+        return _ok(respond_result(decided))
 
     async def respond_batch(self, request: Request) -> Response:
         body = await read_model(request, RespondBatchBody)
@@ -390,7 +391,7 @@ class _Routes:
         decided = await self.gw.arespond_batch(
             body.thread_id, {"decisions": body.decisions}, actor=actor, channel="http",
             approver_id=approver_id)
-        return _ok({"count": len(decided), "requests": [poll_result(r) for r in decided]})
+        return _ok({"count": len(decided), "requests": [respond_result(r) for r in decided]})
 
     async def webhook_decision(self, request: Request) -> Response:
         secret = self.config.webhook_secret
@@ -435,7 +436,7 @@ class _Routes:
             else "webhook"
         decided = await self.gw.arespond(request_id, decision, actor=actor, channel="webhook",
                                          approver_id=body.approver_id)
-        return _ok(poll_result(decided))
+        return _ok(respond_result(decided))
 
 
 def _decision_of(record: RequestRecord, decision: dict[str, Any] | None,

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.stores.base import (
     AuditEvent,
+    Ballot,
     OutboxItem,
     RequestRecord,
     RequestScope,
     SessionRecord,
     Store,
+    Vote,
 )
 from loopgate_lc.stores.memory import MemoryStore
 from loopgate_lc.stores.sqlite import SQLiteStore
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditEvent",
+    "Ballot",
     "MemoryStore",
     "OutboxItem",
     "PostgresStore",
@@ -34,6 +37,7 @@ __all__ = [
     "SQLiteStore",
     "SessionRecord",
     "Store",
+    "Vote",
     "aopen_store",
     "open_store",
 ]

@@ -14,10 +14,10 @@ from loopgate_lc.errors import SessionExists
 from loopgate_lc.schema import RequestKind, Status
 from loopgate_lc.stores import SQLiteStore, Store
 from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord
-from loopgate_lc.testing.stores import at
+from loopgate_lc.testing.stores import at, ballot
 from tests.stores import legacy_schema
 
-VERSIONS = [1, 2, 3]  # every version before the current one
+VERSIONS = [1, 2, 3, 4, 5]  # every version before the current one
 
 
 def ts(seconds: float) -> str:
@@ -87,6 +87,9 @@ async def check_upgraded(store: Store, version: int) -> None:
     assert [s.session_id for s in await store.list_sessions()] == ["old-session", "second"]
     await store.put_callback("k", "new", {"type": "approve"})
     assert await store.get_callback("k") == ("new", {"type": "approve"})
+    assert (await store.get_request("old-resumed")).votes == []  # version 6 added votes
+    voted = await store.vote(ballot("new", "ana", "approve", approvals_needed=2))
+    assert voted.pending and [v.voter for v in voted.votes] == ["ana"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
