@@ -25,10 +25,14 @@ from loopgate_lc.gateway import Loopgate
 from loopgate_lc.stores import Store
 from tests.support.crash_child import CHANNEL, build, store_of
 
+# these tests start interpreters in turn: on a machine busy with other work that alone can
+# pass the suite's 120 s guard, which is only there to stop a hung test
+INTERPRETERS = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[1]
 COUNT = 50
 
 
+@INTERPRETERS
 def test_sigkill_with_fifty_pending_then_a_new_process_answers_them_all(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'gate.db'}"
     checkpoints, log = str(tmp_path / "checkpoints.db"), tmp_path / "deploys.log"
@@ -153,6 +157,7 @@ async def _assert_whole(store: Store, at_least: int) -> None:
         await store.close()
 
 
+@INTERPRETERS
 def test_sigkill_at_random_instants_of_filing_and_deciding_leaves_every_change_whole(
     tmp_path: Path,
 ) -> None:
@@ -161,6 +166,7 @@ def test_sigkill_at_random_instants_of_filing_and_deciding_leaves_every_change_w
     asyncio.run(_assert_whole(store_of(url, None), filed))
 
 
+@INTERPRETERS
 def test_sigkill_while_churning_on_postgres_leaves_every_change_whole(
     postgres_dsn: str, pg_schema: str,
 ) -> None:

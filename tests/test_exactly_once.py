@@ -8,17 +8,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> list[dict[str, Any]]:
     done = subprocess.run(
         [sys.executable, "-m", "tests.support.deploy_graph", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     )
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.timeout(600)  # starts interpreters in turn; the guard only stops a hung test
 def test_resume_in_a_new_process_from_a_sqlite_checkpoint(tmp_path: Path) -> None:
     db, log = str(tmp_path / "checkpoints.db"), tmp_path / "side_effects.log"
     log.touch()
