@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, Unpack
 
 from pydantic import ValidationError
 
@@ -32,7 +32,7 @@ from loopgate_lc.gateway.audit import Auditor, Clock
 from loopgate_lc.gateway.deciding import Deciding
 from loopgate_lc.gateway.desk import GatewayDesk
 from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, is_remote, require_checkpointer
-from loopgate_lc.gateway.filing import Filing, Question
+from loopgate_lc.gateway.filing import Filing, Question, QuestionFields
 from loopgate_lc.gateway.outbox import Outbox, Retries
 from loopgate_lc.gateway.resuming import Resuming
 from loopgate_lc.gateway.running import Observer, Runner, adrive, configure, drive
@@ -45,7 +45,7 @@ from loopgate_lc.hooks import Hooks, compose_hooks
 from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
 from loopgate_lc.notifiers.base import Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
-from loopgate_lc.schema import HumanResponse, RequestKind, Status, utcnow
+from loopgate_lc.schema import HumanResponse, Status, utcnow
 from loopgate_lc.stores import open_store
 from loopgate_lc.stores.base import (
     AuditEvent,
@@ -446,16 +446,7 @@ class Loopgate:
 
     # filing ------------------------------------------------------------------------------
 
-    def submit(
-        self, message: str, *, kind: RequestKind | str = RequestKind.APPROVAL,
-        options: Sequence[str | Mapping[str, Any]] = (),
-        metadata: Mapping[str, Any] | None = None, session_id: str | None = None,
-        client_id: str | None = None, timeout: float | timedelta | None = None,
-        tool_name: str | None = None, args: Mapping[str, Any] | None = None,
-        risk: RiskLevel | str | None = None, confidence: float | None = None,
-        allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
-        requester: str | None = None,
-    ) -> RequestRecord:
+    def submit(self, message: str, **fields: Unpack[QuestionFields]) -> RequestRecord:
         """File a request outside any graph and return at once (see
         :meth:`request_interaction` for the blocking form).
 
@@ -475,68 +466,27 @@ class Loopgate:
             requester: Who asks, when that is a person rather than the client: under a
                 quorum (:mod:`loopgate_lc.quorum`) their own vote never counts.
         """
-        question = Question(
-            message, kind=kind, options=options, metadata=metadata, session_id=session_id,
-            client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
-            confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url, requester=requester)
+        question = Question(message, **fields)
         return self._call(lambda p: p.filing.submit(question))
 
-    async def asubmit(
-        self, message: str, *, kind: RequestKind | str = RequestKind.APPROVAL,
-        options: Sequence[str | Mapping[str, Any]] = (),
-        metadata: Mapping[str, Any] | None = None, session_id: str | None = None,
-        client_id: str | None = None, timeout: float | timedelta | None = None,
-        tool_name: str | None = None, args: Mapping[str, Any] | None = None,
-        risk: RiskLevel | str | None = None, confidence: float | None = None,
-        allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
-        requester: str | None = None,
-    ) -> RequestRecord:
-        question = Question(
-            message, kind=kind, options=options, metadata=metadata, session_id=session_id,
-            client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
-            confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url, requester=requester)
+    async def asubmit(self, message: str, **fields: Unpack[QuestionFields]) -> RequestRecord:
+        question = Question(message, **fields)
         return await self._acall(lambda p: p.filing.submit(question))
 
     def request_interaction(
-        self, message: str, *, wait: float | None = None,
-        kind: RequestKind | str = RequestKind.APPROVAL,
-        options: Sequence[str | Mapping[str, Any]] = (),
-        metadata: Mapping[str, Any] | None = None, session_id: str | None = None,
-        client_id: str | None = None, timeout: float | timedelta | None = None,
-        tool_name: str | None = None, args: Mapping[str, Any] | None = None,
-        risk: RiskLevel | str | None = None, confidence: float | None = None,
-        allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
-        requester: str | None = None,
+        self, message: str, *, wait: float | None = None, **fields: Unpack[QuestionFields]
     ) -> HumanResponse:
         """File a request, notify, and block until it is decided, times out or is
         cancelled (Beluga's ``RequestInteraction``). ``wait`` bounds the wait in
         seconds; past it the request is cancelled. The other arguments are
         :meth:`submit`'s."""
-        question = Question(
-            message, kind=kind, options=options, metadata=metadata, session_id=session_id,
-            client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
-            confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url, requester=requester)
+        question = Question(message, **fields)
         return self._call(lambda p: self._ask(p, question, wait))
 
     async def arequest_interaction(
-        self, message: str, *, wait: float | None = None,
-        kind: RequestKind | str = RequestKind.APPROVAL,
-        options: Sequence[str | Mapping[str, Any]] = (),
-        metadata: Mapping[str, Any] | None = None, session_id: str | None = None,
-        client_id: str | None = None, timeout: float | timedelta | None = None,
-        tool_name: str | None = None, args: Mapping[str, Any] | None = None,
-        risk: RiskLevel | str | None = None, confidence: float | None = None,
-        allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
-        requester: str | None = None,
+        self, message: str, *, wait: float | None = None, **fields: Unpack[QuestionFields]
     ) -> HumanResponse:
-        question = Question(
-            message, kind=kind, options=options, metadata=metadata, session_id=session_id,
-            client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
-            confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url, requester=requester)
+        question = Question(message, **fields)
         return await self._acall(lambda p: self._ask(p, question, wait))
 
     def _ask(self, p: _Parts, question: Question, wait: float | None

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from loopgate_lc import quorum
 from loopgate_lc.decisions import request_of
@@ -40,6 +40,25 @@ if TYPE_CHECKING:
     from langgraph.types import Interrupt
 
 __all__ = ["Filing", "Question"]
+
+
+class QuestionFields(TypedDict, total=False):
+    """The keyword arguments of :meth:`Loopgate.submit` and ``request_interaction``
+    (documented there), typed once for all four of their sync and async forms."""
+
+    kind: RequestKind | str
+    options: Sequence[str | Mapping[str, Any]]
+    metadata: Mapping[str, Any] | None
+    session_id: str | None
+    client_id: str | None
+    timeout: float | timedelta | None
+    tool_name: str | None
+    args: Mapping[str, Any] | None
+    risk: RiskLevel | str | None
+    confidence: float | None
+    allowed_decisions: Sequence[str] | None
+    callback_url: str | None
+    requester: str | None
 
 
 @dataclass(frozen=True)
