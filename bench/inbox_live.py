@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import httpx
 
 from bench._harness import Config, Row, Section, median, not_measured, percentile, postgres_dsn
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.testing.langgraph_dev import free_port
 
 GOAL_MS = 1000.0
 KEY = "bench-inbox-key-0123456789"
@@ -47,18 +47,11 @@ LABELS = {
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class _Server:
     """``loopgate-lc serve`` in a child process, stopped with its process."""
 
     def __init__(self, store: str, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (workdir / f"serve-{self.port}.log").open("w")
         env = {**os.environ, "LOOPGATE_API_KEYS": f"ann={KEY}"}

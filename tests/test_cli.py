@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from loopgate_lc.cli import main
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.stores import OutboxItem, open_store
+from loopgate_lc.testing.langgraph_dev import free_port
 
 ENTRY = [sys.executable, "-m", "loopgate_lc.cli"]
 
@@ -327,13 +327,6 @@ def test_demo_is_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [["--auto", "approve", "--unknown-to-us"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _interrupt(proc: subprocess.Popen[str]) -> None:
     """Stop a server the way Ctrl-C does; kill it only if it will not stop."""
     proc.send_signal(signal.SIGINT)
@@ -346,7 +339,7 @@ def _interrupt(proc: subprocess.Popen[str]) -> None:
 
 def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         tmp_path: Path, store: str) -> None:
-    port = _free_port()
+    port = free_port()
     (tmp_path / ".env").write_text(f"SERVER_PORT={port}\nLOOPGATE_API_KEYS=ops=k-123\n")
     fake = FakeBotAPI().start()
     env = {**os.environ, "LOOPGATE_STORE": store, "TELEGRAM_BOT_TOKEN": fake.token,
@@ -386,7 +379,7 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
 
 
 def test_serve_without_a_channel_warns_loudly(tmp_path: Path, store: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
     proc = subprocess.Popen([*ENTRY, "serve", "--store", store, "--port", str(port),
                              "--log-level", "warning"], cwd=tmp_path, env=env,

@@ -14,7 +14,6 @@ import os
 import re
 import runpy
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loopgate_lc.testing.langgraph_dev import free_port
 from tests.support.inprocess import Ran, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,16 +147,10 @@ def test_ci_cd_rejected_production_stays_on_staging(run_example: Callable[..., R
     assert re.search(r"decided:rejected\s+\w{8}\s+scripted-approver", done.stdout)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_http_client_against_loopgate_lc_serve_answered_from_the_cli(tmp_path: Path) -> None:
     """The non-offline path: a separate `loopgate-lc serve`, and a person using the CLI."""
     store = f"sqlite:///{tmp_path / 'serve.db'}"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([*CLI, "serve", "--store", store, "--port", str(port),
                                "--poll-interval", "0.2", "--log-level", "warning"],

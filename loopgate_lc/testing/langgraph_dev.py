@@ -10,6 +10,7 @@ version check, no tracing), and is killed with the group at the end. Readiness i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -33,11 +34,34 @@ OFFLINE_ENV = {
 }
 
 
+_PORTS_FROM, _PORTS_TO, _BLOCK = 20000, 32000, 300  # below Linux's ephemeral range
+_handed = itertools.count()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now, for a server about to start.
+
+    Not one the OS picks for ``bind(("127.0.0.1", 0))``: a port taken that way is free
+    again the moment it is returned, and between then and the server's own bind, another
+    test running at the same time could be handed it too (then one server fails to start
+    and its client talks to the other). Ports come from below the kernel's ephemeral
+    range instead, in a block per process, each handed out once, and only if nothing is
+    bound to it.
+
+    Raises:
+        RuntimeError: No port of this process's block is free.
+    """
+    blocks = (_PORTS_TO - _PORTS_FROM) // _BLOCK
+    start = _PORTS_FROM + (os.getpid() % blocks) * _BLOCK
+    for _ in range(_BLOCK):
+        port = start + next(_handed) % _BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {start}-{start + _BLOCK - 1}")
 
 
 def _langgraph_cli() -> str:

@@ -5,7 +5,6 @@ is one clear line and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,20 +13,14 @@ import httpx
 
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.notifiers.telegram import TelegramNotifier
+from loopgate_lc.testing.langgraph_dev import free_port
 from tests.server.conftest import ServeFn
 
 CHAT = 4242
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_telegram_unreachable_at_start_degrades_then_recovers(serve: ServeFn) -> None:
-    port = _closed_port()
+    port = free_port()
     fake = FakeBotAPI(port=port)
     telegram = TelegramNotifier(fake.token, base_url=f"http://127.0.0.1:{port}/bot",
                                 default_chat_id=CHAT, retry_backoff=0.05, poll_timeout=1)
@@ -49,7 +42,7 @@ def test_telegram_unreachable_at_start_degrades_then_recovers(serve: ServeFn) ->
 
 def _serve(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "loopgate_lc.cli", "serve", "--port", str(_closed_port()),
+        [sys.executable, "-m", "loopgate_lc.cli", "serve", "--port", str(free_port()),
          *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env={**os.environ, **env})
 
