@@ -14,6 +14,7 @@ __all__ = [
     "ApproverNotAllowed",
     "ConfigurationError",
     "DecisionNotAllowed",
+    "GrantNotFound",
     "InvalidDecision",
     "InvalidPolicy",
     "InvalidUpdate",
@@ -68,6 +69,17 @@ class SessionNotFound(LoopgateError, KeyError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(f"no session with id {session_id!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class GrantNotFound(LoopgateError, KeyError):
+    """No remembered permission (grant) has this id."""
+
+    def __init__(self, grant_id: str) -> None:
+        self.grant_id = grant_id
+        super().__init__(f"no grant with id {grant_id!r}")
 
     def __str__(self) -> str:
         return str(self.args[0])

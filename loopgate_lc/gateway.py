@@ -54,6 +54,7 @@ from loopgate_lc.errors import (
     SessionNotFound,
     StaleDecision,
 )
+from loopgate_lc.grants import GRANT_CHANNEL, GrantDesk, grant_summary
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks, fire, parts_of
 from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
 from loopgate_lc.notifiers.base import DeliveryError, Notifier
@@ -72,6 +73,7 @@ from loopgate_lc.schema import (
 from loopgate_lc.stores import open_store
 from loopgate_lc.stores.base import (
     AuditEvent,
+    GrantRecord,
     OutboxItem,
     OutboxKind,
     RequestRecord,
@@ -345,6 +347,8 @@ class Loopgate:
         self._state: _State | None = None
         self._drivers: dict[str, GraphDriver] = {}
         self._closing = False
+        self._grants = GrantDesk(self.store, clock=lambda: self.clock(),
+                                 policies=lambda: self.policies, approvers=self._approvers)
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -685,6 +689,13 @@ class Loopgate:
                     record, {"type": "reject", "message": vetoes[0].reason},
                     actor="hook:on_request", channel="hook", event="vetoed", request=request,
                     filing=filed)
+        grant = await self._grants.match(record, request)
+        if grant is not None:  # remembered: approved now, filed decided, nobody notified
+            return await self._decide(
+                record, {"type": "approve", "granted_by": {
+                    "grant_id": grant.id, "created_by": grant.created_by,
+                    "request_id": grant.request_id}},
+                actor=f"grant:{grant.id}", channel=GRANT_CHANNEL, request=request, filing=filed)
         stored, created = await self.store.create_request(
             record, audit=filed, outbox=self._deliveries(record, "notify", now))
         if not created:
@@ -861,9 +872,12 @@ class Loopgate:
             raise already_decided(record)
         await self._authorize(record, approver_id, actor, channel)
         request = ApprovalRequest.model_validate(record.payload)
+        decision, spec = self._grants.read(decision, record, request)
         checked = validate_decision(record, request, decision)
+        grant = None if spec is None else self._grants.issue(
+            spec, record, request, actor=actor, approver_id=approver_id, channel=channel)
         return await self._decide(record, checked, actor=actor, channel=channel,
-                                  request=request)
+                                  request=request, grant=grant)
 
     def respond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
                       actor: str | None = None, channel: str = "api",
@@ -896,7 +910,8 @@ class Loopgate:
                                   f"'decisions' must list one per request, in order (got {got})")
         for record, decision in zip(records, decisions, strict=True):
             await self._authorize(record, approver_id, actor, channel)
-            validate_decision(record, ApprovalRequest.model_validate(record.payload), decision)
+            request = ApprovalRequest.model_validate(record.payload)
+            validate_decision(record, request, self._grants.read(decision, record, request)[0])
         return [await self._respond(record.id, decision, actor, channel, approver_id)
                 for record, decision in zip(records, decisions, strict=True)]
 
@@ -1006,25 +1021,32 @@ class Loopgate:
                       actor: str | None, channel: str | None,
                       event: str | None = None,
                       request: ApprovalRequest | None = None,
-                      filing: Sequence[AuditEvent] = ()) -> RequestRecord:
+                      filing: Sequence[AuditEvent] = (),
+                      grant: GrantRecord | None = None) -> RequestRecord:
         """The single place a request leaves ``pending``: one transaction with the
         compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
         commit, wake-ups, resume and hooks, which can no longer lose or change it.
 
         With ``filing`` (the ``requested`` event of a record not stored yet), the record
-        is filed already decided, in the same one transaction.
+        is filed already decided, in the same one transaction. A ``grant`` the decision
+        makes is stored in that transaction too, with its own audit event.
         """
+        if grant is not None:
+            decision = {**decision, "grant": grant_summary(grant)}
         decision = {**decision, "actor": actor, "channel": channel}
         status = decision_status(decision)
         now = self.clock()
         audit = [self._event(event or f"decided:{status.value}", record, actor=actor,
                              channel=channel, details={"decision": public_decision(decision)})]
+        if grant is not None:
+            audit.append(self._event("grant_created", record, actor=actor, channel=channel,
+                                     details=grant_summary(grant)))
         outbox = self._deliveries(record, "resolved", now)
         if not filing:
             decided = await self.store.resolve(
                 record.id, status=status, decision=decision, decided_by=actor,
                 channel=channel, decided_at=now, audit=audit, outbox=outbox,
-                resolved_to_message_refs=True)
+                resolved_to_message_refs=True, grants=[grant] if grant else ())
         else:
             decided, created = await self.store.create_request(
                 record.model_copy(update={"status": status, "decision": decision,
@@ -1089,6 +1111,58 @@ class Loopgate:
     async def _wait_with_open(self, request_id: str, timeout: float | None) -> RequestRecord:
         await self._open()
         return await self._wait_decided(request_id, timeout)
+
+    # grants (remembered permissions, see loopgate_lc.grants) -----------------------------
+
+    async def _list_grants(self, filters: dict[str, Any]) -> list[GrantRecord]:
+        await self._open()
+        live = filters.pop("live")
+        return await self.store.list_grants(live_at=self.clock() if live else None,
+                                            **filters)
+
+    def grants(self, *, tool: str | None = None, session_id: str | None = None,
+               client_id: str | None = None, live: bool = True, limit: int | None = None
+               ) -> list[GrantRecord]:
+        """Remembered permissions, oldest first: the live ones (neither revoked nor
+        expired), or with ``live=False`` every one ever made."""
+        return self._portal.call(self._list_grants(dict(
+            tool=tool, session_id=session_id, client_id=client_id, live=live, limit=limit)))
+
+    async def agrants(self, *, tool: str | None = None, session_id: str | None = None,
+                      client_id: str | None = None, live: bool = True,
+                      limit: int | None = None) -> list[GrantRecord]:
+        return await self._portal.acall(self._list_grants(dict(
+            tool=tool, session_id=session_id, client_id=client_id, live=live, limit=limit)))
+
+    async def _get_grant(self, grant_id: str) -> GrantRecord:
+        await self._open()
+        return await self.store.get_grant(grant_id)
+
+    def get_grant(self, grant_id: str) -> GrantRecord:
+        """Raises: GrantNotFound."""
+        return self._portal.call(self._get_grant(grant_id))
+
+    async def aget_grant(self, grant_id: str) -> GrantRecord:
+        return await self._portal.acall(self._get_grant(grant_id))
+
+    async def _revoke_grant(self, grant_id: str, actor: str | None, channel: str
+                            ) -> GrantRecord:
+        await self._open()
+        return await self._grants.revoke(grant_id, actor=actor, channel=channel)
+
+    def revoke_grant(self, grant_id: str, *, actor: str | None = None, channel: str = "api"
+                     ) -> GrantRecord:
+        """Revoke a grant: from now on it approves nothing (audited as ``grant_revoked``).
+        Revoking again changes nothing and returns who revoked it first, and when.
+
+        Raises:
+            GrantNotFound: Unknown id.
+        """
+        return self._portal.call(self._revoke_grant(grant_id, actor, channel))
+
+    async def arevoke_grant(self, grant_id: str, *, actor: str | None = None,
+                            channel: str = "api") -> GrantRecord:
+        return await self._portal.acall(self._revoke_grant(grant_id, actor, channel))
 
     # timeouts ----------------------------------------------------------------------------
 

@@ -216,6 +216,7 @@ class Gate:
             allowed_decisions=list(self.allowed_decisions),
             metadata=dict(self.metadata),
             approvers=list(verdict.approvers),
+            require_explicit=verdict.explicit,
             session_id=self.session_id,
             timeout_seconds=self.timeout,
             shadow=None if shadow is None else ShadowVerdict(

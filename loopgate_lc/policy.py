@@ -206,6 +206,8 @@ class Verdict:
         approvers: Who may decide under the deciding policy (empty: the session's).
         shadow: What a shadow policy would have decided instead, when the first policy
             matching the tool (shadow policies included) is a shadow one; else None.
+        explicit: The deciding policy is ``require_explicit``: a person approves every
+            call, and no remembered permission (grant) may stand in for them.
     """
 
     auto_approved: bool
@@ -213,6 +215,7 @@ class Verdict:
     reason: str
     approvers: tuple[str, ...] = ()
     shadow: Verdict | None = None
+    explicit: bool = False
 
 
 _POLICY_FIELDS = {
@@ -359,7 +362,7 @@ def _judge(
     if policy.require_explicit:
         return Verdict(
             False, name, f"policy {name!r} requires a person to approve every call",
-            policy.approvers,
+            policy.approvers, explicit=True,
         )
     valid = (
         isinstance(confidence, int | float)

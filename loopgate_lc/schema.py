@@ -217,6 +217,8 @@ class ApprovalRequest(BaseModel):
     timeout_seconds: float | None = None
     expires_at: datetime | None = None
     shadow: ShadowVerdict | None = None
+    #: the deciding policy asks a person for every call: no grant may answer for them
+    require_explicit: bool = False
 
     @field_validator("options", mode="before")
     @classmethod

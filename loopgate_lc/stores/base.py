@@ -32,6 +32,9 @@ from loopgate_lc.stores._values import check_limit, coerce_status, final_status,
 __all__ = [
     "AuditEvent",
     "AuditQuery",
+    "GrantQuery",
+    "GrantRecord",
+    "GrantScope",
     "OutboxItem",
     "RequestQuery",
     "RequestRecord",
@@ -119,6 +122,53 @@ class AuditEvent(BaseModel):
 
 OutboxKind = Literal["notify", "resolved", "callback"]
 
+GrantScope = Literal["thread", "session", "everyone"]
+"""Where a grant applies: the thread or the session of the decision that made it, or
+every request of the same client (tenant)."""
+
+
+class GrantRecord(BaseModel):
+    """A remembered permission: a person approved a call and asked for calls like it to
+    be approved without asking again (see :mod:`loopgate_lc.grants`).
+
+    Attributes:
+        id: ``g_`` and random characters.
+        tool: The tool name calls must have, exactly.
+        args: Argument name -> constraint (``{"equals": v}``, ``{"prefix": "..."}``,
+            ``{"one_of": [...]}``, ``{"min": n, "max": n}``, ``{"any": true}``); a call
+            with an argument not named here never matches.
+        scope: ``thread``, ``session`` or ``everyone`` (see :data:`GrantScope`).
+        session_id, thread_id, client_id: Of the decision that made it: what ``scope``
+            compares with, and the tenant an API key must own to see or revoke it.
+        request_id: The request whose decision made it.
+        created_by: Who decided (the audit's actor); ``approver_id`` the identity
+            checked against approvers, which must still be allowed where it is used.
+        expires_at: When it stops matching; None lasts until revoked.
+        revoked_at, revoked_by: Set once, by the first revocation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    tool: str
+    args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    scope: GrantScope
+    session_id: str | None = None
+    thread_id: str | None = None
+    client_id: str | None = None
+    request_id: str
+    created_by: str | None = None
+    approver_id: str | None = None
+    channel: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        """Not revoked, and not expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
 
 class OutboxItem(BaseModel):
     """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing.
@@ -172,6 +222,19 @@ class AuditQuery:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class GrantQuery:
+    """Which grants :meth:`Store.list_grants` returns, oldest first; ``live_at`` keeps
+    those neither revoked nor expired at that time."""
+
+    tool: str | None = None
+    session_id: str | None = None
+    client_id: str | None = None
+    request_id: str | None = None
+    live_at: datetime | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Resolution:
     """A decision to commit: the compare-and-set plus what it causes.
 
@@ -179,6 +242,7 @@ class Resolution:
         resolved_to_message_refs: Also queue a ``resolved`` delivery to every channel
             the request has a message reference on when it is decided (read inside the
             transaction, so a message shown a moment before is updated too).
+        grants: Remembered permissions the decision creates, stored with it.
     """
 
     request_id: str
@@ -190,6 +254,7 @@ class Resolution:
     audit: Sequence[AuditEvent] = ()
     outbox: Sequence[OutboxItem] = ()
     resolved_to_message_refs: bool = False
+    grants: Sequence[GrantRecord] = ()
 
 
 class Store(abc.ABC):
@@ -201,7 +266,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 5
+    SCHEMA_VERSION = 6
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
@@ -318,9 +383,10 @@ class Store(abc.ABC):
         audit: Sequence[AuditEvent] = (),
         outbox: Sequence[OutboxItem] = (),
         resolved_to_message_refs: bool = False,
+        grants: Sequence[GrantRecord] = (),
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
-        committed with ``audit`` and ``outbox`` (see :class:`Resolution`).
+        committed with ``audit``, ``outbox`` and ``grants`` (see :class:`Resolution`).
 
         Raises:
             RequestNotFound: No such request.
@@ -332,6 +398,7 @@ class Store(abc.ABC):
             request_id=request_id, status=final_status(status), decision=decision,
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
+            grants=grants,
         ))
 
     @abc.abstractmethod
@@ -407,6 +474,39 @@ class Store(abc.ABC):
         What signed decisions and one-time sign-in links need to be accepted once by any
         number of server processes sharing a store. ``expires_at`` says when the key's
         signature or link stops being valid anyway; a key is never forgotten before then.
+        """
+
+    # grants (remembered permissions) ----------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_grant(self, grant_id: str) -> GrantRecord:
+        """Raises: GrantNotFound."""
+
+    async def list_grants(
+        self, *, tool: str | None = None, session_id: str | None = None,
+        client_id: str | None = None, request_id: str | None = None,
+        live_at: datetime | None = None, limit: int | None = None,
+    ) -> list[GrantRecord]:
+        """Grants matching every given filter, oldest first. ``live_at`` keeps only
+        those not revoked and not expired at that time (what may approve a call then)."""
+        return await self.query_grants(GrantQuery(
+            tool=tool, session_id=session_id, client_id=client_id, request_id=request_id,
+            live_at=utc_or_none(live_at), limit=check_limit(limit)))
+
+    @abc.abstractmethod
+    async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:
+        """What :meth:`list_grants` returns, for an already checked query."""
+
+    @abc.abstractmethod
+    async def revoke_grant(
+        self, grant_id: str, *, revoked_by: str | None, at: datetime | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> tuple[GrantRecord, bool]:
+        """Revoke a grant once: ``(grant, True)`` for the call that revoked it, with
+        ``audit`` written in its transaction; ``(grant, False)`` (nothing written) when
+        it was revoked already, the grant saying by whom and when.
+
+        Raises: GrantNotFound.
         """
 
     # audit -------------------------------------------------------------------------------

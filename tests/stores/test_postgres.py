@@ -35,7 +35,7 @@ async def test_setup_is_versioned_and_idempotent(postgres_dsn: str, pg_schema: s
         assert await store.schema_version() == 0
         await store.setup()
         await store.setup()
-        assert await store.schema_version() == PostgresStore.SCHEMA_VERSION == 5
+        assert await store.schema_version() == PostgresStore.SCHEMA_VERSION == 6
     finally:
         await store.close()
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
