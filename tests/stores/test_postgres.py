@@ -40,7 +40,7 @@ async def test_setup_is_versioned_and_idempotent(postgres_dsn: str, pg_schema: s
         await store.close()
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
         cur = await conn.execute(f'SELECT version FROM "{pg_schema}".loopgate_schema_version')
-        assert await cur.fetchall() == [(1,), (2,), (3,), (4,), (5,)]
+        assert await cur.fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,)]
 
 
 async def test_concurrent_setup_from_many_stores(postgres_dsn: str, pg_schema: str) -> None:
