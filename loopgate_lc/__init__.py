@@ -15,6 +15,7 @@ from loopgate_lc.errors import (
     ApproverNotAllowed,
     ConfigurationError,
     DecisionNotAllowed,
+    GrantNotFound,
     InvalidDecision,
     InvalidPolicy,
     InvalidUpdate,
@@ -40,7 +41,14 @@ from loopgate_lc.schema import (
 )
 from loopgate_lc.signing import sign, verify_signature
 from loopgate_lc.simulate import Simulation, simulate
-from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, aopen_store, open_store
+from loopgate_lc.stores import (
+    GrantRecord,
+    MemoryStore,
+    SQLiteStore,
+    Store,
+    aopen_store,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from loopgate_lc.gateway import Escalation, Loopgate, args_hash
@@ -119,6 +127,8 @@ __all__ = [
     "DecisionNotAllowed",
     "DeliveryError",
     "Escalation",
+    "GrantNotFound",
+    "GrantRecord",
     "GuardedTool",
     "Hooks",
     "HumanResponse",

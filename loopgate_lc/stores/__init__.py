@@ -10,7 +10,14 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.errors import ConfigurationError
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    GrantRecord,
+    OutboxItem,
+    RequestRecord,
+    SessionRecord,
+    Store,
+)
 from loopgate_lc.stores.memory import MemoryStore
 from loopgate_lc.stores.sqlite import SQLiteStore
 
@@ -19,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditEvent",
+    "GrantRecord",
     "MemoryStore",
     "OutboxItem",
     "PostgresStore",
