@@ -40,12 +40,19 @@ from loopgate_lc.server.models import (
     RequestBody,
     RespondBatchBody,
     RespondBody,
+    RevokeGrantBody,
     WebhookDecisionBody,
     check_json,
     poll_result,
     session_out,
 )
-from loopgate_lc.server.tenancy import filing_client, own_request, own_session
+from loopgate_lc.server.tenancy import (
+    ApiKey,
+    filing_client,
+    own_grant,
+    own_request,
+    own_session,
+)
 from loopgate_lc.signing import (
     DEFAULT_TOLERANCE,
     SIGNATURE_HEADER,
@@ -358,9 +365,12 @@ class _Routes:
 
     async def respond(self, request: Request) -> Response:
         body = await read_model(request, RespondBody)
-        record = await own_request(self.gw, caller(request.scope), body.request_id)
+        key = caller(request.scope)
+        record = await own_request(self.gw, key, body.request_id)
         actor, approver_id = _decider(request, body)
-        decision = _decision_of(record, body.decision, body.approved, body.response)
+        decision = _decision_of(record, body.decision, body.approved, body.response,
+                                body.grant)
+        _check_grant_scope(key, record, decision)
         decided = await self.gw.arespond(
             body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
         return _ok(poll_result(decided))
@@ -371,6 +381,10 @@ class _Routes:
         for pending in await self.gw.apending(thread_id=body.thread_id):
             await own_request(self.gw, key, pending.id)  # every one must be the caller's
         actor, approver_id = _decider(request, body)
+        for decision in body.decisions:
+            if isinstance(decision, dict) and decision.get("grant") is not None:
+                raise ApiError(422, "invalid_decision", "grants are made one request at a "
+                               "time (POST /hitl/respond), not in a batch")
         decided = await self.gw.arespond_batch(
             body.thread_id, {"decisions": body.decisions}, actor=actor, channel="http",
             approver_id=approver_id)
@@ -412,9 +426,10 @@ class _Routes:
             inline: dict[str, Any] = {"type": body.type, **(body.model_extra or {})}
             if body.response is not None:
                 inline.setdefault("message", body.response)
-            decision = _decision_of(record, inline, body.approved, None)
+            decision = _decision_of(record, inline, body.approved, None, body.grant)
         else:
-            decision = _decision_of(record, body.decision, body.approved, body.response)
+            decision = _decision_of(record, body.decision, body.approved, body.response,
+                                    body.grant)
         actor = f"webhook:{body.actor.strip()}" if body.actor and body.actor.strip() \
             else "webhook"
         decided = await self.gw.arespond(request_id, decision, actor=actor, channel="webhook",
@@ -422,16 +437,60 @@ class _Routes:
         return _ok(poll_result(decided))
 
 
+    # grants ---------------------------------------------------------------------------
+
+    async def grants(self, request: Request) -> Response:
+        key = caller(request.scope)
+        session_id = _query(request, "session_id", required=False)
+        if session_id is not None:
+            await own_session(self.gw, key, session_id)  # 404 unknown or not ours
+        every = (_query(request, "all", required=False) or "false").lower()
+        if every not in ("true", "false", "1", "0"):
+            raise ApiError(422, "invalid_fields", "'all' must be true or false")
+        found = [g for g in await self.gw.agrants(
+            tool=_query(request, "tool", required=False), session_id=session_id,
+            live=every in ("false", "0")) if key.may_use(g.session_id, g.client_id)]
+        return _ok({"count": len(found), "grants": [g.model_dump(mode="json")
+                                                    for g in found]})
+
+    async def revoke_grant(self, request: Request) -> Response:
+        body = await read_model(request, RevokeGrantBody)
+        key = caller(request.scope)
+        await own_grant(self.gw, key, body.grant_id)
+        revoked = await self.gw.arevoke_grant(body.grant_id, actor=key.actor, channel="http")
+        return _ok(revoked.model_dump(mode="json"))
+
+
 def _decision_of(record: RequestRecord, decision: dict[str, Any] | None,
-                 approved: bool | None, response: str | None) -> dict[str, Any]:
+                 approved: bool | None, response: str | None,
+                 grant: dict[str, Any] | None = None) -> dict[str, Any]:
     if not record.pending:
         return decision or {"type": "approve"}  # the gateway answers AlreadyDecided
     if decision is not None:
         if approved is not None or response is not None:
             raise ApiError(422, "invalid_fields",
                            "send either 'decision' or 'approved'/'response', not both")
-        return decision
-    return simple_decision(record, approved, response)
+        chosen = decision
+    else:
+        chosen = simple_decision(record, approved, response)
+    if grant is None:
+        return chosen
+    if chosen.get("grant") is not None:
+        raise ApiError(422, "invalid_fields",
+                       "send the grant once: in 'decision' or beside it, not both")
+    return {**chosen, "grant": grant}
+
+
+def _check_grant_scope(key: ApiKey, record: RequestRecord, decision: dict[str, Any]) -> None:
+    """A scoped key may not make a grant wider than its scope: ``everyone`` reaches every
+    session of the request's client, so the key must hold that client."""
+    grant = decision.get("grant")
+    if key.admin or not isinstance(grant, dict) or grant.get("scope") != "everyone":
+        return
+    if record.client_id is None or record.client_id not in key.clients:
+        raise ApiError(403, "forbidden",
+                       f"API key {key.identity!r} may make 'everyone' grants only for its own "
+                       "clients; use scope 'session' or 'thread'")
 
 
 def _wait(raw: str | None, cap: float) -> float:
@@ -463,4 +522,6 @@ def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
         Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
         Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
               methods=["POST"]),
+        Route("/hitl/grants", endpoint(r.grants), methods=["GET"]),
+        Route("/hitl/grants/revoke", endpoint(r.revoke_grant), methods=["POST"]),
     ]

@@ -23,6 +23,7 @@ from loopgate_lc.server.models import (
     CancelBody,
     DeactivateBody,
     ErrorBody,
+    GrantsOut,
     HealthOut,
     PendingOut,
     PollResult,
@@ -30,9 +31,11 @@ from loopgate_lc.server.models import (
     RequestBody,
     RespondBatchBody,
     RespondBody,
+    RevokeGrantBody,
     SessionOut,
     WebhookDecisionBody,
 )
+from loopgate_lc.stores.base import GrantRecord
 
 __all__ = ["API", "Operation", "openapi_document"]
 
@@ -93,6 +96,19 @@ API: tuple[Operation, ...] = (
                           "delivery, or by a Standard Webhooks signature over method, "
                           "path and raw body (each signature accepted once); the API key "
                           "is not required here."),
+    Operation("get", "/hitl/grants", "Remembered permissions (grants) in the key's scope",
+              GrantsOut,
+              query=(("tool", "Only this tool's.", False, _STR),
+                     ("session_id", "Only those made in this session.", False, _STR),
+                     ("all", "Also expired and revoked ones (default false).", False,
+                      {"type": "boolean"})),
+              errors=(404, 422), tags=("grants",),
+              description="Live grants (neither revoked nor expired), oldest first; another "
+                          "tenant's are never listed."),
+    Operation("post", "/hitl/grants/revoke", "Revoke a grant: it approves nothing from now on",
+              GrantRecord, RevokeGrantBody, errors=(400, 404, 422), tags=("grants",),
+              description="Unknown ids and another tenant's grants are 404. Revoking again "
+                          "changes nothing and shows who revoked it first."),
 )
 
 _TELEGRAM = Operation(
