@@ -779,6 +779,7 @@ class Loopgate:
         if tool_name is not None and confidence is not None and risk is not None:
             verdict = self.should_approve(tool_name, confidence, risk)
         allowed = list(allowed_decisions or default_decisions(request_kind, bool(parsed)))
+        deciding = None if tool_name is None else self.policies.match(tool_name)
         request = ApprovalRequest(
             type=request_kind,
             request_id=str(uuid.uuid4()),
@@ -794,6 +795,8 @@ class Loopgate:
             options=parsed,
             metadata=dict(metadata or {}),
             approvers=list(verdict.approvers) if verdict else [],
+            require_explicit=verdict.explicit if verdict else bool(
+                deciding is not None and deciding.require_explicit),
             session_id=session_id,
             timeout_seconds=_seconds(timeout),
             **({"callback_url": callback_url} if callback_url else {}),
