@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.add_argument("--request", metavar="ID", help="only this request's events")
     audit.add_argument("--session", metavar="ID", help="only this session's events")
+    audit.add_argument("--event", metavar="KIND",
+                       help="only events of this kind (shadow, decided:approved, "
+                            "grant_created, ...)")
     audit.add_argument("--limit", type=_count, default=None, metavar="N",
                        help="only the newest N events (still printed oldest first)")
 
@@ -587,7 +590,8 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
     events: list[Any] = []
     if not _missing(store):
         with Loopgate(store) as gateway:
-            events = gateway.audit(request_id=args.request, session_id=args.session)
+            events = gateway.audit(request_id=args.request, session_id=args.session,
+                                   event=args.event)
     if args.limit is not None:
         events = events[-args.limit:]  # the newest N, in the order they happened
     if args.json:

@@ -598,21 +598,22 @@ class Loopgate:
     def audit(
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int | None = None,
+        until: datetime | None = None, limit: int | None = None, event: str | None = None,
     ) -> list[AuditEvent]:
-        """The audit trail, filtered, in the order events happened."""
+        """The audit trail, filtered, in the order events happened; ``event`` keeps one
+        kind (``"shadow"`` for what shadow policies would have decided)."""
         return self._portal.call(self._list_audit(dict(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit)))
+            until=until, limit=limit, event=event)))
 
     async def aaudit(
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int | None = None,
+        until: datetime | None = None, limit: int | None = None, event: str | None = None,
     ) -> list[AuditEvent]:
         return await self._portal.acall(self._list_audit(dict(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit)))
+            until=until, limit=limit, event=event)))
 
     def export_audit(self, out: IO[str], **filters: Any) -> int:
         """Write the (filtered) audit trail as JSON lines; returns the number written."""

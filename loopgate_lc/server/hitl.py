@@ -21,7 +21,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from loopgate_lc.decisions import approval_of
-from loopgate_lc.errors import LoopgateError, SessionExists, SessionNotFound, SignatureError
+from loopgate_lc.errors import (
+    LoopgateError,
+    RequestNotFound,
+    SessionExists,
+    SessionNotFound,
+    SignatureError,
+)
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import ApprovalRequest, RequestKind
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackPolicy
@@ -34,6 +40,7 @@ from loopgate_lc.server.errors import (
 from loopgate_lc.server.middleware import caller
 from loopgate_lc.server.models import (
     MAX_JSON_DEPTH,
+    AuditOut,
     CancelBody,
     DeactivateBody,
     RegisterBody,
@@ -62,7 +69,7 @@ from loopgate_lc.signing import (
     verify_decision_signature,
     verify_decision_token,
 )
-from loopgate_lc.stores.base import RequestRecord
+from loopgate_lc.stores.base import AuditEvent, RequestRecord
 
 __all__ = ["HitlConfig", "endpoint", "hitl_routes", "read_json", "simple_decision"]
 
@@ -437,6 +444,47 @@ class _Routes:
         return _ok(poll_result(decided))
 
 
+    # audit ----------------------------------------------------------------------------
+
+    async def audit(self, request: Request) -> Response:
+        key = caller(request.scope)
+        request_id = _query(request, "request_id", required=False)
+        session_id = _query(request, "session_id", required=False)
+        if request_id is not None:
+            await own_request(self.gw, key, request_id)  # 404 unknown or not ours
+        if session_id is not None:
+            await own_session(self.gw, key, session_id)
+        limit = _count(request.query_params.get("limit"), "limit", default=100,
+                       cap=MAX_AUDIT_EVENTS)
+        events = await self.gw.aaudit(request_id=request_id, session_id=session_id,
+                                      event=_query(request, "event", required=False))
+        if not key.admin:
+            seen: dict[tuple[str, str], bool] = {}
+            events = [e for e in events if await self._visible(key, e, seen)]
+        events = events[-limit:] if limit else []
+        return _ok(AuditOut(count=len(events), events=events).model_dump(mode="json"))
+
+    async def _visible(self, key: ApiKey, event: AuditEvent,
+                       seen: dict[tuple[str, str], bool]) -> bool:
+        """Whether a scoped key may read an event: it belongs to one of the key's sessions
+        or requests (events of neither, such as a graph's own, are for admin keys)."""
+        if event.session_id is not None:
+            which, ident = "session", event.session_id
+        elif event.request_id is not None:
+            which, ident = "request", event.request_id
+        else:
+            return False
+        if (which, ident) not in seen:
+            try:
+                if which == "session":
+                    await own_session(self.gw, key, ident)
+                else:
+                    await own_request(self.gw, key, ident)
+                seen[(which, ident)] = True
+            except (SessionNotFound, RequestNotFound):
+                seen[(which, ident)] = False
+        return seen[(which, ident)]
+
     # grants ---------------------------------------------------------------------------
 
     async def grants(self, request: Request) -> Response:
@@ -493,6 +541,24 @@ def _check_grant_scope(key: ApiKey, record: RequestRecord, decision: dict[str, A
                        "clients; use scope 'session' or 'thread'")
 
 
+MAX_AUDIT_EVENTS = 1000
+"""The most events one ``/hitl/audit`` answer holds (the newest)."""
+
+
+def _count(raw: str | None, name: str, *, default: int, cap: int) -> int:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= cap:
+        raise ApiError(422, "invalid_fields", f"{name!r} must be a whole number from 0 to {cap}",
+                       {"errors": [{"loc": ["query", name], "msg": "out of range",
+                                    "type": "value_error"}]})
+    return value
+
+
 def _wait(raw: str | None, cap: float) -> float:
     if raw is None or not raw.strip():
         return 0.0
@@ -522,6 +588,7 @@ def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
         Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
         Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
               methods=["POST"]),
+        Route("/hitl/audit", endpoint(r.audit), methods=["GET"]),
         Route("/hitl/grants", endpoint(r.grants), methods=["GET"]),
         Route("/hitl/grants/revoke", endpoint(r.revoke_grant), methods=["POST"]),
     ]

@@ -15,11 +15,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from loopgate_lc.decisions import response_of
 from loopgate_lc.schema import ApprovalRequest
-from loopgate_lc.stores.base import GrantRecord, RequestRecord, SessionRecord
+from loopgate_lc.stores.base import AuditEvent, GrantRecord, RequestRecord, SessionRecord
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_TIMEOUT",
+    "AuditOut",
     "CancelBody",
     "DeactivateBody",
     "ErrorBody",
@@ -234,6 +235,14 @@ class RevokeGrantBody(_Body):
     """``POST /hitl/grants/revoke``: stop a remembered permission from approving calls."""
 
     grant_id: Ident
+
+
+class AuditOut(BaseModel):
+    """``GET /hitl/audit``: the newest events in the key's scope, in the order they
+    happened."""
+
+    count: int
+    events: list[AuditEvent]
 
 
 class GrantsOut(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from loopgate_lc.server.models import (
+    AuditOut,
     CancelBody,
     DeactivateBody,
     ErrorBody,
@@ -96,6 +97,17 @@ API: tuple[Operation, ...] = (
                           "delivery, or by a Standard Webhooks signature over method, "
                           "path and raw body (each signature accepted once); the API key "
                           "is not required here."),
+    Operation("get", "/hitl/audit", "The audit trail in the key's scope, newest last",
+              AuditOut,
+              query=(("request_id", "Only this request's events.", False, _STR),
+                     ("session_id", "Only this session's events.", False, _STR),
+                     ("event", "Only events of this kind, e.g. `shadow` or "
+                               "`decided:approved`.", False, _STR),
+                     ("limit", "At most this many, the newest (default 100, at most 1000).",
+                      False, {"type": "integer", "minimum": 0, "maximum": 1000})),
+              errors=(404, 422), tags=("audit",),
+              description="Scoped keys see the events of their own sessions and requests; "
+                          "events of neither (a graph's own) are for admin keys."),
     Operation("get", "/hitl/grants", "Remembered permissions (grants) in the key's scope",
               GrantsOut,
               query=(("tool", "Only this tool's.", False, _STR),

@@ -869,6 +869,7 @@ class SQLStore(Store):
                 ("request_id = ?", query.request_id),
                 ("session_id = ?", query.session_id),
                 ("thread_id = ?", query.thread_id),
+                ("event = ?", query.event),
                 ("at >= ?", None if query.since is None else d.ts(query.since)),
                 ("at < ?", None if query.until is None else d.ts(query.until)),
             )

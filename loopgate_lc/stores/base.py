@@ -219,6 +219,7 @@ class AuditQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    event: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -524,12 +525,15 @@ class Store(abc.ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        event: str | None = None,
     ) -> list[AuditEvent]:
         """Events matching every given filter, in the order they were appended;
-        ``since`` is inclusive, ``until`` exclusive."""
+        ``since`` is inclusive, ``until`` exclusive; ``event`` is one kind
+        (``"shadow"``, ``"decided:approved"``, ...)."""
         return await self.query_audit(AuditQuery(
             request_id=request_id, session_id=session_id, thread_id=thread_id,
             since=utc_or_none(since), until=utc_or_none(until), limit=check_limit(limit),
+            event=event,
         ))
 
     @abc.abstractmethod

@@ -488,6 +488,7 @@ class MemoryStore(Store):
                 if (q.request_id is None or e.request_id == q.request_id)
                 and (q.session_id is None or e.session_id == q.session_id)
                 and (q.thread_id is None or e.thread_id == q.thread_id)
+                and (q.event is None or e.event == q.event)
                 and (q.since is None or e.at >= q.since)
                 and (q.until is None or e.at < q.until)
             ]

@@ -892,6 +892,9 @@ class StoreConformance:
         assert await events(limit=3) == ["e0", "e1", "e2"]
         assert await events(request_id="r1", since=at(1)) == ["e2"]
         assert await events(request_id="nope") == []
+        assert await events(event="e2") == ["e2"]
+        assert await events(event="e0", request_id="r1") == ["e0"]
+        assert await events(event="e1", request_id="r1") == []
         full = (await store.list_audit(request_id="r3"))[0]
         assert (full.actor, full.channel, full.args_hash, full.details) == (
             "bob",
