@@ -847,6 +847,8 @@ class Loopgate:
             decision: A LangChain decision dict: ``{"type": "approve"}``,
                 ``{"type": "edit", "edited_action": {"name", "args"}}``,
                 ``{"type": "reject", "message"?}``, ``{"type": "respond", "message"}``.
+                An approve may carry ``"grant": {...}``: remember the permission, so calls
+                like this one are approved without asking (see :mod:`loopgate_lc.grants`).
             actor: Who decided, for the audit ("telegram:42 (@ana)", "api:key1", ...).
             channel: Through which channel.
             approver_id: The identity to check against the session's and policy's

@@ -5,8 +5,9 @@ A grant is made by a decision: ``{"type": "approve", "grant": {...}}`` on any ch
 (HTTP, webhook, MCP, Python; Telegram offers it as a button). It names:
 
 - ``scope``: ``"thread"`` (the decided request's run), ``"session"`` (its session) or
-  ``"everyone"`` (every request of the same client, the API's tenant). Default: the
-  narrowest the request has (its thread, else its session).
+  ``"everyone"`` (every request of the same client, the API's tenant; requests filed
+  without a client, such as a graph's own, count as one client). Default: the narrowest
+  the request has (its thread, else its session).
 - ``args``: per-argument constraints the later calls' arguments must meet. Omitted,
   every argument must equal the approved call's (the same call again); ``"any"`` allows
   any arguments (the tool as such). As an object, each argument name maps to ONE of:
@@ -105,11 +106,19 @@ def _number(value: Any) -> bool:
 
 
 def _holds(constraint: Mapping[str, Any], present: bool, value: Any) -> bool:
-    """Whether one argument (``present`` or left out) meets one checked constraint."""
+    """Whether one argument (``present`` or left out) meets one checked constraint; a
+    value that is not plain JSON (NaN, an object) meets none but ``any``."""
     if "any" in constraint:
         return True
     if not present:
         return False
+    try:
+        return _compare(constraint, value)
+    except (TypeError, ValueError):
+        return False
+
+
+def _compare(constraint: Mapping[str, Any], value: Any) -> bool:
     if "equals" in constraint:
         return _canonical(value) == _canonical(constraint["equals"])
     if "one_of" in constraint:

@@ -348,3 +348,15 @@ async def pending_call(gate: Loopgate, call_id: str) -> Any:
             return found[0]
         await asyncio.sleep(0.01)
     raise AssertionError(f"call {call_id} was never filed")
+
+
+async def test_arguments_that_are_not_plain_json_never_match() -> None:
+    gate = await gateway()
+    try:
+        await approve_with(gate, await ask(gate, tool_name="op", x=1.5),
+                           {"scope": "session", "args": {"x": {"one_of": [1.5, 2.5]}},
+                            **HOUR})
+        assert not (await ask(gate, tool_name="op", x=2.5)).pending
+        assert (await ask(gate, tool_name="op", x=float("nan"))).pending
+    finally:
+        await gate.aclose()
