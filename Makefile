@@ -66,12 +66,19 @@ test: lint typecheck pytest
 
 # The same checks in a separate venv with the newest releases the ranges in pyproject.toml
 # allow, ignoring the lock: an upstream change shows up here first, apart from `make test`.
+# When those releases are exactly the locked ones there is nothing new to test and it says so
+# (FORCE=1 runs the suite regardless); otherwise it lists what is newer, then runs the suite.
 test-latest:
 	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade uv
 	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]'
 	@$(LATEST)/bin/python -c "from importlib.metadata import version as v; print('test-latest: testing against', ', '.join(f'{p} {v(p)}' for p in ('langgraph', 'langchain-core', 'langchain', 'pydantic', 'python-telegram-bot', 'httpx')))"
-	$(MAKE) --no-print-directory VENV=$(LATEST) STAMP= test
+	@if [ -z "$(FORCE)" ] && $(LATEST)/bin/python .ci/newer_than_lock.py $(LOCK); then \
+		echo "test-latest: the newest releases are the locked versions, which make test runs;" \
+		     "nothing new to test (make test-latest FORCE=1 runs the suite anyway)"; \
+	else \
+		$(MAKE) --no-print-directory VENV=$(LATEST) STAMP= test; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -100,7 +100,7 @@ def local_server() -> Iterator[str]:
 def reviewer(client: LoopgateClient, session_id: str, choice: str) -> threading.Thread:
     """A person in "your own UI": sees the pending request and picks an option."""
     def review() -> None:
-        for _ in range(500):
+        for _ in range(1500):
             for request in client.pending(session_id):
                 client.respond(request["request_id"], response=choice, actor="reviewer:kim")
                 return

@@ -665,9 +665,12 @@ class FakeBotAPI:
     # --- waiting -------------------------------------------------------------------------
 
     def wait_for(
-        self, predicate: Callable[[], _T | None], timeout: float = 5.0, interval: float = 0.01
+        self, predicate: Callable[[], _T | None], timeout: float = 30.0, interval: float = 0.01
     ) -> _T:
         """Block until ``predicate()`` is truthy and return its value.
+
+        The default bound is generous on purpose: it only matters when the condition never
+        comes, and a short one turns a slow, busy machine into a failed test.
 
         Do not call from the event loop the code under test runs on (it would block that
         loop); use :meth:`await_for` there.
@@ -703,7 +706,7 @@ class FakeBotAPI:
     async def await_for(
         self,
         predicate: Callable[[], Any],
-        timeout: float = 5.0,
+        timeout: float = 30.0,
         interval: float = 0.01,
     ) -> Any:
         """The async twin of :meth:`wait_for`; ``predicate`` may be a coroutine function.

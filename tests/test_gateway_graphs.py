@@ -66,7 +66,7 @@ def approve_in_background(gate: Loopgate, notifier: RecordingNotifier, decide: A
     request once the notifier has delivered it to them."""
     def person() -> None:
         answered: set[str] = set()
-        for _ in range(500):
+        for _ in range(3000):
             delivered = {r.id for r in notifier.notified}
             for record in gate.pending():
                 if record.id in delivered and record.id not in answered:
@@ -280,7 +280,7 @@ def test_a_restart_finds_pending_threads_and_resumes_them(tmp_path: Path) -> Non
     with Loopgate(store=store) as second:
         second.register_graph("deployer", graph)
         second.respond(record.id, {"type": "approve"}, actor="ana")
-        for _ in range(500):
+        for _ in range(3000):
             if not graph.get_state(config).next:
                 break
             time.sleep(0.01)
@@ -303,7 +303,7 @@ def test_a_decision_made_by_another_process_resumes_a_registered_graph(tmp_path:
         (record,) = server.pending()
         with Loopgate(store=store) as cli:  # e.g. `loopgate-lc approve ID` elsewhere
             cli.respond(record.id, {"type": "approve"}, actor="cli:ana", channel="cli")
-        for _ in range(500):
+        for _ in range(3000):
             if not graph.get_state(config).next:
                 break
             time.sleep(0.01)

@@ -309,7 +309,7 @@ async def test_stop_abandons_an_open_question() -> None:
     notifier = ConsoleNotifier(blocking_input, io.StringIO())
     await notifier.start(gateway)
     await notifier.notify(make_record())
-    for _ in range(500):  # bounded: until the question is being read
+    for _ in range(3000):  # bounded: until the question is being read
         if asked.is_set():
             break
         await asyncio.sleep(0.01)

@@ -38,6 +38,7 @@ CHAT = 42  # a private chat: its id is its user's id
 ANN = {"id": 42, "username": "ann"}
 BOB = {"id": 43, "username": "bob"}
 GROUP = -100123
+BOUND = 30.0  # seconds to wait for an event before failing; only a failing test waits this long
 
 
 @pytest.fixture
@@ -96,11 +97,11 @@ async def _decided(gateway: Loopgate, request_id: str) -> RequestRecord:
         record = await gateway.aget(request_id)
         return None if record.pending else record
 
-    return await asyncio.wait_for(_poll(check), 5)
+    return await asyncio.wait_for(_poll(check), BOUND)
 
 
 async def _poll(check: Any) -> Any:
-    for _ in range(500):
+    for _ in range(int(BOUND / 0.01)):
         value = await check()
         if value:
             return value
@@ -112,7 +113,7 @@ async def _delivered(gateway: Loopgate, request_id: str) -> None:
     async def check() -> bool:
         return "telegram" in (await gateway.aget(request_id)).message_refs
 
-    await asyncio.wait_for(_poll(check), 5)
+    await asyncio.wait_for(_poll(check), BOUND)
 
 
 async def _edited(fake: FakeBotAPI, chat: int, message_id: int) -> dict[str, Any]:
@@ -403,7 +404,7 @@ async def test_edit_with_invalid_then_valid_arguments(fake: FakeBotAPI) -> None:
         }
         text = (await _edited(fake, CHAT, message["message_id"]))["plain_text"]
         assert text.startswith("✏️ Approved with edits by @ann") and '"replicas": 2' in text
-        await fake.await_for(lambda: ran, timeout=5)
+        await fake.await_for(lambda: ran)
         assert ran == [("staging", 2)]
 
 

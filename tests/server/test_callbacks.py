@@ -93,7 +93,7 @@ def test_a_decision_made_by_another_process_is_called_back(
     with httpx.Client(base_url=fast.url, timeout=10) as client:
         created = _ask(client, f"{url}/done")
     rid = created["request_id"]
-    for _ in range(500):  # bounded: until the callback channel has claimed the request
+    for _ in range(3000):  # bounded: until the callback channel has claimed the request
         if "callback" in gateway.get(rid).message_refs:
             break
         threading.Event().wait(0.01)

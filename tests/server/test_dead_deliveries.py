@@ -44,7 +44,7 @@ def test_a_dead_delivery_shows_in_health_and_the_cli(db_url: str, serve: ServeFn
                 "session_id": session, "client_id": "c", "message": "Deploy?"}).json()[
                 "request_id"]
             health: dict[str, Any] = {}
-            for _ in range(500):  # the outbox delivers in the background: bounded wait
+            for _ in range(1500):  # the outbox delivers in the background: bounded wait
                 health = client.get("/health").json()
                 if health["dead_deliveries"]:
                     break
