@@ -341,8 +341,9 @@ async def test_a_require_explicit_guard_asks_every_time(config: dict[str, Any],
 
 
 async def pending_call(gate: Loopgate, call_id: str) -> Any:
-    """The pending request of one tool call, once the run has filed it (bounded wait)."""
-    for _ in range(1000):
+    """The pending request of one tool call, once the run has filed it (bounded at 30 s;
+    only a failing test waits that long)."""
+    for _ in range(3000):
         found = [r for r in await gate.apending() if r.payload.get("tool_call_id") == call_id]
         if found:
             return found[0]

@@ -19,6 +19,7 @@ from loopgate_lc.policy import ApprovalPolicy
 CHAT = -100777  # a group: ann and bob see the same message
 ANN = {"id": 42, "username": "ann"}
 BOB = {"id": 43, "username": "bob"}
+BOUND = 30.0  # seconds to wait for an event before failing; only a failing test waits this long
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ async def shown(fake: FakeBotAPI, contains: str = "staging") -> dict[str, Any]:
     there."""
     found = await fake.await_for(lambda: [
         m for m in fake.messages(CHAT) if contains in m["plain_text"]
-        and m.get("reply_markup") is not None])
+        and m.get("reply_markup") is not None], timeout=BOUND)
     return dict(found[-1])
 
 
@@ -60,7 +61,8 @@ def labels(message: dict[str, Any]) -> list[str]:
 
 
 async def answer(fake: FakeBotAPI, query_id: str) -> str:
-    found: dict[str, Any] = await fake.await_for(lambda: fake.callback_answer(query_id))
+    found: dict[str, Any] = await fake.await_for(lambda: fake.callback_answer(query_id),
+                                                 timeout=BOUND)
     return str(found["text"])
 
 
@@ -89,7 +91,8 @@ async def test_a_tap_on_approve_and_allow_remembers_the_call(fake: FakeBotAPI) -
         assert grant.expires_at is not None and grant.request_id == first.id
         edited = await fake.await_for(lambda: (
             m if "Allowed again" in m["plain_text"] else None)
-            if (m := fake.message(CHAT, message["message_id"]))["edits"] else None)
+            if (m := fake.message(CHAT, message["message_id"]))["edits"] else None,
+            timeout=BOUND)
         assert "in this session until" in edited["plain_text"]
 
         again = await deploy(gateway)
