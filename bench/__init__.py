@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bench import (
     agent_overhead,
     cli_startup,
+    grant_lookup,
     langgraph_server,
     policy_eval,
     round_trip,
@@ -32,6 +33,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
     ("cli", cli_startup.run),
+    ("grants", grant_lookup.run),
 ]
 
 OPTIMISATIONS: list[str] = [
