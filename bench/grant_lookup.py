@@ -4,9 +4,10 @@ saves.
 Every tool call a policy sends to a person is looked up among the live grants of its
 tool before anyone is notified: one indexed read. Measured per store, alternated in one
 run, one sample one request filed through ``Loopgate.asubmit``: a question (no tool, so
-never looked up: the anchor), a tool call with no grant stored, a tool call with 101
-live grants of its tool none of which matches (other arguments), and a tool call a grant
-approves (filed already approved, in the same one transaction, nobody notified).
+never looked up: the anchor), a tool call of a tool with no grant, a tool call while 100
+other sessions hold a grant of its tool that would match it there (the store leaves
+grants out of scope out of the read), and a tool call a grant approves (filed already
+approved, in the same one transaction, nobody notified).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ GOAL = 1.25  # a tool call with no grant files within 25% of a question's cost
 KINDS = {
     "question": "a question (never looked up)",
     "none": "a tool call, no grant stored",
-    "miss": "a tool call, 101 grants of its tool, none matching",
+    "miss": "a tool call, 100 grants of its tool in other sessions",
     "hit": "a tool call a grant approves",
 }
 NAMES = {"memory": "memory", "sqlite": "SQLite", "postgres": "PostgreSQL"}
@@ -51,12 +52,14 @@ def _variants(gate: Loopgate, loop: asyncio.AbstractEventLoop
 
 
 async def _prepare(gate: Loopgate) -> None:
+    # 100 other sessions (tenants) with a grant each for the tool, which would match the
+    # measured calls but are out of their scope; then the one that approves "granted"
+    for i in range(100):
+        await gate.aregister_session(f"other-{i}", f"client-{i}")
     await gate.aregister_session("ops", "bench")
-    # 100 grants of the tool for other environments (never "x"), then the one that
-    # approves "granted"
-    for env in [f"other-{i}" for i in range(100)] + ["granted"]:
+    for session, env in [(f"other-{i}", "x") for i in range(100)] + [("ops", "granted")]:
         record = await gate.asubmit("deploy?", tool_name="deploy", args={"env": env, "n": 0},
-                                    session_id="ops")
+                                    session_id=session)
         await gate.arespond(record.id, {"type": "approve", "grant": {
             "scope": "session", "ttl_seconds": 86_400, "args": {"n": {"any": True}}}})
 

@@ -56,7 +56,14 @@ from typing import Any, cast
 from loopgate_lc.errors import InvalidDecision
 from loopgate_lc.policy import PolicySet
 from loopgate_lc.schema import ApprovalRequest, RequestKind
-from loopgate_lc.stores.base import AuditEvent, GrantRecord, GrantScope, RequestRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    GrantRecord,
+    GrantScope,
+    GrantTarget,
+    RequestRecord,
+    Store,
+)
 
 __all__ = [
     "GRANT_CHANNEL",
@@ -310,17 +317,17 @@ def parse_grant(raw: Any, record: RequestRecord, request: ApprovalRequest, *,
                      expires_at=_expiry(raw, now))
 
 
+def _target(record: RequestRecord) -> GrantTarget:
+    return GrantTarget(thread_id=record.thread_id, session_id=record.session_id,
+                       client_id=record.client_id)
+
+
 def _matches(grant: GrantRecord, record: RequestRecord, request: ApprovalRequest,
              now: datetime) -> bool:
-    if not grant.live(now) or grant.tool != request.name:
-        return False
-    if grant.scope == "thread":
-        in_scope = record.thread_id is not None and record.thread_id == grant.thread_id
-    elif grant.scope == "session":
-        in_scope = record.session_id is not None and record.session_id == grant.session_id
-    else:
-        in_scope = record.client_id == grant.client_id
-    return in_scope and args_match(grant.args, request.args or {})
+    """Checked again here, whatever the store filtered: a third-party store that lists
+    too much cannot widen a grant."""
+    return (grant.live(now) and grant.tool == request.name
+            and grant.covers(_target(record)) and args_match(grant.args, request.args or {}))
 
 
 def describe_constraints(args: Mapping[str, Mapping[str, Any]]) -> str:
@@ -408,7 +415,8 @@ class GrantDesk:
         if grant_refusal(request, self._policies()) is not None:
             return None
         now = self._clock()
-        candidates = await self._store.list_grants(tool=request.name, live_at=now)
+        candidates = await self._store.list_grants(tool=request.name, live_at=now,
+                                                   covering=_target(record))
         found = [g for g in candidates if _matches(g, record, request, now)]
         if not found:
             return None

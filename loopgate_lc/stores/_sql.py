@@ -44,6 +44,7 @@ from loopgate_lc.stores._common import (
 from loopgate_lc.stores.base import (
     AuditEvent,
     GrantRecord,
+    GrantTarget,
     OutboxItem,
     RequestRecord,
     SessionRecord,
@@ -297,6 +298,23 @@ class Dialect:
 
     def read_ts_or_none(self, value: Any) -> datetime | None:
         return None if value is None else self.read_ts(value)
+
+
+def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
+    """The SQL of :meth:`GrantRecord.covers`: one clause and its parameters."""
+    clauses, params = [], []
+    if target.thread_id is not None:
+        clauses.append("(scope = 'thread' AND thread_id = ?)")
+        params.append(target.thread_id)
+    if target.session_id is not None:
+        clauses.append("(scope = 'session' AND session_id = ?)")
+        params.append(target.session_id)
+    if target.client_id is None:
+        clauses.append("(scope = 'everyone' AND client_id IS NULL)")
+    else:
+        clauses.append("(scope = 'everyone' AND client_id = ?)")
+        params.append(target.client_id)
+    return f"({' OR '.join(clauses)})", params
 
 
 def drive(op: Op[_T], execute: Callable[[Stmt], list[Row]]) -> _T:
@@ -827,6 +845,8 @@ class SQLStore(Store):
         if query.live_at is not None:
             where.append(("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
                           (d.ts(query.live_at),)))
+        if query.covering is not None:
+            where.append(_covering(query.covering))
 
         def op() -> Op[list[GrantRecord]]:
             rows = yield self._select("grants", where, "created_at, seq", query.limit)

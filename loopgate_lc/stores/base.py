@@ -35,6 +35,7 @@ __all__ = [
     "GrantQuery",
     "GrantRecord",
     "GrantScope",
+    "GrantTarget",
     "OutboxItem",
     "RequestQuery",
     "RequestRecord",
@@ -127,6 +128,15 @@ GrantScope = Literal["thread", "session", "everyone"]
 every request of the same client (tenant)."""
 
 
+@dataclass(frozen=True, slots=True)
+class GrantTarget:
+    """Where a request stands, as grant scopes see it: its thread, session and client."""
+
+    thread_id: str | None = None
+    session_id: str | None = None
+    client_id: str | None = None
+
+
 class GrantRecord(BaseModel):
     """A remembered permission: a person approved a call and asked for calls like it to
     be approved without asking again (see :mod:`loopgate_lc.grants`).
@@ -168,6 +178,15 @@ class GrantRecord(BaseModel):
     def live(self, now: datetime) -> bool:
         """Not revoked, and not expired at ``now``."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def covers(self, target: GrantTarget) -> bool:
+        """Whether a request at ``target`` is in this grant's scope: its thread, its
+        session, or (``everyone``) its client, requests without one counting as one."""
+        if self.scope == "thread":
+            return target.thread_id is not None and target.thread_id == self.thread_id
+        if self.scope == "session":
+            return target.session_id is not None and target.session_id == self.session_id
+        return target.client_id == self.client_id
 
 
 class OutboxItem(BaseModel):
@@ -225,13 +244,15 @@ class AuditQuery:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GrantQuery:
     """Which grants :meth:`Store.list_grants` returns, oldest first; ``live_at`` keeps
-    those neither revoked nor expired at that time."""
+    those neither revoked nor expired at that time, ``covering`` those whose scope
+    covers a request there (see :meth:`GrantRecord.covers`)."""
 
     tool: str | None = None
     session_id: str | None = None
     client_id: str | None = None
     request_id: str | None = None
     live_at: datetime | None = None
+    covering: GrantTarget | None = None
     limit: int | None = None
 
 
@@ -486,13 +507,15 @@ class Store(abc.ABC):
     async def list_grants(
         self, *, tool: str | None = None, session_id: str | None = None,
         client_id: str | None = None, request_id: str | None = None,
-        live_at: datetime | None = None, limit: int | None = None,
+        live_at: datetime | None = None, covering: GrantTarget | None = None,
+        limit: int | None = None,
     ) -> list[GrantRecord]:
         """Grants matching every given filter, oldest first. ``live_at`` keeps only
-        those not revoked and not expired at that time (what may approve a call then)."""
+        those not revoked and not expired at that time, ``covering`` those whose scope
+        covers a request at that place: together, what may approve a call there then."""
         return await self.query_grants(GrantQuery(
             tool=tool, session_id=session_id, client_id=client_id, request_id=request_id,
-            live_at=utc_or_none(live_at), limit=check_limit(limit)))
+            live_at=utc_or_none(live_at), covering=covering, limit=check_limit(limit)))
 
     @abc.abstractmethod
     async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:

@@ -438,6 +438,7 @@ class MemoryStore(Store):
                 and (q.client_id is None or g.client_id == q.client_id)
                 and (q.request_id is None or g.request_id == q.request_id)
                 and (q.live_at is None or g.live(q.live_at))
+                and (q.covering is None or g.covers(q.covering))
             ]
         return found if q.limit is None else found[:q.limit]
 

@@ -37,7 +37,7 @@ from loopgate_lc.errors import (
 )
 from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
-from loopgate_lc.stores.base import GrantRecord
+from loopgate_lc.stores.base import GrantRecord, GrantTarget
 
 MakeStore = Callable[[], Awaitable[Store]]
 
@@ -679,6 +679,31 @@ class StoreConformance:
         assert [g.id for g in await store.list_grants(tool="a", live_at=at(10))] == ["old"]
         with pytest.raises(ValueError):
             await store.list_grants(limit=-1)
+
+    async def test_grants_covering_a_place(self, store: Store) -> None:
+        made = [
+            grant("thread", "r1", scope="thread", thread_id="t1", session_id="s1"),
+            grant("session", "r2", scope="session", thread_id="t2", session_id="s1"),
+            grant("client", "r3", scope="everyone", session_id="s2", client_id="c1"),
+            grant("no-client", "r4", scope="everyone", thread_id="t1"),
+        ]
+        for g in made:
+            await store.create_request(request(g.request_id))
+            await store.resolve(g.request_id, status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", grants=[g])
+
+        async def covering(**place: Any) -> list[str]:
+            found = await store.list_grants(covering=GrantTarget(**place))
+            assert all(g.covers(GrantTarget(**place)) for g in found)
+            return [g.id for g in found]
+
+        assert await covering(thread_id="t1", session_id="s1") == ["thread", "session",
+                                                                   "no-client"]
+        assert await covering(thread_id="t2", session_id="s1", client_id="c1") == [
+            "session", "client"]
+        assert await covering(session_id="s9", client_id="c1") == ["client"]
+        assert await covering(thread_id="t9", client_id="c2") == []
+        assert await covering() == ["no-client"]  # requests without a client: one client
 
     async def test_a_grant_is_revoked_once_with_its_audit(self, store: Store) -> None:
         await store.create_request(request("r1"))
