@@ -124,8 +124,8 @@ async def test_offers_are_configurable(fake: FakeBotAPI) -> None:
         assert grant.expires_at is not None
         assert round((grant.expires_at - grant.created_at).total_seconds()) == 900
     async with running(fake, grant_offers=()) as gateway:
-        await deploy(gateway)
-        assert not any("allow" in label for label in labels(await shown(fake)))
+        await deploy(gateway, "dev")
+        assert not any("allow" in label for label in labels(await shown(fake, '"dev"')))
     with pytest.raises(ConfigurationError):
         TelegramNotifier(fake.token, base_url=fake.base_url, grant_offers=(0,))
     await asyncio.sleep(0)
