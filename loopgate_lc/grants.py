@@ -277,8 +277,9 @@ def grant_refusal(request: ApprovalRequest, policies: PolicySet | None = None) -
                 explicit = policy.name
                 break
     if explicit is not None or request.require_explicit:
-        return (f"policy {explicit!r} requires a person to approve every call, so its calls "
-                "cannot be remembered")
+        which = f"policy {explicit!r}" if explicit is not None else "a require_explicit policy"
+        return (f"{which} requires a person to approve every call, so its calls cannot be "
+                "remembered")
     return None
 
 
