@@ -13,6 +13,7 @@ from bench import (
     agent_overhead,
     cli_startup,
     grant_lookup,
+    inbox_live,
     langgraph_server,
     policy_eval,
     round_trip,
@@ -33,6 +34,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("langgraph_server", langgraph_server.run),
     ("telemetry", telemetry_cost.run),
     ("cli", cli_startup.run),
+    ("inbox", inbox_live.run),
     ("grants", grant_lookup.run),
 ]
 

@@ -1,4 +1,4 @@
-"""9. Remembered permissions: what looking for a grant costs a filing, and what a grant
+"""10. Remembered permissions: what looking for a grant costs a filing, and what a grant
 saves.
 
 Every tool call a policy sends to a person is looked up among the live grants of its
@@ -68,7 +68,7 @@ def run(config: Config) -> Section:
     began = time.perf_counter()
     section = Section(
         key="grants",
-        title="9. Remembered permissions: the grant lookup on every filing",
+        title="10. Remembered permissions: the grant lookup on every filing",
         goal=f"a tool call with no grant files within {GOAL}x of a question",
     )
     met = True

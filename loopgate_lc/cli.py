@@ -122,6 +122,29 @@ def _json_object(value: str) -> dict[str, Any]:
     return parsed
 
 
+MAX_PAGE = 1000
+"""The most rows one listing command prints at a time."""
+
+
+def _page(value: str) -> int:
+    number = _count(value)
+    if number > MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at most {MAX_PAGE}")
+    return number
+
+
+def _more(args: argparse.Namespace, store_url: str, *flags: str) -> None:
+    """Print, on stderr, the command that lists the next page: the same command and
+    filters, runnable from any folder (the store is named when it was named here)."""
+    from loopgate_lc.locations import printable_store_url
+
+    parts = ["loopgate-lc", args.command]
+    if args.store:
+        parts += ["--store", printable_store_url(store_url)]
+    parts += flags
+    print(f"loopgate-lc: more: {shlex.join(parts)}", file=sys.stderr)
+
+
 def _count(value: str) -> int:
     try:
         number = int(value)
@@ -238,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     pending = sub.add_parser("pending", parents=[common], help="list requests waiting")
     pending.add_argument("--json", action="store_true", help="print a JSON array")
     pending.add_argument("--session", metavar="ID", help="only this session's requests")
+    pending.add_argument("--limit", type=_page, default=100, metavar="N",
+                         help=f"at most N, oldest first (1 to {MAX_PAGE}; default 100); "
+                              "the command for the next page is printed on stderr")
+    pending.add_argument("--after", metavar="ID",
+                         help="start after this request (the previous page's last)")
 
     approve = sub.add_parser("approve", parents=[common], help="approve (or answer) a request")
     approve.add_argument("request_id", metavar="ID")
@@ -267,11 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.add_argument("--request", metavar="ID", help="only this request's events")
     audit.add_argument("--session", metavar="ID", help="only this session's events")
+    audit.add_argument("--limit", type=_page, default=100, metavar="N",
+                       help=f"the newest N events, printed oldest first (1 to {MAX_PAGE}; "
+                            "default 100); the command for older ones is printed on stderr")
+    audit.add_argument("--before", type=_count, default=None, metavar="EVENT_ID",
+                       help="only events older than this one (the previous page's first)")
     audit.add_argument("--event", metavar="KIND",
                        help="only events of this kind (shadow, decided:approved, "
                             "grant_created, ...)")
-    audit.add_argument("--limit", type=_count, default=None, metavar="N",
-                       help="only the newest N events (still printed oldest first)")
 
     grants = sub.add_parser("grants", parents=[common],
                             help="list remembered permissions (live ones unless --all)")
@@ -300,8 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
         "deliveries", parents=[common],
         help="list deliveries given up on (dead): requests a channel never showed")
     deliveries.add_argument("--json", action="store_true", help="one JSON object per line")
-    deliveries.add_argument("--limit", type=int, default=100, metavar="N",
-                            help="at most N (default 100)")
+    deliveries.add_argument("--limit", type=_page, default=100, metavar="N",
+                            help=f"at most N (1 to {MAX_PAGE}; default 100); the command "
+                                 "for the next page is printed on stderr")
+    deliveries.add_argument("--after", type=_count, default=None, metavar="ITEM_ID",
+                            help="start after this delivery (the previous page's last)")
 
     simulate = sub.add_parser(
         "simulate", parents=[common],
@@ -464,8 +498,15 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
     dead = 0
     if not _missing(store):
         with Loopgate(store) as gateway:
-            records = gateway.pending(session_id=args.session)
+            records = gateway.pending(session_id=args.session, limit=args.limit + 1,
+                                      after=args.after)
             dead = len(gateway.dead_deliveries(limit=1))
+    more = len(records) > args.limit
+    records = records[:args.limit]
+    if more:
+        _more(args, store, *(["--session", args.session] if args.session else []),
+              *(["--json"] if args.json else []), "--limit", str(args.limit),
+              "--after", records[-1].id)
     if dead:
         from loopgate_lc.locations import deliveries_hint
 
@@ -489,7 +530,8 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{record.id}  {_age(record):>4}  {record.kind.value:<13} "
               f"session={record.session_id or '-'}  {_one_line(request.text, 70)}{options}",
               file=out)
-    print(f"{len(records)} pending", file=out)
+    print(f"{len(records)} pending" + (", more on the next page" if more else ""),
+          file=out)
     return 0
 
 
@@ -499,7 +541,11 @@ def _deliveries(args: argparse.Namespace, out: TextIO) -> int:
     items: list[Any] = []
     if not _missing(store):
         with Loopgate(store) as gateway:
-            items = gateway.dead_deliveries(limit=args.limit)
+            items = gateway.dead_deliveries(limit=args.limit + 1, after=args.after)
+    if len(items) > args.limit:
+        items = items[:args.limit]
+        _more(args, store, *(["--json"] if args.json else []), "--limit", str(args.limit),
+              "--after", str(items[-1].id))
     if args.json:
         for item in items:
             out.write(item.model_dump_json() + "\n")
@@ -590,10 +636,17 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
     events: list[Any] = []
     if not _missing(store):
         with Loopgate(store) as gateway:
+            # the newest N (and one more, to know older ones exist), oldest first
             events = gateway.audit(request_id=args.request, session_id=args.session,
+                                   limit=args.limit + 1, before=args.before, newest=True,
                                    event=args.event)
-    if args.limit is not None:
-        events = events[-args.limit:]  # the newest N, in the order they happened
+    if len(events) > args.limit:
+        events = events[-args.limit:]
+        _more(args, store, *(["--request", args.request] if args.request else []),
+              *(["--session", args.session] if args.session else []),
+              *(["--event", args.event] if args.event else []),
+              *(["--json"] if args.json else []), "--limit", str(args.limit),
+              "--before", str(events[0].id))
     if args.json:
         for event in events:
             out.write(event.model_dump_json() + "\n")

@@ -77,6 +77,7 @@ from loopgate_lc.stores.base import (
     OutboxItem,
     OutboxKind,
     RequestRecord,
+    RequestScope,
     SessionRecord,
     Store,
 )
@@ -255,6 +256,15 @@ class _Observer:
         self._gateway._portal.submit(self._gateway._record_auto(
             name, args, verdict, tool_call_id, self._thread_id, risk, confidence))
 
+
+
+def _admits(allowed: set[str], named: bool, approver_id: str | None) -> bool:
+    """The approver rule: where approvers are named, a decider must name itself and be
+    one of them; where none are, anyone may decide (a named decider only if it is the
+    session's chat, when the session has one)."""
+    if approver_id is None:
+        return not named
+    return not allowed or str(approver_id) in allowed
 
 class Loopgate:
     """Files pauses, reaches people, takes answers once, resumes runs.
@@ -556,40 +566,47 @@ class Loopgate:
         return await self._portal.acall(self._get(request_id))
 
     async def _pending(self, session_id: str | None, thread_id: str | None,
-                       limit: int | None, after: str | None) -> list[RequestRecord]:
+                       limit: int | None, after: str | None,
+                       scope: RequestScope | None) -> list[RequestRecord]:
         await self._open()
         return await self.store.list_requests(status=Status.PENDING, session_id=session_id,
-                                              thread_id=thread_id, limit=limit, after=after)
+                                              thread_id=thread_id, scope=scope, limit=limit,
+                                              after=after)
 
     def pending(self, *, session_id: str | None = None, thread_id: str | None = None,
-                limit: int | None = None, after: str | None = None) -> list[RequestRecord]:
+                limit: int | None = None, after: str | None = None,
+                scope: RequestScope | None = None) -> list[RequestRecord]:
         """Requests still waiting for a person, oldest first.
 
         Page through many with ``limit`` and ``after`` (the id of the last request of
-        the previous page); without them, all of them.
+        the previous page); without them, all of them. ``scope`` keeps one tenant's.
 
         Raises:
             RequestNotFound: ``after`` names no request.
         """
-        return self._portal.call(self._pending(session_id, thread_id, limit, after))
+        return self._portal.call(self._pending(session_id, thread_id, limit, after, scope))
 
     async def apending(self, *, session_id: str | None = None, thread_id: str | None = None,
-                       limit: int | None = None, after: str | None = None
-                       ) -> list[RequestRecord]:
-        return await self._portal.acall(self._pending(session_id, thread_id, limit, after))
+                       limit: int | None = None, after: str | None = None,
+                       scope: RequestScope | None = None) -> list[RequestRecord]:
+        return await self._portal.acall(
+            self._pending(session_id, thread_id, limit, after, scope))
 
-    async def _dead_deliveries(self, limit: int | None) -> list[OutboxItem]:
+    async def _dead_deliveries(self, limit: int | None, after: int | None
+                               ) -> list[OutboxItem]:
         await self._open()
-        return await self.store.list_outbox(dead=True, limit=limit)
+        return await self.store.list_outbox(dead=True, limit=limit, after=after)
 
-    def dead_deliveries(self, *, limit: int | None = 100) -> list[OutboxItem]:
+    def dead_deliveries(self, *, limit: int | None = 100, after: int | None = None
+                        ) -> list[OutboxItem]:
         """Deliveries given up on after their last failure (a chat that no longer exists,
         a receiver that kept failing for a day), oldest first: requests nobody was told
-        about through that channel."""
-        return self._portal.call(self._dead_deliveries(limit))
+        about through that channel. Page on with ``after``, the last item id seen."""
+        return self._portal.call(self._dead_deliveries(limit, after))
 
-    async def adead_deliveries(self, *, limit: int | None = 100) -> list[OutboxItem]:
-        return await self._portal.acall(self._dead_deliveries(limit))
+    async def adead_deliveries(self, *, limit: int | None = 100, after: int | None = None
+                               ) -> list[OutboxItem]:
+        return await self._portal.acall(self._dead_deliveries(limit, after))
 
     async def _list_audit(self, filters: dict[str, Any]) -> list[AuditEvent]:
         await self._open()
@@ -598,22 +615,32 @@ class Loopgate:
     def audit(
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int | None = None, event: str | None = None,
+        until: datetime | None = None, limit: int | None = None,
+        after: int | None = None, before: int | None = None, newest: bool = False,
+        event: str | None = None,
     ) -> list[AuditEvent]:
         """The audit trail, filtered, in the order events happened; ``event`` keeps one
-        kind (``"shadow"`` for what shadow policies would have decided)."""
+        kind (``"shadow"`` for what shadow policies would have decided).
+
+        Page with event ids: ``after`` the last one seen reads on, ``before`` the first
+        one seen reads back; ``newest=True`` takes the last ``limit`` events (a tail).
+        """
         return self._portal.call(self._list_audit(dict(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit, event=event)))
+            until=until, limit=limit, after=after, before=before, newest=newest,
+            event=event)))
 
     async def aaudit(
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int | None = None, event: str | None = None,
+        until: datetime | None = None, limit: int | None = None,
+        after: int | None = None, before: int | None = None, newest: bool = False,
+        event: str | None = None,
     ) -> list[AuditEvent]:
         return await self._portal.acall(self._list_audit(dict(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit, event=event)))
+            until=until, limit=limit, after=after, before=before, newest=newest,
+            event=event)))
 
     def export_audit(self, out: IO[str], **filters: Any) -> int:
         """Write the (filtered) audit trail as JSON lines; returns the number written."""
@@ -908,7 +935,7 @@ class Loopgate:
     async def _respond_batch(self, thread_id: str, batch: Mapping[str, Any],
                              actor: str | None, channel: str, approver_id: str | None
                              ) -> list[RequestRecord]:
-        records = sorted(await self._pending(None, thread_id, None, None), key=_call_order)
+        records = sorted(await self._pending(None, thread_id, None, None, None), key=_call_order)
         decisions = batch.get("decisions") if isinstance(batch, Mapping) else None
         if not isinstance(decisions, list) or len(decisions) != len(records):
             got = len(decisions) if isinstance(decisions, list) else "no list"
@@ -952,11 +979,7 @@ class Loopgate:
         Where a session, policy or escalation step names approvers, a decider must name
         itself (``approver_id``): leaving it out is refused, never a way around the list.
         """
-        allowed, named = await self._approvers(record)
-        if approver_id is None:
-            if not named:
-                return
-        elif not allowed or str(approver_id) in allowed:
+        if _admits(*await self._approvers(record), approver_id):
             return
         await self._audit("unauthorized", record, actor=actor, channel=channel,
                           details={"approver_id": None if approver_id is None
@@ -987,6 +1010,27 @@ class Loopgate:
         await self._authorize(await self.store.get_request(request_id), approver_id, actor,
                               channel)
 
+    def may_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                   ) -> list[bool]:
+        """For each record, whether ``approver_id`` may decide it: the check a decision
+        gets, made without deciding or auditing anything, so a channel shows a person
+        only what they may decide (the web inbox lists by it).
+
+        Each session is read once per call, however many of its requests are asked about.
+        """
+        return self._portal.call(self._may_decide(records, approver_id))
+
+    async def amay_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                          ) -> list[bool]:
+        return await self._portal.acall(self._may_decide(records, approver_id))
+
+    async def _may_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                          ) -> list[bool]:
+        await self._open()
+        sessions: dict[str, SessionRecord | None] = {}
+        return [_admits(*await self._approvers(record, sessions), approver_id)
+                for record in records]
+
     def refuse(self, request_id: str, *, actor: str | None, channel: str,
                reason: str) -> None:
         """Audit a decider a channel refused by its own rules (a notifier's approver
@@ -1004,17 +1048,24 @@ class Loopgate:
         await self._audit("unauthorized", record, actor=actor, channel=channel,
                           details={"reason": reason})
 
-    async def _approvers(self, record: RequestRecord) -> tuple[set[str], bool]:
+    async def _approvers(self, record: RequestRecord,
+                         sessions: dict[str, SessionRecord | None] | None = None
+                         ) -> tuple[set[str], bool]:
         """Who may decide, and whether anyone names them: the policy's list if it names
         one, else the session's; plus the approvers of every escalation step reached.
-        The session's chat counts as an approver, but does not by itself name any."""
+        The session's chat counts as an approver, but does not by itself name any.
+        ``sessions`` caches session reads across calls."""
         named = {str(a) for a in record.payload.get("approvers") or ()}
         allowed: set[str] = set()
         if not named and record.session_id:
-            try:
-                session = await self.store.get_session(record.session_id)
-            except SessionNotFound:
-                session = None
+            cache = {} if sessions is None else sessions
+            if record.session_id not in cache:
+                try:
+                    cache[record.session_id] = await self.store.get_session(
+                        record.session_id)
+                except SessionNotFound:
+                    cache[record.session_id] = None
+            session = cache[record.session_id]
             if session is not None:
                 named = {str(a) for a in session.approvers}
                 if session.telegram_id is not None:

@@ -3,6 +3,7 @@ entry) and in-process through ``main(argv)`` where only the output matters."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -20,6 +21,7 @@ import pytest
 from loopgate_lc.cli import main
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.stores import OutboxItem, open_store
 
 ENTRY = [sys.executable, "-m", "loopgate_lc.cli"]
 
@@ -175,6 +177,88 @@ def test_audit_limit_shows_the_newest(gateway: Loopgate, store: str,
     [event] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (event["event"], event["request_id"]) == ("decided:approved", last.id)
     assert first.id != last.id
+
+
+def _follow(first: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Run a listing, then every next-page command it prints, as printed; the pages'
+    stdout, in order."""
+    pages: list[str] = []
+    argv: list[str] | None = first
+    for _ in range(20):
+        if argv is None:
+            return pages
+        assert main(argv) == 0
+        got = capsys.readouterr()
+        pages.append(got.out)
+        hints = [line.removeprefix("loopgate-lc: more: ") for line in got.err.splitlines()
+                 if line.startswith("loopgate-lc: more: ")]
+        assert len(hints) <= 1
+        argv = None
+        if hints:
+            command = shlex.split(hints[0])
+            assert command[0] == "loopgate-lc"
+            argv = command[1:]
+    raise AssertionError("the pages never ended")
+
+
+def test_pending_pages_and_the_printed_next_page_command_works(
+        gateway: Loopgate, store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    gateway.register_session("it's ops", client_id="ci")  # quoting must survive
+    filed = [gateway.submit(f"Question {n}?", session_id="it's ops").id for n in range(7)]
+    gateway.submit("Someone else's?", session_id="ops")
+    pages = _follow(["pending", "--store", store, "--session", "it's ops", "--limit", "3",
+                     "--json"], capsys)
+    assert [len(json.loads(page)) for page in pages] == [3, 3, 1]
+    assert [r["request_id"] for page in pages for r in json.loads(page)] == filed
+    text = _follow(["pending", "--store", store, "--limit", "5"], capsys)
+    assert "5 pending, more on the next page" in text[0] and "3 pending" in text[1]
+    assert main(["pending", "--store", store, "--after", "no-such-id"]) == 1
+    assert "no approval request with id 'no-such-id'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "x"])
+def test_listing_limits_are_bounded(store: str, limit: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("pending", "audit", "deliveries"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--store", store, "--limit", limit])
+        assert exited.value.code == 2
+        assert "--limit" in capsys.readouterr().err
+
+
+def test_audit_pages_back_from_the_newest_by_following_the_hint(
+        gateway: Loopgate, store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for n in range(4):
+        gateway.submit(f"Question {n}?", session_id="ops")
+    everything = [e.id for e in gateway.audit()]
+    assert len(everything) >= 5
+    pages = _follow(["audit", "--store", store, "--limit", "2", "--json"], capsys)
+    ids = [[json.loads(line)["id"] for line in page.splitlines()] for page in pages]
+    assert ids[0] == everything[-2:]  # the newest first, each page in order
+    assert [i for page in reversed(ids) for i in page] == everything
+    only = _follow(["audit", "--store", store, "--session", "ops", "--limit", "3",
+                    "--json"], capsys)
+    assert sum(len(page.splitlines()) for page in only) == len(gateway.audit(
+        session_id="ops"))
+
+
+def test_dead_deliveries_page_by_following_the_hint(
+        gateway: Loopgate, store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    record = gateway.submit("Deploy?", session_id="ops")
+
+    async def give_up() -> None:
+        async with open_store(store) as opened:
+            for n in range(5):
+                item = await opened.enqueue_outbox(OutboxItem(request_id=record.id,
+                                                              notifier=f"chan{n}"))
+                assert item.id is not None
+                await opened.complete_outbox(item.id, error=f"gone {n}")
+
+    asyncio.run(give_up())
+    pages = _follow(["deliveries", "--store", store, "--limit", "2", "--json"], capsys)
+    notifiers = [[json.loads(line)["notifier"] for line in page.splitlines()]
+                 for page in pages]
+    assert notifiers == [["chan0", "chan1"], ["chan2", "chan3"], ["chan4"]]
 
 
 def test_read_only_commands_never_create_a_database(tmp_path: Path) -> None:

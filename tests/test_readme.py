@@ -9,11 +9,14 @@ real token would come); the PostgreSQL block gets ``DATABASE_URL`` from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,10 +57,28 @@ def run(heading: str, tmp_path: Path) -> str:
            if not k.startswith(("TELEGRAM_", "LOOPGATE_", "DATABASE_URL"))}
     env["XDG_DATA_HOME"] = str(tmp_path / "user-data")
     dsn = os.environ.get("LOOPGATE_TEST_POSTGRES_DSN")
-    if heading in POSTGRES and dsn:
-        env["DATABASE_URL"] = dsn
-    elif heading == "Scaling out":
+    if heading == "Scaling out" and not dsn:
         pytest.skip("LOOPGATE_TEST_POSTGRES_DSN is not set; the block needs PostgreSQL")
+    with contextlib.ExitStack() as cleanup:
+        if heading in POSTGRES and dsn:  # a database of its own: the blocks use its default schema
+            env["DATABASE_URL"] = cleanup.enter_context(_database(dsn))
+        return _run_block(heading, env, tmp_path)
+
+
+@contextlib.contextmanager
+def _database(dsn: str) -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    name = f"loopgate_readme_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{dsn.rpartition('/')[0]}/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _run_block(heading: str, env: dict[str, str], tmp_path: Path) -> str:
     fake = FakeBotAPI().start() if heading in TELEGRAM else None
     try:
         if fake is not None:

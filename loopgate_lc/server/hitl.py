@@ -40,6 +40,7 @@ from loopgate_lc.server.errors import (
 from loopgate_lc.server.middleware import caller
 from loopgate_lc.server.models import (
     MAX_JSON_DEPTH,
+    MAX_PAGE,
     AuditOut,
     CancelBody,
     DeactivateBody,
@@ -59,6 +60,7 @@ from loopgate_lc.server.tenancy import (
     own_grant,
     own_request,
     own_session,
+    pending_page,
 )
 from loopgate_lc.signing import (
     DEFAULT_TOLERANCE,
@@ -71,7 +73,8 @@ from loopgate_lc.signing import (
 )
 from loopgate_lc.stores.base import AuditEvent, RequestRecord
 
-__all__ = ["HitlConfig", "endpoint", "hitl_routes", "read_json", "simple_decision"]
+__all__ = ["HitlConfig", "endpoint", "hitl_routes", "page_params", "read_json",
+           "simple_decision"]
 
 _M = TypeVar("_M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -354,14 +357,17 @@ class _Routes:
 
     async def pending(self, request: Request) -> Response:
         session_id = _query(request, "session_id", required=False)
-        key = caller(request.scope)
-        if session_id is not None:
-            await own_session(self.gw, key, session_id)  # 404 unknown or not ours
-        records = [r for r in await self.gw.apending(session_id=session_id)
-                   if key.may_use(r.session_id, r.client_id)]
+        limit, after = page_params(request)
+        try:
+            records, nxt = await pending_page(self.gw, caller(request.scope),
+                                              session_id=session_id, limit=limit, after=after)
+        except RequestNotFound as exc:
+            if after is None or exc.request_id != after:
+                raise
+            raise _bad_cursor(after) from None
         results = [poll_result(r) for r in records]
         return _ok({"count": len(records), "requests": results,
-                    "pending_requests": [_seed_request(r) for r in results]})
+                    "pending_requests": [_seed_request(r) for r in results], "next": nxt})
 
     async def cancel(self, request: Request) -> Response:
         body = await read_model(request, CancelBody)
@@ -456,12 +462,16 @@ class _Routes:
             await own_session(self.gw, key, session_id)
         limit = _count(request.query_params.get("limit"), "limit", default=100,
                        cap=MAX_AUDIT_EVENTS)
-        events = await self.gw.aaudit(request_id=request_id, session_id=session_id,
-                                      event=_query(request, "event", required=False))
-        if not key.admin:
+        event = _query(request, "event", required=False)
+        if key.admin:  # the store reads the tail itself
+            events = await self.gw.aaudit(request_id=request_id, session_id=session_id,
+                                          event=event, limit=limit, newest=True)
+        else:
             seen: dict[tuple[str, str], bool] = {}
-            events = [e for e in events if await self._visible(key, e, seen)]
-        events = events[-limit:] if limit else []
+            events = [e for e in await self.gw.aaudit(
+                request_id=request_id, session_id=session_id, event=event)
+                if await self._visible(key, e, seen)]
+            events = events[-limit:] if limit else []
         return _ok(AuditOut(count=len(events), events=events).model_dump(mode="json"))
 
     async def _visible(self, key: ApiKey, event: AuditEvent,
@@ -557,6 +567,45 @@ def _count(raw: str | None, name: str, *, default: int, cap: int) -> int:
                        {"errors": [{"loc": ["query", name], "msg": "out of range",
                                     "type": "value_error"}]})
     return value
+
+
+def page_params(request: Request, *, default: int = MAX_PAGE) -> tuple[int, str | None]:
+    """``limit`` (1 to :data:`MAX_PAGE`, default ``default``) and the cursor, sent as
+    ``cursor`` or ``after`` (the ``next`` of the previous page).
+
+    Raises:
+        ApiError: 422 for a limit that is not a whole number in range, or two cursors
+            that disagree.
+    """
+    raw = request.query_params.get("limit")
+    limit = default
+    if raw is not None and raw.strip():
+        try:
+            limit = int(raw.strip())
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(422, "invalid_fields",
+                           f"'limit' must be a whole number from 1 to {MAX_PAGE}",
+                           {"errors": [{"loc": ["query", "limit"],
+                                        "msg": f"not a whole number from 1 to {MAX_PAGE}",
+                                        "type": "value_error"}]})
+    cursors = {value.strip() for name in ("cursor", "after")
+               for value in request.query_params.getlist(name) if value.strip()}
+    if len(cursors) > 1:
+        raise ApiError(422, "invalid_fields",
+                       "send one cursor: 'cursor' and 'after' name the same thing",
+                       {"errors": [{"loc": ["query", "cursor"], "msg": "more than one cursor",
+                                    "type": "value_error"}]})
+    return limit, (cursors.pop() if cursors else None)
+
+
+def _bad_cursor(cursor: str) -> ApiError:
+    return ApiError(422, "invalid_fields",
+                    f"cursor {cursor[:80]!r} is not a request of an earlier page; start "
+                    "again without one",
+                    {"errors": [{"loc": ["query", "cursor"], "msg": "unknown cursor",
+                                 "type": "value_error"}]})
 
 
 def _wait(raw: str | None, cap: float) -> float:

@@ -20,6 +20,7 @@ from loopgate_lc.errors import LoopgateError
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.server.middleware import caller
 from loopgate_lc.server.models import (
+    MAX_PAGE,
     Ident,
     Message,
     Metadata,
@@ -32,7 +33,14 @@ from loopgate_lc.server.models import (
     check_json,
     poll_result,
 )
-from loopgate_lc.server.tenancy import ADMIN, ApiKey, filing_client, own_request, own_session
+from loopgate_lc.server.tenancy import (
+    ADMIN,
+    ApiKey,
+    filing_client,
+    own_request,
+    own_session,
+    pending_page,
+)
 
 __all__ = ["create_mcp_server", "run_stdio"]
 
@@ -161,17 +169,18 @@ def create_mcp_server(loopgate: Loopgate, *, progress_interval: float = 5.0,
         ctx: Context,
         session_id: Ident
         | None = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_PAGE, strict=True)] = MAX_PAGE,
+        cursor: Ident | None = None,
     ) -> PendingOut:
-        """Requests still waiting for a person, oldest first (optionally one session's)."""
-        key = _key(ctx)
+        """Requests still waiting for a person, oldest first (optionally one session's),
+        a page at a time: pass the answer's ``next`` as ``cursor`` for the next page."""
         try:
-            if session_id is not None:
-                await own_session(loopgate, key, session_id)
-            records = [r for r in await loopgate.apending(session_id=session_id)
-                       if key.may_use(r.session_id, r.client_id)]
+            records, nxt = await pending_page(loopgate, _key(ctx), session_id=session_id,
+                                              limit=limit, after=cursor)
         except LoopgateError as exc:
             raise ToolError(str(exc)) from exc
-        return PendingOut(count=len(records), requests=[_result(r) for r in records])
+        return PendingOut(count=len(records), requests=[_result(r) for r in records],
+                          next=nxt)
 
     async def cancel_request(
         request_id: Ident,

@@ -19,6 +19,7 @@ from loopgate_lc.stores.base import AuditEvent, GrantRecord, RequestRecord, Sess
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "MAX_PAGE",
     "MAX_TIMEOUT",
     "AuditOut",
     "CancelBody",
@@ -284,11 +285,19 @@ class PollResult(BaseModel):
     expires_at: datetime | None = None
 
 
+MAX_PAGE = 1000
+"""The most requests one listing page returns (HTTP and MCP ``limit``)."""
+
+
 class PendingOut(BaseModel):
-    """``GET /hitl/pending``."""
+    """``GET /hitl/pending``: one page (``count`` is its length).
+
+    ``next`` is the cursor of the next page (pass it as ``cursor``), None on the last.
+    """
 
     count: int
     requests: list[PollResult]
+    next: str | None = None
 
 
 class SessionOut(BaseModel):

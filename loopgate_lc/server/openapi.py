@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from loopgate_lc.server.models import (
+    MAX_PAGE,
     AuditOut,
     CancelBody,
     DeactivateBody,
@@ -77,8 +78,14 @@ API: tuple[Operation, ...] = (
                      ("wait", "Seconds to wait for a decision (capped, default 0).", False,
                       {"type": "number", "minimum": 0})),
               errors=(404, 422)),
-    Operation("get", "/hitl/pending", "Requests waiting for a person", PendingOut,
-              query=(("session_id", "Only this session's.", False, _STR),), errors=(404,)),
+    Operation("get", "/hitl/pending", "Requests waiting for a person, oldest first, paged",
+              PendingOut,
+              query=(("session_id", "Only this session's.", False, _STR),
+                     ("limit", f"At most this many (1 to {MAX_PAGE}, default {MAX_PAGE}).",
+                      False, {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+                     ("cursor", "The `next` of the previous page (also accepted as `after`).",
+                      False, _STR)),
+              errors=(404, 422)),
     Operation("post", "/hitl/cancel", "Withdraw a pending request", PollResult, CancelBody,
               errors=(400, 404, 409, 422)),
     Operation("post", "/hitl/respond", "Decide a request over HTTP", PollResult, RespondBody,

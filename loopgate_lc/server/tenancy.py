@@ -43,7 +43,7 @@ from loopgate_lc.errors import (
     SessionNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.stores.base import GrantRecord, RequestRecord, SessionRecord
+from loopgate_lc.stores.base import GrantRecord, RequestRecord, RequestScope, SessionRecord
 
 __all__ = [
     "ADMIN",
@@ -55,7 +55,9 @@ __all__ = [
     "own_request",
     "own_session",
     "parse_api_keys",
+    "pending_page",
 ]
+
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,17 @@ class ApiKey:
         """The audit's actor for what this key does."""
         return f"api:{self.name}" if self.name else "api"
 
+    @property
+    def scope(self) -> RequestScope | None:
+        """The requests this key may use, as a store filter; None for an admin key (all).
+        Listings hand it to the store's query, so they page over this key's share only."""
+        return None if self.admin else RequestScope(sessions=self.sessions,
+                                                    clients=self.clients)
+
     def may_use(self, session_id: str | None, client_id: str | None) -> bool:
         """Whether a session or request with these ids is inside this key's scope."""
-        if self.admin:
-            return True
-        return (session_id is not None and session_id in self.sessions) or (
-            client_id is not None and client_id in self.clients)
+        scope = self.scope
+        return scope is None or scope.holds(session_id, client_id)
 
 
 ADMIN = ApiKey(None, "", admin=True)
@@ -280,6 +287,29 @@ async def own_grant(gateway: Loopgate, key: ApiKey, grant_id: str) -> GrantRecor
     if not key.may_use(grant.session_id, grant.client_id):
         raise GrantNotFound(grant_id)
     return grant
+
+
+async def pending_page(gateway: Loopgate, key: ApiKey, *, session_id: str | None,
+                       limit: int, after: str | None
+                       ) -> tuple[list[RequestRecord], str | None]:
+    """One page of the pending requests ``key`` may use, oldest first, and the cursor of
+    the next page (None on the last).
+
+    The scope is the store's query, so a page costs the page. A cursor is checked like
+    any id the key names: one outside its scope is not found, so paging cannot probe
+    other tenants' ids.
+
+    Raises:
+        SessionNotFound: ``session_id`` is unknown or another tenant's.
+        RequestNotFound: ``after`` is unknown or another tenant's.
+    """
+    if session_id is not None:
+        await own_session(gateway, key, session_id)
+    if after is not None:
+        await own_request(gateway, key, after)
+    records = await gateway.apending(session_id=session_id, scope=key.scope,
+                                     limit=limit + 1, after=after)
+    return records[:limit], (records[limit - 1].id if len(records) > limit else None)
 
 
 def filing_client(key: ApiKey, session: SessionRecord | None, client_id: str | None

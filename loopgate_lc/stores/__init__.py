@@ -15,6 +15,7 @@ from loopgate_lc.stores.base import (
     GrantRecord,
     OutboxItem,
     RequestRecord,
+    RequestScope,
     SessionRecord,
     Store,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "OutboxItem",
     "PostgresStore",
     "RequestRecord",
+    "RequestScope",
     "SQLiteStore",
     "SessionRecord",
     "Store",

@@ -52,7 +52,13 @@ from loopgate_lc.stores.base import (
 )
 
 if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
-    from loopgate_lc.stores.base import AuditQuery, GrantQuery, RequestQuery, Resolution
+    from loopgate_lc.stores.base import (
+        AuditQuery,
+        GrantQuery,
+        RequestQuery,
+        RequestScope,
+        Resolution,
+    )
 
 __all__ = ["MIGRATIONS", "TABLES", "Dialect", "Op", "Row", "SQLStore", "Stmt", "drive"]
 
@@ -279,6 +285,8 @@ class Dialect:
         session_seq: How a new session's ordering number is computed, or None when the
             column numbers itself.
         table_exists: A query with one parameter (the table) returning a row if it exists.
+        json_field: An expression reading one top-level text field of a JSON column,
+            formatted with ``column`` and ``key`` (both fixed by this module, never input).
         ts, read_ts, json, read_json: How times and JSON travel to and from the driver.
     """
 
@@ -288,6 +296,7 @@ class Dialect:
     skip_locked: str
     session_seq: str | None
     table_exists: str
+    json_field: str
     ts: Callable[[datetime], Any]
     read_ts: Callable[[Any], datetime]
     json: Callable[[Any, str], Any]
@@ -638,9 +647,15 @@ class SQLStore(Store):
                 ("session_id", query.session_id),
                 ("thread_id", query.thread_id),
                 ("graph", query.graph),
+                (d.json_field.format(column="payload", key="name"), query.tool),
+                (d.json_field.format(column="payload", key="risk_level"), query.risk),
             )
             if value is not None
         ]
+        if query.decided:
+            where.append(("status <> 'pending'", ()))
+        if query.scope is not None:
+            where.append(self._scope_clause(query.scope))
         if query.unresumed:
             where.append(("status <> 'pending' AND resume_done_at IS NULL", ()))
             if query.stale_before is None:
@@ -648,16 +663,29 @@ class SQLStore(Store):
             else:
                 where.append(("(resumed_at IS NULL OR resumed_at <= ?)",
                               (d.ts(query.stale_before),)))
+        way, order = ("<", "created_at DESC, seq DESC") if query.newest_first \
+            else (">", "created_at, seq")
 
         def op() -> Op[list[RequestRecord]]:
             if query.after is not None:
                 last = yield from self._get_row(query.after)
-                where.append(("(created_at > ? OR (created_at = ? AND seq > ?))",
+                where.append((f"(created_at {way} ? OR (created_at = ? AND seq {way} ?))",
                               (last["created_at"], last["created_at"], last["seq"])))
-            rows = yield self._select("requests", where, "created_at, seq", query.limit)
+            rows = yield self._select("requests", where, order, query.limit)
             return [self._request(r) for r in rows]
 
         return await self._run(op(), write=False)
+
+    @staticmethod
+    def _scope_clause(scope: RequestScope) -> tuple[str, Sequence[Any]]:
+        """``session_id IN (...) OR client_id IN (...)``; an empty scope matches nothing."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for column, values in (("session_id", scope.sessions), ("client_id", scope.clients)):
+            if values:
+                parts.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(sorted(values))
+        return (f"({' OR '.join(parts)})" if parts else "1 = 0"), params
 
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
         d, r = self.dialect, resolution
@@ -892,13 +920,17 @@ class SQLStore(Store):
                 ("event = ?", query.event),
                 ("at >= ?", None if query.since is None else d.ts(query.since)),
                 ("at < ?", None if query.until is None else d.ts(query.until)),
+                ("id > ?", query.after),
+                ("id < ?", query.before),
             )
             if value is not None
         ]
+        tail = query.newest and query.limit is not None
 
         def op() -> Op[list[AuditEvent]]:
-            rows = yield self._select("audit", where, "id", query.limit)
-            return [self._audit(r) for r in rows]
+            rows = yield self._select("audit", where, "id DESC" if tail else "id", query.limit)
+            events = [self._audit(r) for r in rows]
+            return events[::-1] if tail else events
 
         return await self._run(op(), write=False)
 
@@ -975,12 +1007,17 @@ class SQLStore(Store):
         return await self._run(op(), write=True)
 
     async def list_outbox(self, *, request_id: str | None = None, dead: bool | None = None,
-                          limit: int | None = None) -> list[OutboxItem]:
+                          limit: int | None = None, after: int | None = None
+                          ) -> list[OutboxItem]:
+        check_limit(limit)
         conditions: list[str] = []
         params: list[Any] = []
         if request_id is not None:
             conditions.append("request_id = ?")
             params.append(request_id)
+        if after is not None:
+            conditions.append("id > ?")
+            params.append(after)
         if dead is not None:
             conditions.append("dead" if dead else "NOT dead")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

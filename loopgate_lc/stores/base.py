@@ -39,6 +39,7 @@ __all__ = [
     "OutboxItem",
     "RequestQuery",
     "RequestRecord",
+    "RequestScope",
     "Resolution",
     "SessionRecord",
     "Store",
@@ -211,26 +212,53 @@ class OutboxItem(BaseModel):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RequestScope:
+    """A tenant's share of the requests: those of these sessions or these clients.
+
+    What a scoped API key may see (:meth:`ApiKey.may_use`), as a filter a store applies
+    in its query, so a listing pages over the tenant's requests only.
+    """
+
+    sessions: frozenset[str] = frozenset()
+    clients: frozenset[str] = frozenset()
+
+    def holds(self, session_id: str | None, client_id: str | None) -> bool:
+        """Whether a request with these ids is inside the scope."""
+        return (session_id is not None and session_id in self.sessions) or (
+            client_id is not None and client_id in self.clients)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RequestQuery:
     """Which requests :meth:`Store.list_requests` returns: every given filter holds.
 
     Built (and checked) once by :meth:`Store.list_requests`, so backends only answer it.
     ``after`` is a paging cursor: the id of the last request of the previous page.
+    ``tool`` and ``risk`` match the request payload's ``name`` and ``risk_level``.
     """
 
     status: Status | None = None
+    decided: bool = False
     session_id: str | None = None
     thread_id: str | None = None
     graph: str | None = None
+    tool: str | None = None
+    risk: str | None = None
+    scope: RequestScope | None = None
     unresumed: bool = False
     stale_before: datetime | None = None
+    newest_first: bool = False
     limit: int | None = None
     after: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AuditQuery:
-    """Which events :meth:`Store.list_audit` returns; ``since`` inclusive, ``until`` not."""
+    """Which events :meth:`Store.list_audit` returns; ``since`` inclusive, ``until`` not.
+
+    ``after`` and ``before`` are event ids (paging cursors, both exclusive); ``newest``
+    keeps the last ``limit`` matches instead of the first (still returned in order).
+    """
 
     request_id: str | None = None
     session_id: str | None = None
@@ -238,6 +266,9 @@ class AuditQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    after: int | None = None
+    before: int | None = None
+    newest: bool = False
     event: str | None = None
 
 
@@ -361,15 +392,26 @@ class Store(abc.ABC):
         self,
         *,
         status: Status | str | None = None,
+        decided: bool = False,
         session_id: str | None = None,
         thread_id: str | None = None,
         graph: str | None = None,
+        tool: str | None = None,
+        risk: str | None = None,
+        scope: RequestScope | None = None,
         unresumed: bool = False,
         stale_before: datetime | None = None,
+        newest_first: bool = False,
         limit: int | None = None,
         after: str | None = None,
     ) -> list[RequestRecord]:
-        """Requests matching every given filter, oldest first.
+        """Requests matching every given filter, oldest first (``newest_first``: the
+        other way round).
+
+        ``decided=True`` keeps only requests no longer pending. ``tool`` and ``risk``
+        match the payload's tool ``name`` and ``risk_level``; ``scope`` keeps one
+        tenant's requests. Every filter is applied by the backend's own query, so a
+        page costs the page, not every match.
 
         ``unresumed=True`` keeps only decided requests whose run has not been resumed
         yet (``resumed_at`` unset): what a restarted gateway must pick up. With
@@ -377,16 +419,18 @@ class Store(abc.ABC):
         completed (``resume_done_at`` unset): their process died mid-resume.
 
         Page with ``limit`` and ``after`` (the id of the last request of the previous
-        page): the next page starts right after it in the same order.
+        page): the next page starts right after it in the same order. The cursor is a
+        position, not a filter: the request it names need not match the filters.
 
         Raises:
             RequestNotFound: ``after`` names no request.
             ValueError: A negative limit or an unknown status.
         """
         return await self.query_requests(RequestQuery(
-            status=None if status is None else coerce_status(status),
-            session_id=session_id, thread_id=thread_id, graph=graph, unresumed=unresumed,
-            stale_before=utc_or_none(stale_before), limit=check_limit(limit), after=after,
+            status=None if status is None else coerce_status(status), decided=decided,
+            session_id=session_id, thread_id=thread_id, graph=graph, tool=tool, risk=risk,
+            scope=scope, unresumed=unresumed, stale_before=utc_or_none(stale_before),
+            newest_first=newest_first, limit=check_limit(limit), after=after,
         ))
 
     @abc.abstractmethod
@@ -548,15 +592,22 @@ class Store(abc.ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        newest: bool = False,
         event: str | None = None,
     ) -> list[AuditEvent]:
         """Events matching every given filter, in the order they were appended;
         ``since`` is inclusive, ``until`` exclusive; ``event`` is one kind
-        (``"shadow"``, ``"decided:approved"``, ...)."""
+        (``"shadow"``, ``"decided:approved"``, ...).
+
+        Page with event ids: ``after`` the last one seen reads on, ``before`` the first
+        one seen reads back; ``newest=True`` takes the last ``limit`` matches (a tail).
+        """
         return await self.query_audit(AuditQuery(
             request_id=request_id, session_id=session_id, thread_id=thread_id,
             since=utc_or_none(since), until=utc_or_none(until), limit=check_limit(limit),
-            event=event,
+            after=after, before=before, newest=newest, event=event,
         ))
 
     @abc.abstractmethod
@@ -599,6 +650,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_outbox(self, *, request_id: str | None = None, dead: bool | None = None,
-                          limit: int | None = None) -> list[OutboxItem]:
+                          limit: int | None = None, after: int | None = None
+                          ) -> list[OutboxItem]:
         """Deliveries, done or not, oldest first; ``dead=True`` keeps those given up on
-        (what ``/health`` and ``loopgate-lc deliveries`` show), at most ``limit``."""
+        (what ``/health`` and ``loopgate-lc deliveries`` show), at most ``limit``, from
+        the one after item id ``after`` on."""

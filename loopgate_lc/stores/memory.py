@@ -86,6 +86,19 @@ def _resumable(record: RequestRecord, stale_before: datetime | None) -> bool:
     return stale_before is not None and record.resumed_at <= stale_before
 
 
+def _matches(q: RequestQuery, r: RequestRecord) -> bool:
+    """Whether a request passes every filter of a query (the cursor aside)."""
+    return ((q.status is None or r.status is q.status)
+            and (not q.decided or not r.pending)
+            and (q.session_id is None or r.session_id == q.session_id)
+            and (q.thread_id is None or r.thread_id == q.thread_id)
+            and (q.graph is None or r.graph == q.graph)
+            and (q.tool is None or r.payload.get("name") == q.tool)
+            and (q.risk is None or r.payload.get("risk_level") == q.risk)
+            and (q.scope is None or q.scope.holds(r.session_id, r.client_id))
+            and (not q.unresumed or _resumable(r, q.stale_before)))
+
+
 def _clean(audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]
            ) -> tuple[list[AuditEvent], list[OutboxItem]]:
     """A change's audit events and deliveries, checked and copied before it commits."""
@@ -281,14 +294,12 @@ class MemoryStore(Store):
                 (
                     (r.created_at, seq, r)
                     for seq, r in rows
-                    if (q.status is None or r.status is q.status)
-                    and (q.session_id is None or r.session_id == q.session_id)
-                    and (q.thread_id is None or r.thread_id == q.thread_id)
-                    and (q.graph is None or r.graph == q.graph)
-                    and (not q.unresumed or _resumable(r, q.stale_before))
-                    and (start is None or (r.created_at, seq) > start)
+                    if _matches(q, r)
+                    and (start is None or ((r.created_at, seq) < start if q.newest_first
+                                           else (r.created_at, seq) > start))
                 ),
                 key=lambda t: (t[0], t[1]),
+                reverse=q.newest_first,
             )
             return [_copy(r) for _, _, r in matched[:q.limit]]
 
@@ -483,9 +494,12 @@ class MemoryStore(Store):
     async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
         q = query
         with self._lock:
+            # ids are positions in the list (1-based), so a cursor is a slice bound
+            low = 0 if q.after is None else max(0, q.after)
+            high = len(self._audit) if q.before is None else max(0, q.before - 1)
             found = [
-                _copy(e)
-                for e in self._audit
+                e
+                for e in self._audit[low:high]
                 if (q.request_id is None or e.request_id == q.request_id)
                 and (q.session_id is None or e.session_id == q.session_id)
                 and (q.thread_id is None or e.thread_id == q.thread_id)
@@ -493,7 +507,9 @@ class MemoryStore(Store):
                 and (q.since is None or e.at >= q.since)
                 and (q.until is None or e.at < q.until)
             ]
-        return found if q.limit is None else found[:q.limit]
+        if q.limit is not None:
+            found = found[max(0, len(found) - q.limit):] if q.newest else found[:q.limit]
+        return [_copy(e) for e in found]
 
     # outbox ------------------------------------------------------------------------------
 
@@ -579,12 +595,15 @@ class MemoryStore(Store):
             return _copy(row.item)
 
     async def list_outbox(self, *, request_id: str | None = None, dead: bool | None = None,
-                          limit: int | None = None) -> list[OutboxItem]:
+                          limit: int | None = None, after: int | None = None
+                          ) -> list[OutboxItem]:
+        check_limit(limit)
         with self._lock:
             found = [
                 _copy(row.item)
                 for row in sorted(self._outbox.values(), key=lambda r: r.item.id or 0)
                 if (request_id is None or row.item.request_id == request_id)
                 and (dead is None or row.item.dead == dead)
+                and (after is None or (row.item.id or 0) > after)
             ]
         return found if limit is None else found[:limit]

@@ -54,6 +54,7 @@ DIALECT = Dialect(
     skip_locked=" FOR UPDATE SKIP LOCKED",
     session_seq=None,  # an identity column
     table_exists="SELECT 1 WHERE to_regclass(?) IS NOT NULL",
+    json_field="({column} ->> '{key}')",
     ts=utc,
     read_ts=utc,
     json=_jsonb,

@@ -66,6 +66,7 @@ DIALECT = Dialect(
     skip_locked="",
     session_seq="(SELECT COALESCE(MAX(seq), 0) + 1 FROM {sessions})",
     table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    json_field="json_extract({column}, '$.{key}')",
     ts=_ts,
     read_ts=_dt,
     json=_json,

@@ -36,7 +36,14 @@ from loopgate_lc.errors import (
     StoreError,
 )
 from loopgate_lc.schema import RequestKind, Status, utcnow
-from loopgate_lc.stores import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores import (
+    AuditEvent,
+    OutboxItem,
+    RequestRecord,
+    RequestScope,
+    SessionRecord,
+    Store,
+)
 from loopgate_lc.stores.base import GrantRecord, GrantTarget
 
 MakeStore = Callable[[], Awaitable[Store]]
@@ -824,6 +831,9 @@ class StoreConformance:
         assert [i.notifier for i in dead] == ["tg", "mail"]
         assert [i.notifier for i in await store.list_outbox(dead=True, limit=1)] == ["tg"]
         assert [i.notifier for i in await store.list_outbox(dead=False)] == ["pager"]
+        # paged: the next page starts after the last item id seen
+        assert [i.notifier for i in await store.list_outbox(dead=True, after=ids[0])] == ["mail"]
+        assert await store.list_outbox(dead=True, after=ids[2]) == []
 
     # paging ------------------------------------------------------------------------------
 
@@ -843,6 +853,79 @@ class StoreConformance:
         assert [r.id for r in await store.list_requests(after="r3")] == ["r4"]
         with pytest.raises(RequestNotFound):
             await store.list_requests(after="nope")
+
+    async def test_listings_filter_by_tool_risk_scope_and_decided_in_the_query(
+        self, store: Store,
+    ) -> None:
+        def tool_call(request_id: str, name: str, risk: str, **fields: Any) -> RequestRecord:
+            return request(request_id, payload={"type": "tool_approval", "name": name,
+                                                "risk_level": risk}, **fields)
+
+        await store.create_request(tool_call("a", "send_email", "high", session_id="s1",
+                                             client_id="c1", created_at=at(0)))
+        await store.create_request(tool_call("b", "delete_db", "critical", session_id="s2",
+                                             client_id="c2", created_at=at(1)))
+        await store.create_request(tool_call("c", "send_email", "low", session_id="s3",
+                                             client_id="c2", created_at=at(2)))
+        await store.create_request(request("d", session_id="s1", created_at=at(3)))
+        await store.resolve("c", status=Status.APPROVED, decision=APPROVE, decided_by="x",
+                            channel="cli")
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.id for r in await store.list_requests(**filters)]
+
+        assert await ids(tool="send_email") == ["a", "c"]
+        assert await ids(risk="critical") == ["b"]
+        assert await ids(tool="send_email", risk="low") == ["c"]
+        assert await ids(tool="nope") == []
+        assert await ids(decided=True) == ["c"]
+        assert await ids(status=Status.PENDING, tool="send_email") == ["a"]
+        assert await ids(scope=RequestScope(sessions=frozenset({"s1"}))) == ["a", "d"]
+        assert await ids(scope=RequestScope(clients=frozenset({"c2"}))) == ["b", "c"]
+        assert await ids(scope=RequestScope(sessions=frozenset({"s1"}),
+                                            clients=frozenset({"c2"}))) == ["a", "b", "c", "d"]
+        assert await ids(scope=RequestScope()) == []  # an empty scope sees nothing
+        assert await ids(scope=RequestScope(clients=frozenset({"c2"})), decided=True) == ["c"]
+
+    async def test_newest_first_pages_with_a_cursor_under_filters(self, store: Store) -> None:
+        for n in range(7):  # two share an instant: the cursor must still split them
+            await store.create_request(request(
+                f"r{n}", session_id="s1" if n % 2 == 0 else "s2",
+                created_at=at(min(n, 5))))
+        pages: list[list[str]] = []
+        after = None
+        for _ in range(10):
+            page = await store.list_requests(newest_first=True, limit=3, after=after)
+            if not page:
+                break
+            pages.append([r.id for r in page])
+            after = page[-1].id
+        assert pages == [["r6", "r5", "r4"], ["r3", "r2", "r1"], ["r0"]]
+        # a filtered page continues from any request's position, matching or not
+        assert [r.id for r in await store.list_requests(
+            session_id="s1", newest_first=True, after="r5")] == ["r4", "r2", "r0"]
+        assert [r.id for r in await store.list_requests(
+            session_id="s1", newest_first=True, limit=2)] == ["r6", "r4"]
+        with pytest.raises(RequestNotFound):
+            await store.list_requests(newest_first=True, after="nope")
+
+    async def test_audit_pages_forward_back_and_from_the_tail(self, store: Store) -> None:
+        stored = [await store.append_audit(AuditEvent(event=f"e{n}", at=at(n),
+                                                      request_id="r1" if n % 2 else "r2"))
+                  for n in range(6)]
+        ids = [e.id for e in stored]
+        assert all(isinstance(i, int) for i in ids)
+
+        async def events(**filters: Any) -> list[str]:
+            return [e.event for e in await store.list_audit(**filters)]
+
+        assert await events(after=ids[1], limit=2) == ["e2", "e3"]
+        assert await events(before=ids[2]) == ["e0", "e1"]
+        assert await events(limit=2, newest=True) == ["e4", "e5"]  # the tail, in order
+        assert await events(limit=2, newest=True, before=ids[4]) == ["e2", "e3"]
+        assert await events(request_id="r1", limit=2, newest=True) == ["e3", "e5"]
+        assert await events(request_id="r1", newest=True, before=ids[3]) == ["e1"]
+        assert await events(newest=True) == [f"e{n}" for n in range(6)]  # no limit: all
 
     # callback keys -----------------------------------------------------------------------
 

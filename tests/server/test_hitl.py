@@ -324,6 +324,48 @@ def test_pending_lists_open_requests_per_session(client: httpx.Client, session: 
     assert status["pending_requests"] == 1
 
 
+def test_pending_pages_with_a_limit_and_the_next_cursor(serve: ServeFn,
+                                                         gateway: Loopgate) -> None:
+    with httpx.Client(base_url=serve().url, timeout=10) as client:
+        client.post("/hitl/register", json={"session_id": "paged", "client_id": "x"})
+        filed = [ask(client, "paged", message=f"q{n}")["request_id"] for n in range(7)]
+        # a client of the original server sends no paging parameters and gets them all
+        whole = client.get("/hitl/pending").json()
+        assert [r["request_id"] for r in whole["requests"]] == filed
+        assert [r["id"] for r in whole["pending_requests"]] == filed
+        assert (whole["count"], whole["next"]) == (7, None)
+        seen: list[str] = []
+        params: dict[str, Any] = {"session_id": "paged", "limit": 3}
+        for name in ("cursor", "after", "cursor", "after"):  # both names mean the same
+            page = client.get("/hitl/pending", params=params).json()
+            assert page["count"] == len(page["requests"]) <= 3
+            seen += [r["request_id"] for r in page["requests"]]
+            if page["next"] is None:
+                break
+            params = {"session_id": "paged", "limit": 3, name: page["next"]}
+        assert seen == filed
+        assert page["next"] is None and page["count"] == 1
+        # a request decided between pages does not move the cursor of the others
+        first = client.get("/hitl/pending", params={"limit": 2}).json()
+        respond(client, filed[2], approved=True)
+        rest = client.get("/hitl/pending", params={"cursor": first["next"]}).json()
+        assert [r["request_id"] for r in rest["requests"]] == filed[3:]
+
+
+@pytest.mark.parametrize("params", [
+    {"limit": "0"}, {"limit": "1001"}, {"limit": "-1"}, {"limit": "ten"}, {"limit": "2.5"},
+    {"cursor": "never-filed"}, {"cursor": "a", "after": "b"},
+])
+def test_bad_paging_parameters_are_422(client: httpx.Client, session: str,
+                                       params: dict[str, str]) -> None:
+    ask(client, session)
+    response = client.get("/hitl/pending", params=params)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_fields"
+    assert ("limit" in error["message"]) == ("limit" in params)
+
+
 def test_unknown_request_ids_are_404(client: httpx.Client) -> None:
     for response in (
         client.get("/hitl/poll", params={"request_id": "nope"}),

@@ -170,6 +170,15 @@ def test_a_form_the_page_does_not_offer_is_refused_with_the_reason_on_top(
     assert gateway.get(record.id).pending
 
 
+def _ids(html: str) -> list[str]:
+    return re.findall(r'data-request="([^"]+)"', html)
+
+
+def _next(html: str) -> str | None:
+    found = re.search(r'href="([^"]+)" rel="next"', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
 def test_the_list_is_newest_first_paged_and_filtered(serve: ServeFn,
                                                      gateway: Loopgate) -> None:
     base = serve(api_keys=KEYS).url
@@ -177,13 +186,51 @@ def test_the_list_is_newest_first_paged_and_filtered(serve: ServeFn,
     with httpx.Client(base_url=base, timeout=10, follow_redirects=True) as client:
         _sign_in(client, "ann-key-0123456789")
         first = client.get("/inbox/").text
-        assert "page 1 of 2" in first
-        order = [m for m in re.findall(r'data-request="([^"]+)"', first)]
-        assert order == list(reversed(ids))[:20]
-        second = client.get("/inbox/?page=2").text
-        assert re.findall(r'data-request="([^"]+)"', second) == list(reversed(ids))[20:]
-        assert client.get("/inbox/?page=abc").status_code == 200
+        assert _ids(first) == list(reversed(ids))[:20]
+        assert ">20+<" in first  # more follow
+        link = _next(first)
+        assert link is not None
+        second = client.get(link).text
+        assert _ids(second) == list(reversed(ids))[20:]
+        assert _next(second) is None and 'rel="first"' in second
         assert 'data-request' not in client.get("/inbox/?risk=irreversible").text
+        # a cursor outside what the key may see is refused, not followed
+        assert client.get("/inbox/?after=no-such-request").status_code == 404
+
+
+def test_filters_page_in_the_store_with_more_matches_than_a_page(
+        serve: ServeFn, gateway: Loopgate) -> None:
+    base = serve(api_keys=KEYS).url
+
+    def call(n: int, tool: str, risk: str, session: str) -> str:
+        return gateway.submit(f"call {n}", kind="tool_approval", tool_name=tool,
+                              args={"n": n}, risk=risk, session_id=session).id
+
+    gateway.register_session("s-a", "app", None)
+    gateway.register_session("s-b", "app", None)
+    wanted = []
+    for n in range(45):
+        if n % 3 == 0:
+            wanted.append(call(n, "wire_money", "irreversible", "s-a"))
+        else:
+            call(n, "read_file", "read_only", "s-b" if n % 2 else "s-a")
+    with httpx.Client(base_url=base, timeout=10, follow_redirects=True) as client:
+        _sign_in(client, "ann-key-0123456789")
+        seen: list[str] = []
+        url: str | None = "/inbox/?tool=wire_money&risk=irreversible&session=s-a"
+        for _ in range(5):
+            if url is None:
+                break
+            html = client.get(url).text
+            page = _ids(html)
+            assert len(page) <= 20
+            seen += page
+            url = _next(html)
+        assert url is None
+        assert seen == list(reversed(wanted))  # 15 matches: one page, newest first
+        assert _ids(client.get("/inbox/?tool=wire_money&session=s-b").text) == []
+        reads = _ids(client.get("/inbox/?tool=read_file&risk=read_only").text)
+        assert len(reads) == 20 and wanted[-1] not in reads
 
 
 def test_a_one_time_link_signs_in_once_and_not_after_it_expires(
@@ -254,9 +301,53 @@ def test_an_identity_outside_the_sessions_approvers_is_refused_and_audited(
         ann: httpx.Client, gateway: Loopgate) -> None:
     gateway.register_session("payroll", "hr", None, ["bob"])
     record = gateway.submit("Pay the bonus?", kind="approval", session_id="payroll")
-    refused = _decide(ann, record.id, action="approve")
+    page = ann.get("/inbox/")
+    refused = ann.post(f"/inbox/r/{record.id}/decide",
+                       data={"csrf": _csrf(page.text), "action": "approve"})
     assert refused.status_code == 403
-    assert re.search(r'id="error-form">api:ann is not an approver', refused.text)
+    assert "api:ann is not an approver" in refused.text
     assert gateway.get(record.id).pending
     event = gateway.audit(request_id=record.id)[-1]
     assert (event.event, event.actor, event.channel) == ("unauthorized", "api:ann", "inbox")
+
+
+def test_the_inbox_lists_only_what_the_identity_may_decide(
+        ann: httpx.Client, gateway: Loopgate) -> None:
+    gateway.register_session("payroll", "hr", None, ["bob"])
+    gateway.register_session("team", "hr", None, ["ann", "bob"])
+    theirs = gateway.submit("Pay the bonus?", kind="approval", session_id="payroll")
+    ours = gateway.submit("Order lunch?", kind="approval", session_id="team")
+    open_to_all = gateway.submit("Anyone?", kind="approval")
+    listed = _ids(ann.get("/inbox/").text)
+    assert ours.id in listed and open_to_all.id in listed
+    assert theirs.id not in listed
+    page = ann.get(f"/inbox/r/{theirs.id}")
+    assert page.status_code == 403
+    assert "names its approvers, and ann is not one of them" in page.text
+    assert 'name="action"' not in page.text
+    assert ann.get(f"/inbox/events?request={theirs.id}").status_code == 403
+    # and once decided by its approver, it stays out of ann's history too
+    gateway.respond(theirs.id, {"type": "approve"}, actor="bob", approver_id="bob")
+    gateway.respond(ours.id, {"type": "approve"}, actor="bob", approver_id="bob")
+    history = _ids(ann.get("/inbox/history").text)
+    assert ours.id in history and theirs.id not in history
+
+
+def test_a_page_reads_a_bounded_share_of_requests_one_may_not_decide(
+        ann: httpx.Client, gateway: Loopgate) -> None:
+    gateway.register_session("payroll", "hr", None, ["bob"])
+    mine = [gateway.submit(f"Mine {n}?", kind="approval").id for n in range(3)]
+    for n in range(230):  # newer than mine, and none of them ann's to decide
+        gateway.submit(f"Bonus {n}?", kind="approval", session_id="payroll")
+    first = ann.get("/inbox/").text
+    assert _ids(first) == []  # ten batches read, none of them ann's: a short page ...
+    seen: list[str] = []
+    url = _next(first)
+    assert url is not None  # ... that says where to go on from
+    for _ in range(5):
+        html = ann.get(url).text
+        seen += _ids(html)
+        url = _next(html)
+        if url is None:
+            break
+    assert seen == list(reversed(mine))

@@ -271,6 +271,22 @@ def test_html_in_arguments_shows_as_text(browser: WebDriver, world: World) -> No
     assert not row.find_elements(By.CSS_SELECTOR, "b, img")
 
 
+def test_only_requests_one_may_decide_are_listed_and_the_others_refuse(
+        browser: WebDriver, world: World) -> None:
+    world.gateway.register_session("bobs-only", "hr", None, ["bob"])
+    world.gateway.register_session("anns-too", "hr", None, ["ann", "bob"])
+    _signed_in(browser, world)
+    hidden = world.gateway.submit("Pay the bonus?", session_id="bobs-only")
+    shown = world.gateway.submit("Order lunch?", session_id="anns-too")
+    # the open list picks up the new request it may show, and never the other
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-request="{shown.id}"]'))
+    assert not browser.find_elements(By.CSS_SELECTOR, f'[data-request="{hidden.id}"]')
+    browser.get(f"{world.url}/inbox/r/{hidden.id}")
+    assert _text(browser, "h1") == "Not yours to decide"
+    assert "ann is not one of them" in _text(browser, ".error")
+    assert not browser.find_elements(By.ID, "approve")
+
+
 def test_a_telegram_inbox_link_signs_in_once_and_the_phone_view_fits(
         browser: WebDriver, world: World, tmp_path: Path) -> None:
     world.telegram.inbox_url = world.url

@@ -101,6 +101,31 @@ def test_listings_show_only_the_keys_own(billing: httpx.Client, ops: httpx.Clien
     assert filed["ops"] in seen and filed["billing"] not in seen
 
 
+def test_pages_keep_to_the_key_and_its_cursor_cannot_probe_others(
+        billing: httpx.Client, ops: httpx.Client, filed: dict[str, str]) -> None:
+    extra = [billing.post("/hitl/request", json={"session_id": "invoices",
+                                                 "message": f"pay {n}?"}).json()["request_id"]
+             for n in range(3)]
+    seen: list[str] = []
+    params: dict[str, str | int] = {"limit": 1}
+    for _ in range(50):
+        page = billing.get("/hitl/pending", params=params).json()
+        seen += [r["request_id"] for r in page["requests"]]
+        if page["next"] is None:
+            break
+        params = {"limit": 1, "cursor": page["next"]}
+    assert filed["billing"] in seen and set(extra) <= set(seen)
+    assert filed["ops"] not in seen
+    # another tenant's id as a cursor reads exactly like an id that never existed
+    theirs = billing.get("/hitl/pending", params={"cursor": filed["ops"]})
+    never = billing.get("/hitl/pending", params={"cursor": "never-existed"})
+    assert theirs.status_code == never.status_code == 422
+    assert theirs.json()["error"]["message"].replace(filed["ops"], "X") == \
+        never.json()["error"]["message"].replace("never-existed", "X")
+    for request_id in extra:  # leave the module's other tests the requests they expect
+        assert billing.post("/hitl/cancel", json={"request_id": request_id}).status_code == 200
+
+
 def test_the_other_tenants_request_is_untouched_and_its_owner_decides(
         ops: httpx.Client, shared_gateway: Loopgate, filed: dict[str, str]) -> None:
     assert shared_gateway.get(filed["ops"]).pending
@@ -166,6 +191,22 @@ async def test_mcp_tools_keep_to_the_keys_scope(server: LiveServer,
     listed = await _mcp_call(server, "key-billing", "list_pending_requests", {})
     ids = {r["request_id"] for r in listed.structured_content["requests"]}
     assert filed["billing"] in ids and theirs not in ids
+    paged: list[str] = []
+    args: dict[str, object] = {"limit": 1}
+    for _ in range(50):
+        page = (await _mcp_call(server, "key-billing", "list_pending_requests",
+                                args)).structured_content
+        assert page is not None
+        paged += [r["request_id"] for r in page["requests"]]
+        if page["next"] is None:
+            break
+        args = {"limit": 1, "cursor": page["next"]}
+    assert set(paged) == ids
+    refused = await _mcp_call(server, "key-billing", "list_pending_requests",
+                              {"cursor": theirs})
+    assert refused.is_error and "no approval request" in str(refused.content)
+    assert (await _mcp_call(server, "key-billing", "list_pending_requests",
+                            {"limit": 0})).is_error
 
 
 def test_keys_from_a_toml_file_and_the_environment(tmp_path: Path) -> None:

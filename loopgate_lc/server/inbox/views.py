@@ -35,7 +35,8 @@ from loopgate_lc.errors import (
     RequestNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.schema import ApprovalRequest, RequestKind
+from loopgate_lc.policy import RiskLevel
+from loopgate_lc.schema import ApprovalRequest, RequestKind, Status
 from loopgate_lc.server.inbox.auth import (
     COOKIE_NAME,
     InboxSession,
@@ -70,6 +71,8 @@ _HEADERS = {
 _INPUT_KINDS = (RequestKind.INPUT, RequestKind.FEEDBACK, RequestKind.ANNOTATION)
 _MAX_FIELD = 100_000
 _STREAM_SECONDS = 600.0  # an event stream ends after this; EventSource reconnects
+_MAX_ID = 200  # longer ids and filter values are cut, not looked up
+_SCAN_BATCHES = 10  # store reads one listing page may make (see _Inbox._page_of)
 
 
 @dataclass
@@ -255,63 +258,82 @@ class _Inbox:
 
     # --- pages ------------------------------------------------------------------------
 
-    async def _scoped(self, key: ApiKey, *, pending: bool) -> list[RequestRecord]:
-        if pending:
-            records = await self.gw.apending()
-        else:
-            records = [r for r in await self.gw.store.list_requests() if not r.pending]
-        return [r for r in records if key.may_use(r.session_id, r.client_id)]
+    async def _page_of(self, key: ApiKey, chosen: dict[str, str], after: str | None, *,
+                       pending: bool) -> tuple[list[RequestRecord], str | None]:
+        """One page of the requests ``key`` may decide, newest first, and the cursor of
+        the next page (None at the end).
+
+        The store applies the tenant scope and the filters in its own query and hands
+        back batches; only the approver lists are checked here, on each batch. A page
+        reads at most ``_SCAN_BATCHES`` batches: past that it ends early with a cursor,
+        so a key that may decide few of many requests still gets bounded pages.
+        """
+        size = self.config.page_size
+        shown: list[RequestRecord] = []
+        cursor = after
+        for _ in range(_SCAN_BATCHES):
+            batch = await self.gw.store.list_requests(
+                status=Status.PENDING if pending else None, decided=not pending,
+                session_id=chosen["session"] or None, tool=chosen["tool"] or None,
+                risk=chosen["risk"] or None, scope=key.scope, newest_first=True,
+                limit=size + 1, after=cursor)
+            for record, ok in zip(batch, await self.gw.amay_decide(batch, key.identity),
+                                  strict=True):
+                if ok:
+                    if len(shown) == size:  # one more exists: this page ends here
+                        return shown, shown[-1].id
+                    shown.append(record)
+            if len(batch) <= size:
+                return shown, None
+            cursor = batch[-1].id
+        # scanned enough for one page: say where to go on from (more may follow)
+        return shown, cursor
 
     async def pending_list(self, request: Request) -> Response:
-        who = self._signed_in(request)
-        if who is None:
-            return self._to_signin(request)
-        session, key = who
-        records = await self._scoped(key, pending=True)
-        records.sort(key=lambda r: r.created_at, reverse=True)
-        return self._listing(request, session, records, "list.html", events="/inbox/events")
+        return await self._listing(request, "list.html", pending=True)
 
     async def history(self, request: Request) -> Response:
+        return await self._listing(request, "history.html", pending=False)
+
+    async def _listing(self, request: Request, template: str, *, pending: bool) -> Response:
         who = self._signed_in(request)
         if who is None:
             return self._to_signin(request)
         session, key = who
-        records = await self._scoped(key, pending=False)
-        records.sort(key=lambda r: r.decided_at or r.created_at, reverse=True)
-        return self._listing(request, session, records, "history.html", events=None)
-
-    def _listing(self, request: Request, session: InboxSession,
-                 records: list[RequestRecord], template: str, events: str | None) -> Response:
-        params = request.query_params
-        chosen = {name: (params.get(name) or "").strip() for name in ("session", "tool", "risk")}
-        choices = {
-            "session": sorted({r.session_id for r in records if r.session_id}),
-            "tool": sorted({_tool(r) for r in records if _tool(r)}),
-            "risk": sorted({_risk(r) for r in records if _risk(r)}),
-        }
-        shown = [r for r in records
-                 if (not chosen["session"] or r.session_id == chosen["session"])
-                 and (not chosen["tool"] or _tool(r) == chosen["tool"])
-                 and (not chosen["risk"] or _risk(r) == chosen["risk"])]
-        size = self.config.page_size
-        pages = max(1, -(-len(shown) // size))
-        try:
-            page = min(max(1, int(params.get("page") or 1)), pages)
-        except ValueError:
-            page = 1
-        rows = [_row(r) for r in shown[(page - 1) * size: page * size]]
+        chosen = _filters(request)
+        after = (request.query_params.get("after") or "").strip()[:_MAX_ID] or None
+        if after is not None:
+            try:
+                await own_request(self.gw, key, after)
+            except RequestNotFound:
+                return self._page(request, "error.html", session, status=404,
+                                  title="Not found", message="that page starts after a "
+                                  "request you may not see; start again from the first page")
+        records, nxt = await self._page_of(key, chosen, after, pending=pending)
         base = {k: v for k, v in chosen.items() if v}
+        path = request.url.path
+        events = None
+        if pending:
+            events = "/inbox/events?" + urlencode({**base, **({"after": after} if after
+                                                              else {})})
+        return self._page(request, template, session, rows=[_row(r) for r in records],
+                          count=len(records), more=nxt is not None,
+                          next_url=f"{path}?" + urlencode({**base, "after": nxt}) if nxt
+                          else None,
+                          first_url=(f"{path}?" + urlencode(base) if base else path)
+                          if after else None,
+                          chosen=chosen, risks=[r.value for r in RiskLevel], events=events)
 
-        def page_url(number: int) -> str:
-            return "?" + urlencode({**base, "page": number})
-
-        return self._page(request, template, session, rows=rows, total=len(shown),
-                          page=page, pages=pages, page_url=page_url, chosen=chosen,
-                          choices=choices, events=events)
+    def _not_yours(self, request: Request, session: InboxSession, key: ApiKey,
+                   request_id: str, reason: str | None = None) -> Response:
+        return self._page(request, "error.html", session, status=403,
+                          title="Not yours to decide",
+                          message=reason or f"request {request_id} names its approvers, and "
+                          f"{key.identity} is not one of them")
 
     async def detail(self, request: Request, *, error: dict[str, str] | None = None,
                      status: int = 200, typed: dict[str, str] | None = None,
-                     late: str | None = None) -> Response:
+                     late: str | None = None, refused: str | None = None) -> Response:
         who = self._signed_in(request)
         if who is None:
             return self._to_signin(request)
@@ -322,6 +344,8 @@ class _Inbox:
         except RequestNotFound:
             return self._page(request, "error.html", session, status=404, title="Not found",
                               message=f"there is no request {request_id!r} you may see")
+        if refused is not None or not (await self.gw.amay_decide([record], key.identity))[0]:
+            return self._not_yours(request, session, key, record.id, refused)
         payload = ApprovalRequest.model_validate(record.payload)
         can = _controls(payload)
         # an error about a control this request does not show goes to the top of the form
@@ -373,9 +397,8 @@ class _Inbox:
             late = "Too late: this request was already " + decided_words(
                 exc.status, exc.decided_by, exc.channel, exc.decided_at) + "."
             return await self.detail(request, late=late, status=409)
-        except ApproverNotAllowed as exc:
-            return await self.detail(request, error={"form": str(exc)}, status=403,
-                                     typed=typed)
+        except ApproverNotAllowed as exc:  # refused and audited by the gateway
+            return await self.detail(request, refused=str(exc))
         except InvalidDecision as exc:
             return await self.detail(request, error={action or "form": str(exc)},
                                      status=422, typed=typed)
@@ -398,9 +421,19 @@ class _Inbox:
                 record = await own_request(self.gw, key, request_id)
             except RequestNotFound:
                 return Response("no such request", status_code=404, media_type="text/plain")
+            if not (await self.gw.amay_decide([record], key.identity))[0]:
+                return Response("not yours to decide", status_code=403,
+                                media_type="text/plain")
             stream = self._watch_one(record)
         else:
-            stream = self._watch_list(key)
+            after = (request.query_params.get("after") or "").strip()[:_MAX_ID] or None
+            if after is not None:
+                try:
+                    await own_request(self.gw, key, after)
+                except RequestNotFound:
+                    return Response("no such request", status_code=404,
+                                    media_type="text/plain")
+            stream = self._watch_list(key, _filters(request), after)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
@@ -427,14 +460,20 @@ class _Inbox:
                                                         record.channel, record.decided_at)}
             yield f"event: decided\ndata: {json.dumps(data)}\n\n"
 
-    async def _watch_list(self, key: ApiKey) -> AsyncIterator[str]:
+    async def _watch_list(self, key: ApiKey, chosen: dict[str, str],
+                          after: str | None) -> AsyncIterator[str]:
+        """Say when the page on screen would change: the same page read again."""
+
+        async def page() -> set[str]:
+            return {r.id for r in (await self._page_of(key, chosen, after, pending=True))[0]}
+
         yield "retry: 1000\n\n"
-        seen = {r.id for r in await self._scoped(key, pending=True)}
+        seen = await page()
         deadline = time.monotonic() + _STREAM_SECONDS
         quiet = 0.0
         while time.monotonic() < deadline:
             await asyncio.sleep(self.config.refresh)
-            now = {r.id for r in await self._scoped(key, pending=True)}
+            now = await page()
             if now != seen:
                 data = {"added": sorted(now - seen), "gone": sorted(seen - now)}
                 yield f"event: changed\ndata: {json.dumps(data)}\n\n"
@@ -455,6 +494,16 @@ class _FieldError(ValueError):
 def _field(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
+
+
+def _filters(request: Request) -> dict[str, str]:
+    """The list filters a page was asked for (each cut to a sane length)."""
+    params = request.query_params
+    chosen = {name: (params.get(name) or "").strip()[:_MAX_ID]
+              for name in ("session", "tool", "risk")}
+    if chosen["risk"] not in {r.value for r in RiskLevel}:
+        chosen["risk"] = ""
+    return chosen
 
 
 def _safe_next(value: str | None) -> str:
