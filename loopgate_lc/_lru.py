@@ -43,6 +43,19 @@ class LRU(Generic[_K, _V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def get(self, key: _K) -> _V | None:
+        """The value for ``key`` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def pop(self, key: _K) -> _V | None:
+        """Remove and return the value for ``key``, or None."""
+        with self._lock:
+            return self._data.pop(key, None)
+
     def get_or_make(self, key: _K, make: Callable[[], _V]) -> _V:
         """The value for ``key``, made (outside the lock) and kept if missing."""
         with self._lock:

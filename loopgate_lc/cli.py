@@ -34,7 +34,6 @@ from loopgate_lc.errors import (
     RequestNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.schema import ApprovalRequest
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["build_parser", "main"]
@@ -522,7 +521,7 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
         print("no pending requests", file=out)
         return 0
     for record in records:
-        request = ApprovalRequest.model_validate(record.payload)
+        request = record.request
         options = ""
         if request.options:
             options = "  [" + " | ".join(
@@ -585,7 +584,7 @@ def _decision(args: argparse.Namespace, record: RequestRecord, *, approve: bool
         return {"type": "respond", "message": args.choice}
     if args.text is not None:
         return {"type": "respond", "message": args.text}
-    request = ApprovalRequest.model_validate(record.payload)
+    request = record.request
     if not record.pending:
         return {"type": "approve"}  # the gateway reports who decided it first
     try:

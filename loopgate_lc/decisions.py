@@ -7,7 +7,6 @@ edge (``Loopgate.arespond``), and the rules are pure: no store, no loop.
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from langgraph.types import Interrupt
 
 __all__ = [
+    "SCHEMA_CHECKED",
     "already_decided",
     "approval_of",
     "batch_request",
@@ -37,7 +37,9 @@ __all__ = [
     "public_decision",
     "request_of",
     "response_of",
+    "response_schema",
     "resume_value",
+    "schema_error",
     "validate_decision",
 ]
 
@@ -199,9 +201,11 @@ def public_decision(decision: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in decision.items() if k not in ("actor", "channel")}
 
 
-def validate_decision(record: RequestRecord, request: ApprovalRequest,
-                      decision: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a person's decision against its request before anything is stored."""
+def validate_decision(request: ApprovalRequest, decision: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a person's decision against its request before anything is stored: its
+    shape (one pydantic pass) and the request's rules (allowed types, options, no
+    switching tools). Pure; the request's ``response_schema``, where it can add
+    anything, is :func:`schema_error`'s."""
     if not isinstance(decision, Mapping):
         raise InvalidDecision(f"a decision must be an object, got {type(decision).__name__}")
     raw = dict(decision)
@@ -221,27 +225,33 @@ def validate_decision(record: RequestRecord, request: ApprovalRequest,
         if checked.get("message") not in labels:
             raise InvalidDecision(
                 f"choose one of the options: {', '.join(repr(x) for x in labels)}")
-    schema = record.payload.get("response_schema")
-    if isinstance(schema, dict):  # requests filed before the schema was kept as text
-        schema = json.dumps(schema, sort_keys=True)
-    if isinstance(schema, str):
-        from jsonschema.exceptions import best_match
-
-        error = best_match(_validator(schema).iter_errors(checked))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            raise InvalidDecision(f"invalid decision{' at ' + where if where else ''}: "
-                                  f"{error.message}")
     return checked
 
 
-@functools.lru_cache(maxsize=256)
-def _validator(schema: str) -> Any:
-    """A compiled validator per decision schema (one per tool, in practice)."""
-    # imported here: jsonschema pulls in format checkers that slow every CLI start
-    from jsonschema import Draft202012Validator
+SCHEMA_CHECKED = frozenset({"edit", "respond"})
+"""The decisions a ``response_schema`` says more about than :func:`validate_decision`
+does: an edit's arguments (the tool's own schema) and an answer's shape. An approve or
+reject is fully checked by the first pass; its schema branch is the same model."""
 
-    return Draft202012Validator(json.loads(schema))
+
+def response_schema(request: ApprovalRequest) -> str | None:
+    """The request's decision schema as canonical JSON text, or None."""
+    schema = (request.model_extra or {}).get("response_schema")
+    if isinstance(schema, dict):  # requests filed before the schema was kept as text
+        schema = json.dumps(schema, sort_keys=True)
+    return schema if isinstance(schema, str) else None
+
+
+def schema_error(validator: Any, checked: Mapping[str, Any]) -> InvalidDecision | None:
+    """What is wrong with a checked decision by its compiled ``response_schema``
+    validator (``jsonschema``), or None."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(validator.iter_errors(checked))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return InvalidDecision(f"invalid decision{' at ' + where if where else ''}: {error.message}")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -275,6 +285,5 @@ def resume_value(record: RequestRecord) -> Any:
 
 def response_of(record: RequestRecord) -> HumanResponse:
     """A decided record as the typed answer ``request_approval`` would return."""
-    return human_response(dict(record.decision or {}),
-                          ApprovalRequest.model_validate(record.payload),
+    return human_response(dict(record.decision or {}), record.request,
                           status=record.status, decided_by=record.decided_by)

@@ -97,10 +97,10 @@ class _Telemetry:
             **_ids(record), "loopgate.outcome": outcome, "loopgate.channel": channel}
         if record.decided_by:
             span_attributes["loopgate.actor"] = record.decided_by
-        policy = policy or record.payload.get("policy")
+        policy = policy or record.request.policy
         if policy:
             span_attributes["loopgate.policy"] = policy
-        tool = record.payload.get("name")
+        tool = record.request.name
         if tool:
             span_attributes["loopgate.tool"] = tool
         span = self.tracer.start_span(

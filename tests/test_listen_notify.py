@@ -91,3 +91,36 @@ def _bounded(probe: Callable[[], _T], *, seconds: float) -> _T:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.02)
+
+
+def test_a_run_decided_in_its_own_process_is_never_called_stale(
+    postgres_dsn: str, pg_schema: str,
+) -> None:
+    """The decision claims the waiting run's resume in its own transaction; the store's
+    notification of it can reach the run before the deciding task hands the record over.
+    The run waits for the hand-over instead of reading the claim as someone else's."""
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from loopgate_lc import guard
+    from loopgate_lc.stores.postgres import PostgresStore
+    from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
+
+    @tool
+    def deploy(environment: str) -> str:
+        """Deploy."""
+        return f"deployed {environment}"
+
+    approver = ScriptedApprover({"type": "approve"})
+    store = PostgresStore(postgres_dsn, schema=pg_schema)
+    with Loopgate(store=store, notifiers=[approver], poll_interval=60.0) as gate:
+        for round_trip in range(25):
+            model = ScriptedChatModel(script=[ai("", call("deploy", environment="prod")),
+                                              "done"])
+            agent = create_agent(model, tools=[guard(deploy)], checkpointer=InMemorySaver())
+            result = gate.run(agent, {"messages": [("user", f"ship {round_trip}")]})
+            assert result["messages"][-1].content == "done"
+        assert len(approver.answered) == 25
+        resumed = [e for e in gate.audit() if e.event == "resumed"]
+        assert len(resumed) == 25  # each claimed once, by the decision that ran it

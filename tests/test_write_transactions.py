@@ -1,8 +1,8 @@
 """How many write transactions one approval round trip through ``Loopgate.run`` costs.
 
 Each state change is one transaction with its audit and deliveries, so the count is
-small and fixed: filing, deciding, claiming the resume and finishing the run, plus a
-claim and a completion per delivery.
+small and fixed: filing, deciding (which also claims the resume for the run waiting in
+the same process) and finishing the run, plus a claim and a completion per delivery.
 """
 
 from __future__ import annotations
@@ -80,15 +80,14 @@ def _round_trip(store: CountingStore, notifiers: list[Any]) -> Counter[str]:
         return store.writes
 
 
-def test_a_round_trip_with_one_notifier_writes_eight_transactions(tmp_path: Path) -> None:
+def test_a_round_trip_with_one_notifier_writes_seven_transactions(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "gate.db")
     writes = _round_trip(store, [ScriptedApprover({"type": "approve"})])
-    assert writes == Counter(create_request=1, commit_resolution=1, mark_resumed=1,
-                             complete_resume=1, claim_outbox=2, complete_outbox=2)
+    assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1,
+                             claim_outbox=2, complete_outbox=2)
 
 
-def test_a_round_trip_decided_by_hand_writes_four_transactions(tmp_path: Path) -> None:
+def test_a_round_trip_decided_by_hand_writes_three_transactions(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "gate.db")
     writes = _round_trip(store, [])
-    assert writes == Counter(create_request=1, commit_resolution=1, mark_resumed=1,
-                             complete_resume=1)
+    assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1)

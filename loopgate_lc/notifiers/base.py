@@ -8,13 +8,13 @@ records the failure, keeps the request pending and retries with backoff.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from loopgate_lc.gateway import Loopgate
-    from loopgate_lc.stores.base import RequestRecord
+    from loopgate_lc.stores.base import RequestRecord, SessionRecord
 
-__all__ = ["NO_CHANNEL_WARNING", "DeliveryError", "Notifier"]
+__all__ = ["NO_CHANNEL_WARNING", "DeliveryError", "Desk", "LifecycleNotifier", "Notifier"]
 
 NO_CHANNEL_WARNING = (
     "no notification channel is configured, so nobody is told about new requests: they "
@@ -51,12 +51,72 @@ class Notifier(Protocol):
         """Tell the channel the request left ``pending`` (edit the message, ...)."""
 
 
+class Desk(Protocol):
+    """What a listening channel may ask of the gateway, and nothing more.
+
+    Hand back a person's decision or refusal (checked like every other channel's, through
+    the gateway's one deciding path), read requests and sessions, and keep the channel's
+    own references: where it showed a request, what a button's short key means. A
+    channel never holds the gateway or its store, so it cannot change a request's state
+    behind the gateway's back. Its methods run on the gateway's event loop, where
+    ``start`` is called.
+    """
+
+    #: The gateway's store URL (None for a store object), for hints naming it.
+    store_url: str | None
+
+    async def arespond(self, request_id: str, decision: Mapping[str, Any], *,
+                       actor: str | None = None, channel: str = "api",
+                       approver_id: str | None = None) -> RequestRecord:
+        """Decide a request (see ``Loopgate.respond``)."""
+        ...
+
+    async def aauthorize(self, request_id: str, approver_id: str | None, *,
+                         actor: str | None = None, channel: str = "api") -> None:
+        """Check a decider before prompting them (see ``Loopgate.authorize``)."""
+        ...
+
+    async def arefuse(self, request_id: str, *, actor: str | None, channel: str,
+                      reason: str) -> None:
+        """Audit a decider the channel refused by its own rules."""
+        ...
+
+    async def aget(self, request_id: str) -> RequestRecord:
+        """One request. Raises: RequestNotFound."""
+        ...
+
+    async def asession(self, session_id: str) -> SessionRecord:
+        """One session. Raises: SessionNotFound."""
+        ...
+
+    async def asessions(self, *, active: bool | None = None) -> list[SessionRecord]:
+        """Sessions, optionally only (in)active ones."""
+        ...
+
+    async def arequests(self, *, session_id: str | None = None,
+                        pending: bool = False) -> list[RequestRecord]:
+        """Requests (of one session, only pending ones), oldest first."""
+        ...
+
+    async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
+        """Remember where the channel showed a request. Raises: RequestNotFound."""
+        ...
+
+    async def put_callback(self, key: str, request_id: str, action: dict[str, Any]) -> None:
+        """Map a short key (a button's data) to an action on a request."""
+        ...
+
+    async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """``(request_id, action)`` for a key, or None."""
+        ...
+
+
 @runtime_checkable
 class LifecycleNotifier(Notifier, Protocol):
-    """A notifier that also listens (Telegram buttons, console input) and so needs the
-    gateway and a running event loop."""
+    """A notifier that also listens (Telegram buttons, console input) and so needs a
+    :class:`Desk` to hand decisions to and a running event loop."""
 
-    async def start(self, gateway: Loopgate) -> None:
+    async def start(self, desk: Desk) -> None:
         """Begin listening; called once when the gateway starts."""
 
     async def stop(self) -> None:

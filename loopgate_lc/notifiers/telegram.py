@@ -29,7 +29,7 @@ import secrets
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from telegram import (
     BotCommand,
@@ -74,9 +74,9 @@ from loopgate_lc.errors import (
     SignatureError,
 )
 from loopgate_lc.grants import MAX_GRANT_SECONDS
-from loopgate_lc.notifiers.base import DeliveryError
+from loopgate_lc.notifiers.base import DeliveryError, Desk
 from loopgate_lc.schema import Status
-from loopgate_lc.stores.base import RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import RequestRecord, SessionRecord
 from loopgate_lc.telegram_render import (
     CALLBACK_ANSWER_LIMIT,
     INPUT_KINDS,
@@ -92,9 +92,6 @@ from loopgate_lc.telegram_render import (
     render_resolved,
     truncate_html,
 )
-
-if TYPE_CHECKING:
-    from loopgate_lc.gateway import Loopgate
 
 __all__ = ["InvalidUpdate", "TelegramNotifier"]
 
@@ -222,7 +219,7 @@ class TelegramNotifier:
         self.grant_offers = offers
         self._token = token
         self.application = self._build()
-        self._gateway: Loopgate | None = None
+        self._desk: Desk | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initialized = False
         self._started = False
@@ -263,8 +260,9 @@ class TelegramNotifier:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, gateway: Loopgate) -> None:
-        """Connect to Telegram and begin listening, inside the gateway's loop.
+    async def start(self, desk: Desk) -> None:
+        """Connect to Telegram and begin listening, inside the gateway's loop; taps and
+        replies go to ``desk`` (the gateway's deciding path), never to the store.
 
         Telegram being unreachable does not fail the start: the rest of the gateway (and
         the server's API) works, :attr:`problem` says what is wrong, and the connection
@@ -279,7 +277,7 @@ class TelegramNotifier:
             # queues and HTTP clients belong to the old one, so start from a fresh app.
             self.application = self._build()
             self._initialized = False
-        self._gateway = gateway
+        self._desk = desk
         self._loop = loop
         try:
             await self._connect()
@@ -377,8 +375,8 @@ class TelegramNotifier:
     async def notify(self, request: RequestRecord) -> dict[str, Any]:
         """Send the request to its chat; returns ``{"chat_id", "message_id"}``.
 
-        The ref is also stored with ``store.set_message_ref`` here, so a later edit finds
-        the message even when the caller does not store it.
+        The ref is also stored through the desk here, so a later edit finds the message
+        even when the caller does not store it.
 
         Raises:
             DeliveryError: No chat is configured (not retryable), Telegram refused the
@@ -405,7 +403,7 @@ class TelegramNotifier:
             markup = ForceReply(input_field_placeholder="Your answer")
         message = await self._send(chat_id, text, markup, what=f"request {request.id}")
         if isinstance(markup, ForceReply):
-            await self._store().put_callback(
+            await self._gw().put_callback(
                 _reply_key(message.chat_id, message.message_id),
                 request.id,
                 {"op": "reply", "purpose": "input"},
@@ -416,8 +414,8 @@ class TelegramNotifier:
             previous = [*old.get("previous", []), {k: old[k] for k in ("chat_id", "message_id")}]
             ref["previous"] = previous[-_PREVIOUS_REFS:]
         try:
-            await self._store().set_message_ref(request.id, self.name, ref)
-            current = await self._store().get_request(request.id)
+            await self._gw().set_message_ref(request.id, self.name, ref)
+            current = await self._gw().aget(request.id)
         except LoopgateError as exc:  # the gateway stores the returned ref as well
             logger.warning("telegram: could not store the message ref of %s: %s", request.id, exc)
             return ref
@@ -431,9 +429,9 @@ class TelegramNotifier:
         """Show the outcome, who decided and when; remove the buttons."""
         self._require_connection()
         ref = request.message_refs.get(self.name)
-        if not isinstance(ref, dict) and self._gateway is not None:
+        if not isinstance(ref, dict) and self._desk is not None:
             try:
-                ref = (await self._gateway.aget(request.id)).message_refs.get(self.name)
+                ref = (await self._desk.aget(request.id)).message_refs.get(self.name)
             except RequestNotFound:
                 ref = None
         if not isinstance(ref, dict) or "message_id" not in ref:
@@ -574,18 +572,15 @@ class TelegramNotifier:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _gw(self) -> Loopgate:
-        if self._gateway is None:
+    def _gw(self) -> Desk:
+        if self._desk is None:
             raise ConfigurationError("TelegramNotifier is not started (no gateway)")
-        return self._gateway
-
-    def _store(self) -> Store:
-        return self._gw().store
+        return self._desk
 
     async def _chat_for(self, request: RequestRecord) -> int:
-        if request.session_id and self._gateway is not None:
+        if request.session_id and self._desk is not None:
             try:
-                session = await self._gateway.asession(request.session_id)
+                session = await self._desk.asession(request.session_id)
             except SessionNotFound:
                 session = None
             if session is not None and session.telegram_id is not None:
@@ -600,7 +595,7 @@ class TelegramNotifier:
 
     async def _key(self, request_id: str, action: dict[str, Any]) -> str:
         key = secrets.token_urlsafe(9)  # 12 characters, 72 random bits
-        await self._store().put_callback(key, request_id, action)
+        await self._gw().put_callback(key, request_id, action)
         return key
 
     def _may_decide(self, user: User) -> bool:
@@ -627,7 +622,7 @@ class TelegramNotifier:
         query = update.callback_query
         if query is None or query.data is None:
             return
-        found = await self._store().get_callback(query.data)
+        found = await self._gw().get_callback(query.data)
         if found is None:
             await self._answer(query, "This button is no longer valid.")
             return
@@ -718,7 +713,7 @@ class TelegramNotifier:
             logger.warning("telegram: could not send a prompt: %s", exc)
             await self._answer(query, "Could not ask for your reply; please try again.")
             return
-        await self._store().put_callback(
+        await self._gw().put_callback(
             _reply_key(prompt.chat_id, prompt.message_id),
             request_id,
             {"op": "reply", "purpose": purpose, "tool": record.payload.get("name")},
@@ -734,7 +729,7 @@ class TelegramNotifier:
         user = message.from_user
         if user is None:
             return
-        found = await self._store().get_callback(
+        found = await self._gw().get_callback(
             _reply_key(message.chat_id, message.reply_to_message.message_id)
         )
         if found is None:
@@ -836,27 +831,24 @@ class TelegramNotifier:
 
     async def _routed_here(self, chat_id: int) -> tuple[list[SessionRecord], bool]:
         """Sessions whose requests come to this chat, and whether it is the default chat."""
-        sessions = await self._store().list_sessions(active=None)
+        sessions = await self._gw().asessions(active=None)
         mine = [s for s in sessions if s.telegram_id == chat_id]
         return mine, chat_id == self.default_chat_id
 
     async def _requests_here(self, chat_id: int, *, pending: bool) -> list[RequestRecord]:
-        gateway = self._gw()
+        desk = self._gw()
         sessions, is_default = await self._routed_here(chat_id)
         found: dict[str, RequestRecord] = {}
         for session in sessions:
-            if pending:
-                records = await gateway.apending(session_id=session.session_id)
-            else:
-                records = await self._store().list_requests(session_id=session.session_id)
+            records = await desk.arequests(session_id=session.session_id, pending=pending)
             found.update((r.id, r) for r in records)
         if is_default:
             routed = {
                 s.session_id
-                for s in await self._store().list_sessions(active=None)
+                for s in await self._gw().asessions(active=None)
                 if s.telegram_id is not None
             }
-            records = await gateway.apending() if pending else await self._store().list_requests()
+            records = await desk.arequests(pending=pending)
             found.update((r.id, r) for r in records if r.session_id not in routed)
         return sorted(found.values(), key=lambda r: r.created_at)
 
@@ -918,7 +910,7 @@ class TelegramNotifier:
             return
         from loopgate_lc.server.inbox.auth import DEFAULT_LINK_TTL, issue_link, link_path
 
-        token = await issue_link(self._store(), identity)
+        token = await issue_link(self._gw(), identity)
         url = self.inbox_url + link_path(token)
         await self._reply(
             message, f"🔑 Sign in to the inbox as <b>{escape(identity)}</b> (works once, for "

@@ -29,7 +29,7 @@ from loopgate_lc.errors import (
     SignatureError,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.schema import ApprovalRequest, RequestKind
+from loopgate_lc.schema import RequestKind
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackPolicy
 from loopgate_lc.server.errors import (
     ApiError,
@@ -215,7 +215,7 @@ def simple_decision(record: RequestRecord, approved: bool | None,
     Raises:
         ApiError: 422 when the form cannot be read as one decision.
     """
-    request = ApprovalRequest.model_validate(record.payload)
+    request = record.request
     if request.options:
         chosen = next((o for o in request.options if o.label == response), None)
         if chosen is not None:

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from loopgate_lc.decisions import response_of
-from loopgate_lc.schema import ApprovalRequest
 from loopgate_lc.stores.base import AuditEvent, GrantRecord, RequestRecord, SessionRecord
 
 __all__ = [
@@ -355,7 +354,7 @@ def response_text(record: RequestRecord) -> str | None:
 
 def poll_result(record: RequestRecord) -> dict[str, Any]:
     """The JSON-safe view of one request; ``approved`` follows the options' meaning."""
-    request = ApprovalRequest.model_validate(record.payload)
+    request = record.request
     approved = False if record.pending else response_of(record).approved
     decision = None
     if record.decision is not None:

@@ -263,7 +263,7 @@ _INSERT_GRANT = _insert("grants", _GRANT_COLUMNS)
 _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
 #: The compare-and-set every decision is: only a pending request moves.
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
-           "decided_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
+           "decided_at = ?, resumed_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
 #: Escalation moves a deadline only from the level the escalator saw.
 _ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
              "AND status = 'pending' AND escalation_level = ? RETURNING id")
@@ -690,7 +690,8 @@ class SQLStore(Store):
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
         d, r = self.dialect, resolution
         values = (r.status.value, d.json(r.decision, "decision"), r.decided_by, r.channel,
-                  d.ts(r.decided_at), r.request_id)
+                  d.ts(r.decided_at), None if r.resumed_at is None else d.ts(r.resumed_at),
+                  r.request_id)
         grants = [self._grant_values(g) for g in r.grants]
 
         def op() -> Op[RequestRecord]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from loopgate_lc.schema import RequestKind, Status, utcnow
+from loopgate_lc.schema import ApprovalRequest, RequestKind, Status, utcnow
 from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
 
 __all__ = [
@@ -99,10 +99,26 @@ class RequestRecord(BaseModel):
     resumed_at: datetime | None = None
     resume_done_at: datetime | None = None
     message_refs: dict[str, Any] = Field(default_factory=dict)
+    # the payload last parsed, and what it parsed to (see ``request``)
+    _parsed: tuple[dict[str, Any], ApprovalRequest] | None = PrivateAttr(default=None)
 
     @property
     def pending(self) -> bool:
         return self.status is Status.PENDING
+
+    @property
+    def request(self) -> ApprovalRequest:
+        """The parsed request the payload holds, typed.
+
+        Parsed on first use and kept while ``payload`` is the same object, so deciding,
+        auditing and resuming one record parse it once. Read this instead of string
+        keys of ``payload``; the payload stays the stored, wire form.
+        """
+        parsed = self._parsed
+        if parsed is None or parsed[0] is not self.payload:
+            parsed = (self.payload, ApprovalRequest.model_validate(self.payload))
+            self._parsed = parsed
+        return parsed[1]
 
 
 class AuditEvent(BaseModel):
@@ -295,6 +311,9 @@ class Resolution:
         resolved_to_message_refs: Also queue a ``resolved`` delivery to every channel
             the request has a message reference on when it is decided (read inside the
             transaction, so a message shown a moment before is updated too).
+        resumed_at: Also claim the resume (as :meth:`Store.mark_resumed` would), in the
+            same transaction: the deciding process resumes the run itself, so a separate
+            claim would only cost another commit.
         grants: Remembered permissions the decision creates, stored with it.
     """
 
@@ -307,6 +326,7 @@ class Resolution:
     audit: Sequence[AuditEvent] = ()
     outbox: Sequence[OutboxItem] = ()
     resolved_to_message_refs: bool = False
+    resumed_at: datetime | None = None
     grants: Sequence[GrantRecord] = ()
 
 
@@ -449,10 +469,12 @@ class Store(abc.ABC):
         audit: Sequence[AuditEvent] = (),
         outbox: Sequence[OutboxItem] = (),
         resolved_to_message_refs: bool = False,
+        resumed_at: datetime | None = None,
         grants: Sequence[GrantRecord] = (),
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
-        committed with ``audit``, ``outbox`` and ``grants`` (see :class:`Resolution`).
+        committed with ``audit``, ``outbox`` and ``grants`` (see :class:`Resolution`; with
+        ``resumed_at`` the resume is claimed in the same transaction).
 
         Raises:
             RequestNotFound: No such request.
@@ -464,7 +486,7 @@ class Store(abc.ABC):
             request_id=request_id, status=final_status(status), decision=decision,
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
-            grants=grants,
+            resumed_at=utc_or_none(resumed_at), grants=grants,
         ))
 
     @abc.abstractmethod

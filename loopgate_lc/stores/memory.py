@@ -318,7 +318,7 @@ class MemoryStore(Store):
                 self._grants[grant.id] = grant
             updated = current.model_copy(update={
                 "status": r.status, "decision": clean, "decided_by": r.decided_by,
-                "channel": r.channel, "decided_at": r.decided_at,
+                "channel": r.channel, "decided_at": r.decided_at, "resumed_at": r.resumed_at,
             })
             self._replace(updated)
             self._effects(events, _clean((), resolved_outbox(updated, r))[1])

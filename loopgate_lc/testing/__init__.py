@@ -20,6 +20,8 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import Field
 
+from loopgate_lc.notifiers.base import Desk
+
 __all__ = ["RecordingNotifier", "ScriptedApprover", "ScriptedChatModel", "ai", "call"]
 
 Reply = AIMessage | str | Callable[[list[BaseMessage]], AIMessage | str]
@@ -131,12 +133,12 @@ class ScriptedApprover:
         self.actor = actor
         fixed = dict(decide) if isinstance(decide, Mapping) else {"type": "approve"}
         self._decide: Script = decide if callable(decide) else (lambda _record: fixed)
-        self._gateway: Any = None
+        self._desk: Desk | None = None
         self.answered: list[tuple[str, Mapping[str, Any]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def start(self, gateway: Any) -> None:
-        self._gateway = gateway
+    async def start(self, desk: Desk) -> None:
+        self._desk = desk
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -144,7 +146,7 @@ class ScriptedApprover:
 
     async def notify(self, request: Any) -> Any:
         decision = self._decide(request)
-        if decision is not None and self._gateway is not None:
+        if decision is not None and self._desk is not None:
             task = asyncio.get_running_loop().create_task(self._answer(request.id, decision))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -153,9 +155,12 @@ class ScriptedApprover:
     async def _answer(self, request_id: str, decision: Mapping[str, Any]) -> None:
         from loopgate_lc.errors import AlreadyDecided
 
+        desk = self._desk
+        if desk is None:  # stopped meanwhile
+            return
         try:
-            await self._gateway.arespond(request_id, dict(decision), actor=self.actor,
-                                         channel=self.name)
+            await desk.arespond(request_id, dict(decision), actor=self.actor,
+                                channel=self.name)
         except AlreadyDecided:
             return
         self.answered.append((request_id, decision))

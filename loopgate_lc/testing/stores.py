@@ -434,6 +434,21 @@ class StoreConformance:
         with pytest.raises(RequestNotFound):
             await store.mark_resumed("missing")
 
+    async def test_a_decision_can_claim_its_resume_in_the_same_commit(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1"))
+        at = utcnow()
+        resolved = await store.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c",
+            resumed_at=at,
+        )
+        assert resolved.resumed_at == at and resolved.resume_done_at is None
+        assert (await store.get_request("r1")).resumed_at == at
+        assert await store.mark_resumed("r1") is False  # claimed already, by the decision
+        unresumed = await store.list_requests(unresumed=True, stale_before=at)
+        assert [r.id for r in unresumed] == ["r1"]  # a lapsed claim is taken over as any
+
     async def test_claims_can_be_limited_to_the_channels_a_worker_has(
         self, store: Store
     ) -> None:

@@ -26,6 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from loopgate_lc.errors import LoopgateError
 from loopgate_lc.schema import utcnow
@@ -66,7 +67,15 @@ def link_path(token: str) -> str:
     return f"/inbox/link/{token}"
 
 
-async def issue_link(store: Store, identity: str, *, ttl: float = DEFAULT_LINK_TTL,
+class LinkKeys(Protocol):
+    """Where a sign-in link is kept: a store, or a notifier's desk (which holds no
+    store)."""
+
+    async def put_callback(self, key: str, request_id: str, action: dict[str, Any]) -> None:
+        ...
+
+
+async def issue_link(store: LinkKeys, identity: str, *, ttl: float = DEFAULT_LINK_TTL,
                      now: datetime | None = None) -> str:
     """Make a one-time sign-in link for ``identity``; returns its token.
 

@@ -346,7 +346,7 @@ class _Inbox:
                               message=f"there is no request {request_id!r} you may see")
         if refused is not None or not (await self.gw.amay_decide([record], key.identity))[0]:
             return self._not_yours(request, session, key, record.id, refused)
-        payload = ApprovalRequest.model_validate(record.payload)
+        payload = record.request
         can = _controls(payload)
         # an error about a control this request does not show goes to the top of the form
         error = {(k if can.get(k) else "form"): v for k, v in (error or {}).items()}
@@ -386,7 +386,7 @@ class _Inbox:
         action = _field(form, "action")
         typed = {"message": _field(form, "message"), "args": _field(form, "args")}
         try:
-            decision = _decision(ApprovalRequest.model_validate(record.payload), action, form)
+            decision = _decision(record.request, action, form)
         except _FieldError as exc:
             return await self.detail(request, error={exc.field: str(exc)}, status=422,
                                      typed=typed)

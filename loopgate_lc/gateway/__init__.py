@@ -1,0 +1,34 @@
+"""The gateway: files pauses, reaches people, takes answers once, resumes runs.
+
+:class:`Loopgate` is a small facade over parts with one job each, every one handed its
+collaborators (none reaches back into the facade):
+
+- ``filing``: a pause or question becomes a request; the only deadline computation;
+- ``deciding``: the one compare-and-set path, approver checks, validation once;
+- ``timers``: deadlines from a heap; timeouts and escalation;
+- ``outbox``: deliveries to notifiers, retried, given up with a record;
+- ``resuming``: claims, leases, recovery; registered graphs run in the background;
+- ``running``: ``run``/``stream`` for their caller, one implementation, two thin shells;
+- ``waiting``, ``asking``, ``audit``, ``drivers``, ``desk`` (what notifiers get),
+  ``validation``, ``settings``, ``tasks``.
+
+Everything stateful runs on the gateway's own event loop (see ``_portal``), so the same
+object works from scripts, notebooks and ASGI servers; every public coroutine has a
+blocking twin without the ``a`` prefix.
+"""
+
+from loopgate_lc.gateway.audit import args_hash, shadow_details
+from loopgate_lc.gateway.drivers import GraphDriver, PauseReport
+from loopgate_lc.gateway.facade import Loopgate
+from loopgate_lc.gateway.settings import DEFAULT_TIMEOUT, Escalation, OnTimeout
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Escalation",
+    "GraphDriver",
+    "Loopgate",
+    "OnTimeout",
+    "PauseReport",
+    "args_hash",
+    "shadow_details",
+]

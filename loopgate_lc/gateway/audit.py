@@ -1,0 +1,137 @@
+"""Audit events and error reports, for every part of the gateway.
+
+An event that records a state change is built here and committed by the store together
+with that change; an event that records nothing else (a refusal, an error) is appended
+on its own. Errors from hooks, notifiers and background tasks are logged, audited and
+passed to ``on_error`` hooks, and never raised: they must not lose a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from loopgate_lc.hooks import Hooks, fire, parts_of
+from loopgate_lc.policy import RiskLevel, Verdict
+from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
+
+__all__ = ["Auditor", "Clock", "args_hash", "shadow_details"]
+
+log = logging.getLogger("loopgate_lc")
+
+Clock = Callable[[], datetime]
+"""Returns "now", timezone-aware UTC; tests inject one to move time."""
+
+
+def args_hash(args: Any) -> str | None:
+    """A stable SHA-256 of a call's arguments, so the audit proves what ran without
+    storing secrets twice."""
+    if args is None:
+        return None
+    canonical = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def shadow_details(call: dict[str, Any], *, enforced_policy: str | None, enforced_auto: bool,
+                   policy: str | None, would_auto: bool, reason: str) -> dict[str, Any]:
+    """The audit details of a ``shadow`` event: the call, what the enforced policy did and
+    what the shadow policy would have done (``agrees`` says whether they match)."""
+    return {**call, "policy": policy, "would": "auto" if would_auto else "ask",
+            "reason": reason, "enforced_policy": enforced_policy,
+            "enforced": "auto" if enforced_auto else "ask",
+            "agrees": would_auto == enforced_auto}
+
+
+class Auditor:
+    """Builds audit events, appends the ones that stand alone, fires hooks and reports
+    errors."""
+
+    def __init__(self, store: Store, hooks: Hooks, clock: Clock) -> None:
+        self._store = store
+        self._hooks = hooks
+        self.clock = clock
+
+    def event(self, event: str, record: RequestRecord | None = None, *,
+              actor: str | None = None, channel: str | None = None,
+              thread_id: str | None = None, session_id: str | None = None,
+              details: dict[str, Any] | None = None) -> AuditEvent:
+        """An audit event, to append on its own or to commit with a state change."""
+        return AuditEvent(
+            at=self.clock(),
+            event=event,
+            request_id=record.id if record else None,
+            session_id=record.session_id if record else session_id,
+            thread_id=record.thread_id if record else thread_id,
+            actor=actor,
+            channel=channel,
+            args_hash=args_hash(record.request.args) if record else None,
+            details=json.loads(json.dumps(details or {}, default=str)),
+        )
+
+    async def append(self, event: str, record: RequestRecord | None = None, *,
+                     actor: str | None = None, channel: str | None = None,
+                     thread_id: str | None = None, session_id: str | None = None,
+                     details: dict[str, Any] | None = None) -> None:
+        """Append an event that records no state change of its own."""
+        await self._store.append_audit(self.event(
+            event, record, actor=actor, channel=channel, thread_id=thread_id,
+            session_id=session_id, details=details))
+
+    async def auto_approved(self, name: str, args: dict[str, Any], verdict: Verdict,
+                            tool_call_id: str | None, thread_id: str | None,
+                            risk: RiskLevel, confidence: float | None) -> None:
+        """Record a call a policy let through without asking anyone (and what a shadow
+        policy would have done), then run ``on_approve``."""
+        call = {"tool": name, "tool_call_id": tool_call_id, "risk_level": risk.value,
+                "confidence": confidence}
+        await self._store.append_audit(AuditEvent(
+            at=self.clock(), event="auto_approved", thread_id=thread_id,
+            channel="policy", args_hash=args_hash(args),
+            details={**call, "policy": verdict.policy, "reason": verdict.reason}))
+        if verdict.shadow is not None:
+            await self._store.append_audit(AuditEvent(
+                at=self.clock(), event="shadow", thread_id=thread_id, channel="policy",
+                args_hash=args_hash(args), details=shadow_details(
+                    call, enforced_policy=verdict.policy, enforced_auto=True,
+                    policy=verdict.shadow.policy, would_auto=verdict.shadow.auto_approved,
+                    reason=verdict.shadow.reason)))
+        await self.fire("on_approve", None, True, verdict.policy)
+
+    async def fire(self, name: str, *args: Any) -> list[Any]:
+        """Run hook ``name``; a failing hook is reported, never raised."""
+        return await fire(self._hooks, name, *args, report=self.report)
+
+    def wants(self, name: str) -> bool:
+        """Whether any hook part implements ``name`` (so callers skip work for none)."""
+        return any(getattr(part, name) is not None for part in parts_of(self._hooks))
+
+    async def report(self, error: BaseException, context: dict[str, Any], *,
+                     audit: bool = True) -> None:
+        """Log, audit (unless the caller already did) and pass to ``on_error`` hooks;
+        never raises, so a failure elsewhere cannot lose a decision."""
+        log.warning("loopgate_lc: %s in %s", error, context)
+        if audit:
+            try:
+                await self._store.append_audit(AuditEvent(
+                    at=self.clock(), event="error", request_id=context.get("request_id"),
+                    thread_id=context.get("thread_id"),
+                    details={"error": f"{type(error).__name__}: {error}",
+                             **{k: str(v) for k, v in context.items()}}))
+            except Exception:  # the audit itself failing must not hide the first error
+                log.exception("loopgate_lc: could not audit an error")
+        if context.get("hook") == "on_error":
+            return
+        for part in parts_of(self._hooks):
+            if part.on_error is None:
+                continue
+            try:
+                result = part.on_error(error, context)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("loopgate_lc: on_error hook failed")

@@ -1,0 +1,266 @@
+"""Deciding: the one path by which a request leaves ``pending``.
+
+Every channel's answer (HTTP, Telegram, CLI, notebook, a timeout, a cancel, a vetoing
+hook) ends in :meth:`Deciding.decide`: one transaction with the store's compare-and-set,
+the ``decided:*`` audit event and the ``resolved`` deliveries. What happens after the
+commit (wake-ups, resumes, hooks) can no longer lose or change the decision.
+
+A person's answer first passes :meth:`Deciding.respond`'s stages, in order: the request
+is pending, the decider is an approver, the decision fits the request. A rule that
+counts answers before one decides (a quorum) belongs between the last stage and the
+compare-and-set, in ``respond``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from loopgate_lc.decisions import already_decided, public_decision
+from loopgate_lc.errors import ApproverNotAllowed, InvalidDecision, SessionNotFound
+from loopgate_lc.gateway.audit import Auditor, Clock
+from loopgate_lc.gateway.outbox import Outbox
+from loopgate_lc.gateway.settings import Escalation
+from loopgate_lc.gateway.validation import Schemas
+from loopgate_lc.gateway.waiting import Waiters
+from loopgate_lc.grants import GrantDesk, GrantSpec, grant_summary
+from loopgate_lc.policy import PolicySet
+from loopgate_lc.schema import ApprovalRequest, Status, decision_approves, decision_status
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    GrantRecord,
+    RequestRecord,
+    SessionRecord,
+    Store,
+)
+
+__all__ = ["Deciding"]
+
+Decided = Callable[[RequestRecord], None]
+"""Told of every decision made here, right after its commit (wake a waiter, resume)."""
+
+
+class Deciding:
+    """Checks answers and records decisions."""
+
+    def __init__(self, store: Store, auditor: Auditor, outbox: Outbox, waiters: Waiters,
+                 clock: Clock, escalation: Sequence[Escalation], schemas: Schemas,
+                 policies: PolicySet | None = None) -> None:
+        self._store = store
+        # remembered permissions: read from decisions here, matched by Filing
+        self.grants = GrantDesk(store, clock=clock, policies=lambda: policies or PolicySet(),
+                                approvers=self.approvers)
+        self._waiters = waiters
+        self._auditor = auditor
+        self._outbox = outbox
+        self._clock = clock
+        self._escalation = tuple(escalation)
+        self._schemas = schemas
+        self._listeners: list[Decided] = []
+
+    def on_decided(self, listener: Decided) -> None:
+        """Call ``listener`` after every decision this process commits, first thing."""
+        self._listeners.append(listener)
+
+    async def respond(self, request_id: str, decision: Mapping[str, Any], actor: str | None,
+                      channel: str, approver_id: str | None) -> RequestRecord:
+        """A person's answer: checked, then decided (see the module's docstring)."""
+        record = await self._store.get_request(request_id)
+        if not record.pending:
+            raise already_decided(record)
+        await self.authorize(record, approver_id, actor, channel)
+        checked, spec = await self._checked(record, decision)
+        return await self.decide(record, checked, actor=actor, channel=channel,
+                                 grant=self._issue(spec, record, actor, approver_id, channel))
+
+    async def _checked(self, record: RequestRecord, decision: Mapping[str, Any]
+                       ) -> tuple[dict[str, Any], GrantSpec | None]:
+        """The decision checked, and the grant it carries (checked too), if any."""
+        plain, spec = self.grants.read(decision, record, record.request)
+        return await self.check(record, plain), spec
+
+    def _issue(self, spec: GrantSpec | None, record: RequestRecord, actor: str | None,
+               approver_id: str | None, channel: str) -> GrantRecord | None:
+        return None if spec is None else self.grants.issue(
+            spec, record, record.request, actor=actor, approver_id=approver_id,
+            channel=channel)
+
+    async def check(self, record: RequestRecord, decision: Mapping[str, Any]
+                    ) -> dict[str, Any]:
+        """The decision, validated once against its request (see ``Schemas``)."""
+        return await self._schemas.check(record.request, decision)
+
+    async def respond_batch(self, records: Sequence[RequestRecord], decisions: Any,
+                            thread_id: str, actor: str | None, channel: str,
+                            approver_id: str | None) -> list[RequestRecord]:
+        """Decide ``records`` (a thread's pending requests in call order) by position.
+        Every decision is checked before any is recorded, so a bad one leaves all
+        pending."""
+        if not isinstance(decisions, list) or len(decisions) != len(records):
+            got = len(decisions) if isinstance(decisions, list) else "no list"
+            raise InvalidDecision(f"thread {thread_id!r} has {len(records)} pending requests; "
+                                  f"'decisions' must list one per request, in order (got {got})")
+        checked = []
+        for record, decision in zip(records, decisions, strict=True):
+            await self.authorize(record, approver_id, actor, channel)
+            checked.append(await self._checked(record, decision))
+        return [await self.decide(record, decision, actor=actor, channel=channel,
+                                  grant=self._issue(spec, record, actor, approver_id, channel))
+                for record, (decision, spec) in zip(records, checked, strict=True)]
+
+    async def cancel(self, request_id: str, actor: str | None, reason: str | None
+                     ) -> RequestRecord:
+        """Withdraw a pending request (its tool call does not run)."""
+        record = await self._store.get_request(request_id)
+        if not record.pending:
+            raise already_decided(record)
+        decision: dict[str, Any] = {"type": "cancel"}
+        if reason:
+            decision["message"] = reason
+        return await self.decide(record, decision, actor=actor, channel="cancel")
+
+    async def authorize(self, record: RequestRecord, approver_id: str | None,
+                        actor: str | None, channel: str) -> None:
+        """Refuse (and audit) a decider the request's approvers do not include.
+
+        Where a session, policy or escalation step names approvers, a decider must name
+        itself (``approver_id``): leaving it out is refused, never a way around the list.
+        """
+        if admits(*await self.approvers(record), approver_id):
+            return
+        await self._auditor.append("unauthorized", record, actor=actor, channel=channel,
+                                   details={"approver_id": None if approver_id is None
+                                            else str(approver_id)})
+        who = actor or approver_id or "an unnamed decider"
+        raise ApproverNotAllowed(
+            f"{who} is not an approver for request {record.id}"
+            + ("" if approver_id is not None else ": name the approver who decides"))
+
+    async def refuse(self, request_id: str, actor: str | None, channel: str,
+                     reason: str) -> None:
+        """Audit a decider a channel refused by its own rules."""
+        record = await self._store.get_request(request_id)
+        await self._auditor.append("unauthorized", record, actor=actor, channel=channel,
+                                   details={"reason": reason})
+
+    async def may_decide(self, records: Sequence[RequestRecord], approver_id: str | None
+                         ) -> list[bool]:
+        """For each record, whether ``approver_id`` passes :meth:`authorize`, deciding and
+        auditing nothing; each session is read once however many of its requests come."""
+        sessions: dict[str, SessionRecord | None] = {}
+        return [admits(*await self.approvers(record, sessions), approver_id)
+                for record in records]
+
+    async def approvers(self, record: RequestRecord,
+                        sessions: dict[str, SessionRecord | None] | None = None
+                        ) -> tuple[set[str], bool]:
+        """Who may decide, and whether anyone names them: the policy's list if it names
+        one, else the session's; plus the approvers of every escalation step reached.
+        The session's chat counts as an approver, but does not by itself name any.
+        ``sessions`` keeps session reads across calls."""
+        named = {str(a) for a in record.request.approvers}
+        allowed: set[str] = set()
+        if not named and record.session_id:
+            cache = {} if sessions is None else sessions
+            if record.session_id not in cache:
+                try:
+                    cache[record.session_id] = await self._store.get_session(
+                        record.session_id)
+                except SessionNotFound:
+                    cache[record.session_id] = None
+            session = cache[record.session_id]
+            if session is not None:
+                named = {str(a) for a in session.approvers}
+                if session.telegram_id is not None:
+                    allowed.add(str(session.telegram_id))
+        for step in self._escalation[: record.escalation_level]:
+            named.update(str(a) for a in step.approvers)
+        return allowed | named, bool(named)
+
+    async def decide(self, record: RequestRecord, decision: dict[str, Any], *,
+                     actor: str | None, channel: str | None, event: str | None = None,
+                     filing: Sequence[AuditEvent] = (),
+                     grant: GrantRecord | None = None) -> RequestRecord:
+        """The single place a request leaves ``pending``: one transaction with the
+        compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
+        commit, listeners and hooks, which can no longer lose or change it.
+
+        With ``filing`` (the ``requested`` event of a record not stored yet), the record
+        is filed already decided, in the same one transaction. A ``grant`` the decision
+        makes is stored in that transaction too, with its own audit event.
+
+        Raises:
+            AlreadyDecided: Someone else's decision won the compare-and-set.
+        """
+        if grant is not None:
+            decision = {**decision, "grant": grant_summary(grant)}
+        decision = {**decision, "actor": actor, "channel": channel}
+        status = decision_status(decision)
+        now = self._clock()
+        audit = [self._auditor.event(event or f"decided:{status.value}", record, actor=actor,
+                                     channel=channel,
+                                     details={"decision": public_decision(decision)})]
+        if grant is not None:
+            audit.append(self._auditor.event("grant_created", record, actor=actor,
+                                             channel=channel, details=grant_summary(grant)))
+        outbox = self._outbox.deliveries(record, "resolved", now)
+        # a run waits here to resume it: claim the resume in this same transaction
+        handing = not filing and record.interrupt_id is not None and (
+            self._waiters.resumed_here(record.id))
+        if handing:
+            audit.append(self._auditor.event("resumed", record))
+            self._waiters.handing(record.id)
+        if not filing:
+            try:
+                decided = await self._store.resolve(
+                    record.id, status=status, decision=decision, decided_by=actor,
+                    channel=channel, decided_at=now, audit=audit, outbox=outbox,
+                    resolved_to_message_refs=True, resumed_at=now if handing else None,
+                    grants=[grant] if grant else ())
+            except BaseException:
+                if handing:
+                    self._waiters.hand_over(record.id, None)
+                raise
+        else:
+            decided, created = await self._store.create_request(
+                _decided(record, status, decision, actor, channel, now),
+                audit=[*filing, *audit], outbox=outbox)
+            if not created:  # filed meanwhile by someone else: theirs stands
+                return decided
+        # whoever waits to resume comes first: hooks and notifications are not on that path
+        if handing:
+            self._waiters.hand_over(decided.id, decided)
+        self._waiters.wake(decided, here=True)
+        for listener in self._listeners:
+            listener(decided)
+        await self._fire(decided, status, decision, record.request)
+        self._outbox.kick()
+        return decided
+
+    async def _fire(self, decided: RequestRecord, status: Status, decision: dict[str, Any],
+                    request: ApprovalRequest) -> None:
+        if status is Status.TIMEOUT:
+            await self._auditor.fire("on_timeout", decided)
+        elif status is Status.CANCELLED:
+            await self._auditor.fire("on_cancel", decided)
+        elif decision_approves(decision, request):
+            await self._auditor.fire("on_approve", decided, False, request.policy)
+        elif status is Status.REJECTED:
+            await self._auditor.fire("on_reject", decided)
+
+
+def admits(allowed: set[str], named: bool, approver_id: str | None) -> bool:
+    """The approver rule: where approvers are named, a decider must name itself and be
+    one of them; where none are, anyone may decide (a named decider only if it is the
+    session's chat, when the session has one)."""
+    if approver_id is None:
+        return not named
+    return not allowed or str(approver_id) in allowed
+
+
+def _decided(record: RequestRecord, status: Status, decision: dict[str, Any],
+             actor: str | None, channel: str | None, now: datetime) -> RequestRecord:
+    return record.model_copy(update={"status": status, "decision": decision,
+                                     "decided_by": actor, "channel": channel,
+                                     "decided_at": now})

@@ -1,0 +1,267 @@
+"""Resuming: decided requests carried back into their runs, each exactly once.
+
+A resume is claimed in the store (with its ``resumed`` audit event, one transaction)
+before LangGraph sees it, and marked done once the graph's checkpoint holds it. A claim
+whose process died before that is taken over after the driver's lease. Threads decided
+while nobody here could resume them (a restart, another process's decision) are found
+by :meth:`Resuming.recover`, at once where the store announces decisions, else at the
+next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from loopgate_lc.decisions import resume_value
+from loopgate_lc.errors import LoopgateError, RequestNotFound, StaleDecision
+from loopgate_lc.gateway.audit import Auditor, Clock
+from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, interrupts_of
+from loopgate_lc.gateway.filing import Filing
+from loopgate_lc.gateway.tasks import Tasks
+from loopgate_lc.gateway.waiting import Waiters
+from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
+
+if TYPE_CHECKING:
+    from langgraph.types import Interrupt
+
+__all__ = ["Resuming"]
+
+
+class Resuming:
+    """Claims, resumes, recovers; runs registered graphs in the background."""
+
+    def __init__(self, store: Store, auditor: Auditor, filing: Filing, waiters: Waiters,
+                 drivers: Mapping[str, GraphDriver], tasks: Tasks, clock: Clock, *,
+                 resume_lease: float, poll_interval: float) -> None:
+        self._store = store
+        self._auditor = auditor
+        self._filing = filing
+        self._waiters = waiters
+        self._drivers = drivers  # the gateway's registry: graphs registered later count
+        self._tasks = tasks
+        self._clock = clock
+        self._lease = resume_lease
+        self._poll = poll_interval
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, thread_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(thread_id, asyncio.Lock())
+
+    def decided(self, record: RequestRecord) -> None:
+        """A decision was made (here or elsewhere): resume its thread if this gateway
+        drives its graph."""
+        if record.graph is not None and record.graph in self._drivers and record.thread_id:
+            self._tasks.spawn(self.resume_thread(record.graph, record.thread_id))
+
+    # claiming ----------------------------------------------------------------------------
+
+    async def claim(self, thread_id: str, interrupt_ids: set[str],
+                    stale_before: datetime | None = None,
+                    ) -> tuple[dict[str, Any], list[RequestRecord]]:
+        """Claim decided, not yet resumed requests of a thread whose interrupts are
+        still pending; a decision for an interrupt that is gone is reported stale.
+
+        With ``stale_before``, a resume claimed by then and never completed is taken
+        over: the process that claimed it died before LangGraph saved the resume.
+        """
+        resume: dict[str, Any] = {}
+        claimed: list[RequestRecord] = []
+        for record in await self._store.list_requests(thread_id=thread_id):
+            if record.pending or record.resume_done_at is not None or not record.interrupt_id:
+                continue
+            claimed_at = record.resumed_at
+            retry = claimed_at is not None
+            if claimed_at is not None and (stale_before is None or claimed_at > stale_before):
+                continue  # someone is resuming it right now
+            if record.interrupt_id not in interrupt_ids:
+                if retry:  # the interrupt is gone: that resume did reach the checkpoint
+                    await self._store.complete_resume(record.id, at=self._clock())
+                else:  # claimed and done at once, with the reason, in one transaction
+                    await self._store.mark_resumed(
+                        record.id, at=self._clock(), done=True,
+                        audit=[self._auditor.event("stale", record, details={
+                            "error": str(StaleDecision(
+                                f"interrupt {record.interrupt_id} is no longer pending"))})])
+                continue
+            if await self._store.mark_resumed(
+                    record.id, stale_before=stale_before, at=self._clock(),
+                    audit=[self._auditor.event("resume_retried" if retry else "resumed",
+                                               record)]):
+                resume[record.interrupt_id] = resume_value(record)
+                claimed.append(record)
+        return resume, claimed
+
+    async def complete(self, request_ids: Sequence[str],
+                       audit: Sequence[AuditEvent] = ()) -> None:
+        """Mark claimed resumes done (the graph's checkpoint now holds them), with
+        ``audit``, in one transaction."""
+        if request_ids or audit:
+            await self._store.complete_resume(*request_ids, at=self._clock(), audit=audit)
+
+    async def next_resume(self, records: list[RequestRecord], pending_ids: set[str],
+                          thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:
+        """Wait until at least one of the thread's requests is decided, then claim every
+        decided one (each resumes exactly once). A decision made in this process while
+        the run waits claims the resume in its own transaction and hands the record
+        over; one made elsewhere is claimed here."""
+        ids = [r.id for r in records]
+        self._waiters.run_waits(ids)
+        try:
+            for _ in range(1_000_000):
+                resume, claimed = await self.claim(thread_id, pending_ids)
+                for record in self._waiters.take_over(ids):
+                    if record.interrupt_id in pending_ids:
+                        resume[record.interrupt_id] = resume_value(record)
+                        claimed.append(record)
+                if resume:
+                    return resume, claimed
+                waiting = [r for r in records if r.pending]
+                handovers = self._waiters.handovers(ids)
+                if not waiting and not handovers:
+                    waiting = [r for r in await self._store.list_requests(thread_id=thread_id)
+                               if r.pending and r.interrupt_id in pending_ids]
+                if not waiting and not handovers:
+                    raise StaleDecision(
+                        f"thread {thread_id} is paused but none of its requests can resume it")
+                watchers: list[asyncio.Future[Any]] = [
+                    asyncio.ensure_future(self._waiters.wait(r.id, None)) for r in waiting]
+                watchers += [asyncio.ensure_future(asyncio.shield(h)) for h in handovers]
+                try:
+                    await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for watcher in watchers:
+                        watcher.cancel()
+                seen = {}
+                for watcher in watchers:
+                    if watcher.done() and not watcher.cancelled():
+                        found = watcher.result()  # raises what the wait raised
+                        if isinstance(found, RequestRecord):
+                            seen[found.id] = found
+                records = [seen.get(r.id, r) for r in records]
+        finally:
+            self._waiters.run_left(ids)
+        raise LoopgateError("waiting for decisions did not converge")  # pragma: no cover
+
+    # background runs ---------------------------------------------------------------------
+
+    async def drive(self, name: str, value: Any, config: dict[str, Any]) -> None:
+        """Run a registered local graph until it finishes or pauses (then file)."""
+        thread_id = str(config["configurable"]["thread_id"])
+        driver = self._drivers[name]
+        assert isinstance(driver, LocalDriver)
+        try:
+            async with self._lock(thread_id):
+                result = await driver.invoke(value, config)
+                await self.after_step(name, thread_id, interrupts_of(result))
+        except Exception as exc:
+            await self._auditor.append("run_failed", thread_id=thread_id, details={
+                "graph": name, "error": f"{type(exc).__name__}: {exc}"})
+            await self._auditor.report(exc, {"graph": name, "thread_id": thread_id})
+
+    async def after_step(self, name: str, thread_id: str,
+                         interrupts: Sequence[Interrupt]) -> None:
+        """File where a background step paused, or audit that the run finished."""
+        if not interrupts:
+            await self._auditor.append("finished", thread_id=thread_id, details={"graph": name})
+            return
+        records = await self._filing.file_interrupts(interrupts, thread_id, name)
+        if any(not r.pending and r.resumed_at is None for r in records):
+            self._tasks.spawn(self.resume_thread(name, thread_id))
+
+    async def watch(self, name: str) -> None:
+        """Run a driver's own discovery; what it reports is filed like a local pause."""
+        driver = self._drivers[name]
+
+        async def report(thread_id: str, interrupts: Sequence[Interrupt]) -> None:
+            await self.after_step(name, thread_id, tuple(interrupts))
+
+        try:
+            await driver.watch(report)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._auditor.report(exc, {"task": "watch", "graph": name})
+
+    async def resume_thread(self, name: str, thread_id: str,
+                            stale_before: datetime | None = None) -> None:
+        """Claim what is decided on a thread and resume it through its driver."""
+        driver = self._drivers[name]
+        try:
+            async with self._lock(thread_id):
+                pending_ids = await driver.pending(thread_id)
+                if pending_ids is None:  # busy: the recovery poll comes back to it
+                    return
+                resume, claimed = await self.claim(thread_id, pending_ids, stale_before)
+                if not resume:
+                    return
+                paused = await driver.resume(thread_id, resume, claimed)
+                await self.complete([r.id for r in claimed])
+                if paused is not None:
+                    await self.after_step(name, thread_id, tuple(paused))
+        except Exception as exc:
+            await self._auditor.append("resume_failed", thread_id=thread_id, details={
+                "graph": name, "error": f"{type(exc).__name__}: {exc}"})
+            await self._auditor.report(exc, {"graph": name, "thread_id": thread_id})
+
+    # recovery ----------------------------------------------------------------------------
+
+    async def recover(self, name: str | None = None) -> None:
+        """Resume threads whose requests were decided while nobody could resume them
+        (a restart, or a decision made in another process)."""
+        names = [name] if name else list(self._drivers)
+        now = self._clock()
+        threads: dict[tuple[str, str], datetime] = {}
+        for graph_name in names:
+            lease = self._drivers[graph_name].lease or self._lease
+            stale_before = now - timedelta(seconds=lease)
+            for record in await self._store.list_requests(
+                    graph=graph_name, unresumed=True, stale_before=stale_before):
+                if record.thread_id:
+                    threads[(graph_name, record.thread_id)] = stale_before
+        for (graph_name, thread_id), stale_before in sorted(threads.items()):
+            lock = self._locks.get(thread_id)
+            if lock is None or not lock.locked():
+                self._tasks.spawn(self.resume_thread(graph_name, thread_id, stale_before))
+
+    async def recover_loop(self) -> None:
+        """Recover every poll, for the gateway's lifetime (the safety net under
+        :meth:`listen_loop`)."""
+        while not self._tasks.closing:
+            if self._drivers:
+                try:
+                    await self.recover()
+                except Exception as exc:
+                    await self._auditor.report(exc, {"task": "recover"})
+            await asyncio.sleep(self._poll)
+
+    async def listen_loop(self) -> None:
+        """Wake waiters and resumers the moment another process decides, where the store
+        can tell (PostgreSQL); the polls stay as the safety net, and are all there is
+        elsewhere."""
+        while not self._tasks.closing:
+            stream = self._store.decisions()
+            if stream is None:
+                return
+            try:
+                async for request_id in stream:
+                    await self._decided_elsewhere(request_id)
+            except Exception as exc:
+                await self._auditor.report(exc, {"task": "listen"})
+            await asyncio.sleep(self._poll)
+
+    async def _decided_elsewhere(self, request_id: str) -> None:
+        if self._waiters.decided_here(request_id):
+            return
+        if not self._waiters.waited_for(request_id) and not self._drivers:
+            return  # nobody here cares
+        try:
+            record = await self._store.get_request(request_id)
+        except RequestNotFound:
+            return
+        if record.pending:
+            return
+        self._waiters.wake(record)
+        self.decided(record)

@@ -1,0 +1,129 @@
+"""Waiting for decisions: woken at once by a decision made here, by another process's
+decision at the next poll (or sooner, where the store announces decisions)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loopgate_lc._lru import LRU
+from loopgate_lc.stores.base import RequestRecord, Store
+
+__all__ = ["Waiters"]
+
+
+class Waiters:
+    """Futures of callers waiting for a request to leave ``pending``."""
+
+    def __init__(self, store: Store, poll_interval: float) -> None:
+        self._store = store
+        self._poll = poll_interval
+        self._waiting: dict[str, list[asyncio.Future[RequestRecord]]] = {}
+        # decided in this process: their wake-ups ran already, so an echo from the store
+        # is news to no one here
+        self._decided_here: LRU[str, bool] = LRU(4096)
+        # requests a run driven from this process waits to resume, and those decided here
+        # with their resume claimed for it (see ``resumed_here``)
+        self._runs: dict[str, int] = {}
+        self._handed: LRU[str, RequestRecord] = LRU(4096)
+        self._handing: dict[str, asyncio.Future[None]] = {}  # committing right now
+
+    def decided_here(self, request_id: str) -> bool:
+        """Whether this process decided ``request_id`` (and so woke its waiters)."""
+        return request_id in self._decided_here
+
+    def waited_for(self, request_id: str) -> bool:
+        """Whether anyone here waits for ``request_id``."""
+        return bool(self._waiting.get(request_id))
+
+    def run_waits(self, request_ids: list[str]) -> None:
+        """A run driven from this process waits to resume these requests itself."""
+        for request_id in request_ids:
+            self._runs[request_id] = self._runs.get(request_id, 0) + 1
+
+    def run_left(self, request_ids: list[str]) -> None:
+        """The run no longer waits for these requests."""
+        for request_id in request_ids:
+            left = self._runs.get(request_id, 0) - 1
+            if left > 0:
+                self._runs[request_id] = left
+            else:
+                self._runs.pop(request_id, None)
+
+    def resumed_here(self, request_id: str) -> bool:
+        """Whether a decision made here may claim the request's resume for a waiting run
+        in the same transaction (one commit fewer than claiming it afterwards)."""
+        return request_id in self._runs
+
+    def handing(self, request_id: str) -> None:
+        """A decision that claims ``request_id``'s resume for the waiting run is being
+        committed. Until :meth:`hand_over` the run must wait for it, not read the claim
+        (which another path may show it first, a store notification or a poll) as
+        someone else's."""
+        self._handing.setdefault(request_id, asyncio.get_running_loop().create_future())
+
+    def hand_over(self, request_id: str, record: RequestRecord | None) -> None:
+        """The decision committed (``record``, its resume claimed for the run waiting
+        here) or failed (None)."""
+        if record is not None:
+            self._handed.get_or_make(record.id, lambda: record)
+        done = self._handing.pop(request_id, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def handovers(self, request_ids: list[str]) -> list[asyncio.Future[None]]:
+        """The hand-overs to these requests' run still being committed."""
+        return [self._handing[i] for i in request_ids if i in self._handing]
+
+    def take_over(self, request_ids: list[str]) -> list[RequestRecord]:
+        """The records decided for a waiting run, each given out once."""
+        taken = []
+        for request_id in request_ids:
+            record = self._handed.pop(request_id)
+            if record is not None:
+                taken.append(record)
+        return taken
+
+    def wake(self, record: RequestRecord, *, here: bool = False) -> None:
+        """Hand a decided record to everyone waiting for it."""
+        if here:
+            self._decided_here.get_or_make(record.id, lambda: True)
+        for waiter in self._waiting.pop(record.id, []):
+            if not waiter.done():
+                waiter.set_result(record)
+
+    async def wait(self, request_id: str, timeout: float | None) -> RequestRecord:
+        """The request once it has left ``pending``.
+
+        Raises:
+            TimeoutError: Still pending after ``timeout`` seconds.
+            RequestNotFound: Unknown id.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            record = await self._store.get_request(request_id)
+            if not record.pending:
+                return record
+            waiter: asyncio.Future[RequestRecord] = loop.create_future()
+            self._waiting.setdefault(request_id, []).append(waiter)
+            step = self._poll
+            if deadline is not None:
+                step = min(step, deadline - loop.time())
+                if step <= 0:
+                    self._forget(request_id, waiter)
+                    raise TimeoutError(request_id)
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), step)
+            except TimeoutError:
+                pass
+            finally:
+                self._forget(request_id, waiter)
+
+    def _forget(self, request_id: str, waiter: asyncio.Future[RequestRecord]) -> None:
+        waiters = self._waiting.get(request_id)
+        if waiters is None:
+            return
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            del self._waiting[request_id]
