@@ -361,3 +361,27 @@ async def test_arguments_that_are_not_plain_json_never_match() -> None:
         assert (await ask(gate, tool_name="op", x=float("nan"))).pending
     finally:
         await gate.aclose()
+
+
+async def test_the_gateways_own_require_explicit_policy_stops_a_guards_grant(
+        config: dict[str, Any], runs: Counter[str]) -> None:
+    answers: list[str] = []
+
+    def decide(record: Any) -> dict[str, Any]:
+        answers.append(record.id)
+        if len(answers) == 1:
+            return {"type": "approve", "grant": {"scope": "everyone", **HOUR}}
+        return {"type": "approve"}
+
+    person = ScriptedApprover(decide, actor="ana")
+    async with Loopgate("memory://", notifiers=[person]) as gate:
+        await gate.arun(agent(runs, explicit=False), {"messages": [("user", "deploy")]},
+                        config)
+        assert len(answers) == 1  # the second call ran on the grant
+        # the guard's own policies still allow it; the gateway's now want a person
+        gate.add_policy(ApprovalPolicy("deploys", "deploy", require_explicit=True))
+        other = {"configurable": {"thread_id": f"{config['configurable']['thread_id']}-2"}}
+        await gate.arun(agent(runs, explicit=False), {"messages": [("user", "deploy")]},
+                        other)
+        assert len(answers) == 3
+        assert runs == Counter({"staging": 4})

@@ -49,7 +49,8 @@ class Deciding:
                  policies: PolicySet | None = None) -> None:
         self._store = store
         # remembered permissions: read from decisions here, matched by Filing
-        self.grants = GrantDesk(store, clock=clock, policies=lambda: policies or PolicySet(),
+        live = policies if policies is not None else PolicySet()  # the gateway's own set
+        self.grants = GrantDesk(store, clock=clock, policies=lambda: live,
                                 approvers=self.approvers)
         self._waiters = waiters
         self._auditor = auditor
