@@ -27,6 +27,7 @@ from loopgate_lc.errors import (
     SignatureError,
     StaleDecision,
     StoreError,
+    ThreadBusy,
 )
 from loopgate_lc.hooks import Hooks, Veto, compose_hooks
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
@@ -157,6 +158,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TelegramNotifier",
+    "ThreadBusy",
     "ToolSettings",
     "Verdict",
     "Veto",

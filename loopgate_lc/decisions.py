@@ -34,12 +34,16 @@ __all__ = [
     "approval_of",
     "batch_request",
     "is_batch",
+    "is_tool_approval",
+    "langchain_decision",
     "public_decision",
     "request_of",
     "response_of",
     "response_schema",
     "resume_value",
+    "schema_decisions",
     "schema_error",
+    "schemas_of_edited_args",
     "validate_decision",
 ]
 
@@ -58,6 +62,13 @@ def request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
     kinds = {k.value for k in RequestKind}
     if isinstance(value, Mapping) and value.get("type") in kinds:
         data = dict(value)
+        if is_tool_approval(value):
+            # LangChain's per-call pause: its answer is one plain LangChain decision, and
+            # the decisions the tool allows are the ones its response schema lists
+            data["langchain"] = True
+            allowed = schema_decisions(intr.response_schema)
+            if allowed:
+                data.setdefault("allowed_decisions", allowed)
         data.setdefault("request_id", derived)
         try:
             return ApprovalRequest.model_validate(data), False
@@ -68,6 +79,33 @@ def request_of(intr: Interrupt, thread_id: str) -> tuple[ApprovalRequest, bool]:
                            description=text, allowed_decisions=["respond"],
                            metadata={"interrupt_value": value} if not isinstance(value, str)
                            else {}), True
+
+
+def is_tool_approval(value: Any) -> bool:
+    """Whether an interrupt value is LangChain's per-call ``ToolApprovalRequest``
+    (``HumanInTheLoopMiddleware(interrupt_mode="per_call")``): a tool approval that
+    loopgate_lc did not raise, so it carries no ``request_id``."""
+    return (isinstance(value, Mapping) and value.get("type") == RequestKind.TOOL_APPROVAL.value
+            and "request_id" not in value and isinstance(value.get("tool_call_id"), str)
+            and isinstance(value.get("name"), str))
+
+
+def schema_decisions(schema: Any) -> list[str]:
+    """The decision types a published response schema accepts (LangChain's per-call
+    schema: a union discriminated by ``type``, or one decision's object), so a person is
+    offered only those; empty when the schema does not say."""
+    if not isinstance(schema, Mapping):
+        return []
+    mapping = (schema.get("discriminator") or {}).get("mapping")
+    if isinstance(mapping, Mapping):
+        named = list(mapping)
+    else:
+        const = ((schema.get("properties") or {}).get("type") or {}).get("const")
+        named = [const] if isinstance(const, str) else []
+    return [kind for kind in named if kind in _HUMAN_DECISIONS]
+
+
+_HUMAN_DECISIONS = ("approve", "edit", "reject", "respond")
 
 
 def is_batch(value: Any) -> bool:
@@ -123,8 +161,9 @@ def _batch_decision(request: ApprovalRequest, raw: dict[str, Any]) -> dict[str, 
     for index, (item, action, config) in enumerate(zip(items, actions, configs, strict=True)):
         if "type" in raw and raw.get("type") == "edit":
             raise InvalidDecision("an edit names one call; send 'decisions' with one per call")
+        where = f"decisions[{index}] ({action.get('name')})"
         one = _one_decision(item, config.get("allowed_decisions") or [], action.get("name"),
-                            where=f"decisions[{index}] ({action.get('name')})")
+                            where=where)
         checked.append(one)
     ran = sum(d["type"] in ("approve", "edit") for d in checked)
     if ran == len(checked):
@@ -242,16 +281,37 @@ def response_schema(request: ApprovalRequest) -> str | None:
     return schema if isinstance(schema, str) else None
 
 
-def schema_error(validator: Any, checked: Mapping[str, Any]) -> InvalidDecision | None:
-    """What is wrong with a checked decision by its compiled ``response_schema``
-    validator (``jsonschema``), or None."""
+def schemas_of_edited_args(request: ApprovalRequest, checked: Mapping[str, Any]
+                           ) -> list[tuple[str, str, Any]]:
+    """For a checked batch decision, each edit whose call's ``review_configs`` entry
+    carries the tool's ``args_schema`` (LangChain's ``ReviewConfig`` may): what to call
+    it in an error, the schema as canonical JSON text, and the edited arguments."""
+    extra = request.model_extra or {}
+    if not extra.get("batch"):
+        return []
+    found = []
+    for index, (one, action, config) in enumerate(zip(
+            checked.get("decisions") or (), extra["action_requests"], extra["review_configs"],
+            strict=False)):
+        schema = config.get("args_schema") if isinstance(config, Mapping) else None
+        if one["type"] == "edit" and isinstance(schema, Mapping):
+            found.append((f"decisions[{index}] ({action.get('name')}): invalid edited args",
+                          json.dumps(schema, sort_keys=True),
+                          one["edited_action"].get("args")))
+    return found
+
+
+def schema_error(validator: Any, value: Any, what: str = "invalid decision"
+                 ) -> InvalidDecision | None:
+    """What is wrong with ``value`` by a compiled JSON Schema ``validator``
+    (``jsonschema``): its most telling error, or None."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(validator.iter_errors(checked))
+    error = best_match(validator.iter_errors(value))
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
-    return InvalidDecision(f"invalid decision{' at ' + where if where else ''}: {error.message}")
+    return InvalidDecision(f"{what}{' at ' + where if where else ''}: {error.message}")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -270,17 +330,28 @@ def resume_value(record: RequestRecord) -> Any:
     if record.payload.get("batch"):
         if isinstance(decision.get("decisions"), list):
             return {"decisions": decision["decisions"]}
-        # a timeout or cancel answers every call: rejected, in words LangChain's
-        # middleware accepts too
+        # a timeout or cancel answers every call the same way
         count = len(record.payload.get("action_requests") or ())
-        reason = decision.get("message") or (
-            "the approval request timed out" if decision.get("type") == "timeout"
-            else "the approval request was cancelled")
-        verdict = "approve" if decision.get("outcome") == "approve" else "reject"
-        one = {"type": verdict} if verdict == "approve" else {"type": "reject",
-                                                               "message": reason}
-        return {"decisions": [one] * count}
+        return {"decisions": [langchain_decision(decision)] * count}
+    if record.payload.get("langchain"):
+        return langchain_decision(decision)
     return decision
+
+
+def langchain_decision(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored decision in the words LangChain's ``HumanInTheLoopMiddleware`` accepts
+    (its per-call response schema has no ``timeout`` or ``cancel``): a timeout or cancel
+    becomes the approve or reject it stands for, with the reason; who decided and where
+    stay in the audit."""
+    kind = decision.get("type")
+    if kind in _SYSTEM_DECISIONS:
+        if decision.get("outcome") == "approve":
+            return {"type": "approve"}
+        reason = decision.get("message") or (
+            "the approval request timed out" if kind == "timeout"
+            else "the approval request was cancelled")
+        return {"type": "reject", "message": str(reason)}
+    return {k: v for k, v in decision.items() if k in ("type", "message", "edited_action")}
 
 
 def response_of(record: RequestRecord) -> HumanResponse:

@@ -26,6 +26,7 @@ __all__ = [
     "SignatureError",
     "StaleDecision",
     "StoreError",
+    "ThreadBusy",
 ]
 
 
@@ -153,6 +154,12 @@ class StaleDecision(LoopgateError):
     LangGraph ignores resume values for unknown interrupt ids without a word; loopgate_lc
     reports them instead.
     """
+
+
+class ThreadBusy(LoopgateError):
+    """The graph's thread is running another run, so a resume was refused before
+    anything ran; nothing was sent. The gateway gives the claim back and resumes the
+    thread once it is free."""
 
 
 class InvalidUpdate(LoopgateError, ValueError):

@@ -25,6 +25,7 @@ from loopgate_lc import (
     ConfigurationError,
     RiskLevel,
     Status,
+    ThreadBusy,
     guard,
 )
 from loopgate_lc.gateway import Loopgate
@@ -369,3 +370,61 @@ async def test_a_resume_whose_process_died_is_taken_over_after_the_lease(
         events = [e.event for e in await second.aaudit(request_id=record.id)]
     assert runs["prod"] == 1
     assert events.count("resume_retried") == 1
+
+
+class BusyDriver:
+    """A graph driver whose runtime refuses the first resume: the thread runs another
+    run (as LangGraph Server answers 409). Its lease is long: a claim held after the
+    refusal would keep the thread waiting that long."""
+
+    lease = 600.0
+
+    def __init__(self, graph: Any, refusals: int) -> None:
+        self.graph = graph
+        self.refusals = refusals
+        self.resumes: list[dict[str, Any]] = []
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    async def pending(self, thread_id: str) -> set[str] | None:
+        state = await self.graph.aget_state(self._config(thread_id))
+        return {i.id for i in state.interrupts}
+
+    async def resume(self, thread_id: str, resume: dict[str, Any],
+                     claimed: Any) -> Any:
+        if self.refusals:
+            self.refusals -= 1
+            raise ThreadBusy(f"thread {thread_id} is running")
+        self.resumes.append(resume)
+        result = await self.graph.ainvoke(Command(resume=resume), self._config(thread_id),
+                                          version="v2")
+        return tuple(result.interrupts)
+
+    async def watch(self, report: Any) -> None:
+        paused = await self.graph.ainvoke({"messages": [("user", "go")]},
+                                          self._config("busy-1"), version="v2")
+        await report("busy-1", paused.interrupts)
+
+
+async def test_a_resume_refused_because_the_thread_is_busy_gives_its_claim_back(
+        runs: Counter[str]) -> None:
+    driver = BusyDriver(agent(runs, "prod"), refusals=2)
+    async with Loopgate("memory://", poll_interval=0.05) as gate:
+        gate.register_driver("busy", driver)
+
+        async def filed() -> bool:
+            return bool(await gate.apending(thread_id="busy-1"))
+
+        await wait_for(filed)
+        [record] = await gate.apending(thread_id="busy-1")
+        await gate.arespond(record.id, {"type": "approve"}, actor="ann")
+
+        async def finished() -> bool:
+            return any(e.event == "finished" for e in await gate.aaudit(thread_id="busy-1"))
+
+        await wait_for(finished)  # long before the 600 s lease
+        seen = [e.event for e in await gate.aaudit(request_id=record.id)]
+    assert seen.count("resume_deferred") == 2
+    assert seen[-1] == "resumed" and seen.count("resumed") == 3  # two claims given back
+    assert len(driver.resumes) == 1 and runs["prod"] == 1

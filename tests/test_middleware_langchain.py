@@ -16,7 +16,7 @@ from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 from loopgate_lc import ApprovalPolicy, Loopgate, PolicySet, RiskLevel
 from loopgate_lc.middleware import ApprovalMiddleware, ToolSettings
@@ -246,3 +246,93 @@ def test_http_respond_batch_answers_a_runs_pauses(tmp_path: Any) -> None:
             assert [r["status"] for r in answer.json()["requests"]] == ["approved", "approved"]
         _until_ran(runs, "send_email:bye")
     assert runs == Counter({"get_user": 1, "delete_user:7": 1, "send_email:bye": 1})
+
+
+def theirs_per_call() -> HumanInTheLoopMiddleware:
+    return HumanInTheLoopMiddleware(interrupt_on={
+        "delete_user": {"allowed_decisions": ["approve", "reject"]},
+        "send_email": True}, interrupt_mode="per_call")
+
+
+def test_the_gateway_answers_langchains_per_call_pauses_in_their_own_terms(
+        tmp_path: Any) -> None:
+    """LangChain's ``ToolApprovalRequest``: the decisions offered are the ones its response
+    schema lists, an edit is checked against the tool's schema before anything is kept, and
+    a timeout resumes as the rejection it stands for (LangChain's schema has no
+    ``timeout``)."""
+    from loopgate_lc import DecisionNotAllowed, InvalidDecision
+
+    runs: Counter[str] = Counter()
+    with Loopgate(f"sqlite:///{tmp_path / 'per-call.db'}", poll_interval=0.05,
+                  default_timeout=60) as gate:
+        gate.register_graph("cleaner", agent(runs, theirs_per_call()))
+        thread = gate.start("cleaner", {"messages": [("user", "clean up user 7")]})
+        by_name = {r.payload["name"]: r for r in _pending(gate, thread, 2)}
+        delete, email = by_name["delete_user"], by_name["send_email"]
+        assert delete.payload["allowed_decisions"] == ["approve", "reject"]
+        assert email.payload["allowed_decisions"] == ["approve", "edit", "reject", "respond"]
+        with pytest.raises(DecisionNotAllowed, match="allowed: approve, reject"):
+            gate.respond(delete.id, {"type": "respond", "message": "no"})
+        with pytest.raises(InvalidDecision, match="switch tools"):
+            gate.respond(email.id, {"type": "edit", "edited_action": {
+                "name": "delete_user", "args": {"user_id": "8"}}})
+        with pytest.raises(InvalidDecision, match="body"):
+            gate.respond(email.id, {"type": "edit", "edited_action": {
+                "name": "send_email", "args": {"to": "ann@example.com", "body": 3}}})
+        assert len(gate.pending(thread_id=thread)) == 2  # nothing was kept
+        gate.respond(email.id, {"type": "edit", "edited_action": {
+            "name": "send_email", "args": {"to": "ann@example.com", "body": "see you"}}})
+        _until_ran(runs, "send_email:see you")
+        # nobody answers the other one: the timer rejects it in LangChain's words
+        gate.expire_due(now=delete.expires_at)  # type: ignore[arg-type]
+        tick = threading.Event()
+        for _ in range(400):  # bounded: the resume runs in the gateway's loop
+            if any(e.event == "finished" for e in gate.audit(thread_id=thread)):
+                break
+            tick.wait(0.05)
+        state = gate.audit(thread_id=thread)
+        assert [e.event for e in state if e.event in ("resume_failed", "error")] == []
+        assert gate.get(delete.id).status.value == "timeout"
+    assert runs == Counter({"get_user": 1, "send_email:see you": 1})
+
+
+def test_a_batched_edit_is_checked_against_an_args_schema_in_its_review_config() -> None:
+    """``ReviewConfig.args_schema`` (LangChain's field; its middleware leaves it out, other
+    code may fill it): an edit's arguments must match it before anything is kept."""
+    from langgraph.graph import START, StateGraph
+    from typing_extensions import TypedDict
+
+    from loopgate_lc import InvalidDecision
+
+    class State(TypedDict, total=False):
+        answer: Any
+
+    def review(state: State) -> State:
+        return {"answer": interrupt({
+            "action_requests": [{"name": "scale", "args": {"replicas": 2}}],
+            "review_configs": [{"action_name": "scale", "allowed_decisions": ["approve", "edit"],
+                                "args_schema": {"type": "object", "required": ["replicas"],
+                                                "properties": {"replicas": {
+                                                    "type": "integer", "maximum": 10}}}}]})}
+
+    builder = StateGraph(State)
+    builder.add_node("review", review)
+    builder.add_edge(START, "review")
+    graph = builder.compile(checkpointer=InMemorySaver())
+    with Loopgate("memory://", poll_interval=0.05) as gate:
+        gate.register_graph("scaler", graph)
+        thread = gate.start("scaler", {})
+        [record] = _pending(gate, thread, 1)
+        with pytest.raises(InvalidDecision, match="replicas"):
+            gate.respond(record.id, {"decisions": [{"type": "edit", "edited_action": {
+                "name": "scale", "args": {"replicas": 50}}}]})
+        assert gate.get(record.id).pending
+        gate.respond(record.id, {"decisions": [{"type": "edit", "edited_action": {
+            "name": "scale", "args": {"replicas": 3}}}]})
+        tick = threading.Event()
+        for _ in range(400):  # bounded: the resume runs in the gateway's loop
+            if any(e.event == "finished" for e in gate.audit(thread_id=thread)):
+                break
+            tick.wait(0.05)
+        state = graph.get_state({"configurable": {"thread_id": thread}})
+    assert state.values["answer"]["decisions"][0]["edited_action"]["args"] == {"replicas": 3}

@@ -56,7 +56,8 @@ class GraphDriver(Protocol):
         """Resume the thread with ``{interrupt_id: value}``. Returns the interrupts the
         run paused at next, or None when the run goes on elsewhere (its next pauses are
         reported through ``watch``). Returning means the resume is saved where the graph
-        lives; raising means it may not be."""
+        lives; raising means it may not be, except :class:`ThreadBusy`, which says
+        nothing was sent (the claims are given back and the thread resumed later)."""
         ...
 
     async def watch(self, report: PauseReport) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.decisions import resume_value
-from loopgate_lc.errors import LoopgateError, RequestNotFound, StaleDecision
+from loopgate_lc.errors import LoopgateError, RequestNotFound, StaleDecision, ThreadBusy
 from loopgate_lc.gateway.audit import Auditor, Clock
 from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, interrupts_of
 from loopgate_lc.gateway.filing import Filing
@@ -59,14 +59,16 @@ class Resuming:
     # claiming ----------------------------------------------------------------------------
 
     async def claim(self, thread_id: str, interrupt_ids: set[str],
-                    stale_before: datetime | None = None,
+                    stale_before: datetime | None = None, at: datetime | None = None,
                     ) -> tuple[dict[str, Any], list[RequestRecord]]:
         """Claim decided, not yet resumed requests of a thread whose interrupts are
         still pending; a decision for an interrupt that is gone is reported stale.
 
         With ``stale_before``, a resume claimed by then and never completed is taken
         over: the process that claimed it died before LangGraph saved the resume.
+        ``at`` is the claims' time (what giving them back names).
         """
+        at = at or self._clock()
         resume: dict[str, Any] = {}
         claimed: list[RequestRecord] = []
         for record in await self._store.list_requests(thread_id=thread_id):
@@ -87,7 +89,7 @@ class Resuming:
                                 f"interrupt {record.interrupt_id} is no longer pending"))})])
                 continue
             if await self._store.mark_resumed(
-                    record.id, stale_before=stale_before, at=self._clock(),
+                    record.id, stale_before=stale_before, at=at,
                     audit=[self._auditor.event("resume_retried" if retry else "resumed",
                                                record)]):
                 resume[record.interrupt_id] = resume_value(record)
@@ -194,10 +196,20 @@ class Resuming:
                 pending_ids = await driver.pending(thread_id)
                 if pending_ids is None:  # busy: the recovery poll comes back to it
                     return
-                resume, claimed = await self.claim(thread_id, pending_ids, stale_before)
+                at = self._clock()
+                resume, claimed = await self.claim(thread_id, pending_ids, stale_before, at)
                 if not resume:
                     return
-                paused = await driver.resume(thread_id, resume, claimed)
+                try:
+                    paused = await driver.resume(thread_id, resume, claimed)
+                except ThreadBusy as exc:
+                    # nothing was sent: give the claims back, so this process's recovery
+                    # poll or any other process resumes the thread as soon as it is free
+                    for record in claimed:
+                        await self._store.release_resume(
+                            record.id, claimed_at=at, audit=[self._auditor.event(
+                                "resume_deferred", record, details={"reason": str(exc)})])
+                    return
                 await self.complete([r.id for r in claimed])
                 if paused is not None:
                     await self.after_step(name, thread_id, tuple(paused))

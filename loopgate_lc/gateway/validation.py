@@ -18,6 +18,7 @@ from loopgate_lc.decisions import (
     SCHEMA_CHECKED,
     response_schema,
     schema_error,
+    schemas_of_edited_args,
     validate_decision,
 )
 from loopgate_lc.schema import ApprovalRequest
@@ -49,16 +50,23 @@ class Schemas:
                 request does not allow).
         """
         checked = validate_decision(request, decision)
+        for what, args_schema, args in schemas_of_edited_args(request, checked):
+            error = schema_error(await self._validator(args_schema), args, what)
+            if error is not None:
+                raise error
         if checked["type"] not in SCHEMA_CHECKED:
             return checked
         schema = response_schema(request)
         if schema is None:
             return checked
+        error = schema_error(await self._validator(schema), checked)
+        if error is not None:
+            raise error
+        return checked
+
+    async def _validator(self, schema: str) -> Any:
         validator = self._compiled.get(schema)
         if validator is None:
             validator = await asyncio.to_thread(_compile, schema)
             self._compiled.get_or_make(schema, lambda: validator)
-        error = schema_error(validator, checked)
-        if error is not None:
-            raise error
-        return checked
+        return validator

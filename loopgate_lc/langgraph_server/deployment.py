@@ -44,7 +44,9 @@ class Deployment:
             threads, newest first, and stops at the last one it saw before.
         lease: Seconds after which a resume another bridge process claimed and never
             finished is taken over (it checks the server's runs first, so a resume that
-            reached the server is never sent twice).
+            reached the server is never sent twice). A resume the server refuses because
+            the thread runs is sent again for up to 5 s (at most half the lease), then its
+            claim is given back, so it never waits for the lease.
         timeout: Seconds each call to the server may take.
         headers: Extra HTTP headers for every call (a proxy's auth, say).
     """

@@ -26,7 +26,7 @@ from typing import Any
 
 from langgraph.types import Interrupt
 
-from loopgate_lc.errors import ConfigurationError
+from loopgate_lc.errors import ConfigurationError, ThreadBusy
 from loopgate_lc.gateway import PauseReport
 from loopgate_lc.langgraph_server.deployment import Deployment
 from loopgate_lc.schema import ApprovalRequest, RequestKind
@@ -43,6 +43,10 @@ _SEEN_LIMIT = 10_000  # threads remembered between searches (oldest forgotten fi
 _HINT_LIMIT = 10_000  # hinted threads waiting to be re-read; past it, polling finds them
 _CURSOR_OVERLAP = timedelta(seconds=10)  # clocks and commit order are not exact
 _KINDS = frozenset(k.value for k in RequestKind)
+
+BUSY_RETRY = 5.0
+"""Seconds a resume is sent again while its thread runs another run, before the claim
+is given back (see ``RemoteDriver._create_run``)."""
 
 
 def is_loopgate_request(value: Any) -> bool:
@@ -87,6 +91,7 @@ class RemoteDriver:
         self._assistants: OrderedDict[str, str] = OrderedDict()
         self._cursor: datetime | None = None
         self.polls = 0  # searches made, for tests and metrics
+        self.busy_retries = 0  # resumes sent again because the thread was running
 
     # the SDK ---------------------------------------------------------------------------
 
@@ -141,8 +146,8 @@ class RemoteDriver:
             from langgraph_sdk.errors import UnprocessableEntityError
 
             try:
-                await self.client.runs.create(thread_id, assistant,
-                                              webhook=self.webhook_url, **kwargs)
+                await self._create_run(thread_id, assistant,
+                                       {**kwargs, "webhook": self.webhook_url})
                 return None
             except UnprocessableEntityError as exc:
                 if "webhook" not in str(exc).lower():
@@ -152,8 +157,37 @@ class RemoteDriver:
                 log.warning("loopgate_lc: %s refuses the run webhook %s (%s); polling "
                             "instead", self.deployment.name, self.webhook_url, exc)
                 self.webhook_url = None
-        await self.client.runs.create(thread_id, assistant, **kwargs)
+        await self._create_run(thread_id, assistant, kwargs)
         return None  # the run goes on on the server; its next pauses are found anew
+
+    async def _create_run(self, thread_id: str, assistant: str,
+                          kwargs: dict[str, Any]) -> None:
+        """``runs.create``, sent again while the thread runs another run.
+
+        The server refuses a second run on a busy thread (409, ``multitask_strategy=
+        "reject"``) without making it, so sending again never resumes twice. Another
+        decision's resume or someone's own run can hold the thread; this sends again
+        50 ms later, doubling to 0.5 s, so the resume goes in as soon as a short run
+        ends, for at most :data:`BUSY_RETRY` seconds (and half the lease). A longer run
+        raises :class:`~loopgate_lc.ThreadBusy`: the gateway gives the claims back and
+        resumes the thread once it is no longer busy.
+        """
+        from langgraph_sdk.errors import ConflictError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(BUSY_RETRY, self.deployment.lease / 2)
+        delay = 0.05
+        while True:
+            try:
+                await self.client.runs.create(thread_id, assistant, **kwargs)
+                return
+            except ConflictError as exc:
+                if loop.time() + delay > deadline:
+                    raise ThreadBusy(f"thread {thread_id} on {self.deployment.name} is "
+                                     f"running another run ({exc})") from exc
+                self.busy_retries += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def watch(self, report: PauseReport) -> None:
         """Search now and every ``poll_interval``; re-read hinted threads at once."""

@@ -753,6 +753,24 @@ class SQLStore(Store):
 
         await self._run(op(), write=True)
 
+    async def release_resume(
+        self, request_id: str, *, claimed_at: datetime, audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        """See :meth:`Store.release_resume`."""
+        params = (request_id, self.dialect.ts(claimed_at))
+
+        def op() -> Op[bool]:
+            rows = yield Stmt(
+                "UPDATE {requests} SET resumed_at = NULL WHERE id = ? AND resumed_at = ? "
+                "AND resume_done_at IS NULL RETURNING id", params)
+            if rows:
+                yield from self._effects(audit, ())
+                return True
+            yield from self._get_row(request_id)  # raises RequestNotFound
+            return False
+
+        return await self._run(op(), write=True)
+
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),

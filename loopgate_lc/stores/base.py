@@ -521,6 +521,20 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def release_resume(
+        self, request_id: str, *, claimed_at: datetime, audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        """Give back a claim whose resume sent nothing (the graph refused it before
+        running anything: its thread was busy), so any process may claim it again.
+
+        Only the claim made at ``claimed_at`` and never completed is given back: one
+        taken over since belongs to its new owner. True when given back, and then
+        ``audit`` is written in the same transaction.
+
+        Raises: RequestNotFound.
+        """
+
+    @abc.abstractmethod
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),

@@ -353,6 +353,20 @@ class MemoryStore(Store):
                     self._replace(current.model_copy(update={"resume_done_at": now}))
             self._effects(events, [])
 
+    async def release_resume(
+        self, request_id: str, *, claimed_at: datetime, audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        """See :meth:`Store.release_resume`."""
+        at = utc(claimed_at)
+        events, _ = _clean(audit, ())
+        with self._lock:
+            current = self._request(request_id)
+            if current.resumed_at != at or current.resume_done_at is not None:
+                return False
+            self._replace(current.model_copy(update={"resumed_at": None}))
+            self._effects(events, [])
+            return True
+
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),

@@ -476,6 +476,32 @@ class StoreConformance:
         assert await store.mark_resumed("r1") is True
         assert [r.id for r in await store.list_requests(unresumed=True)] == ["r2"]
 
+    async def test_a_claim_that_sent_nothing_is_given_back_once_to_its_owner(
+        self, store: Store
+    ) -> None:
+        t0 = datetime(2030, 1, 1, tzinfo=UTC)
+        await store.create_request(request("r1"))
+        await store.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c"
+        )
+        assert await store.mark_resumed("r1", at=t0) is True
+        later = t0 + timedelta(seconds=5)
+        # not the owner's claim time: nothing is given back, nothing audited
+        assert await store.release_resume("r1", claimed_at=later, audit=[AuditEvent(
+            event="resume_deferred", request_id="r1")]) is False
+        assert await store.release_resume("r1", claimed_at=t0, audit=[AuditEvent(
+            event="resume_deferred", request_id="r1")]) is True
+        assert await store.release_resume("r1", claimed_at=t0) is False  # once
+        assert [e.event for e in await store.list_audit(request_id="r1")].count(
+            "resume_deferred") == 1
+        assert [r.id for r in await store.list_requests(unresumed=True)] == ["r1"]
+        assert await store.mark_resumed("r1", at=later) is True  # anyone may claim it again
+        await store.complete_resume("r1", at=later)
+        assert await store.release_resume("r1", claimed_at=later) is False  # done stays
+        assert (await store.get_request("r1")).resume_done_at == later
+        with pytest.raises(RequestNotFound):
+            await store.release_resume("missing", claimed_at=t0)
+
     async def test_a_claim_never_completed_can_be_taken_over_once_stale(
         self, store: Store
     ) -> None:

@@ -35,7 +35,7 @@ from loopgate_lc.langgraph_server import (
 )
 from loopgate_lc.notifiers.telegram import TelegramNotifier
 from loopgate_lc.server import create_app
-from loopgate_lc.stores.base import RequestRecord
+from loopgate_lc.stores.base import RequestRecord, Store
 from loopgate_lc.testing.langgraph_dev import LangGraphDev, free_port, wait_ready
 from tests.support.langgraph_dev import Relay, served
 
@@ -80,7 +80,7 @@ def tool_runs(server: LangGraphDev, marker: str) -> list[str]:
 
 @asynccontextmanager
 async def bridged(server: LangGraphDev, assistant: str, *, url: str | None = None,
-                  store: str = "memory://", notifiers: list[Any] | None = None,
+                  store: str | Store = "memory://", notifiers: list[Any] | None = None,
                   include_foreign: bool = False, public_url: str | None = None,
                   poll_interval: float = 0.2, **options: Any,
                   ) -> AsyncIterator[tuple[Loopgate, LangGraphBridge]]:
@@ -232,6 +232,140 @@ async def test_two_parallel_calls_are_decided_separately(server: LangGraphDev,
         assert f"deployed to {a} x1" in contents
         assert any("only one" in str(c) for c in contents)
     assert tool_runs(server, a) == [f"deploy {a} 1"] and tool_runs(server, b) == []
+
+
+# --- a busy thread ---------------------------------------------------------------------------
+
+
+def held(server: LangGraphDev, env: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the ``hold-`` deploy to ``env`` is running (its run keeps the thread busy
+    until :func:`release` is called)."""
+    async def check() -> bool:
+        return (server.folder / f"started-{env}").exists()
+
+    return check
+
+
+def release(server: LangGraphDev, env: str) -> None:
+    (server.folder / f"release-{env}").touch()
+
+
+def resumes_sent(runs: list[Any]) -> list[list[str]]:
+    return sorted(r["metadata"][RUN_METADATA_KEY] for r in runs
+                  if (r.get("metadata") or {}).get(RUN_METADATA_KEY))
+
+
+async def test_a_decision_made_while_the_thread_runs_resumes_it_once_when_free(
+        server: LangGraphDev, assistant: str) -> None:
+    a, b = f"hold-{uuid.uuid4().hex[:8]}", f"next-{uuid.uuid4().hex[:8]}"
+    client = get_client(url=server.url, api_key=None)
+    async with bridged(server, assistant) as (gateway, _):
+        thread_id = await start(server, assistant, f"both:{a},{b}")
+        by_env = {r.payload["args"]["environment"]: r
+                  for r in await filed(gateway, thread_id, 2)}
+        await gateway.arespond(by_env[a].id, {"type": "approve"})
+        await until(held(server, a))  # the resumed run is in flight, holding the thread
+        await gateway.arespond(by_env[b].id, {"type": "approve"})
+        assert (await client.threads.get(thread_id))["status"] == "busy"
+        assert (await gateway.aget(by_env[b].id)).resumed_at is None  # not claimed yet
+        release(server, a)
+        thread = await finished(server, thread_id)
+        contents = [m["content"] for m in thread["values"]["messages"] if m["type"] == "tool"]
+        assert f"deployed to {a} x1" in contents and f"deployed to {b} x1" in contents
+        assert (await events(gateway, by_env[b].id)).count("resumed") == 1
+        assert resumes_sent(await client.runs.list(thread_id)) == sorted(
+            [[by_env[a].id], [by_env[b].id]])
+    assert tool_runs(server, a) == [f"deploy {a} 1"] and tool_runs(server, b) == [
+        f"deploy {b} 1"]
+
+
+async def test_a_resume_the_server_refuses_as_busy_sends_nothing_and_says_so(
+        server: LangGraphDev, assistant: str) -> None:
+    """The server answers 409 while the thread runs: the driver sends again with a
+    bounded backoff, then raises ThreadBusy (the gateway gives its claim back); nothing
+    reached the server, and the same resume goes in once the thread is free."""
+    from loopgate_lc import ThreadBusy
+    from loopgate_lc.langgraph_server import RemoteDriver
+
+    a, b = f"hold-{uuid.uuid4().hex[:8]}", f"then-{uuid.uuid4().hex[:8]}"
+    client = get_client(url=server.url, api_key=None)
+    driver = RemoteDriver(Deployment(url=server.url, name="prod", graphs=(assistant,),
+                                     lease=0.6))
+    try:
+        thread_id = await start(server, assistant, f"both:{a},{b}")
+
+        async def paused() -> dict[str, str] | None:
+            thread = await client.threads.get(thread_id)
+            if thread["status"] != "interrupted":
+                return None
+            return {i["value"]["args"]["environment"]: i["id"]
+                    for group in thread["interrupts"].values() for i in group}
+
+        ids = await until(paused)
+        await client.runs.create(thread_id, assistant,
+                                 command={"resume": {ids[a]: {"type": "approve"}}})
+        await until(held(server, a))
+        sent_before = len(await client.runs.list(thread_id))
+        with pytest.raises(ThreadBusy, match="running another run"):
+            await driver.resume(thread_id, {ids[b]: {"type": "approve"}}, [])
+        assert driver.busy_retries >= 1  # sent again before giving up
+        assert len(await client.runs.list(thread_id)) == sent_before  # nothing was made
+
+        release(server, a)
+
+        async def only_b_left() -> bool:
+            return set(await paused() or {}) == {b}
+
+        await until(only_b_left)
+        await driver.resume(thread_id, {ids[b]: {"type": "approve"}}, [])
+        await finished(server, thread_id)
+    finally:
+        await driver.aclose()
+    assert tool_runs(server, b) == [f"deploy {b} 1"]
+
+
+# --- several bridge processes on one PostgreSQL store -----------------------------------------
+
+
+async def test_two_bridges_on_one_postgresql_store_resume_each_decision_once(
+        server: LangGraphDev, assistant: str, postgres_dsn: str, pg_schema: str) -> None:
+    """Two gateways, each with its own connections to one PostgreSQL database, watch the
+    same deployment: both file every pause (once, by interrupt), decisions are made on
+    either, at the same moment, and the store's claims let exactly one resume each."""
+    from loopgate_lc.stores.postgres import PostgresStore
+
+    solo = [f"pg{i}-{uuid.uuid4().hex[:8]}" for i in range(3)]
+    x, y = (f"pg{k}-{uuid.uuid4().hex[:8]}" for k in ("x", "y"))
+    client = get_client(url=server.url, api_key=None)
+    async with bridged(server, assistant, store=PostgresStore(postgres_dsn, schema=pg_schema)
+                       ) as (first, _), \
+            bridged(server, assistant, store=PostgresStore(postgres_dsn, schema=pg_schema)
+                    ) as (second, _):
+        threads = [await start(server, assistant, f"deploy:{env}") for env in solo]
+        pair = await start(server, assistant, f"both:{x},{y}")
+        records = {}
+        for thread_id in threads:
+            [one] = await filed(first, thread_id)
+            [same] = await filed(second, thread_id)
+            assert same.id == one.id
+            records[one.payload["args"]["environment"]] = one
+        for record in await filed(second, pair, 2):
+            records[record.payload["args"]["environment"]] = record
+        gateways = [first, second, first, second, first]
+        await asyncio.gather(*(
+            gateway.arespond(records[env].id, {"type": "approve"}, actor="ann")
+            for gateway, env in zip(gateways, [*solo, x, y], strict=True)))
+        for thread_id in [*threads, pair]:
+            await finished(server, thread_id)
+        for thread_id in [*threads, pair]:
+            sent = resumes_sent(await client.runs.list(thread_id))
+            mine = sorted(r.id for r in records.values() if r.thread_id == thread_id)
+            assert sorted(i for ids in sent for i in ids) == mine  # each sent once
+        for env, record in records.items():
+            seen = await events(first, record.id)
+            assert seen.count("resumed") == seen.count("resume_deferred") + 1, (env, seen)
+    for env in [*solo, x, y]:
+        assert tool_runs(server, env) == [f"deploy {env} 1"]
 
 
 # --- foreign interrupts, stale decisions, webhooks -------------------------------------------

@@ -84,6 +84,8 @@ class Relay:
 def served(folder: Path, **kwargs: Any) -> Iterator[LangGraphDev]:
     """``langgraph dev`` serving the test agent, its tool log in ``folder/tools.log``."""
     env = {"SERVED_AGENT_LOG": str(folder / "tools.log"), **kwargs.pop("env", {})}
-    graphs = {"agent": f"{SUPPORT / 'served_agent.py'}:graph"}
+    agent = SUPPORT / "served_agent.py"
+    graphs = {"agent": f"{agent}:graph", "hitl": f"{agent}:hitl",
+              "hitl_per_call": f"{agent}:hitl_per_call"}
     with LangGraphDev(folder, graphs, env=env, **kwargs) as server:
         yield server

@@ -5,16 +5,24 @@ that reads its orders from the user's message (so any number of threads can run 
 once): ``deploy:ENV`` calls ``deploy``, ``both:A,B`` calls ``deploy`` twice in one turn,
 ``ask:TEXT`` asks a person with plain ``interrupt()`` (a foreign interrupt). Every tool
 body appends one line to the file named by ``SERVED_AGENT_LOG``, so tests count how
-often each really ran.
+often each really ran. A deploy to an environment named ``hold-...`` keeps its run busy:
+it says so with a ``started-ENV`` file beside the log and waits (bounded) for a
+``release-ENV`` file.
+
+``hitl`` and ``hitl_per_call`` are the same agent gated by LangChain's own
+``HumanInTheLoopMiddleware`` (batched ``HITLRequest`` and per-call
+``ToolApprovalRequest``) instead of loopgate_lc's guard.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from langchain.agents import create_agent
+from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.types import interrupt
@@ -28,9 +36,19 @@ def _ran(line: str) -> None:
         out.write(line + "\n")
 
 
+def _hold(environment: str) -> None:
+    folder = Path(os.environ["SERVED_AGENT_LOG"]).parent
+    (folder / f"started-{environment}").touch()
+    deadline = time.monotonic() + 60
+    while not (folder / f"release-{environment}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @tool
 def deploy(environment: str, replicas: int = 1) -> str:
     """Deploy the release to an environment."""
+    if environment.startswith("hold-"):
+        _hold(environment)
     _ran(f"deploy {environment} {replicas}")
     return f"deployed to {environment} x{replicas}"
 
@@ -67,3 +85,7 @@ def _model() -> Any:
 
 
 graph = create_agent(_model(), tools=[guard(deploy, timeout=None), ask_human])
+hitl = create_agent(_model(), tools=[deploy, ask_human], middleware=[
+    HumanInTheLoopMiddleware(interrupt_on={"deploy": True})])
+hitl_per_call = create_agent(_model(), tools=[deploy, ask_human], middleware=[
+    HumanInTheLoopMiddleware(interrupt_on={"deploy": True}, interrupt_mode="per_call")])
