@@ -16,6 +16,7 @@ from bench import (
     inbox_live,
     langgraph_server,
     policy_eval,
+    quorum_votes,
     round_trip,
     scale,
     telegram_latency,
@@ -35,6 +36,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("telemetry", telemetry_cost.run),
     ("cli", cli_startup.run),
     ("inbox", inbox_live.run),
+    ("quorum", quorum_votes.run),
     ("grants", grant_lookup.run),
 ]
 

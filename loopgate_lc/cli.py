@@ -34,6 +34,7 @@ from loopgate_lc.errors import (
     RequestNotFound,
 )
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.quorum import tally_text
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["build_parser", "main"]
@@ -526,9 +527,10 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
         if request.options:
             options = "  [" + " | ".join(
                 f"{o.label}{'' if o.approved else ' (no)'}" for o in request.options) + "]"
+        counts = f"  ({tally_text(record)})" if tally_text(record) else ""
         print(f"{record.id}  {_age(record):>4}  {record.kind.value:<13} "
-              f"session={record.session_id or '-'}  {_one_line(request.text, 70)}{options}",
-              file=out)
+              f"session={record.session_id or '-'}  {_one_line(request.text, 70)}{options}"
+              f"{counts}", file=out)
     print(f"{len(records)} pending" + (", more on the next page" if more else ""),
           file=out)
     return 0
@@ -619,6 +621,10 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
                 "; this request names its approvers: decide as one of them with --as NAME")
             print(f"error: {exc}{hint}", file=sys.stderr)
             return 1
+    if decided.pending:  # the answer was a vote, and the request needs more
+        print(f"request {decided.id}: vote counted, still pending ({tally_text(decided)})",
+              file=out)
+        return 0
     from loopgate_lc.decisions import response_of
 
     outcome = response_of(decided)

@@ -14,6 +14,7 @@ __all__ = [
     "ApproverNotAllowed",
     "ConfigurationError",
     "DecisionNotAllowed",
+    "DuplicateVote",
     "GrantNotFound",
     "InvalidDecision",
     "InvalidPolicy",
@@ -21,6 +22,7 @@ __all__ = [
     "LoopgateError",
     "OutOfScope",
     "RequestNotFound",
+    "SelfApproval",
     "SessionExists",
     "SessionNotFound",
     "SignatureError",
@@ -141,6 +143,35 @@ class DecisionNotAllowed(InvalidDecision):
 
 class ApproverNotAllowed(LoopgateError, PermissionError):
     """The actor is not one of the approvers the session or policy names."""
+
+
+class SelfApproval(ApproverNotAllowed):
+    """Under a quorum, the request's own requester tried to vote on it: asking for an
+    action and approving it are never the same person's two votes."""
+
+
+class DuplicateVote(LoopgateError):
+    """This identity already voted on this request; under a quorum a vote counts once
+    and cannot be changed.
+
+    Attributes:
+        request_id: The request voted on.
+        voter: The identity that voted twice.
+        vote: What it voted the first time (``approve`` or ``reject``).
+        approvals: Approvals counted so far.
+        approvals_needed: Approvals the request needs.
+    """
+
+    def __init__(self, request_id: str, *, voter: str, vote: str, approvals: int,
+                 approvals_needed: int) -> None:
+        self.request_id = request_id
+        self.voter = voter
+        self.vote = vote
+        self.approvals = approvals
+        self.approvals_needed = approvals_needed
+        super().__init__(
+            f"{voter} already voted {vote} on request {request_id!r} (approvals: {approvals} "
+            f"of {approvals_needed}); a vote counts once and cannot be changed")
 
 
 class OutOfScope(LoopgateError, PermissionError):

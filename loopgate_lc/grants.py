@@ -36,8 +36,8 @@ Grants are checked when the policies send a call to a person, before anyone is n
 (after ``on_request`` hooks, whose veto stands). A live grant that matches (tool, scope,
 arguments, and its maker still an approver of the new request where approvers are
 named) files the request already approved, by ``grant:<id>``, in one transaction with
-its audit. A grant never applies where a ``require_explicit`` policy decides, and none
-can be made there. Expired and revoked grants never match.
+its audit. A grant never applies where a ``require_explicit`` policy or a quorum
+decides, and none can be made there. Expired and revoked grants never match.
 
 This module holds the rules (pure) and :class:`GrantDesk`, the gateway's part that
 applies them against a store.
@@ -258,8 +258,9 @@ def grant_refusal(request: ApprovalRequest, policies: PolicySet | None = None) -
     """Why calls like ``request`` cannot be remembered, or None when they can.
 
     Only one tool call answered with a plain approve can; never one that a
-    ``require_explicit`` policy decides (the request's own, or the gateway's for its
-    tool: either one forbidding is enough).
+    ``require_explicit`` policy decides, nor one under a quorum (the request's own, or
+    the gateway's for its tool: either one forbidding is enough). A quorum means that
+    many people approve each call; a grant would let the next ones run with none.
     """
     extra = request.model_extra or {}
     if request.name is None or request.type not in _GRANTABLE_KINDS:
@@ -269,13 +270,18 @@ def grant_refusal(request: ApprovalRequest, policies: PolicySet | None = None) -
     if request.options or "approve" not in request.allowed_decisions:
         return "only a request answered with approve can be remembered"
     explicit = request.policy if request.require_explicit else None
-    if explicit is None and policies is not None:
+    quorum = request.quorum
+    if policies is not None:
         named = next((p for p in policies if p.name == request.policy and not p.shadow), None)
         matched = policies.match(request.name)
         for policy in (named, matched):
-            if policy is not None and policy.require_explicit:
+            if policy is not None and policy.require_explicit and explicit is None:
                 explicit = policy.name
-                break
+            if policy is not None and policy.quorum > quorum:
+                quorum = policy.quorum
+    if quorum > 1:
+        return (f"calls to {request.name!r} need {quorum} approvals each (a quorum), so "
+                "they cannot be remembered")
     if explicit is not None or request.require_explicit:
         which = f"policy {explicit!r}" if explicit is not None else "a require_explicit policy"
         return (f"{which} requires a person to approve every call, so its calls cannot be "

@@ -217,6 +217,8 @@ class Gate:
             metadata=dict(self.metadata),
             approvers=list(verdict.approvers),
             require_explicit=verdict.explicit,
+            quorum=verdict.quorum,
+            rejections_needed=verdict.rejections_needed,
             session_id=self.session_id,
             timeout_seconds=self.timeout,
             shadow=None if shadow is None else ShadowVerdict(

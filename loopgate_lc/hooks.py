@@ -1,5 +1,5 @@
 """Lifecycle hooks: code that runs when a request is filed, notified, decided, timed out,
-cancelled, or when something fails.
+cancelled, resumed into its run, or when something fails.
 
 Each hook fires exactly once per event. A hook that raises never loses the decision: the
 error goes to ``on_error`` (and the audit log) and the gateway carries on. ``on_request``
@@ -42,6 +42,9 @@ class Hooks:
         on_reject: A person rejected it (or a veto did).
         on_timeout: Nobody answered in time.
         on_cancel: It was withdrawn.
+        on_resumed: The decision reached the paused run: LangGraph's checkpoint holds the
+            resume. ``record.resumed_at`` is when the resume was claimed and
+            ``record.resume_done_at`` when it was saved. Fires once per resumed request.
         on_error: ``(error, context)``: a notifier or another hook failed.
     """
 
@@ -52,6 +55,7 @@ class Hooks:
     on_reject: RecordHook | None = None
     on_timeout: RecordHook | None = None
     on_cancel: RecordHook | None = None
+    on_resumed: RecordHook | None = None
     on_error: Callable[[BaseException, dict[str, Any]], Awaitable[Any] | Any] | None = None
     _parts: tuple[Hooks, ...] = field(default=(), repr=False)
 

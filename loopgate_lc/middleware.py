@@ -255,6 +255,9 @@ class ApprovalMiddleware(AgentMiddleware):
                 "timeout_seconds": min((r.timeout_seconds for r in requests
                                         if r.timeout_seconds is not None), default=None),
                 "approvers": sorted({a for r in requests for a in r.approvers}),
+                # one answer covers every call, so it takes the strictest call's votes
+                "quorum": max(r.quorum for r in requests),
+                "rejections_needed": min(r.rejections_needed for r in requests),
             }
             from langgraph.types import interrupt
 

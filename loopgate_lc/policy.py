@@ -143,6 +143,11 @@ class ApprovalPolicy:
     risk is at most ``max_risk_level``, unless ``require_explicit`` sends every call to
     a person. ``approvers``, when given, narrows who may decide calls under this policy.
 
+    ``quorum`` asks for that many approvals from distinct approvers before a call runs
+    (the requester's own vote never counts); ``rejections_needed`` is how many
+    rejections end it (one, at once, unless raised). Under a quorum only approve and
+    reject are votes: see :mod:`loopgate_lc.quorum`.
+
     A ``shadow`` policy decides nothing: calls run as the enforced policies say, and
     :meth:`PolicySet.evaluate` reports on :attr:`Verdict.shadow` what the policy would have
     decided had it been enforced, so a team can watch a stricter (or looser) rule on real
@@ -160,6 +165,8 @@ class ApprovalPolicy:
     require_explicit: bool = False
     approvers: tuple[str, ...] = ()
     shadow: bool = False
+    quorum: int = 1
+    rejections_needed: int = 1
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -190,6 +197,17 @@ class ApprovalPolicy:
         if isinstance(approvers, str) or not all(isinstance(a, str | int) for a in approvers):
             raise InvalidPolicy(f"policy {self.name!r}: approvers must be a list of ids")
         object.__setattr__(self, "approvers", tuple(str(a) for a in approvers))
+        for what in ("quorum", "rejections_needed"):
+            count = getattr(self, what)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InvalidPolicy(
+                    f"policy {self.name!r}: {what} must be a whole number of at least 1, "
+                    f"got {count!r}")
+            if self.approvers and count > len(set(self.approvers)):
+                # distinct approvers could never reach it: every call would time out
+                raise InvalidPolicy(
+                    f"policy {self.name!r}: {what} {count} is more than its "
+                    f"{len(set(self.approvers))} distinct approvers can reach")
 
     def matches(self, tool_name: str) -> bool:
         return self._regex.match(tool_name) is not None
@@ -208,6 +226,8 @@ class Verdict:
             matching the tool (shadow policies included) is a shadow one; else None.
         explicit: The deciding policy is ``require_explicit``: a person approves every
             call, and no remembered permission (grant) may stand in for them.
+        quorum: Approvals from distinct approvers the deciding policy needs.
+        rejections_needed: Rejections that end the request under it.
     """
 
     auto_approved: bool
@@ -216,6 +236,8 @@ class Verdict:
     approvers: tuple[str, ...] = ()
     shadow: Verdict | None = None
     explicit: bool = False
+    quorum: int = 1
+    rejections_needed: int = 1
 
 
 _POLICY_FIELDS = {
@@ -226,6 +248,8 @@ _POLICY_FIELDS = {
     "require_explicit",
     "approvers",
     "shadow",
+    "quorum",
+    "rejections_needed",
 }
 
 
@@ -362,7 +386,8 @@ def _judge(
     if policy.require_explicit:
         return Verdict(
             False, name, f"policy {name!r} requires a person to approve every call",
-            policy.approvers, explicit=True,
+            policy.approvers, explicit=True, quorum=policy.quorum,
+            rejections_needed=policy.rejections_needed,
         )
     valid = (
         isinstance(confidence, int | float)
@@ -387,19 +412,20 @@ def _judge(
             f"allowed by policy {name!r}"
         )
     if problems:
-        return Verdict(False, name, "; ".join(problems), policy.approvers)
+        return Verdict(False, name, "; ".join(problems), policy.approvers,
+                       quorum=policy.quorum, rejections_needed=policy.rejections_needed)
     return Verdict(
         True,
         name,
         f"confidence {_fmt(confidence)} meets {_fmt(policy.min_confidence)} and risk "
         f"{level.value} is within {policy.max_risk_level.value} under policy {name!r}",
-        policy.approvers,
+        policy.approvers, quorum=policy.quorum, rejections_needed=policy.rejections_needed,
     )
 
 
 def _field_of(message: str) -> str:
     for name in ("tool_pattern", "min_confidence", "max_risk_level", "require_explicit",
-                 "approvers", "shadow"):
+                 "rejections_needed", "quorum", "approvers", "shadow"):
         if name in message:
             return name
     if "risk level" in message:

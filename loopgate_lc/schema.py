@@ -219,6 +219,13 @@ class ApprovalRequest(BaseModel):
     shadow: ShadowVerdict | None = None
     #: the deciding policy asks a person for every call: no grant may answer for them
     require_explicit: bool = False
+    #: approvals from distinct approvers needed before the action runs (see
+    #: :mod:`loopgate_lc.quorum`); 1 is a plain single decision
+    quorum: int = Field(default=1, ge=1, le=1000)
+    #: rejections that end the request under a quorum (1: the first one decides)
+    rejections_needed: int = Field(default=1, ge=1, le=1000)
+    #: who asked, when known beyond the request's client and session: never a voter
+    requester: str | None = Field(default=None, max_length=256)
 
     @field_validator("options", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loopgate_lc.grants import grant_refusal
+from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import ApprovalRequest, RequestKind, Status
 from loopgate_lc.stores.base import RequestRecord
 
@@ -218,9 +219,16 @@ def _utc_full(when: datetime) -> str:
 
 
 def decided_by_display(decided_by: str | None) -> str | None:
-    """A person-readable "who" from the actor string (``telegram:42 (@ann)`` -> ``@ann``)."""
+    """A person-readable "who" from the actor string (``telegram:42 (@ann)`` -> ``@ann``);
+    the voters of a quorum, joined by ``, ``, each so."""
     if not decided_by:
         return None
+    if ", " in decided_by:
+        return ", ".join(filter(None, map(_one_decider, decided_by.split(", "))))
+    return _one_decider(decided_by)
+
+
+def _one_decider(decided_by: str) -> str:
     match = re.search(r"\((@[^()\s]+)\)\s*$", decided_by)
     if match:
         return match.group(1)
@@ -384,6 +392,9 @@ def render_request(record: RequestRecord, *, limit: int = MESSAGE_LIMIT) -> str:
     """The HTML message that asks a person about ``record``; at most ``limit`` long."""
     title = _TITLES.get(_kind(record), "🔔 <b>Approval needed</b>")
     lines = [title]
+    counts = tally_text(record)
+    if counts:  # a quorum request: the count so far, updated on every vote
+        lines.append(f"🗳 <b>{escape(counts)}</b>")
     if _kind(record) in INPUT_KINDS:
         lines.append("<i>Reply to this message with your answer.</i>")
     lines += ["", *_body(record)]

@@ -20,8 +20,9 @@ What is recorded (instrument names follow OpenTelemetry's dotted style):
 
 Spans, each carrying ``loopgate.request_id`` and ``langgraph.thread_id`` so a trace backend
 can join them to the graph run of that thread: ``loopgate.notify`` from filing until a channel
-delivered the request, and ``loopgate.pause`` from filing until the decision, with its outcome,
-channel, actor and policy.
+delivered the request, ``loopgate.pause`` from filing until the decision, with its outcome,
+channel, actor and policy, and ``loopgate.resume`` from claiming the decision's resume until
+LangGraph's checkpoint saved it, with the graph's name and the outcome it resumed with.
 """
 
 from __future__ import annotations
@@ -107,6 +108,16 @@ class _Telemetry:
             "loopgate.pause", start_time=_ns(record.created_at), attributes=span_attributes)
         span.end(end_time=_ns(decided_at))
 
+    def resumed(self, record: RequestRecord) -> None:
+        attributes: dict[str, Any] = {**_ids(record), "loopgate.outcome": record.status.value}
+        if record.graph:
+            attributes["loopgate.graph"] = record.graph
+        done_at = record.resume_done_at or utcnow()
+        span = self.tracer.start_span(
+            "loopgate.resume", start_time=_ns(record.resumed_at or done_at),
+            attributes=attributes)
+        span.end(end_time=_ns(done_at))
+
     def failed(self, error: BaseException, context: dict[str, Any]) -> None:
         channel = context.get("notifier")
         if channel:
@@ -141,5 +152,6 @@ def telemetry_hooks(*, meter_provider: Any = None, tracer_provider: Any = None) 
         on_reject=t.decided,
         on_timeout=t.decided,
         on_cancel=t.decided,
+        on_resumed=t.resumed,
         on_error=t.failed,
     )

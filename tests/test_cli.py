@@ -431,3 +431,24 @@ def test_audit_filters_by_event_kind(gateway: Loopgate, store: str,
         ("shadow", "auto", "ask")]
     assert main(["audit", "--event", "nothing-like-it", "--store", store]) == 0
     assert capsys.readouterr().out == "no audit events\n"
+
+
+def test_votes_from_the_cli_say_the_request_is_still_pending(
+        store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from loopgate_lc.policy import ApprovalPolicy
+
+    two = ApprovalPolicy(name="two", tool_pattern="deploy", require_explicit=True, quorum=2)
+    with Loopgate(store, policies=[two]) as gw:
+        gw.register_session("quorum", client_id="ci", approvers=["ann", "bob"])
+        record = gw.submit("Deploy?", session_id="quorum", tool_name="deploy",
+                           risk="irreversible", confidence=1.0)
+    assert main(["pending", "--store", store, "--session", "quorum"]) == 0
+    assert "(Approvals: 0 of 2)" in capsys.readouterr().out
+    assert main(["approve", record.id, "--as", "ann", "--store", store]) == 0
+    assert (f"request {record.id}: vote counted, still pending (Approvals: 1 of 2)"
+            in capsys.readouterr().out)
+    assert main(["approve", record.id, "--as", "ann", "--store", store]) == 1
+    assert "ann already voted approve" in capsys.readouterr().err
+    assert main(["approve", record.id, "--as", "bob", "--store", store]) == 0
+    assert (f"request {record.id}: approved (approved) by cli:ann, cli:bob"
+            in capsys.readouterr().out)

@@ -385,3 +385,47 @@ async def test_the_gateways_own_require_explicit_policy_stops_a_guards_grant(
                         other)
         assert len(answers) == 3
         assert runs == Counter({"staging": 4})
+
+
+async def test_a_grant_never_approves_a_call_under_a_quorum() -> None:
+    gate = await gateway()
+    try:
+        await gate.aregister_session("ops", "acme", approvers=["ana", "bob", "cy"])
+        first = await ask(gate, session="ops")
+        made = await approve_with(gate, first, {"scope": "everyone", **HOUR},
+                                  approver_id="ana")
+        assert not (await ask(gate, session="ops")).pending  # the grant works...
+        # ...until a quorum decides the tool: N people approve each call, a grant none
+        gate.add_policy(ApprovalPolicy("two", "deploy", require_explicit=True, quorum=2))
+        record = await gate.asubmit("deploy?", tool_name="deploy", args={"env": "staging"},
+                                    session_id="ops", client_id="acme", risk="irreversible",
+                                    confidence=1.0)
+        assert record.pending and record.request.quorum == 2
+        # a grant on a vote is refused before the vote counts: no vote, no grant
+        with pytest.raises(InvalidDecision, match="quorum"):
+            await approve_with(gate, record, {"scope": "session", **HOUR}, approver_id="ana")
+        assert (await gate.aget(record.id)).votes == []
+        assert [g.id for g in await gate.agrants()] == [made.decision["grant"]["id"]]
+        voted = await gate.arespond(record.id, {"type": "approve"}, actor="ana",
+                                    approver_id="ana")
+        assert voted.pending
+        decided = await gate.arespond(record.id, {"type": "approve"}, actor="bob",
+                                      approver_id="bob")
+        assert decided.status is Status.APPROVED and decided.decided_by == "ana, bob"
+    finally:
+        await gate.aclose()
+
+
+async def test_a_quorum_policy_stops_a_grant_even_where_the_request_takes_one_answer(
+        ) -> None:
+    gate = await gateway(policies=[ApprovalPolicy("two", "deploy", quorum=2)])
+    try:
+        # filed without a verdict (no risk or confidence), the request itself asks for one
+        # answer; the gateway's quorum policy for the tool still forbids remembering it
+        record = await ask(gate)
+        assert record.pending
+        with pytest.raises(InvalidDecision, match="quorum"):
+            await approve_with(gate, record, {"scope": "everyone", **HOUR})
+        assert (await gate.aget(record.id)).pending and await gate.agrants() == []
+    finally:
+        await gate.aclose()

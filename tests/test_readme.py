@@ -15,13 +15,12 @@ import re
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loopgate_lc.fake_telegram import FakeBotAPI
+from tests.support.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -61,21 +60,8 @@ def run(heading: str, tmp_path: Path) -> str:
         pytest.skip("LOOPGATE_TEST_POSTGRES_DSN is not set; the block needs PostgreSQL")
     with contextlib.ExitStack() as cleanup:
         if heading in POSTGRES and dsn:  # a database of its own: the blocks use its default schema
-            env["DATABASE_URL"] = cleanup.enter_context(_database(dsn))
+            env["DATABASE_URL"] = cleanup.enter_context(fresh_database(dsn, "loopgate_readme"))
         return _run_block(heading, env, tmp_path)
-
-
-@contextlib.contextmanager
-def _database(dsn: str) -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"loopgate_readme_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{dsn.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _run_block(heading: str, env: dict[str, str], tmp_path: Path) -> str:

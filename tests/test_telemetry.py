@@ -78,6 +78,39 @@ def test_an_agent_run_is_counted_timed_and_traced(tmp_path: Any, otel: Telemetry
     assert {s.attributes["loopgate.request_id"] for s in pauses} == filed
     notifies = [s for s in otel.spans.get_finished_spans() if s.name == "loopgate.notify"]
     assert len(notifies) == 3
+    # each decision reached the run once: one resume span per request, on the same thread
+    resumes = [s for s in otel.spans.get_finished_spans() if s.name == "loopgate.resume"]
+    assert {s.attributes["loopgate.request_id"] for s in resumes} == filed
+    assert len(resumes) == 3
+    assert {s.attributes["langgraph.thread_id"] for s in resumes} == {"history"}
+    assert sorted(s.attributes["loopgate.outcome"] for s in resumes) == [
+        "approved", "rejected", "rejected"]
+    pause_end = {s.attributes["loopgate.request_id"]: s.end_time for s in pauses}
+    for span in resumes:  # a resume starts after its decision and ends after it starts
+        assert pause_end[span.attributes["loopgate.request_id"]] <= span.start_time
+        assert span.start_time <= span.end_time
+
+
+async def test_a_background_resume_is_traced_with_its_graph(otel: Telemetry,
+                                                             config: dict[str, Any]) -> None:
+    from tests.test_gateway_graphs import agent
+
+    runs: Counter[str] = Counter()
+    graph = agent(runs, "prod")
+    async with Loopgate("memory://", hooks=otel.hooks) as gate:
+        gate.register_graph("deployer", graph)
+        thread_id = await gate.astart("deployer", {"messages": [("user", "ship")]}, config)
+        await wait_for(lambda: gate.apending(thread_id=thread_id))
+        (record,) = await gate.apending(thread_id=thread_id)
+        await gate.arespond(record.id, {"type": "approve"}, actor="ana")
+        await wait_for(lambda: any(s.name == "loopgate.resume"
+                                   for s in otel.spans.get_finished_spans()))
+        await wait_for(lambda: not graph.get_state(config).next)
+    (span,) = [s for s in otel.spans.get_finished_spans() if s.name == "loopgate.resume"]
+    assert dict(span.attributes or {}) == {
+        "loopgate.request_id": record.id, "langgraph.thread_id": thread_id,
+        "loopgate.outcome": "approved", "loopgate.graph": "deployer"}
+    assert runs["prod"] == 1
 
 
 class Unreachable:

@@ -18,7 +18,7 @@ from langchain.agents import create_agent
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from loopgate_lc import guard
+from loopgate_lc import ApprovalPolicy, guard
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.stores import SQLiteStore
 from loopgate_lc.stores._sql import Op
@@ -46,30 +46,38 @@ def deploy(environment: str) -> str:
     return f"deployed {environment}"
 
 
-def _agent() -> Any:
+def _agent(policies: list[ApprovalPolicy] | None = None) -> Any:
     model = ScriptedChatModel(script=[ai("", call("deploy", environment="prod")), "done"])
-    return create_agent(model, tools=[guard(deploy)], checkpointer=InMemorySaver())
+    return create_agent(model, tools=[guard(deploy, policies=policies)],
+                        checkpointer=InMemorySaver())
 
 
-def _answer_first_pending(gate: Loopgate) -> None:
-    """A person at another desk: approves the first request they see."""
+def _answer_first_pending(gate: Loopgate, voters: tuple[str, ...]) -> None:
+    """People at other desks: approve the first request they see (one person, or each
+    of ``voters`` in turn)."""
     for _ in range(2_000):
         pending = gate.pending()
         if pending:
-            gate.respond(pending[0].id, {"type": "approve"}, actor="ana")
+            if not voters:
+                gate.respond(pending[0].id, {"type": "approve"}, actor="ana")
+            for voter in voters:
+                gate.respond(pending[0].id, {"type": "approve"}, actor=voter,
+                             approver_id=voter)
             return
         time.sleep(0.005)
 
 
-def _round_trip(store: CountingStore, notifiers: list[Any]) -> Counter[str]:
+def _round_trip(store: CountingStore, notifiers: list[Any],
+                policies: list[ApprovalPolicy] | None = None,
+                voters: tuple[str, ...] = ()) -> Counter[str]:
     with Loopgate(store=store, notifiers=notifiers) as gate:
         gate.open()
         store.writes.clear()
         person = None
         if not notifiers:
-            person = threading.Thread(target=_answer_first_pending, args=(gate,))
+            person = threading.Thread(target=_answer_first_pending, args=(gate, voters))
             person.start()
-        gate.run(_agent(), {"messages": [("user", "ship it")]})
+        gate.run(_agent(policies), {"messages": [("user", "ship it")]})
         if person is not None:
             person.join(10)
         # the run is over; what may still be owed is the `resolved` delivery
@@ -91,3 +99,29 @@ def test_a_round_trip_decided_by_hand_writes_three_transactions(tmp_path: Path) 
     store = CountingStore(tmp_path / "gate.db")
     writes = _round_trip(store, [])
     assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1)
+
+
+def test_each_vote_is_one_transaction_and_the_deciding_one_decides_in_it(
+        tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "gate.db")
+    two = ApprovalPolicy("two", "deploy", require_explicit=True, quorum=2)
+    with Loopgate(store=store, policies=[two]) as gate:
+        record = gate.submit("Deploy?", tool_name="deploy", risk="irreversible",
+                             confidence=1.0)
+        store.writes.clear()
+        gate.respond(record.id, {"type": "approve"}, approver_id="ana")
+        assert store.writes == Counter(commit_vote=1)
+        gate.respond(record.id, {"type": "approve"}, approver_id="bob")
+        assert store.writes == Counter(commit_vote=2)  # no separate decision write
+        assert gate.get(record.id).status.value == "approved"
+
+
+def test_a_round_trip_decided_by_a_quorum_claims_the_resume_in_the_deciding_vote(
+        tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "gate.db")
+    two = ApprovalPolicy("two", "deploy", require_explicit=True, quorum=2)
+    writes = _round_trip(store, [], policies=[two], voters=("ana", "bob"))
+    assert writes == Counter(create_request=1, commit_vote=2, complete_resume=1)
+    (record,) = asyncio.run(store.list_requests())
+    assert record.status.value == "approved" and record.resume_done_at is not None
+    assert [v.voter for v in record.votes] == ["ana", "bob"]

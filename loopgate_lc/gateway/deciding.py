@@ -6,9 +6,11 @@ the ``decided:*`` audit event and the ``resolved`` deliveries. What happens afte
 commit (wake-ups, resumes, hooks) can no longer lose or change the decision.
 
 A person's answer first passes :meth:`Deciding.respond`'s stages, in order: the request
-is pending, the decider is an approver, the decision fits the request. A rule that
-counts answers before one decides (a quorum) belongs between the last stage and the
-compare-and-set, in ``respond``.
+is pending, the decider is an approver, the decision fits the request. Under a quorum
+(see :mod:`loopgate_lc.quorum`) it is then a vote, between the last stage and the
+compare-and-set: :meth:`Deciding.vote` counts it in one transaction, and the vote that
+reaches its threshold commits the same compare-and-set in that transaction; what follows
+a commit is the same whichever way it came.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from loopgate_lc import quorum
 from loopgate_lc.decisions import already_decided, public_decision
 from loopgate_lc.errors import ApproverNotAllowed, InvalidDecision, SessionNotFound
 from loopgate_lc.gateway.audit import Auditor, Clock
@@ -30,7 +33,9 @@ from loopgate_lc.schema import ApprovalRequest, Status, decision_approves, decis
 from loopgate_lc.stores.base import (
     AuditEvent,
     GrantRecord,
+    OutboxItem,
     RequestRecord,
+    Resolution,
     SessionRecord,
     Store,
 )
@@ -72,12 +77,14 @@ class Deciding:
             raise already_decided(record)
         await self.authorize(record, approver_id, actor, channel)
         checked, spec = await self._checked(record, decision)
-        return await self.decide(record, checked, actor=actor, channel=channel,
-                                 grant=self._issue(spec, record, actor, approver_id, channel))
+        voter = await self.voter(record, approver_id, actor, channel)
+        return await self._answer(record, checked, voter, actor, channel,
+                                  self._issue(spec, record, actor, approver_id, channel))
 
     async def _checked(self, record: RequestRecord, decision: Mapping[str, Any]
                        ) -> tuple[dict[str, Any], GrantSpec | None]:
-        """The decision checked, and the grant it carries (checked too), if any."""
+        """The decision checked, and the grant it carries (checked too), if any. A
+        request under a quorum never takes one (see ``grant_refusal``)."""
         plain, spec = self.grants.read(decision, record, record.request)
         return await self.check(record, plain), spec
 
@@ -90,7 +97,43 @@ class Deciding:
     async def check(self, record: RequestRecord, decision: Mapping[str, Any]
                     ) -> dict[str, Any]:
         """The decision, validated once against its request (see ``Schemas``)."""
+        if isinstance(decision, Mapping) and quorum.needs_votes(record.request):
+            quorum.vote_of(record, decision)  # the clear refusal of an edit comes first
         return await self._schemas.check(record.request, decision)
+
+    async def voter(self, record: RequestRecord, approver_id: str | None,
+                    actor: str | None, channel: str) -> str | None:
+        """Whose vote an answer is, when ``record`` needs a quorum (None when it takes a
+        single decision): a named approver who did not ask for it.
+
+        Raises:
+            ApproverNotAllowed: The answer names nobody.
+            SelfApproval: The voter asked for the request (audited).
+        """
+        if not quorum.needs_votes(record.request):
+            return None
+        voter = quorum.voter_of(record, approver_id)
+        try:
+            quorum.refuse_requester(record, voter,
+                                    await quorum.requesters(self._store, record))
+        except ApproverNotAllowed as exc:
+            await self._auditor.append("unauthorized", record, actor=actor, channel=channel,
+                                       details={"approver_id": voter, "reason": str(exc)})
+            raise
+        return voter
+
+    async def _answer(self, record: RequestRecord, checked: dict[str, Any],
+                      voter: str | None, actor: str | None, channel: str,
+                      grant: GrantRecord | None = None) -> RequestRecord:
+        """A checked answer: a vote when it has a voter, else the decision (with the
+        grant it makes, if any: only a single decision makes one)."""
+        if voter is None:
+            return await self.decide(record, checked, actor=actor, channel=channel,
+                                     grant=grant)
+        if grant is not None:  # grants.read refuses these first; never let one through
+            raise InvalidDecision("a vote cannot carry a grant: calls under a quorum "
+                                  "cannot be remembered")
+        return await self.vote(record, checked, voter, actor=actor, channel=channel)
 
     async def respond_batch(self, records: Sequence[RequestRecord], decisions: Any,
                             thread_id: str, actor: str | None, channel: str,
@@ -105,10 +148,12 @@ class Deciding:
         checked = []
         for record, decision in zip(records, decisions, strict=True):
             await self.authorize(record, approver_id, actor, channel)
-            checked.append(await self._checked(record, decision))
-        return [await self.decide(record, decision, actor=actor, channel=channel,
-                                  grant=self._issue(spec, record, actor, approver_id, channel))
-                for record, (decision, spec) in zip(records, checked, strict=True)]
+            plain, spec = await self._checked(record, decision)
+            checked.append((plain, spec,
+                            await self.voter(record, approver_id, actor, channel)))
+        return [await self._answer(record, decision, voter, actor, channel,
+                                   self._issue(spec, record, actor, approver_id, channel))
+                for record, (decision, spec, voter) in zip(records, checked, strict=True)]
 
     async def cancel(self, request_id: str, actor: str | None, reason: str | None
                      ) -> RequestRecord:
@@ -185,7 +230,8 @@ class Deciding:
                      grant: GrantRecord | None = None) -> RequestRecord:
         """The single place a request leaves ``pending``: one transaction with the
         compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
-        commit, listeners and hooks, which can no longer lose or change it.
+        commit, listeners and hooks, which can no longer lose or change it. (A deciding
+        vote commits the same, inside its own transaction: see :meth:`vote`.)
 
         With ``filing`` (the ``requested`` event of a record not stored yet), the record
         is filed already decided, in the same one transaction. A ``grant`` the decision
@@ -199,19 +245,10 @@ class Deciding:
         decision = {**decision, "actor": actor, "channel": channel}
         status = decision_status(decision)
         now = self._clock()
-        audit = [self._auditor.event(event or f"decided:{status.value}", record, actor=actor,
-                                     channel=channel,
-                                     details={"decision": public_decision(decision)})]
-        if grant is not None:
-            audit.append(self._auditor.event("grant_created", record, actor=actor,
-                                             channel=channel, details=grant_summary(grant)))
-        outbox = self._outbox.deliveries(record, "resolved", now)
         # a run waits here to resume it: claim the resume in this same transaction
-        handing = not filing and record.interrupt_id is not None and (
-            self._waiters.resumed_here(record.id))
-        if handing:
-            audit.append(self._auditor.event("resumed", record))
-            self._waiters.handing(record.id)
+        handing = not filing and self._hands_over(record)
+        audit, outbox = self._effects(record, decision, now, event=event, handing=handing,
+                                      grant=grant)
         if not filing:
             try:
                 decided = await self._store.resolve(
@@ -229,15 +266,89 @@ class Deciding:
                 audit=[*filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
+        await self._settled(decided, decision, record.request, handing=handing)
+        return decided
+
+    async def vote(self, record: RequestRecord, decision: dict[str, Any], voter: str, *,
+                   actor: str | None, channel: str) -> RequestRecord:
+        """Count ``voter``'s checked vote on ``record`` (see :mod:`loopgate_lc.quorum`):
+        one transaction with its ``voted`` audit event and the deliveries that show the
+        new count. The vote that reaches its threshold decides in that same transaction,
+        through the compare-and-set :meth:`decide` commits, with the same audit,
+        deliveries and resume claim; what follows is what follows every decision.
+
+        Raises:
+            AlreadyDecided: The request was decided before this vote counted.
+            DuplicateVote: ``voter`` voted on it before; nothing changes.
+        """
+        decision = {**decision, "actor": actor, "channel": channel}
+        now = self._clock()
+        handing = self._hands_over(record)
+        audit, outbox = self._effects(record, decision, now, handing=handing)
+        ballot = quorum.ballot(
+            record, decision, voter=voter, now=now,
+            audit=self._auditor.event("voted", record, actor=actor, channel=channel),
+            outbox=self._outbox.deliveries(record, "voted", now,
+                                           self._outbox.showing_votes(record)),
+            resolution=Resolution(
+                request_id=record.id, status=decision_status(decision), decision=decision,
+                decided_by=actor, channel=channel, decided_at=now, audit=audit,
+                outbox=outbox, resolved_to_message_refs=True,
+                resumed_at=now if handing else None))
+        try:
+            voted = await self._store.vote(ballot)
+        except BaseException:
+            if handing:
+                self._waiters.hand_over(record.id, None)
+            raise
+        if voted.pending:  # counted; the request waits for more votes
+            if handing:
+                self._waiters.hand_over(record.id, None)
+            self._outbox.kick()
+            return voted
+        await self._settled(voted, voted.decision or decision, record.request,
+                            handing=handing)
+        return voted
+
+    def _hands_over(self, record: RequestRecord) -> bool:
+        """Whether a decision of ``record`` claims its resume for a run waiting here, in
+        its own transaction; if so the run waits for that commit (``Waiters.handing``)."""
+        if record.interrupt_id is None or not self._waiters.resumed_here(record.id):
+            return False
+        self._waiters.handing(record.id)
+        return True
+
+    def _effects(self, record: RequestRecord, decision: dict[str, Any], now: datetime, *,
+                 event: str | None = None, handing: bool, grant: GrantRecord | None = None
+                 ) -> tuple[list[AuditEvent], list[OutboxItem]]:
+        """What a decision commits with it: its ``decided:*`` audit event (then
+        ``grant_created`` for the grant it makes, and ``resumed`` when it claims the
+        resume) and its ``resolved`` deliveries."""
+        status = decision_status(decision)
+        actor, channel = decision.get("actor"), decision.get("channel")
+        audit = [self._auditor.event(event or f"decided:{status.value}", record, actor=actor,
+                                     channel=channel,
+                                     details={"decision": public_decision(decision)})]
+        if grant is not None:
+            audit.append(self._auditor.event("grant_created", record, actor=actor,
+                                             channel=channel, details=grant_summary(grant)))
+        if handing:
+            audit.append(self._auditor.event("resumed", record))
+        return audit, self._outbox.deliveries(record, "resolved", now)
+
+    async def _settled(self, decided: RequestRecord, decision: dict[str, Any],
+                       request: ApprovalRequest, *, handing: bool) -> None:
+        """What follows a committed decision, whatever committed it (an answer, a timeout,
+        a cancel, a veto, or the vote that reached its quorum): wake-ups, listeners and
+        hooks, which can no longer lose or change it."""
         # whoever waits to resume comes first: hooks and notifications are not on that path
         if handing:
             self._waiters.hand_over(decided.id, decided)
         self._waiters.wake(decided, here=True)
         for listener in self._listeners:
             listener(decided)
-        await self._fire(decided, status, decision, record.request)
+        await self._fire(decided, decided.status, decision, request)
         self._outbox.kick()
-        return decided
 
     async def _fire(self, decided: RequestRecord, status: Status, decision: dict[str, Any],
                     request: ApprovalRequest) -> None:

@@ -501,6 +501,7 @@ class Loopgate:
         tool_name: str | None = None, args: Mapping[str, Any] | None = None,
         risk: RiskLevel | str | None = None, confidence: float | None = None,
         allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
+        requester: str | None = None,
     ) -> RequestRecord:
         """File a request outside any graph and return at once (see
         :meth:`request_interaction` for the blocking form).
@@ -518,12 +519,14 @@ class Loopgate:
                 and approvers.
             allowed_decisions: The decision types a person may give.
             callback_url: Called with the outcome (the HTTP API's ``callback_url``).
+            requester: Who asks, when that is a person rather than the client: under a
+                quorum (:mod:`loopgate_lc.quorum`) their own vote never counts.
         """
         question = Question(
             message, kind=kind, options=options, metadata=metadata, session_id=session_id,
             client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
             confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url)
+            callback_url=callback_url, requester=requester)
         return self._call(lambda p: p.filing.submit(question))
 
     async def asubmit(
@@ -534,12 +537,13 @@ class Loopgate:
         tool_name: str | None = None, args: Mapping[str, Any] | None = None,
         risk: RiskLevel | str | None = None, confidence: float | None = None,
         allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
+        requester: str | None = None,
     ) -> RequestRecord:
         question = Question(
             message, kind=kind, options=options, metadata=metadata, session_id=session_id,
             client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
             confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url)
+            callback_url=callback_url, requester=requester)
         return await self._acall(lambda p: p.filing.submit(question))
 
     def request_interaction(
@@ -551,6 +555,7 @@ class Loopgate:
         tool_name: str | None = None, args: Mapping[str, Any] | None = None,
         risk: RiskLevel | str | None = None, confidence: float | None = None,
         allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
+        requester: str | None = None,
     ) -> HumanResponse:
         """File a request, notify, and block until it is decided, times out or is
         cancelled (Beluga's ``RequestInteraction``). ``wait`` bounds the wait in
@@ -560,7 +565,7 @@ class Loopgate:
             message, kind=kind, options=options, metadata=metadata, session_id=session_id,
             client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
             confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url)
+            callback_url=callback_url, requester=requester)
         return self._call(lambda p: self._ask(p, question, wait))
 
     async def arequest_interaction(
@@ -572,12 +577,13 @@ class Loopgate:
         tool_name: str | None = None, args: Mapping[str, Any] | None = None,
         risk: RiskLevel | str | None = None, confidence: float | None = None,
         allowed_decisions: Sequence[str] | None = None, callback_url: str | None = None,
+        requester: str | None = None,
     ) -> HumanResponse:
         question = Question(
             message, kind=kind, options=options, metadata=metadata, session_id=session_id,
             client_id=client_id, timeout=timeout, tool_name=tool_name, args=args, risk=risk,
             confidence=confidence, allowed_decisions=allowed_decisions,
-            callback_url=callback_url)
+            callback_url=callback_url, requester=requester)
         return await self._acall(lambda p: self._ask(p, question, wait))
 
     def _ask(self, p: _Parts, question: Question, wait: float | None

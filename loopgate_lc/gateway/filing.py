@@ -18,6 +18,7 @@ from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from loopgate_lc import quorum
 from loopgate_lc.decisions import request_of
 from loopgate_lc.errors import InvalidDecision, RequestNotFound, SessionNotFound
 from loopgate_lc.gateway.audit import Auditor, Clock, shadow_details
@@ -60,6 +61,7 @@ class Question:
     confidence: float | None = None
     allowed_decisions: Sequence[str] | None = None
     callback_url: str | None = None
+    requester: str | None = None
 
 
 class Filing:
@@ -99,7 +101,8 @@ class Filing:
             if not session.active:
                 raise SessionNotFound(request.session_id)
         now = self._clock()
-        payload = request.to_interrupt()
+        # under a quorum every channel offers only the decisions that are votes
+        payload = quorum.votes_only(request.to_interrupt())
         if response_schema is not None:
             # kept as one string: stores copy it for free, and validators are cached by it
             payload["response_schema"] = json.dumps(response_schema, sort_keys=True)
@@ -215,6 +218,9 @@ class Filing:
             approvers=list(verdict.approvers) if verdict else [],
             require_explicit=verdict.explicit if verdict else bool(
                 deciding is not None and deciding.require_explicit),
+            quorum=verdict.quorum if verdict else 1,
+            rejections_needed=verdict.rejections_needed if verdict else 1,
+            requester=question.requester,
             session_id=question.session_id,
             timeout_seconds=seconds(question.timeout),
             **extra,

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from loopgate_lc.errors import LoopgateError
 from loopgate_lc.gateway.audit import Auditor, Clock
 from loopgate_lc.gateway.tasks import Tasks
-from loopgate_lc.notifiers.base import DeliveryError, Notifier
+from loopgate_lc.notifiers.base import DeliveryError, Notifier, VoteNotifier
 from loopgate_lc.schema import Status
 from loopgate_lc.stores.base import OutboxItem, OutboxKind, RequestRecord, Store
 
@@ -70,6 +70,11 @@ class Outbox:
                 wanted.append(notifier)
         return wanted
 
+    def showing_votes(self, record: RequestRecord) -> list[str]:
+        """The accepting channels that show a quorum request's count as votes arrive
+        (:class:`VoteNotifier`); the others hear only of the decision."""
+        return [n.name for n in self.accepting(record) if isinstance(n, VoteNotifier)]
+
     def deliveries(self, record: RequestRecord, kind: OutboxKind, now: datetime,
                    names: Iterable[str] | None = None) -> list[OutboxItem]:
         """The deliveries a state change owes: to ``names``, or every accepting notifier;
@@ -112,13 +117,17 @@ class Outbox:
         assert item.id is not None
         try:
             record = await self._store.get_request(item.request_id)
-            if item.kind == "notify" and not record.pending:
+            if item.kind in ("notify", "voted") and not record.pending:
+                # decided meanwhile: its ``resolved`` delivery shows the outcome and count
                 await self._store.complete_outbox(item.id)
                 return
             ref = None
             try:
                 if item.kind == "notify":
                     ref = await notifier.notify(record)
+                elif item.kind == "voted":
+                    if isinstance(notifier, VoteNotifier):
+                        await self._show_votes(record, notifier)
                 else:
                     await notifier.on_resolved(record)
             except Exception as exc:
@@ -133,6 +142,16 @@ class Outbox:
                 await self._auditor.fire("on_notified", record, notifier.name)
         finally:
             self._delivering.discard(item.id)
+
+    async def _show_votes(self, record: RequestRecord, notifier: VoteNotifier) -> None:
+        """Show the latest count: a vote counted while its delivery was on its way shares
+        that delivery (one open row per channel and kind), so look once more after it."""
+        for _ in range(3):
+            await notifier.on_vote(record)
+            latest = await self._store.get_request(record.id)
+            if not latest.pending or len(latest.votes) == len(record.votes):
+                return
+            record = latest
 
     async def _failed(self, item: OutboxItem, record: RequestRecord, notifier: Notifier,
                       exc: Exception) -> None:

@@ -99,9 +99,17 @@ class Resuming:
     async def complete(self, request_ids: Sequence[str],
                        audit: Sequence[AuditEvent] = ()) -> None:
         """Mark claimed resumes done (the graph's checkpoint now holds them), with
-        ``audit``, in one transaction."""
-        if request_ids or audit:
-            await self._store.complete_resume(*request_ids, at=self._clock(), audit=audit)
+        ``audit``, in one transaction; then ``on_resumed`` for each request this call
+        completed (once each, whoever else tries)."""
+        if not request_ids and not audit:
+            return
+        at = self._clock()
+        await self._store.complete_resume(*request_ids, at=at, audit=audit)
+        if request_ids and self._auditor.wants("on_resumed"):
+            for request_id in request_ids:
+                record = await self._store.get_request(request_id)
+                if record.resume_done_at == at:  # this call completed it
+                    await self._auditor.fire("on_resumed", record)
 
     async def next_resume(self, records: list[RequestRecord], pending_ids: set[str],
                           thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from loopgate_lc.stores.base import RequestRecord, SessionRecord
 
-__all__ = ["NO_CHANNEL_WARNING", "DeliveryError", "Desk", "LifecycleNotifier", "Notifier"]
+__all__ = [
+    "NO_CHANNEL_WARNING",
+    "DeliveryError",
+    "Desk",
+    "LifecycleNotifier",
+    "Notifier",
+    "VoteNotifier",
+]
 
 NO_CHANNEL_WARNING = (
     "no notification channel is configured, so nobody is told about new requests: they "
@@ -109,6 +116,15 @@ class Desk(Protocol):
     async def get_callback(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """``(request_id, action)`` for a key, or None."""
         ...
+
+
+@runtime_checkable
+class VoteNotifier(Notifier, Protocol):
+    """A notifier that shows a quorum request's count as votes arrive (see
+    :mod:`loopgate_lc.quorum`); others hear only of the decision."""
+
+    async def on_vote(self, request: RequestRecord) -> None:
+        """Show the request's new count (``request.votes``); it is still pending."""
 
 
 @runtime_checkable

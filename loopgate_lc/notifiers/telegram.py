@@ -66,6 +66,7 @@ from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
+    DuplicateVote,
     InvalidDecision,
     InvalidUpdate,
     LoopgateError,
@@ -75,6 +76,7 @@ from loopgate_lc.errors import (
 )
 from loopgate_lc.grants import MAX_GRANT_SECONDS
 from loopgate_lc.notifiers.base import DeliveryError, Desk
+from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import Status
 from loopgate_lc.stores.base import RequestRecord, SessionRecord
 from loopgate_lc.telegram_render import (
@@ -385,21 +387,8 @@ class TelegramNotifier:
         self._require_connection()
         chat_id = await self._chat_for(request)
         text = render_request(request)
-        rows = keyboard_for(request, grant_offers=self.grant_offers)
-        markup: InlineKeyboardMarkup | ForceReply | None = None
-        if rows:
-            markup = InlineKeyboardMarkup(
-                [
-                    [
-                        InlineKeyboardButton(
-                            button.label, callback_data=await self._key(request.id, button.action)
-                        )
-                        for button in row
-                    ]
-                    for row in rows
-                ]
-            )
-        elif request.kind in INPUT_KINDS or request.payload.get("foreign"):
+        markup: InlineKeyboardMarkup | ForceReply | None = await self._buttons(request)
+        if markup is None and (request.kind in INPUT_KINDS or request.payload.get("foreign")):
             markup = ForceReply(input_field_placeholder="Your answer")
         message = await self._send(chat_id, text, markup, what=f"request {request.id}")
         if isinstance(markup, ForceReply):
@@ -425,6 +414,28 @@ class TelegramNotifier:
             await self.on_resolved(current)
         return ref
 
+    async def _buttons(self, request: RequestRecord) -> InlineKeyboardMarkup | None:
+        """The request's inline keyboard, each button keyed server-side (None: none)."""
+        rows = keyboard_for(request, grant_offers=self.grant_offers)
+        if not rows:
+            return None
+        return InlineKeyboardMarkup([
+            [InlineKeyboardButton(button.label,
+                                  callback_data=await self._key(request.id, button.action))
+             for button in row]
+            for row in rows
+        ])
+
+    async def on_vote(self, request: RequestRecord) -> None:
+        """Show a quorum request's new count; its buttons stay until it is decided."""
+        self._require_connection()
+        ref = request.message_refs.get(self.name)
+        if not isinstance(ref, dict) or "message_id" not in ref:
+            return  # never shown here (no chat, or delivered by another process's bot)
+        text = render_request(request)
+        markup = await self._buttons(request)
+        await self._edit(request, ref, text, markup)
+
     async def on_resolved(self, request: RequestRecord) -> None:
         """Show the outcome, who decided and when; remove the buttons."""
         self._require_connection()
@@ -436,7 +447,12 @@ class TelegramNotifier:
                 ref = None
         if not isinstance(ref, dict) or "message_id" not in ref:
             return  # never shown here (no chat, or delivered by another process's bot)
-        text = render_resolved(request)
+        await self._edit(request, ref, render_resolved(request), None)
+
+    async def _edit(self, request: RequestRecord, ref: dict[str, Any], text: str,
+                    markup: InlineKeyboardMarkup | None) -> None:
+        """Edit every message that shows ``request`` (the latest and earlier ones);
+        without ``markup`` the buttons go."""
         targets = [*ref.get("previous", []), ref]
         for target in targets:
             chat_id, message_id = int(target["chat_id"]), int(target["message_id"])
@@ -449,6 +465,7 @@ class TelegramNotifier:
                         chat_id=chat_id,
                         message_id=message_id,
                         parse_mode=ParseMode.HTML,
+                        reply_markup=markup,
                     ),
                 )
             except BadRequest as exc:
@@ -670,9 +687,15 @@ class TelegramNotifier:
             await self._answer(query, "not authorized to decide this request", alert=True)
         except RequestNotFound:
             await self._answer(query, "This request no longer exists.")
+        except DuplicateVote as exc:
+            await self._answer(query, f"You already voted {exc.vote}; a vote counts once.",
+                               alert=True)
         except InvalidDecision as exc:
             await self._answer(query, f"Not accepted: {exc}", alert=True)
         else:
+            if record.pending:  # a vote, and the request needs more
+                await self._answer(query, f"🗳 Vote counted. {tally_text(record)}")
+                return
             emoji, words = outcome_label(record.status)
             await self._answer(query, f"{emoji} {words}")
 
@@ -782,6 +805,9 @@ class TelegramNotifier:
             await self._reply(message, "⛔ You are not authorized to answer this request.")
         except RequestNotFound:
             await self._reply(message, "This request no longer exists.")
+        except DuplicateVote as exc:
+            await self._reply(message, f"You already voted {escape(exc.vote)}; a vote counts "
+                                       "once.")
         except InvalidDecision as exc:
             details = "".join(
                 f"\n• {escape_clip(e.get('loc', ''), 100)}: {escape_clip(e.get('msg', e), 300)}"
@@ -794,6 +820,9 @@ class TelegramNotifier:
                 "pending: reply to the prompt again.",
             )
         else:
+            if record.pending:  # a vote, and the request needs more
+                await self._reply(message, f"🗳 Vote counted. {escape(tally_text(record))}")
+                return
             emoji, words = outcome_label(record.status)
             await self._reply(message, f"{emoji} {escape(words)}.")
 

@@ -10,7 +10,8 @@ Clients of the Loopgate API branch on ``error.code`` (stable, snake_case) and sh
 403    ``forbidden`` (a wrong API key), ``approver_not_allowed``
 404    ``not_found`` (unknown request, session or route)
 405    ``method_not_allowed``
-409    ``already_decided``, ``session_exists``, ``session_inactive``, ``stale_decision``
+409    ``already_decided``, ``already_voted``, ``session_exists``, ``session_inactive``,
+       ``stale_decision``
 413    ``payload_too_large``
 422    ``invalid_fields``, ``invalid_decision``
 503    ``store_unavailable``, ``not_configured``
@@ -34,6 +35,7 @@ from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
+    DuplicateVote,
     GrantNotFound,
     InvalidDecision,
     InvalidPolicy,
@@ -112,6 +114,10 @@ def from_loopgate_error(exc: LoopgateError) -> ApiError:
             "decided_at": exc.decided_at.isoformat() if exc.decided_at else None,
             "channel": exc.channel,
         })
+    if isinstance(exc, DuplicateVote):
+        return ApiError(409, "already_voted", message, {
+            "request_id": exc.request_id, "voter": exc.voter, "vote": exc.vote,
+            "approvals": exc.approvals, "approvals_needed": exc.approvals_needed})
     if isinstance(exc, RequestNotFound):
         return ApiError(404, "not_found", message, {"request_id": exc.request_id})
     if isinstance(exc, SessionNotFound):

@@ -52,6 +52,7 @@ from loopgate_lc.server.models import (
     WebhookDecisionBody,
     check_json,
     poll_result,
+    respond_result,
     session_out,
 )
 from loopgate_lc.server.tenancy import (
@@ -386,7 +387,7 @@ class _Routes:
         _check_grant_scope(key, record, decision)
         decided = await self.gw.arespond(
             body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
-        return _ok(poll_result(decided))
+        return _ok(respond_result(decided))
 
     async def respond_batch(self, request: Request) -> Response:
         body = await read_model(request, RespondBatchBody)
@@ -401,7 +402,7 @@ class _Routes:
         decided = await self.gw.arespond_batch(
             body.thread_id, {"decisions": body.decisions}, actor=actor, channel="http",
             approver_id=approver_id)
-        return _ok({"count": len(decided), "requests": [poll_result(r) for r in decided]})
+        return _ok({"count": len(decided), "requests": [respond_result(r) for r in decided]})
 
     async def webhook_decision(self, request: Request) -> Response:
         secret = self.config.webhook_secret
@@ -447,7 +448,7 @@ class _Routes:
             else "webhook"
         decided = await self.gw.arespond(request_id, decision, actor=actor, channel="webhook",
                                          approver_id=body.approver_id)
-        return _ok(poll_result(decided))
+        return _ok(respond_result(decided))
 
 
     # audit ----------------------------------------------------------------------------

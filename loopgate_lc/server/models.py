@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from loopgate_lc.decisions import response_of
+from loopgate_lc.quorum import tally, tally_text
 from loopgate_lc.stores.base import AuditEvent, GrantRecord, RequestRecord, SessionRecord
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "WebhookDecisionBody",
     "check_json",
     "poll_result",
+    "respond_result",
     "response_text",
     "session_out",
 ]
@@ -257,6 +259,17 @@ class OptionOut(BaseModel):
     approved: bool
 
 
+class VotesOut(BaseModel):
+    """The count of a request that needs a quorum (see ``loopgate_lc.quorum``)."""
+
+    approvals: int
+    approvals_needed: int
+    rejections: int
+    rejections_needed: int
+    voters: list[dict[str, str]] = Field(
+        default_factory=list, description='Who voted what, in order: {"voter", "vote"}.')
+
+
 class PollResult(BaseModel):
     """A request as every client sees it (``/hitl/poll``, MCP, callbacks)."""
 
@@ -282,6 +295,12 @@ class PollResult(BaseModel):
     decision: dict[str, Any] | None = None
     created_at: datetime
     expires_at: datetime | None = None
+    votes: VotesOut | None = Field(
+        default=None, description="Only on requests that need several approvals: the count "
+                                  "so far.")
+    note: str | None = Field(
+        default=None, description="Only on an answer that was a vote and left the request "
+                                  "pending: says so, with the count.")
 
 
 MAX_PAGE = 1000
@@ -359,7 +378,7 @@ def poll_result(record: RequestRecord) -> dict[str, Any]:
     decision = None
     if record.decision is not None:
         decision = {k: v for k, v in record.decision.items() if k not in ("actor", "channel")}
-    return PollResult(
+    result = PollResult(
         request_id=record.id,
         status=record.status.value,
         completed=not record.pending,
@@ -378,7 +397,21 @@ def poll_result(record: RequestRecord) -> dict[str, Any]:
         decision=decision,
         created_at=record.created_at,
         expires_at=record.expires_at,
+        votes=VotesOut.model_validate(counts) if (counts := tally(record)) else None,
     ).model_dump(mode="json")
+    for extra in ("votes", "note"):  # only requests that take votes carry a count
+        if result[extra] is None:
+            del result[extra]
+    return result
+
+
+def respond_result(record: RequestRecord) -> dict[str, Any]:
+    """What an answer gets back: the request as polled, and, when the answer was a vote
+    that left it pending, a ``note`` saying so with the count."""
+    result = poll_result(record)
+    if record.pending and "votes" in result:
+        result["note"] = f"vote counted; the request is still pending ({tally_text(record)})"
+    return result
 
 
 def session_out(session: SessionRecord, pending: int | None = None) -> dict[str, Any]:

@@ -89,7 +89,11 @@ API: tuple[Operation, ...] = (
     Operation("post", "/hitl/cancel", "Withdraw a pending request", PollResult, CancelBody,
               errors=(400, 404, 409, 422)),
     Operation("post", "/hitl/respond", "Decide a request over HTTP", PollResult, RespondBody,
-              errors=(400, 403, 404, 409, 422)),
+              errors=(400, 403, 404, 409, 422),
+              description="On a request that needs several approvals the answer is a vote: "
+                          "until the count is reached the request stays `pending`, with "
+                          "`votes` and a `note`. A second vote by the same approver: 409 "
+                          "`already_voted`; the requester's own vote: 403."),
     Operation("post", "/hitl/respond/batch",
               "Decide a paused run's requests with LangChain's batched decisions", PendingOut,
               RespondBatchBody, errors=(400, 403, 404, 409, 422),

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.stores.base import (
     AuditEvent,
+    Ballot,
     GrantRecord,
     OutboxItem,
     RequestRecord,
     RequestScope,
     SessionRecord,
     Store,
+    Vote,
 )
 from loopgate_lc.stores.memory import MemoryStore
 from loopgate_lc.stores.sqlite import SQLiteStore
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditEvent",
+    "Ballot",
     "GrantRecord",
     "MemoryStore",
     "OutboxItem",
@@ -36,6 +39,7 @@ __all__ = [
     "SQLiteStore",
     "SessionRecord",
     "Store",
+    "Vote",
     "aopen_store",
     "open_store",
 ]

@@ -7,26 +7,30 @@ memory, SQLite and Postgres: what a caller gets back must not depend on where it
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from loopgate_lc.errors import AlreadyDecided, StoreError
+from loopgate_lc.errors import AlreadyDecided, DuplicateVote, StoreError
 from loopgate_lc.schema import utcnow
 from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
 from loopgate_lc.stores.base import (
     AuditEvent,
+    Ballot,
     GrantRecord,
     OutboxItem,
     RequestRecord,
     Resolution,
     SessionRecord,
+    Vote,
 )
 
 __all__ = [
     "already_decided",
     "check_limit",
     "coerce_status",
+    "counted_ballot",
     "final_status",
     "json_text",
     "json_value",
@@ -78,6 +82,46 @@ def already_decided(record: RequestRecord) -> AlreadyDecided:
         decided_at=record.decided_at,
         channel=record.channel,
     )
+
+
+def counted_ballot(record: RequestRecord, ballot: Ballot
+                   ) -> tuple[list[Vote], AuditEvent, Resolution | None]:
+    """Count ``ballot`` on ``record`` as read under its row lock: the votes to store, the
+    vote's audit event with the counts so far, and the resolution to commit when the vote
+    reaches its threshold (None while the request stays pending).
+
+    One rule for every backend, so memory, SQLite and PostgreSQL count alike.
+
+    Raises:
+        AlreadyDecided: The request left pending already.
+        DuplicateVote: The voter voted on it before.
+    """
+    if not record.pending:
+        raise already_decided(record)
+    vote = ballot.vote
+    for earlier in record.votes:
+        if earlier.voter == vote.voter:
+            raise DuplicateVote(record.id, voter=vote.voter, vote=earlier.vote,
+                                approvals=record.counted("approve"),
+                                approvals_needed=ballot.approvals_needed)
+    votes = [*record.votes, vote]
+    approvals = sum(v.vote == "approve" for v in votes)
+    rejections = len(votes) - approvals
+    audit = ballot.audit.model_copy(update={"details": {
+        **ballot.audit.details, "voter": vote.voter, "vote": vote.vote,
+        "approvals": approvals, "approvals_needed": ballot.approvals_needed,
+        "rejections": rejections, "rejections_needed": ballot.rejections_needed}})
+    count, needed = ((approvals, ballot.approvals_needed) if vote.vote == "approve"
+                     else (rejections, ballot.rejections_needed))
+    if count < needed:
+        return votes, audit, None
+    deciders = [v for v in votes if v.vote == vote.vote]
+    resolution = replace(
+        ballot.resolution,
+        decided_by=", ".join(v.actor or v.voter for v in deciders),
+        decision={**ballot.resolution.decision, "voters": [v.voter for v in deciders]},
+    )
+    return votes, audit, resolution
 
 
 def resolved_outbox(record: RequestRecord, resolution: Resolution) -> list[OutboxItem]:

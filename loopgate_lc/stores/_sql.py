@@ -36,6 +36,7 @@ from loopgate_lc.stores._common import (
     already_decided,
     check_limit,
     coerce_status,
+    counted_ballot,
     json_value,
     outbox_not_found,
     resolved_outbox,
@@ -54,6 +55,7 @@ from loopgate_lc.stores.base import (
 if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
     from loopgate_lc.stores.base import (
         AuditQuery,
+        Ballot,
         GrantQuery,
         RequestQuery,
         RequestScope,
@@ -210,6 +212,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         6,
         (
+            # the votes a quorum request has counted, read and written under its row lock
+            "ALTER TABLE {requests} ADD COLUMN votes {json} NOT NULL DEFAULT '[]'",
+        ),
+    ),
+    (
+        7,
+        (
             # remembered permissions: written with the decision that makes them, looked
             # up by tool on every filing that would otherwise ask a person
             """CREATE TABLE {grants} (
@@ -241,7 +250,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 _REQUEST_COLUMNS = (
     "id", "kind", "session_id", "client_id", "thread_id", "interrupt_id", "graph", "payload",
     "status", "decision", "decided_by", "channel", "created_at", "expires_at", "decided_at",
-    "escalation_level", "resumed_at", "message_refs", "resume_done_at",
+    "escalation_level", "resumed_at", "message_refs", "resume_done_at", "votes",
 )
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
                   "args_hash", "details")
@@ -385,7 +394,7 @@ class SQLStore(Store):
     def _request(self, row: Row) -> RequestRecord:
         return self._model(RequestRecord, row, times=(
             "created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at"),
-            jsons=("payload", "decision", "message_refs"))
+            jsons=("payload", "decision", "message_refs", "votes"))
 
     def _session(self, row: Row) -> SessionRecord:
         return self._model(SessionRecord, row, times=("created_at",),
@@ -429,6 +438,7 @@ class SQLStore(Store):
             d.ts_or_none(record.resumed_at),
             d.json(record.message_refs, "message refs"),
             d.ts_or_none(record.resume_done_at),
+            d.json(record.votes, "votes"),
         )
 
     def _audit_values(self, event: AuditEvent) -> tuple[Any, ...]:
@@ -688,25 +698,52 @@ class SQLStore(Store):
         return (f"({' OR '.join(parts)})" if parts else "1 = 0"), params
 
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
-        d, r = self.dialect, resolution
-        values = (r.status.value, d.json(r.decision, "decision"), r.decided_by, r.channel,
-                  d.ts(r.decided_at), None if r.resumed_at is None else d.ts(r.resumed_at),
-                  r.request_id)
-        grants = [self._grant_values(g) for g in r.grants]
+        # bad data fails before the transaction, and is encoded once
+        decision = self.dialect.json(resolution.decision, "decision")
+        grants = [self._grant_values(g) for g in resolution.grants]
 
         def op() -> Op[RequestRecord]:
-            rows = yield Stmt(_DECIDE, values)
-            if not rows:
-                # Lost the race (or never pending): the winner has committed, so this
-                # sees it.
-                raise already_decided(self._request((yield from self._get_row(r.request_id))))
-            record = self._request(rows[0])
-            for grant in grants:
-                yield Stmt(_INSERT_GRANT, grant)
-            yield from self._effects(r.audit, resolved_outbox(record, r))
-            if self._decided_channel is not None:  # delivered when the decision commits
-                yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
-            return record
+            return (yield from self._resolve(resolution, decision, grants))
+
+        return await self._run(op(), write=True)
+
+    def _resolve(self, r: Resolution, decision: Any,
+                 grants: Sequence[tuple[Any, ...]] = ()) -> Op[RequestRecord]:
+        """The compare-and-set every decision is, with what it causes (``decision``:
+        ``r.decision`` encoded for the database; ``grants``: ``r.grants`` as rows)."""
+        d = self.dialect
+        rows = yield Stmt(_DECIDE, (r.status.value, decision,
+                                    r.decided_by, r.channel, d.ts(r.decided_at),
+                                    None if r.resumed_at is None else d.ts(r.resumed_at),
+                                    r.request_id))
+        if not rows:
+            # Lost the race (or never pending): the winner has committed, so this sees it.
+            raise already_decided(self._request((yield from self._get_row(r.request_id))))
+        record = self._request(rows[0])
+        for grant in grants:  # remembered with the decision that makes them
+            yield Stmt(_INSERT_GRANT, grant)
+        yield from self._effects(r.audit, resolved_outbox(record, r))
+        if self._decided_channel is not None:  # delivered when the decision commits
+            yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
+        return record
+
+    async def commit_vote(self, ballot: Ballot) -> RequestRecord:
+        d = self.dialect
+        d.json(ballot.resolution.decision, "decision")  # bad data fails before the lock
+
+        def op() -> Op[RequestRecord]:
+            # the row lock orders racing votes: each one reads the votes the ones before
+            # it committed, so none is lost or counted twice
+            current = self._request((yield from self._get_row(ballot.request_id, lock=True)))
+            votes, audit, resolution = counted_ballot(current, ballot)
+            rows = yield Stmt("UPDATE {requests} SET votes = ? WHERE id = ? RETURNING *",
+                              (d.json(votes, "votes"), ballot.request_id))
+            if resolution is None:
+                yield from self._effects((audit,), ballot.outbox)
+                return self._request(rows[0])
+            yield from self._effects((audit,), ())
+            return (yield from self._resolve(resolution,
+                                             d.json(resolution.decision, "decision")))
 
         return await self._run(op(), write=True)
 

@@ -32,6 +32,7 @@ from loopgate_lc.stores._values import check_limit, coerce_status, final_status,
 __all__ = [
     "AuditEvent",
     "AuditQuery",
+    "Ballot",
     "GrantQuery",
     "GrantRecord",
     "GrantScope",
@@ -43,6 +44,7 @@ __all__ = [
     "Resolution",
     "SessionRecord",
     "Store",
+    "Vote",
 ]
 
 
@@ -68,6 +70,27 @@ class SessionRecord(BaseModel):
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Vote(BaseModel):
+    """One person's vote on a request that needs a quorum (see :mod:`loopgate_lc.quorum`).
+
+    Attributes:
+        voter: The identity that voted (its approver id); counts once per request.
+        vote: ``approve`` or ``reject``.
+        actor: Who voted, as the audit names them ("telegram:42 (@ana)", "api:key1").
+        channel: Through which channel.
+        message: A rejection's reason, if given.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    voter: str = Field(min_length=1, max_length=256)
+    vote: Literal["approve", "reject"]
+    actor: str | None = None
+    channel: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+    message: str | None = None
 
 
 class RequestRecord(BaseModel):
@@ -99,12 +122,18 @@ class RequestRecord(BaseModel):
     resumed_at: datetime | None = None
     resume_done_at: datetime | None = None
     message_refs: dict[str, Any] = Field(default_factory=dict)
+    #: the votes counted so far, in the order they were cast (quorum requests only)
+    votes: list[Vote] = Field(default_factory=list)
     # the payload last parsed, and what it parsed to (see ``request``)
     _parsed: tuple[dict[str, Any], ApprovalRequest] | None = PrivateAttr(default=None)
 
     @property
     def pending(self) -> bool:
         return self.status is Status.PENDING
+
+    def counted(self, vote: Literal["approve", "reject"]) -> int:
+        """How many votes of one kind the request has."""
+        return sum(v.vote == vote for v in self.votes)
 
     @property
     def request(self) -> ApprovalRequest:
@@ -138,7 +167,7 @@ class AuditEvent(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-OutboxKind = Literal["notify", "resolved", "callback"]
+OutboxKind = Literal["notify", "resolved", "callback", "voted"]
 
 GrantScope = Literal["thread", "session", "everyone"]
 """Where a grant applies: the thread or the session of the decision that made it, or
@@ -209,6 +238,7 @@ class GrantRecord(BaseModel):
 class OutboxItem(BaseModel):
     """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing.
 
+    ``voted`` deliveries show a quorum request's new count on a channel that can.
     It ends ``done``: delivered, or (``dead``) given up on after its last failure.
     ``created_at`` is when it was first owed (the age a gateway gives up at).
     """
@@ -330,6 +360,33 @@ class Resolution:
     grants: Sequence[GrantRecord] = ()
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ballot:
+    """A vote to commit: appended under the request's row lock, and, when it reaches its
+    threshold, followed by the one compare-and-set every decision is, in the same
+    transaction.
+
+    Attributes:
+        vote: The vote; its ``voter`` must not have voted on the request before.
+        approvals_needed: Approvals that decide ``approve``.
+        rejections_needed: Rejections that decide ``reject``.
+        audit: The vote's own event; the store adds the counts so far to its details
+            (``approvals``, ``rejections`` and both thresholds), read in the transaction.
+        outbox: Deliveries owed when the vote leaves the request pending (a channel
+            shows the new count).
+        resolution: What to commit when this vote reaches its threshold; the store fills
+            in ``decided_by`` (the counted voters) and the decision's ``voters``.
+    """
+
+    request_id: str
+    vote: Vote
+    approvals_needed: int
+    rejections_needed: int
+    audit: AuditEvent
+    outbox: Sequence[OutboxItem] = ()
+    resolution: Resolution
+
+
 class Store(abc.ABC):
     """The persistence contract every backend implements.
 
@@ -339,7 +396,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 6
+    SCHEMA_VERSION = 7
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
@@ -492,6 +549,35 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
         """What :meth:`resolve` does, for an already checked resolution."""
+
+    async def vote(self, ballot: Ballot) -> RequestRecord:
+        """Count one vote on a pending request, atomically, with its audit event; when it
+        reaches its threshold, decide the request in the same transaction through the
+        same compare-and-set as :meth:`resolve`.
+
+        Of any number of concurrent votes, each is counted at most once, the request is
+        decided exactly once, and no vote is counted after the decision.
+
+        Returns:
+            The request: still pending (with the vote in :attr:`RequestRecord.votes`) or
+            decided by this vote.
+
+        Raises:
+            RequestNotFound: No such request.
+            AlreadyDecided: It is no longer pending; nothing is written.
+            DuplicateVote: ``ballot.vote.voter`` already voted on it; nothing is written.
+            ValueError: A threshold below 1, or a resolution for another request.
+        """
+        if ballot.approvals_needed < 1 or ballot.rejections_needed < 1:
+            raise ValueError("a ballot's thresholds must be at least 1")
+        if ballot.resolution.request_id != ballot.request_id:
+            raise ValueError("a ballot's resolution must decide the request voted on")
+        final_status(ballot.resolution.status)
+        return await self.commit_vote(ballot)
+
+    @abc.abstractmethod
+    async def commit_vote(self, ballot: Ballot) -> RequestRecord:
+        """What :meth:`vote` does, for an already checked ballot."""
 
     @abc.abstractmethod
     async def mark_resumed(

@@ -30,6 +30,7 @@ from loopgate_lc.schema import Status, utcnow
 from loopgate_lc.stores._common import (
     already_decided,
     check_limit,
+    counted_ballot,
     json_value,
     normalized_audit,
     normalized_grant,
@@ -44,6 +45,7 @@ from loopgate_lc.stores._common import (
 from loopgate_lc.stores.base import (
     AuditEvent,
     AuditQuery,
+    Ballot,
     GrantQuery,
     GrantRecord,
     OutboxItem,
@@ -304,25 +306,46 @@ class MemoryStore(Store):
             return [_copy(r) for _, _, r in matched[:q.limit]]
 
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
-        r = resolution
-        clean = json_value(r.decision, what="decision")
-        events, _ = _clean(r.audit, ())
-        grants = [normalized_grant(g) for g in r.grants]
+        # fails before anything changes
+        clean = json_value(resolution.decision, what="decision")
+        grants = [normalized_grant(g) for g in resolution.grants]
         with self._lock:
-            current = self._request(r.request_id)
-            if not current.pending:
-                raise already_decided(current)
-            if any(g.id in self._grants for g in grants):
-                raise StoreError("a grant with this id exists already")
-            for grant in grants:
-                self._grants[grant.id] = grant
-            updated = current.model_copy(update={
-                "status": r.status, "decision": clean, "decided_by": r.decided_by,
-                "channel": r.channel, "decided_at": r.decided_at, "resumed_at": r.resumed_at,
-            })
-            self._replace(updated)
-            self._effects(events, _clean((), resolved_outbox(updated, r))[1])
-            return _copy(updated)
+            return _copy(self._resolve(resolution, clean, grants))
+
+    def _resolve(self, r: Resolution, clean: Any,
+                 grants: Sequence[GrantRecord] = ()) -> RequestRecord:
+        """The compare-and-set every decision is, under the lock (``clean``: the
+        decision as stored; ``grants``: ``r.grants`` as stored)."""
+        events, _ = _clean(r.audit, ())
+        current = self._request(r.request_id)
+        if not current.pending:
+            raise already_decided(current)
+        if any(g.id in self._grants for g in grants):
+            raise StoreError("a grant with this id exists already")
+        for grant in grants:  # remembered with the decision that makes them
+            self._grants[grant.id] = grant
+        updated = current.model_copy(update={
+            "status": r.status, "decision": clean, "decided_by": r.decided_by,
+            "channel": r.channel, "decided_at": r.decided_at, "resumed_at": r.resumed_at,
+        })
+        self._replace(updated)
+        self._effects(events, _clean((), resolved_outbox(updated, r))[1])
+        return updated
+
+    async def commit_vote(self, ballot: Ballot) -> RequestRecord:
+        # bad data fails before anything changes
+        _clean((ballot.audit,), ballot.outbox)
+        json_value(ballot.resolution.decision, what="decision")
+        with self._lock:
+            current = self._request(ballot.request_id)
+            votes, audit, resolution = counted_ballot(current, ballot)
+            self._replace(current.model_copy(update={"votes": votes}))
+            if resolution is None:
+                self._effects(*_clean((audit,), ballot.outbox))
+                return _copy(self._request(ballot.request_id))
+            self._effects(*_clean((audit,), ()))
+            return _copy(self._resolve(
+                resolution, json_value(resolution.decision, what="decision")))
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,

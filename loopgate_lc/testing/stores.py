@@ -20,6 +20,7 @@ pytest-asyncio (``asyncio_mode = "auto"``)::
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ import pytest
 
 from loopgate_lc.errors import (
     AlreadyDecided,
+    DuplicateVote,
     GrantNotFound,
     LoopgateError,
     RequestNotFound,
@@ -38,13 +40,15 @@ from loopgate_lc.errors import (
 from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import (
     AuditEvent,
+    Ballot,
     OutboxItem,
     RequestRecord,
     RequestScope,
     SessionRecord,
     Store,
+    Vote,
 )
-from loopgate_lc.stores.base import GrantRecord, GrantTarget
+from loopgate_lc.stores.base import GrantRecord, GrantTarget, Resolution
 
 MakeStore = Callable[[], Awaitable[Store]]
 
@@ -70,6 +74,32 @@ def grant(grant_id: str, request_id: str, **fields: Any) -> GrantRecord:
     fields.setdefault("scope", "session")
     fields.setdefault("created_at", T0)
     return GrantRecord(id=grant_id, request_id=request_id, **fields)
+
+
+def ballot(request_id: str, voter: str, vote: str = "approve", *, approvals_needed: int = 2,
+           rejections_needed: int = 1, seconds: float = 1) -> Ballot:
+    """A vote as a gateway casts it: its audit event, a ``voted`` delivery while the
+    request stays pending, and the decision (with its own event and delivery) to commit
+    when the vote reaches its threshold."""
+    status = Status.APPROVED if vote == "approve" else Status.REJECTED
+    return Ballot(
+        request_id=request_id,
+        vote=Vote(voter=voter, vote="approve" if vote == "approve" else "reject",
+                  actor=f"actor:{voter}", channel="api", at=at(seconds)),
+        approvals_needed=approvals_needed,
+        rejections_needed=rejections_needed,
+        audit=AuditEvent(at=at(seconds), event="voted", request_id=request_id,
+                         actor=f"actor:{voter}"),
+        outbox=[OutboxItem(request_id=request_id, notifier="chat", kind="voted",
+                           due_at=at(seconds))],
+        resolution=Resolution(
+            request_id=request_id, status=status, decision={"type": vote},
+            decided_by=f"actor:{voter}", channel="api", decided_at=at(seconds),
+            audit=[AuditEvent(at=at(seconds), event=f"decided:{status.value}",
+                              request_id=request_id)],
+            outbox=[OutboxItem(request_id=request_id, notifier="chat", kind="resolved",
+                               due_at=at(seconds))]),
+    )
 
 
 def assert_utc(value: datetime | None) -> None:
@@ -992,6 +1022,138 @@ class StoreConformance:
         await store.put_callback("sig-3", "r1", {"type": "approve"})
         assert await store.remember_once("sig-3", expires_at=until) is True
         assert await store.get_callback("sig-3") == ("r1", {"type": "approve"})
+
+    # votes (quorum) ----------------------------------------------------------------------
+
+    async def test_votes_count_until_the_quorum_decides(self, store: Store) -> None:
+        await store.create_request(request("q1"))
+        first = await store.vote(ballot("q1", "ana", approvals_needed=3))
+        assert first.pending and [(v.voter, v.vote) for v in first.votes] == [("ana", "approve")]
+        assert first.votes[0].actor == "actor:ana" and first.votes[0].at == at(1)
+        second = await store.vote(ballot("q1", "bob", approvals_needed=3, seconds=2))
+        assert second.pending and second.counted("approve") == 2
+        third = await store.vote(ballot("q1", "cy", approvals_needed=3, seconds=3))
+        assert third.status is Status.APPROVED
+        assert third.decided_by == "actor:ana, actor:bob, actor:cy"
+        assert third.decision == {"type": "approve", "voters": ["ana", "bob", "cy"]}
+        assert third.decided_at == at(3)
+        assert await store.get_request("q1") == third
+        events = await store.list_audit(request_id="q1")
+        assert [e.event for e in events] == ["voted", "voted", "voted", "decided:approved"]
+        assert [(e.details["voter"], e.details["approvals"], e.details["approvals_needed"])
+                for e in events[:3]] == [("ana", 1, 3), ("bob", 2, 3), ("cy", 3, 3)]
+        # a pending vote owes its channel the new count; the deciding one owes the outcome
+        kinds = [(i.kind, i.done) for i in await store.list_outbox(request_id="q1")]
+        assert kinds == [("voted", False), ("resolved", False)]
+        with pytest.raises(AlreadyDecided) as caught:
+            await store.vote(ballot("q1", "dan", approvals_needed=3, seconds=4))
+        assert caught.value.decided_by == "actor:ana, actor:bob, actor:cy"
+        assert len((await store.get_request("q1")).votes) == 3
+        assert len(await store.list_audit(request_id="q1")) == 4
+
+    async def test_a_second_vote_by_one_voter_is_refused_and_writes_nothing(
+        self, store: Store,
+    ) -> None:
+        await store.create_request(request("q1"))
+        await store.vote(ballot("q1", "ana"))
+        for vote in ("approve", "reject"):  # neither counted again nor changed
+            with pytest.raises(DuplicateVote) as caught:
+                await store.vote(ballot("q1", "ana", vote))
+            assert (caught.value.voter, caught.value.vote, caught.value.approvals,
+                    caught.value.approvals_needed) == ("ana", "approve", 1, 2)
+        stored = await store.get_request("q1")
+        assert stored.pending and [v.voter for v in stored.votes] == ["ana"]
+        assert [e.event for e in await store.list_audit(request_id="q1")] == ["voted"]
+
+    async def test_one_rejection_decides_unless_more_are_needed(self, store: Store) -> None:
+        await store.create_request(request("q1"))
+        await store.create_request(request("q2"))
+        await store.vote(ballot("q1", "ana"))
+        rejected = await store.vote(ballot("q1", "bob", "reject", seconds=2))
+        assert rejected.status is Status.REJECTED
+        assert rejected.decided_by == "actor:bob"  # the approval before it does not count
+        assert rejected.decision == {"type": "reject", "voters": ["bob"]}
+        assert rejected.counted("approve") == 1 and rejected.counted("reject") == 1
+        # two rejections needed: the first leaves it pending, the second decides
+        once = await store.vote(ballot("q2", "ana", "reject", rejections_needed=2))
+        assert once.pending and once.counted("reject") == 1
+        twice = await store.vote(ballot("q2", "bob", "reject", rejections_needed=2))
+        assert twice.status is Status.REJECTED and twice.decided_by == "actor:ana, actor:bob"
+        details = [e.details for e in await store.list_audit(request_id="q2")
+                   if e.event == "voted"]
+        assert [(d["rejections"], d["rejections_needed"]) for d in details] == [(1, 2), (2, 2)]
+
+    async def test_votes_on_decided_or_unknown_requests_write_nothing(self, store: Store) -> None:
+        await store.create_request(request("q1"))
+        await store.resolve("q1", status=Status.CANCELLED, decision={"type": "cancel"},
+                            decided_by="me", channel="cancel")
+        with pytest.raises(AlreadyDecided):
+            await store.vote(ballot("q1", "ana"))
+        with pytest.raises(RequestNotFound):
+            await store.vote(ballot("nope", "ana"))
+        assert (await store.get_request("q1")).votes == []
+        assert await store.list_audit(request_id="q1") == []
+        with pytest.raises(ValueError):
+            await store.vote(ballot("q1", "ana", approvals_needed=0))
+
+    async def test_racing_votes_decide_once_with_exactly_the_quorum_counted(
+        self, store: Store, make_store: MakeStore,
+    ) -> None:
+        """Voters race from threads, each with its own event loop and (for stores that
+        keep data) its own store object and connections."""
+        quorum, voters, requests = 3, 8, 5
+        ids = [f"race-{n}" for n in range(requests)]
+        for request_id in ids:
+            await store.create_request(request(request_id))
+        results: list[tuple[str, str, str]] = []
+        lock = threading.Lock()
+        start = threading.Barrier(voters)
+
+        def vote_all(voter: str) -> None:
+            async def run() -> list[tuple[str, str, str]]:
+                own = await make_store() if self.persistent else store
+                if own is not store:
+                    await own.setup()
+                out = []
+                try:
+                    for request_id in ids:
+                        try:
+                            voted = await own.vote(ballot(request_id, voter,
+                                                          approvals_needed=quorum))
+                        except AlreadyDecided:
+                            out.append((request_id, voter, "late"))
+                        else:
+                            out.append((request_id, voter,
+                                        "pending" if voted.pending else "decided"))
+                finally:
+                    if own is not store:
+                        await own.close()
+                return out
+
+            start.wait(timeout=30)
+            found = asyncio.run(run())
+            with lock:
+                results.extend(found)
+
+        threads = [threading.Thread(target=vote_all, args=(f"v{k}",)) for k in range(voters)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+        assert len(results) == voters * requests
+        for request_id in ids:
+            outcomes = sorted(r for rid, _, r in results if rid == request_id)
+            assert outcomes == (["decided"] + ["late"] * (voters - quorum)
+                                + ["pending"] * (quorum - 1))
+            stored = await store.get_request(request_id)
+            assert stored.status is Status.APPROVED
+            counted = [v.voter for v in stored.votes]
+            assert len(counted) == len(set(counted)) == quorum
+            assert set(counted) == {v for rid, v, r in results
+                                    if rid == request_id and r != "late"}
+            events = [e.event for e in await store.list_audit(request_id=request_id)]
+            assert events == ["voted"] * quorum + ["decided:approved"]
 
     # audit -------------------------------------------------------------------------------
 

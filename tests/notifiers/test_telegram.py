@@ -764,3 +764,64 @@ async def test_webhook_updates_need_a_started_notifier(fake: FakeBotAPI) -> None
     telegram = _notifier(fake, mode="webhook", webhook_secret="abc")
     with pytest.raises(ConfigurationError, match="not started"):
         await telegram.process_webhook_update({"update_id": 1}, "abc")
+
+
+# --- quorum -------------------------------------------------------------------------------------
+
+CY = {"id": 44, "username": "cy"}
+
+
+async def test_quorum_count_is_shown_and_updated_on_every_vote(fake: FakeBotAPI) -> None:
+    two = ApprovalPolicy(name="two-people", tool_pattern="deploy", require_explicit=True,
+                         quorum=2)
+    async with _running(fake, policies=[two]) as (gateway, _):
+        await gateway.aregister_session("ops", telegram_id=GROUP, approvers=["42", "43", "44"])
+        record = await _approval(gateway)
+        message = await _message(fake, GROUP, "Deploy the release?")
+        assert "Approvals: 0 of 2" in message["plain_text"]
+        labels = [b["text"] for row in message["reply_markup"]["inline_keyboard"] for b in row]
+        assert not any("Edit" in label for label in labels)  # only votes are offered
+
+        query = fake.tap(GROUP, message["message_id"], _button(message, "Approve"), ANN)
+        assert await _answer(fake, query) == "🗳 Vote counted. Approvals: 1 of 2"
+
+        def counted() -> dict[str, Any] | None:
+            shown = fake.message(GROUP, message["message_id"])
+            return shown if "Approvals: 1 of 2" in shown["plain_text"] else None
+
+        shown: dict[str, Any] = await fake.await_for(counted)
+        assert shown["reply_markup"] is not None  # the buttons stay until it is decided
+        assert (await gateway.aget(record.id)).pending
+
+        again = fake.tap(GROUP, message["message_id"], _button(shown, "Approve"), ANN)
+        assert await _answer(fake, again) == "You already voted approve; a vote counts once."
+        assert len((await gateway.aget(record.id)).votes) == 1
+
+        query = fake.tap(GROUP, message["message_id"], _button(shown, "Approve"), BOB)
+        assert await _answer(fake, query) == "✅ Approved"
+        decided = await _decided(gateway, record.id)
+        assert decided.decided_by == "telegram:42 (@ann), telegram:43 (@bob)"
+        assert [v.voter for v in decided.votes] == ["42", "43"]
+        edited = await _edited(fake, GROUP, message["message_id"])
+        assert edited["plain_text"].startswith("✅ Approved by @ann, @bob at ")
+        late = fake.tap(GROUP, message["message_id"], _button(shown, "Approve"), CY)
+        assert (await _answer(fake, late)).startswith("already approved by")
+
+
+async def test_a_rejection_with_reason_under_quorum_decides_at_once(fake: FakeBotAPI) -> None:
+    two = ApprovalPolicy(name="two-people", tool_pattern="deploy", require_explicit=True,
+                         quorum=2)
+    async with _running(fake, policies=[two]) as (gateway, _):
+        await gateway.aregister_session("ops", telegram_id=GROUP, approvers=["42", "43"])
+        record = await _approval(gateway)
+        message = await _message(fake, GROUP, "Deploy the release?")
+        query = fake.tap(GROUP, message["message_id"], _button(message, "with reason"), BOB)
+        await _answer(fake, query)
+        prompt = await _message(fake, GROUP, "reason for rejecting")
+        fake.send_text(GROUP, "not on a Friday", BOB, prompt["message_id"])
+        decided = await _decided(gateway, record.id)
+        assert decided.status is Status.REJECTED
+        assert decided.decision is not None
+        assert decided.decision["message"] == "not on a Friday"
+        edited = await _edited(fake, GROUP, message["message_id"])
+        assert "not on a Friday" in edited["plain_text"]

@@ -351,3 +351,22 @@ def test_a_page_reads_a_bounded_share_of_requests_one_may_not_decide(
         if url is None:
             break
     assert seen == list(reversed(mine))
+
+
+def test_a_vote_under_a_quorum_shows_the_count_and_counts_once(
+        ann: httpx.Client, gateway: Loopgate) -> None:
+    from loopgate_lc.policy import ApprovalPolicy
+
+    gateway.add_policy(ApprovalPolicy("two", "release", require_explicit=True, quorum=2))
+    gateway.register_session("releases", "ci", None, ["ann", "bob"])
+    record = gateway.submit("Release?", session_id="releases", tool_name="release",
+                            risk="irreversible", confidence=1.0)
+    counted = _decide(ann, record.id, action="approve")
+    assert counted.status_code == 200
+    assert re.search(r'id="votes">Approvals: 1 of 2<', counted.text)
+    again = _decide(ann, record.id, action="approve")
+    assert again.status_code == 400
+    assert "already voted approve" in again.text
+    assert len(gateway.get(record.id).votes) == 1
+    decided = gateway.respond(record.id, {"type": "approve"}, actor="bob", approver_id="bob")
+    assert decided.decided_by == "api:ann, bob"

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from loopgate_lc.testing.langgraph_dev import free_port
+from tests.support.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer secret"}
@@ -27,14 +27,8 @@ _T = TypeVar("_T")
 @pytest.fixture
 def database(postgres_dsn: str) -> Iterator[str]:
     """A database of its own: ``loopgate-lc serve`` keeps its tables in the default schema."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"loopgate_scale_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = postgres_dsn.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(postgres_dsn, "loopgate_scale") as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -20,10 +20,10 @@ from loopgate_lc.stores.base import (
     RequestRecord,
     SessionRecord,
 )
-from loopgate_lc.testing.stores import at
+from loopgate_lc.testing.stores import at, ballot
 from tests.stores import legacy_schema
 
-VERSIONS = [1, 2, 3, 4, 5]  # every version before the current one
+VERSIONS = [1, 2, 3, 4, 5, 6]  # every version before the current one
 
 
 def ts(seconds: float) -> str:
@@ -93,7 +93,10 @@ async def check_upgraded(store: Store, version: int) -> None:
     assert [s.session_id for s in await store.list_sessions()] == ["old-session", "second"]
     await store.put_callback("k", "new", {"type": "approve"})
     assert await store.get_callback("k") == ("new", {"type": "approve"})
-    # version 6: remembered permissions, written with the decision that makes them
+    assert (await store.get_request("old-resumed")).votes == []  # version 6 added votes
+    voted = await store.vote(ballot("new", "ana", "approve", approvals_needed=2))
+    assert voted.pending and [v.voter for v in voted.votes] == ["ana"]
+    # version 7: remembered permissions, written with the decision that makes them
     grant = GrantRecord(id="g1", tool="deploy", args={"env": {"equals": "staging"}},
                         scope="session", session_id="old-session", request_id="new",
                         created_by="ana", created_at=at(8), expires_at=at(3600))

@@ -36,6 +36,7 @@ from loopgate_lc.errors import (
 )
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.policy import RiskLevel
+from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import ApprovalRequest, RequestKind, Status
 from loopgate_lc.server.inbox.auth import (
     COOKIE_NAME,
@@ -366,6 +367,7 @@ class _Inbox:
             args_text=(typed or {}).get("args") or json.dumps(payload.args or {}, indent=2,
                                                              ensure_ascii=False),
             typed=typed or {}, error=error, late=late, decided=decided, can=can,
+            votes=tally_text(record),
             events="/inbox/events?" + urlencode({"request": record.id}) if record.pending
             else None)
 
