@@ -112,6 +112,17 @@ async def test_no_button_where_a_policy_wants_a_person_every_time(fake: FakeBotA
         assert labels(message) == ["✅ Approve", "❌ Reject", "💬 Reject with reason"]
 
 
+async def test_no_button_under_a_quorum(fake: FakeBotAPI) -> None:
+    two = [ApprovalPolicy("two", "deploy", require_explicit=True, quorum=2)]
+    async with running(fake, policies=two) as gateway:
+        record = await gateway.asubmit("deploy?", tool_name="deploy", args={"env": "staging"},
+                                       session_id="ops", risk="irreversible", confidence=1.0)
+        assert record.request.quorum == 2
+        message = await shown(fake)
+        assert "✅ Approve" in labels(message)
+        assert not [label for label in labels(message) if "allow" in label]
+
+
 async def test_offers_are_configurable(fake: FakeBotAPI) -> None:
     async with running(fake, grant_offers=(900, 86_400)) as gateway:
         await deploy(gateway)
