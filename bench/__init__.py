@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bench import (
     agent_overhead,
     cli_startup,
+    grant_lookup,
     inbox_live,
     langgraph_server,
     policy_eval,
@@ -36,6 +37,7 @@ BENCHMARKS: list[tuple[str, Callable[[Config], Section]]] = [
     ("cli", cli_startup.run),
     ("inbox", inbox_live.run),
     ("quorum", quorum_votes.run),
+    ("grants", grant_lookup.run),
 ]
 
 OPTIMISATIONS: list[str] = [

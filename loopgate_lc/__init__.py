@@ -16,6 +16,7 @@ from loopgate_lc.errors import (
     ConfigurationError,
     DecisionNotAllowed,
     DuplicateVote,
+    GrantNotFound,
     InvalidDecision,
     InvalidPolicy,
     InvalidUpdate,
@@ -43,7 +44,15 @@ from loopgate_lc.schema import (
 )
 from loopgate_lc.signing import sign, verify_signature
 from loopgate_lc.simulate import Simulation, simulate
-from loopgate_lc.stores import MemoryStore, SQLiteStore, Store, Vote, aopen_store, open_store
+from loopgate_lc.stores import (
+    GrantRecord,
+    MemoryStore,
+    SQLiteStore,
+    Store,
+    Vote,
+    aopen_store,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from loopgate_lc.gateway import Escalation, Loopgate, args_hash
@@ -123,6 +132,8 @@ __all__ = [
     "DeliveryError",
     "DuplicateVote",
     "Escalation",
+    "GrantNotFound",
+    "GrantRecord",
     "GuardedTool",
     "Hooks",
     "HumanResponse",

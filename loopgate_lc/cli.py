@@ -28,6 +28,7 @@ from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
+    GrantNotFound,
     InvalidDecision,
     LoopgateError,
     RequestNotFound,
@@ -109,6 +110,16 @@ def _positive(value: str) -> float:
     if not number > 0 or number == float("inf"):
         raise argparse.ArgumentTypeError(f"{value!r} must be a positive number")
     return number
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return parsed
 
 
 MAX_PAGE = 1000
@@ -266,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="for requests with options: the option to choose (default: "
                               "the one option that means approval)")
     approve.add_argument("--text", metavar="TEXT", help="for input requests: the answer")
+    approve.add_argument("--grant", metavar="JSON", type=_json_object,
+                         help="allow calls like this one again without asking, e.g. "
+                              "'{\"scope\": \"session\", \"ttl_seconds\": 3600}' (see "
+                              "README, Remembered permissions)")
 
     reject = sub.add_parser("reject", parents=[common],
                             help="reject a request (any kind: recorded as not approved)")
@@ -285,6 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "default 100); the command for older ones is printed on stderr")
     audit.add_argument("--before", type=_count, default=None, metavar="EVENT_ID",
                        help="only events older than this one (the previous page's first)")
+    audit.add_argument("--event", metavar="KIND",
+                       help="only events of this kind (shadow, decided:approved, "
+                            "grant_created, ...)")
+
+    grants = sub.add_parser("grants", parents=[common],
+                            help="list remembered permissions (live ones unless --all)")
+    grants.add_argument("--json", action="store_true", help="one JSON object per line")
+    grants.add_argument("--all", action="store_true", help="also expired and revoked ones")
+    grants.add_argument("--tool", metavar="NAME", help="only this tool's")
+    grants.add_argument("--session", metavar="ID", help="only those made in this session")
+
+    revoke = sub.add_parser("revoke-grant", parents=[common],
+                            help="revoke a remembered permission: it approves nothing more")
+    revoke.add_argument("grant_id", metavar="ID")
+    revoke.add_argument("--as", dest="actor", metavar="NAME",
+                        help="who revokes, for the audit (default: your user name)")
 
     link = sub.add_parser("inbox-link", parents=[common],
                           help="print a one-time sign-in link to the web inbox")
@@ -549,6 +580,8 @@ def _decision(args: argparse.Namespace, record: RequestRecord, *, approve: bool
 
     if not approve:
         return {"type": "reject", "message": args.reason}
+    if getattr(args, "grant", None) is not None:
+        return {"type": "approve", "grant": args.grant}
     if args.choice is not None:
         return {"type": "respond", "message": args.choice}
     if args.text is not None:
@@ -610,11 +643,13 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
         with Loopgate(store) as gateway:
             # the newest N (and one more, to know older ones exist), oldest first
             events = gateway.audit(request_id=args.request, session_id=args.session,
-                                   limit=args.limit + 1, before=args.before, newest=True)
+                                   limit=args.limit + 1, before=args.before, newest=True,
+                                   event=args.event)
     if len(events) > args.limit:
         events = events[-args.limit:]
         _more(args, store, *(["--request", args.request] if args.request else []),
               *(["--session", args.session] if args.session else []),
+              *(["--event", args.event] if args.event else []),
               *(["--json"] if args.json else []), "--limit", str(args.limit),
               "--before", str(events[0].id))
     if args.json:
@@ -628,6 +663,46 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
               f"channel={event.channel or '-'}  {_one_line(details, 120)}", file=out)
     if not events:
         print("no audit events", file=out)
+    return 0
+
+
+def _grants(args: argparse.Namespace, out: TextIO) -> int:
+    from loopgate_lc.grants import describe_constraints
+
+    store = _store(args)
+    _say_store(store)
+    found: list[Any] = []
+    if not _missing(store):
+        with Loopgate(store) as gateway:
+            found = gateway.grants(tool=args.tool, session_id=args.session, live=not args.all)
+    if args.json:
+        for grant in found:
+            out.write(grant.model_dump_json() + "\n")
+        return 0
+    for grant in found:
+        if grant.revoked_at is not None:
+            until = f"revoked by {grant.revoked_by or '-'}"
+        elif grant.expires_at is None:
+            until = "until revoked"
+        else:
+            until = f"until {grant.expires_at.isoformat(timespec='seconds')}"
+        where = {"thread": f"thread={grant.thread_id}", "session": f"session={grant.session_id}",
+                 "everyone": f"everyone (client={grant.client_id or '-'})"}[grant.scope]
+        print(f"{grant.id}  {grant.tool:<16} {where}  {until}  by {grant.created_by or '-'}  "
+              f"{_one_line(describe_constraints(grant.args), 80)}", file=out)
+    print(f"{len(found)} grants" if found else "no grants", file=out)
+    return 0
+
+
+def _revoke_grant(args: argparse.Namespace, out: TextIO) -> int:
+    store = _store(args)
+    _say_store(store)
+    if _missing(store):
+        raise GrantNotFound(args.grant_id)
+    with Loopgate(store) as gateway:
+        grant = gateway.revoke_grant(args.grant_id, actor=_actor(args), channel="cli")
+    when = grant.revoked_at.isoformat(timespec="seconds") if grant.revoked_at else "-"
+    print(f"grant {grant.id} ({grant.tool}): revoked by {grant.revoked_by} at {when}", file=out)
     return 0
 
 
@@ -723,13 +798,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _decide(args, out, approve=args.command == "approve")
         if args.command == "audit":
             return _audit(args, out)
+        if args.command == "grants":
+            return _grants(args, out)
+        if args.command == "revoke-grant":
+            return _revoke_grant(args, out)
         if args.command == "inbox-link":
             return _inbox_link(args, out)
         if args.command == "deliveries":
             return _deliveries(args, out)
         if args.command == "simulate":
             return _simulate(args, out)
-    except (AlreadyDecided, RequestNotFound) as exc:
+    except (AlreadyDecided, RequestNotFound, GrantNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ConfigurationError as exc:

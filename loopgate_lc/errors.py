@@ -15,6 +15,7 @@ __all__ = [
     "ConfigurationError",
     "DecisionNotAllowed",
     "DuplicateVote",
+    "GrantNotFound",
     "InvalidDecision",
     "InvalidPolicy",
     "InvalidUpdate",
@@ -71,6 +72,17 @@ class SessionNotFound(LoopgateError, KeyError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(f"no session with id {session_id!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class GrantNotFound(LoopgateError, KeyError):
+    """No remembered permission (grant) has this id."""
+
+    def __init__(self, grant_id: str) -> None:
+        self.grant_id = grant_id
+        super().__init__(f"no grant with id {grant_id!r}")
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -216,6 +216,7 @@ class Gate:
             allowed_decisions=list(self.allowed_decisions),
             metadata=dict(self.metadata),
             approvers=list(verdict.approvers),
+            require_explicit=verdict.explicit,
             quorum=verdict.quorum,
             rejections_needed=verdict.rejections_needed,
             session_id=self.session_id,

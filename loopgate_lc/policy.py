@@ -224,6 +224,8 @@ class Verdict:
         approvers: Who may decide under the deciding policy (empty: the session's).
         shadow: What a shadow policy would have decided instead, when the first policy
             matching the tool (shadow policies included) is a shadow one; else None.
+        explicit: The deciding policy is ``require_explicit``: a person approves every
+            call, and no remembered permission (grant) may stand in for them.
         quorum: Approvals from distinct approvers the deciding policy needs.
         rejections_needed: Rejections that end the request under it.
     """
@@ -233,6 +235,7 @@ class Verdict:
     reason: str
     approvers: tuple[str, ...] = ()
     shadow: Verdict | None = None
+    explicit: bool = False
     quorum: int = 1
     rejections_needed: int = 1
 
@@ -383,7 +386,7 @@ def _judge(
     if policy.require_explicit:
         return Verdict(
             False, name, f"policy {name!r} requires a person to approve every call",
-            policy.approvers, quorum=policy.quorum,
+            policy.approvers, explicit=True, quorum=policy.quorum,
             rejections_needed=policy.rejections_needed,
         )
     valid = (

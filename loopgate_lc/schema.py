@@ -217,6 +217,8 @@ class ApprovalRequest(BaseModel):
     timeout_seconds: float | None = None
     expires_at: datetime | None = None
     shadow: ShadowVerdict | None = None
+    #: the deciding policy asks a person for every call: no grant may answer for them
+    require_explicit: bool = False
     #: approvals from distinct approvers needed before the action runs (see
     #: :mod:`loopgate_lc.quorum`); 1 is a plain single decision
     quorum: int = Field(default=1, ge=1, le=1000)

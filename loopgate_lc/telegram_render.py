@@ -15,13 +15,14 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loopgate_lc.grants import grant_refusal
 from loopgate_lc.quorum import tally_text
-from loopgate_lc.schema import RequestKind, Status
+from loopgate_lc.schema import ApprovalRequest, RequestKind, Status
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "decided_by_display",
     "escape",
     "escape_clip",
+    "grant_button_label",
     "keyboard_for",
     "outcome_label",
     "render_edit_prompt",
@@ -417,6 +419,19 @@ def _decision_details(record: RequestRecord) -> list[str]:
     if message:
         label = {"reject": "Reason", "respond": "Answer"}.get(str(kind), "Note")
         lines.append(f"<b>{label}:</b> {escape_clip(str(message), _TEXT_BUDGET)}")
+    grant = decision.get("grant")
+    if isinstance(grant, Mapping):
+        until = grant.get("expires_at")
+        when = "until revoked"
+        if isinstance(until, str):
+            try:
+                when = f"until {utc_hhmm(datetime.fromisoformat(until))} UTC"
+            except ValueError:
+                when = "for a while"
+        where = {"thread": "in this run", "session": "in this session",
+                 "everyone": "for everyone"}.get(str(grant.get("scope")), "")
+        lines.append(f"<b>Allowed again</b> {escape(where)} {escape(when)} "
+                     f"(grant <code>{escape_clip(str(grant.get('id')), 40)}</code>)")
     return lines
 
 
@@ -483,12 +498,40 @@ def _allowed(payload: Mapping[str, Any]) -> set[str]:
     return {"approve", "edit", "reject", "respond"}
 
 
-def keyboard_for(record: RequestRecord) -> list[list[Button]]:
+def grant_button_label(seconds: float) -> str:
+    """``✅ Approve & allow 1h``: the duration in the largest whole unit."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"✅ Approve & allow {int(seconds // size)}{unit}"
+    return f"✅ Approve & allow {int(seconds)}s"
+
+
+def _grant_row(record: RequestRecord, offers: Sequence[float]) -> list[Button]:
+    """"Approve & allow ..." buttons: the same call again, in the request's session (else
+    its thread), for each offered duration; none where a grant cannot be made (the
+    gateway checks again when the button is tapped)."""
+    if not offers or (record.session_id is None and record.thread_id is None):
+        return []
+    try:
+        request = ApprovalRequest.model_validate(record.payload)
+    except ValueError:
+        return []
+    if grant_refusal(request) is not None:
+        return []
+    scope = "session" if record.session_id is not None else "thread"
+    return [Button(grant_button_label(seconds), {"op": "decide", "decision": {
+        "type": "approve", "grant": {"scope": scope, "ttl_seconds": seconds}}})
+        for seconds in offers]
+
+
+def keyboard_for(record: RequestRecord, *, grant_offers: Sequence[float] = ()
+                 ) -> list[list[Button]]:
     """The buttons a request's message carries, row by row (empty for free-text kinds).
 
     Approvals get Approve / Reject, Reject with reason, and Edit when ``edit`` is
     allowed for a tool call; choices, and approvals that offer options, get one button
-    per option.
+    per option. With ``grant_offers`` (seconds), a tool call that may be remembered also
+    gets "Approve & allow ..." buttons.
     """
     payload = _payload(record)
     kind = _kind(record)
@@ -516,4 +559,4 @@ def keyboard_for(record: RequestRecord) -> list[list[Button]]:
         second.append(Button("💬 Reject with reason", {"op": "prompt", "purpose": "reject"}))
     if "edit" in allowed and kind is RequestKind.TOOL_APPROVAL and payload.get("name"):
         second.append(Button("✏️ Edit", {"op": "prompt", "purpose": "edit"}))
-    return [row for row in (first, second) if row]
+    return [row for row in (first, second, _grant_row(record, grant_offers)) if row]

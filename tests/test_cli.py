@@ -395,6 +395,37 @@ def test_serve_without_a_channel_warns_loudly(tmp_path: Path, store: str) -> Non
     assert "requests without timeout_seconds end after 3600 s" in text
 
 
+def test_audit_filters_by_event_kind(gateway: Loopgate, store: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from loopgate_lc import ApprovalPolicy, RiskLevel, guard
+    from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
+
+    @tool
+    def send_email(to: str) -> str:
+        """Send an email."""
+        return "sent"
+
+    watched = [ApprovalPolicy("mail-auto", "send_*", 0.8, RiskLevel.DATA_MODIFICATION,
+                              shadow=True)]
+    agent = create_agent(
+        ScriptedChatModel(script=[ai("", call("send_email", to="ceo")), "ok"]),
+        tools=[guard(send_email, policies=watched, risk="data_modification",
+                     confidence=0.9)],
+        checkpointer=InMemorySaver())
+    with Loopgate(store, notifiers=[ScriptedApprover()]) as gate:
+        gate.run(agent, {"messages": [("user", "mail")]})
+    assert main(["audit", "--event", "shadow", "--json", "--store", store]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["event"], e["details"]["would"], e["details"]["enforced"]) for e in lines] == [
+        ("shadow", "auto", "ask")]
+    assert main(["audit", "--event", "nothing-like-it", "--store", store]) == 0
+    assert capsys.readouterr().out == "no audit events\n"
+
+
 def test_votes_from_the_cli_say_the_request_is_still_pending(
         store: str, capsys: pytest.CaptureFixture[str]) -> None:
     from loopgate_lc.policy import ApprovalPolicy

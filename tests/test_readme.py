@@ -148,6 +148,11 @@ def test_shadow_and_simulation_snippet(tmp_path: Path) -> None:
         "[('mail-auto', 'auto', 'ask')]", "[('send_email', 'bob')]"]
 
 
+def test_grants_snippet(tmp_path: Path) -> None:
+    assert run("Remembered permissions (grants)", tmp_path).splitlines() == [
+        "approved True", "pending", "0 ['grant_created', 'grant_revoked']"]
+
+
 def test_telemetry_snippet(tmp_path: Path) -> None:
     out = run("Timeouts, hooks and the audit log", tmp_path).splitlines()
     assert ("['loopgate.decision.duration', 'loopgate.decisions', 'loopgate.notifications', "

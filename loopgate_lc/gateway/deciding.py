@@ -27,9 +27,12 @@ from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.settings import Escalation
 from loopgate_lc.gateway.validation import Schemas
 from loopgate_lc.gateway.waiting import Waiters
+from loopgate_lc.grants import GrantDesk, GrantSpec, grant_summary
+from loopgate_lc.policy import PolicySet
 from loopgate_lc.schema import ApprovalRequest, Status, decision_approves, decision_status
 from loopgate_lc.stores.base import (
     AuditEvent,
+    GrantRecord,
     OutboxItem,
     RequestRecord,
     Resolution,
@@ -47,8 +50,13 @@ class Deciding:
     """Checks answers and records decisions."""
 
     def __init__(self, store: Store, auditor: Auditor, outbox: Outbox, waiters: Waiters,
-                 clock: Clock, escalation: Sequence[Escalation], schemas: Schemas) -> None:
+                 clock: Clock, escalation: Sequence[Escalation], schemas: Schemas,
+                 policies: PolicySet | None = None) -> None:
         self._store = store
+        # remembered permissions: read from decisions here, matched by Filing
+        live = policies if policies is not None else PolicySet()  # the gateway's own set
+        self.grants = GrantDesk(store, clock=clock, policies=lambda: live,
+                                approvers=self.approvers)
         self._waiters = waiters
         self._auditor = auditor
         self._outbox = outbox
@@ -68,9 +76,23 @@ class Deciding:
         if not record.pending:
             raise already_decided(record)
         await self.authorize(record, approver_id, actor, channel)
-        checked = await self.check(record, decision)
+        checked, spec = await self._checked(record, decision)
         voter = await self.voter(record, approver_id, actor, channel)
-        return await self._answer(record, checked, voter, actor, channel)
+        return await self._answer(record, checked, voter, actor, channel,
+                                  self._issue(spec, record, actor, approver_id, channel))
+
+    async def _checked(self, record: RequestRecord, decision: Mapping[str, Any]
+                       ) -> tuple[dict[str, Any], GrantSpec | None]:
+        """The decision checked, and the grant it carries (checked too), if any. A
+        request under a quorum never takes one (see ``grant_refusal``)."""
+        plain, spec = self.grants.read(decision, record, record.request)
+        return await self.check(record, plain), spec
+
+    def _issue(self, spec: GrantSpec | None, record: RequestRecord, actor: str | None,
+               approver_id: str | None, channel: str) -> GrantRecord | None:
+        return None if spec is None else self.grants.issue(
+            spec, record, record.request, actor=actor, approver_id=approver_id,
+            channel=channel)
 
     async def check(self, record: RequestRecord, decision: Mapping[str, Any]
                     ) -> dict[str, Any]:
@@ -101,10 +123,16 @@ class Deciding:
         return voter
 
     async def _answer(self, record: RequestRecord, checked: dict[str, Any],
-                      voter: str | None, actor: str | None, channel: str) -> RequestRecord:
-        """A checked answer: a vote when it has a voter, else the decision."""
+                      voter: str | None, actor: str | None, channel: str,
+                      grant: GrantRecord | None = None) -> RequestRecord:
+        """A checked answer: a vote when it has a voter, else the decision (with the
+        grant it makes, if any: only a single decision makes one)."""
         if voter is None:
-            return await self.decide(record, checked, actor=actor, channel=channel)
+            return await self.decide(record, checked, actor=actor, channel=channel,
+                                     grant=grant)
+        if grant is not None:  # grants.read refuses these first; never let one through
+            raise InvalidDecision("a vote cannot carry a grant: calls under a quorum "
+                                  "cannot be remembered")
         return await self.vote(record, checked, voter, actor=actor, channel=channel)
 
     async def respond_batch(self, records: Sequence[RequestRecord], decisions: Any,
@@ -120,10 +148,12 @@ class Deciding:
         checked = []
         for record, decision in zip(records, decisions, strict=True):
             await self.authorize(record, approver_id, actor, channel)
-            checked.append((await self.check(record, decision),
+            plain, spec = await self._checked(record, decision)
+            checked.append((plain, spec,
                             await self.voter(record, approver_id, actor, channel)))
-        return [await self._answer(record, decision, voter, actor, channel)
-                for record, (decision, voter) in zip(records, checked, strict=True)]
+        return [await self._answer(record, decision, voter, actor, channel,
+                                   self._issue(spec, record, actor, approver_id, channel))
+                for record, (decision, spec, voter) in zip(records, checked, strict=True)]
 
     async def cancel(self, request_id: str, actor: str | None, reason: str | None
                      ) -> RequestRecord:
@@ -196,30 +226,36 @@ class Deciding:
 
     async def decide(self, record: RequestRecord, decision: dict[str, Any], *,
                      actor: str | None, channel: str | None, event: str | None = None,
-                     filing: Sequence[AuditEvent] = ()) -> RequestRecord:
+                     filing: Sequence[AuditEvent] = (),
+                     grant: GrantRecord | None = None) -> RequestRecord:
         """The single place a request leaves ``pending``: one transaction with the
         compare-and-set, its audit event and its ``resolved`` deliveries; then, after the
         commit, listeners and hooks, which can no longer lose or change it. (A deciding
         vote commits the same, inside its own transaction: see :meth:`vote`.)
 
         With ``filing`` (the ``requested`` event of a record not stored yet), the record
-        is filed already decided, in the same one transaction.
+        is filed already decided, in the same one transaction. A ``grant`` the decision
+        makes is stored in that transaction too, with its own audit event.
 
         Raises:
             AlreadyDecided: Someone else's decision won the compare-and-set.
         """
+        if grant is not None:
+            decision = {**decision, "grant": grant_summary(grant)}
         decision = {**decision, "actor": actor, "channel": channel}
         status = decision_status(decision)
         now = self._clock()
         # a run waits here to resume it: claim the resume in this same transaction
         handing = not filing and self._hands_over(record)
-        audit, outbox = self._effects(record, decision, now, event=event, handing=handing)
+        audit, outbox = self._effects(record, decision, now, event=event, handing=handing,
+                                      grant=grant)
         if not filing:
             try:
                 decided = await self._store.resolve(
                     record.id, status=status, decision=decision, decided_by=actor,
                     channel=channel, decided_at=now, audit=audit, outbox=outbox,
-                    resolved_to_message_refs=True, resumed_at=now if handing else None)
+                    resolved_to_message_refs=True, resumed_at=now if handing else None,
+                    grants=[grant] if grant else ())
             except BaseException:
                 if handing:
                     self._waiters.hand_over(record.id, None)
@@ -283,15 +319,19 @@ class Deciding:
         return True
 
     def _effects(self, record: RequestRecord, decision: dict[str, Any], now: datetime, *,
-                 event: str | None = None, handing: bool
+                 event: str | None = None, handing: bool, grant: GrantRecord | None = None
                  ) -> tuple[list[AuditEvent], list[OutboxItem]]:
-        """What a decision commits with it: its ``decided:*`` audit event (and ``resumed``
-        when it claims the resume) and its ``resolved`` deliveries."""
+        """What a decision commits with it: its ``decided:*`` audit event (then
+        ``grant_created`` for the grant it makes, and ``resumed`` when it claims the
+        resume) and its ``resolved`` deliveries."""
         status = decision_status(decision)
         actor, channel = decision.get("actor"), decision.get("channel")
         audit = [self._auditor.event(event or f"decided:{status.value}", record, actor=actor,
                                      channel=channel,
                                      details={"decision": public_decision(decision)})]
+        if grant is not None:
+            audit.append(self._auditor.event("grant_created", record, actor=actor,
+                                             channel=channel, details=grant_summary(grant)))
         if handing:
             audit.append(self._auditor.event("resumed", record))
         return audit, self._outbox.deliveries(record, "resolved", now)

@@ -49,6 +49,7 @@ from loopgate_lc.schema import HumanResponse, Status, utcnow
 from loopgate_lc.stores import open_store
 from loopgate_lc.stores.base import (
     AuditEvent,
+    GrantRecord,
     OutboxItem,
     RequestRecord,
     RequestScope,
@@ -236,7 +237,7 @@ class Loopgate:
             self.retry_backoff, self.max_retry_backoff, self.max_delivery_attempts,
             self.max_delivery_age), self.poll_interval)
         deciding = Deciding(store, auditor, outbox, waiters, clock, self.escalation,
-                            self._schemas)
+                            self._schemas, self.policies)
         timers = Timers(store, auditor, deciding, outbox, clock, tasks,
                         on_timeout=self.on_timeout, escalation=self.escalation,
                         poll_interval=self.poll_interval)
@@ -412,25 +413,71 @@ class Loopgate:
         session_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None, limit: int | None = None,
         after: int | None = None, before: int | None = None, newest: bool = False,
+        event: str | None = None,
     ) -> list[AuditEvent]:
-        """The audit trail, filtered, in the order events happened.
+        """The audit trail, filtered, in the order events happened; ``event`` keeps one
+        kind (``"shadow"`` for what shadow policies would have decided).
 
         Page with event ids: ``after`` the last one seen reads on, ``before`` the first
         one seen reads back; ``newest=True`` takes the last ``limit`` events (a tail).
         """
         return self._call(lambda p: self.store.list_audit(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit, after=after, before=before, newest=newest))
+            until=until, limit=limit, after=after, before=before, newest=newest,
+            event=event))
 
     async def aaudit(
         self, *, request_id: str | None = None, thread_id: str | None = None,
         session_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None, limit: int | None = None,
         after: int | None = None, before: int | None = None, newest: bool = False,
+        event: str | None = None,
     ) -> list[AuditEvent]:
         return await self._acall(lambda p: self.store.list_audit(
             request_id=request_id, thread_id=thread_id, session_id=session_id, since=since,
-            until=until, limit=limit, after=after, before=before, newest=newest))
+            until=until, limit=limit, after=after, before=before, newest=newest,
+            event=event))
+
+    # grants (remembered permissions, see loopgate_lc.grants) -----------------------------
+
+    def grants(self, *, tool: str | None = None, session_id: str | None = None,
+               client_id: str | None = None, live: bool = True, limit: int | None = None
+               ) -> list[GrantRecord]:
+        """Remembered permissions, oldest first: the live ones (neither revoked nor
+        expired), or with ``live=False`` every one ever made."""
+        return self._call(lambda p: self.store.list_grants(
+            tool=tool, session_id=session_id, client_id=client_id,
+            live_at=self.clock() if live else None, limit=limit))
+
+    async def agrants(self, *, tool: str | None = None, session_id: str | None = None,
+                      client_id: str | None = None, live: bool = True,
+                      limit: int | None = None) -> list[GrantRecord]:
+        return await self._acall(lambda p: self.store.list_grants(
+            tool=tool, session_id=session_id, client_id=client_id,
+            live_at=self.clock() if live else None, limit=limit))
+
+    def get_grant(self, grant_id: str) -> GrantRecord:
+        """Raises: GrantNotFound."""
+        return self._call(lambda p: self.store.get_grant(grant_id))
+
+    async def aget_grant(self, grant_id: str) -> GrantRecord:
+        return await self._acall(lambda p: self.store.get_grant(grant_id))
+
+    def revoke_grant(self, grant_id: str, *, actor: str | None = None, channel: str = "api"
+                     ) -> GrantRecord:
+        """Revoke a grant: from now on it approves nothing (audited as ``grant_revoked``).
+        Revoking again changes nothing and returns who revoked it first, and when.
+
+        Raises:
+            GrantNotFound: Unknown id.
+        """
+        return self._call(lambda p: p.deciding.grants.revoke(grant_id, actor=actor,
+                                                             channel=channel))
+
+    async def arevoke_grant(self, grant_id: str, *, actor: str | None = None,
+                            channel: str = "api") -> GrantRecord:
+        return await self._acall(lambda p: p.deciding.grants.revoke(
+            grant_id, actor=actor, channel=channel))
 
     def export_audit(
         self, out: IO[str], *, request_id: str | None = None, thread_id: str | None = None,

@@ -26,6 +26,7 @@ from loopgate_lc.gateway.deciding import Deciding
 from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.settings import seconds
 from loopgate_lc.gateway.timers import Timers
+from loopgate_lc.grants import GRANT_CHANNEL
 from loopgate_lc.hooks import Veto
 from loopgate_lc.policy import PolicySet, RiskLevel
 from loopgate_lc.schema import (
@@ -143,6 +144,13 @@ class Filing:
                 return await self._deciding.decide(
                     record, {"type": "reject", "message": vetoes[0].reason},
                     actor="hook:on_request", channel="hook", event="vetoed", filing=filed)
+        grant = await self._deciding.grants.match(record, request)
+        if grant is not None:  # remembered: approved now, filed decided, nobody notified
+            return await self._deciding.decide(
+                record, {"type": "approve", "granted_by": {
+                    "grant_id": grant.id, "created_by": grant.created_by,
+                    "request_id": grant.request_id}},
+                actor=f"grant:{grant.id}", channel=GRANT_CHANNEL, filing=filed)
         stored, created = await self._store.create_request(
             record, audit=filed, outbox=self._outbox.deliveries(record, "notify", now))
         if created:
@@ -207,6 +215,8 @@ class Filing:
             verdict = self._policies.evaluate(question.tool_name, confidence=question.confidence,
                                               risk=question.risk)
         allowed = list(question.allowed_decisions or default_decisions(kind, bool(parsed)))
+        deciding = (None if question.tool_name is None
+                    else self._policies.match(question.tool_name))
         # callback_url is kept in the payload (ApprovalRequest allows extra fields), so
         # whichever process decides the request can still deliver the callback.
         extra = {"callback_url": question.callback_url} if question.callback_url else {}
@@ -225,6 +235,8 @@ class Filing:
             options=parsed,
             metadata=dict(question.metadata or {}),
             approvers=list(verdict.approvers) if verdict else [],
+            require_explicit=verdict.explicit if verdict else bool(
+                deciding is not None and deciding.require_explicit),
             quorum=verdict.quorum if verdict else 1,
             rejections_needed=verdict.rejections_needed if verdict else 1,
             requester=question.requester,

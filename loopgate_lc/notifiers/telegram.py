@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -74,6 +74,7 @@ from loopgate_lc.errors import (
     SessionNotFound,
     SignatureError,
 )
+from loopgate_lc.grants import MAX_GRANT_SECONDS
 from loopgate_lc.notifiers.base import DeliveryError, Desk
 from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import Status
@@ -159,6 +160,11 @@ class TelegramNotifier:
             ``/inbox``, which answers in a private chat with a one-time sign-in link.
         inbox_identity: Maps a Telegram user (id, username) to the inbox identity (an
             API key's name) they sign in as; None refuses that user.
+        grant_offers: Durations in seconds offered as "Approve & allow ..." buttons on
+            tool calls that may be remembered: a tap approves and lets the same call
+            (tool and arguments) in the request's session (else its run) be approved
+            without asking for that long. The approver checks of a plain tap apply.
+            Empty for no such buttons.
     """
 
     def __init__(
@@ -178,6 +184,7 @@ class TelegramNotifier:
         poll_timeout: float = 10.0,
         inbox_url: str | None = None,
         inbox_identity: Callable[[int, str | None], str | None] | None = None,
+        grant_offers: Sequence[float] = (3600.0,),
     ) -> None:
         token = token or os.environ.get("TELEGRAM_BOT_TOKEN")
         if not token:
@@ -207,6 +214,11 @@ class TelegramNotifier:
         self.poll_timeout = poll_timeout
         self.inbox_url = inbox_url.rstrip("/") if inbox_url else None
         self.inbox_identity = inbox_identity
+        offers = tuple(float(o) for o in grant_offers)
+        if any(not 0 < o <= MAX_GRANT_SECONDS for o in offers):
+            raise ConfigurationError("grant_offers must be seconds above 0 and at most 366 "
+                                     "days")
+        self.grant_offers = offers
         self._token = token
         self.application = self._build()
         self._desk: Desk | None = None
@@ -404,7 +416,7 @@ class TelegramNotifier:
 
     async def _buttons(self, request: RequestRecord) -> InlineKeyboardMarkup | None:
         """The request's inline keyboard, each button keyed server-side (None: none)."""
-        rows = keyboard_for(request)
+        rows = keyboard_for(request, grant_offers=self.grant_offers)
         if not rows:
             return None
         return InlineKeyboardMarkup([

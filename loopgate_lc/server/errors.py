@@ -36,6 +36,7 @@ from loopgate_lc.errors import (
     ApproverNotAllowed,
     ConfigurationError,
     DuplicateVote,
+    GrantNotFound,
     InvalidDecision,
     InvalidPolicy,
     LoopgateError,
@@ -121,6 +122,8 @@ def from_loopgate_error(exc: LoopgateError) -> ApiError:
         return ApiError(404, "not_found", message, {"request_id": exc.request_id})
     if isinstance(exc, SessionNotFound):
         return ApiError(404, "not_found", message, {"session_id": exc.session_id})
+    if isinstance(exc, GrantNotFound):
+        return ApiError(404, "not_found", message, {"grant_id": exc.grant_id})
     if isinstance(exc, SessionExists):
         return ApiError(409, "session_exists", message, {"session_id": exc.session_id})
     if isinstance(exc, ApproverNotAllowed):

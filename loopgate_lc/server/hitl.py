@@ -41,12 +41,14 @@ from loopgate_lc.server.middleware import caller
 from loopgate_lc.server.models import (
     MAX_JSON_DEPTH,
     MAX_PAGE,
+    AuditOut,
     CancelBody,
     DeactivateBody,
     RegisterBody,
     RequestBody,
     RespondBatchBody,
     RespondBody,
+    RevokeGrantBody,
     WebhookDecisionBody,
     check_json,
     poll_result,
@@ -54,7 +56,9 @@ from loopgate_lc.server.models import (
     session_out,
 )
 from loopgate_lc.server.tenancy import (
+    ApiKey,
     filing_client,
+    own_grant,
     own_request,
     own_session,
     pending_page,
@@ -68,7 +72,7 @@ from loopgate_lc.signing import (
     verify_decision_signature,
     verify_decision_token,
 )
-from loopgate_lc.stores.base import RequestRecord
+from loopgate_lc.stores.base import AuditEvent, RequestRecord
 
 __all__ = ["HitlConfig", "endpoint", "hitl_routes", "page_params", "read_json",
            "simple_decision"]
@@ -375,9 +379,12 @@ class _Routes:
 
     async def respond(self, request: Request) -> Response:
         body = await read_model(request, RespondBody)
-        record = await own_request(self.gw, caller(request.scope), body.request_id)
+        key = caller(request.scope)
+        record = await own_request(self.gw, key, body.request_id)
         actor, approver_id = _decider(request, body)
-        decision = _decision_of(record, body.decision, body.approved, body.response)
+        decision = _decision_of(record, body.decision, body.approved, body.response,
+                                body.grant)
+        _check_grant_scope(key, record, decision)
         decided = await self.gw.arespond(
             body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
         return _ok(respond_result(decided))
@@ -388,6 +395,10 @@ class _Routes:
         for pending in await self.gw.apending(thread_id=body.thread_id):
             await own_request(self.gw, key, pending.id)  # every one must be the caller's
         actor, approver_id = _decider(request, body)
+        for decision in body.decisions:
+            if isinstance(decision, dict) and decision.get("grant") is not None:
+                raise ApiError(422, "invalid_decision", "grants are made one request at a "
+                               "time (POST /hitl/respond), not in a batch")
         decided = await self.gw.arespond_batch(
             body.thread_id, {"decisions": body.decisions}, actor=actor, channel="http",
             approver_id=approver_id)
@@ -429,9 +440,10 @@ class _Routes:
             inline: dict[str, Any] = {"type": body.type, **(body.model_extra or {})}
             if body.response is not None:
                 inline.setdefault("message", body.response)
-            decision = _decision_of(record, inline, body.approved, None)
+            decision = _decision_of(record, inline, body.approved, None, body.grant)
         else:
-            decision = _decision_of(record, body.decision, body.approved, body.response)
+            decision = _decision_of(record, body.decision, body.approved, body.response,
+                                    body.grant)
         actor = f"webhook:{body.actor.strip()}" if body.actor and body.actor.strip() \
             else "webhook"
         decided = await self.gw.arespond(request_id, decision, actor=actor, channel="webhook",
@@ -439,16 +451,123 @@ class _Routes:
         return _ok(respond_result(decided))
 
 
+    # audit ----------------------------------------------------------------------------
+
+    async def audit(self, request: Request) -> Response:
+        key = caller(request.scope)
+        request_id = _query(request, "request_id", required=False)
+        session_id = _query(request, "session_id", required=False)
+        if request_id is not None:
+            await own_request(self.gw, key, request_id)  # 404 unknown or not ours
+        if session_id is not None:
+            await own_session(self.gw, key, session_id)
+        limit = _count(request.query_params.get("limit"), "limit", default=100,
+                       cap=MAX_AUDIT_EVENTS)
+        event = _query(request, "event", required=False)
+        if key.admin:  # the store reads the tail itself
+            events = await self.gw.aaudit(request_id=request_id, session_id=session_id,
+                                          event=event, limit=limit, newest=True)
+        else:
+            seen: dict[tuple[str, str], bool] = {}
+            events = [e for e in await self.gw.aaudit(
+                request_id=request_id, session_id=session_id, event=event)
+                if await self._visible(key, e, seen)]
+            events = events[-limit:] if limit else []
+        return _ok(AuditOut(count=len(events), events=events).model_dump(mode="json"))
+
+    async def _visible(self, key: ApiKey, event: AuditEvent,
+                       seen: dict[tuple[str, str], bool]) -> bool:
+        """Whether a scoped key may read an event: it belongs to one of the key's sessions
+        or requests (events of neither, such as a graph's own, are for admin keys)."""
+        if event.session_id is not None:
+            which, ident = "session", event.session_id
+        elif event.request_id is not None:
+            which, ident = "request", event.request_id
+        else:
+            return False
+        if (which, ident) not in seen:
+            try:
+                if which == "session":
+                    await own_session(self.gw, key, ident)
+                else:
+                    await own_request(self.gw, key, ident)
+                seen[(which, ident)] = True
+            except (SessionNotFound, RequestNotFound):
+                seen[(which, ident)] = False
+        return seen[(which, ident)]
+
+    # grants ---------------------------------------------------------------------------
+
+    async def grants(self, request: Request) -> Response:
+        key = caller(request.scope)
+        session_id = _query(request, "session_id", required=False)
+        if session_id is not None:
+            await own_session(self.gw, key, session_id)  # 404 unknown or not ours
+        every = (_query(request, "all", required=False) or "false").lower()
+        if every not in ("true", "false", "1", "0"):
+            raise ApiError(422, "invalid_fields", "'all' must be true or false")
+        found = [g for g in await self.gw.agrants(
+            tool=_query(request, "tool", required=False), session_id=session_id,
+            live=every in ("false", "0")) if key.may_use(g.session_id, g.client_id)]
+        return _ok({"count": len(found), "grants": [g.model_dump(mode="json")
+                                                    for g in found]})
+
+    async def revoke_grant(self, request: Request) -> Response:
+        body = await read_model(request, RevokeGrantBody)
+        key = caller(request.scope)
+        await own_grant(self.gw, key, body.grant_id)
+        revoked = await self.gw.arevoke_grant(body.grant_id, actor=key.actor, channel="http")
+        return _ok(revoked.model_dump(mode="json"))
+
+
 def _decision_of(record: RequestRecord, decision: dict[str, Any] | None,
-                 approved: bool | None, response: str | None) -> dict[str, Any]:
+                 approved: bool | None, response: str | None,
+                 grant: dict[str, Any] | None = None) -> dict[str, Any]:
     if not record.pending:
         return decision or {"type": "approve"}  # the gateway answers AlreadyDecided
     if decision is not None:
         if approved is not None or response is not None:
             raise ApiError(422, "invalid_fields",
                            "send either 'decision' or 'approved'/'response', not both")
-        return decision
-    return simple_decision(record, approved, response)
+        chosen = decision
+    else:
+        chosen = simple_decision(record, approved, response)
+    if grant is None:
+        return chosen
+    if chosen.get("grant") is not None:
+        raise ApiError(422, "invalid_fields",
+                       "send the grant once: in 'decision' or beside it, not both")
+    return {**chosen, "grant": grant}
+
+
+def _check_grant_scope(key: ApiKey, record: RequestRecord, decision: dict[str, Any]) -> None:
+    """A scoped key may not make a grant wider than its scope: ``everyone`` reaches every
+    session of the request's client, so the key must hold that client."""
+    grant = decision.get("grant")
+    if key.admin or not isinstance(grant, dict) or grant.get("scope") != "everyone":
+        return
+    if record.client_id is None or record.client_id not in key.clients:
+        raise ApiError(403, "forbidden",
+                       f"API key {key.identity!r} may make 'everyone' grants only for its own "
+                       "clients; use scope 'session' or 'thread'")
+
+
+MAX_AUDIT_EVENTS = 1000
+"""The most events one ``/hitl/audit`` answer holds (the newest)."""
+
+
+def _count(raw: str | None, name: str, *, default: int, cap: int) -> int:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= cap:
+        raise ApiError(422, "invalid_fields", f"{name!r} must be a whole number from 0 to {cap}",
+                       {"errors": [{"loc": ["query", name], "msg": "out of range",
+                                    "type": "value_error"}]})
+    return value
 
 
 def page_params(request: Request, *, default: int = MAX_PAGE) -> tuple[int, str | None]:
@@ -519,4 +638,7 @@ def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
         Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
         Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
               methods=["POST"]),
+        Route("/hitl/audit", endpoint(r.audit), methods=["GET"]),
+        Route("/hitl/grants", endpoint(r.grants), methods=["GET"]),
+        Route("/hitl/grants/revoke", endpoint(r.revoke_grant), methods=["POST"]),
     ]

@@ -15,16 +15,18 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from loopgate_lc.decisions import response_of
 from loopgate_lc.quorum import tally, tally_text
-from loopgate_lc.stores.base import RequestRecord, SessionRecord
+from loopgate_lc.stores.base import AuditEvent, GrantRecord, RequestRecord, SessionRecord
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_PAGE",
     "MAX_TIMEOUT",
+    "AuditOut",
     "CancelBody",
     "DeactivateBody",
     "ErrorBody",
     "ErrorDetail",
+    "GrantsOut",
     "HealthOut",
     "OptionIn",
     "PendingOut",
@@ -34,6 +36,7 @@ __all__ = [
     "RequestType",
     "RespondBatchBody",
     "RespondBody",
+    "RevokeGrantBody",
     "SessionOut",
     "WebhookDecisionBody",
     "check_json",
@@ -152,6 +155,14 @@ class RequestBody(_Body):
                     "are refused unless the server allows them.")
 
 
+GRANT_DESCRIPTION = (
+    'With an approve: "allow this again", e.g. {"scope": "session", "ttl_seconds": 3600, '
+    '"args": {"path": {"prefix": "/srv/"}}}. scope: thread, session or everyone (the '
+    "same client); args: omitted for the same arguments, \"any\", or per-argument "
+    "equals/prefix/one_of/min/max/any; exactly one of ttl_seconds, expires_at or "
+    "until_revoked: true. Refused where a require_explicit policy decides.")
+
+
 class RespondBody(_Body):
     """``POST /hitl/respond``: decide a request over HTTP, for your own UI.
 
@@ -171,6 +182,7 @@ class RespondBody(_Body):
         default=None, max_length=256,
         description="Admin keys only: the person who decides, checked against the "
                     "approvers; other keys decide as their own name.")
+    grant: dict[str, Any] | None = Field(default=None, description=GRANT_DESCRIPTION)
 
 
 class RespondBatchBody(_Body):
@@ -218,6 +230,28 @@ class WebhookDecisionBody(_Body):
     response: str | None = Field(default=None, max_length=20_000)
     actor: str | None = Field(default=None, max_length=256)
     approver_id: str | None = Field(default=None, max_length=256)
+    grant: dict[str, Any] | None = Field(default=None, description=GRANT_DESCRIPTION)
+
+
+class RevokeGrantBody(_Body):
+    """``POST /hitl/grants/revoke``: stop a remembered permission from approving calls."""
+
+    grant_id: Ident
+
+
+class AuditOut(BaseModel):
+    """``GET /hitl/audit``: the newest events in the key's scope, in the order they
+    happened."""
+
+    count: int
+    events: list[AuditEvent]
+
+
+class GrantsOut(BaseModel):
+    """``GET /hitl/grants``: remembered permissions, oldest first."""
+
+    count: int
+    grants: list[GrantRecord]
 
 
 class OptionOut(BaseModel):

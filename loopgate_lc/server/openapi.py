@@ -21,9 +21,11 @@ from pydantic.json_schema import models_json_schema
 
 from loopgate_lc.server.models import (
     MAX_PAGE,
+    AuditOut,
     CancelBody,
     DeactivateBody,
     ErrorBody,
+    GrantsOut,
     HealthOut,
     PendingOut,
     PollResult,
@@ -31,9 +33,11 @@ from loopgate_lc.server.models import (
     RequestBody,
     RespondBatchBody,
     RespondBody,
+    RevokeGrantBody,
     SessionOut,
     WebhookDecisionBody,
 )
+from loopgate_lc.stores.base import GrantRecord
 
 __all__ = ["API", "Operation", "openapi_document"]
 
@@ -104,6 +108,30 @@ API: tuple[Operation, ...] = (
                           "delivery, or by a Standard Webhooks signature over method, "
                           "path and raw body (each signature accepted once); the API key "
                           "is not required here."),
+    Operation("get", "/hitl/audit", "The audit trail in the key's scope, newest last",
+              AuditOut,
+              query=(("request_id", "Only this request's events.", False, _STR),
+                     ("session_id", "Only this session's events.", False, _STR),
+                     ("event", "Only events of this kind, e.g. `shadow` or "
+                               "`decided:approved`.", False, _STR),
+                     ("limit", "At most this many, the newest (default 100, at most 1000).",
+                      False, {"type": "integer", "minimum": 0, "maximum": 1000})),
+              errors=(404, 422), tags=("audit",),
+              description="Scoped keys see the events of their own sessions and requests; "
+                          "events of neither (a graph's own) are for admin keys."),
+    Operation("get", "/hitl/grants", "Remembered permissions (grants) in the key's scope",
+              GrantsOut,
+              query=(("tool", "Only this tool's.", False, _STR),
+                     ("session_id", "Only those made in this session.", False, _STR),
+                     ("all", "Also expired and revoked ones (default false).", False,
+                      {"type": "boolean"})),
+              errors=(404, 422), tags=("grants",),
+              description="Live grants (neither revoked nor expired), oldest first; another "
+                          "tenant's are never listed."),
+    Operation("post", "/hitl/grants/revoke", "Revoke a grant: it approves nothing from now on",
+              GrantRecord, RevokeGrantBody, errors=(400, 404, 422), tags=("grants",),
+              description="Unknown ids and another tenant's grants are 404. Revoking again "
+                          "changes nothing and shows who revoked it first."),
 )
 
 _TELEGRAM = Operation(

@@ -37,12 +37,13 @@ from typing import Any
 
 from loopgate_lc.errors import (
     ConfigurationError,
+    GrantNotFound,
     OutOfScope,
     RequestNotFound,
     SessionNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.stores.base import RequestRecord, RequestScope, SessionRecord
+from loopgate_lc.stores.base import GrantRecord, RequestRecord, RequestScope, SessionRecord
 
 __all__ = [
     "ADMIN",
@@ -50,6 +51,7 @@ __all__ = [
     "ApiKeys",
     "filing_client",
     "load_api_keys",
+    "own_grant",
     "own_request",
     "own_session",
     "parse_api_keys",
@@ -273,6 +275,18 @@ async def own_request(gateway: Loopgate, key: ApiKey, request_id: str) -> Reques
     if not key.may_use(record.session_id, record.client_id):
         raise RequestNotFound(request_id)
     return record
+
+
+async def own_grant(gateway: Loopgate, key: ApiKey, grant_id: str) -> GrantRecord:
+    """The grant, if ``key`` may use the session or client of the decision that made it.
+
+    Raises:
+        GrantNotFound: It does not exist, or it is another tenant's.
+    """
+    grant = await gateway.aget_grant(grant_id)
+    if not key.may_use(grant.session_id, grant.client_id):
+        raise GrantNotFound(grant_id)
+    return grant
 
 
 async def pending_page(gateway: Loopgate, key: ApiKey, *, session_id: str | None,

@@ -13,6 +13,7 @@ from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.stores.base import (
     AuditEvent,
     Ballot,
+    GrantRecord,
     OutboxItem,
     RequestRecord,
     RequestScope,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEvent",
     "Ballot",
+    "GrantRecord",
     "MemoryStore",
     "OutboxItem",
     "PostgresStore",

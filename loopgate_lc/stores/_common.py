@@ -18,6 +18,7 @@ from loopgate_lc.stores._values import check_limit, coerce_status, final_status,
 from loopgate_lc.stores.base import (
     AuditEvent,
     Ballot,
+    GrantRecord,
     OutboxItem,
     RequestRecord,
     Resolution,
@@ -34,6 +35,7 @@ __all__ = [
     "json_text",
     "json_value",
     "normalized_audit",
+    "normalized_grant",
     "normalized_outbox",
     "normalized_request",
     "normalized_session",
@@ -180,5 +182,18 @@ def normalized_audit(event: AuditEvent) -> AuditEvent:
     """A private copy of ``event`` with a UTC time and JSON-only details."""
     return event.model_copy(
         update={"at": utc(event.at), "details": json_value(event.details, what="audit details")},
+        deep=True,
+    )
+
+
+def normalized_grant(grant: GrantRecord) -> GrantRecord:
+    """A private copy of ``grant`` with UTC times and JSON-only constraints."""
+    return grant.model_copy(
+        update={
+            "args": json_value(grant.args, what="grant constraints"),
+            "created_at": utc(grant.created_at),
+            "expires_at": utc_or_none(grant.expires_at),
+            "revoked_at": utc_or_none(grant.revoked_at),
+        },
         deep=True,
     )

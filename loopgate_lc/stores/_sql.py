@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound, StoreError
+from loopgate_lc.errors import (
+    GrantNotFound,
+    RequestNotFound,
+    SessionExists,
+    SessionNotFound,
+    StoreError,
+)
 from loopgate_lc.schema import RequestKind, utcnow
 from loopgate_lc.stores._common import (
     already_decided,
@@ -36,12 +42,21 @@ from loopgate_lc.stores._common import (
     resolved_outbox,
     utc,
 )
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord, Store
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    GrantRecord,
+    GrantTarget,
+    OutboxItem,
+    RequestRecord,
+    SessionRecord,
+    Store,
+)
 
 if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
     from loopgate_lc.stores.base import (
         AuditQuery,
         Ballot,
+        GrantQuery,
         RequestQuery,
         RequestScope,
         Resolution,
@@ -73,7 +88,7 @@ Op = Generator[Stmt, list[Row], _T]
 #: Table names, each ``loopgate_<name>``; ``requests_unresumed`` is an index a
 #: migration drops (PostgreSQL needs it schema-qualified too).
 TABLES = ("sessions", "requests", "callbacks", "audit", "outbox", "schema_version",
-          "requests_unresumed")
+          "requests_unresumed", "grants")
 
 #: Ordered migrations: (version, statements). ``{pk}``, ``{seq}``, ``{ts}`` and
 #: ``{json}`` are the dialect's column types, other ``{names}`` its tables; literal
@@ -201,6 +216,33 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE {requests} ADD COLUMN votes {json} NOT NULL DEFAULT '[]'",
         ),
     ),
+    (
+        7,
+        (
+            # remembered permissions: written with the decision that makes them, looked
+            # up by tool on every filing that would otherwise ask a person
+            """CREATE TABLE {grants} (
+                seq {pk},
+                id TEXT NOT NULL UNIQUE,
+                tool TEXT NOT NULL,
+                args {json} NOT NULL DEFAULT '{{}}',
+                scope TEXT NOT NULL,
+                session_id TEXT,
+                thread_id TEXT,
+                client_id TEXT,
+                request_id TEXT NOT NULL,
+                created_by TEXT,
+                approver_id TEXT,
+                channel TEXT,
+                created_at {ts} NOT NULL,
+                expires_at {ts},
+                revoked_at {ts},
+                revoked_by TEXT
+            )""",
+            "CREATE INDEX loopgate_grants_live ON {grants} (tool) WHERE revoked_at IS NULL",
+            "CREATE INDEX loopgate_grants_created ON {grants} (created_at, seq)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -212,6 +254,9 @@ _REQUEST_COLUMNS = (
 )
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
                   "args_hash", "details")
+_GRANT_COLUMNS = ("id", "tool", "args", "scope", "session_id", "thread_id", "client_id",
+                  "request_id", "created_by", "approver_id", "channel", "created_at",
+                  "expires_at", "revoked_at", "revoked_by")
 _OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done",
                    "dead", "created_at")
 
@@ -223,6 +268,7 @@ def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
 
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
 _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
+_INSERT_GRANT = _insert("grants", _GRANT_COLUMNS)
 _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
 #: The compare-and-set every decision is: only a pending request moves.
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
@@ -270,6 +316,23 @@ class Dialect:
 
     def read_ts_or_none(self, value: Any) -> datetime | None:
         return None if value is None else self.read_ts(value)
+
+
+def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
+    """The SQL of :meth:`GrantRecord.covers`: one clause and its parameters."""
+    clauses, params = [], []
+    if target.thread_id is not None:
+        clauses.append("(scope = 'thread' AND thread_id = ?)")
+        params.append(target.thread_id)
+    if target.session_id is not None:
+        clauses.append("(scope = 'session' AND session_id = ?)")
+        params.append(target.session_id)
+    if target.client_id is None:
+        clauses.append("(scope = 'everyone' AND client_id IS NULL)")
+    else:
+        clauses.append("(scope = 'everyone' AND client_id = ?)")
+        params.append(target.client_id)
+    return f"({' OR '.join(clauses)})", params
 
 
 def drive(op: Op[_T], execute: Callable[[Stmt], list[Row]]) -> _T:
@@ -340,6 +403,10 @@ class SQLStore(Store):
     def _audit(self, row: Row) -> AuditEvent:
         return self._model(AuditEvent, row, times=("at",), jsons=("details",))
 
+    def _grant(self, row: Row) -> GrantRecord:
+        return self._model(GrantRecord, row, times=("created_at", "expires_at", "revoked_at"),
+                           jsons=("args",))
+
     def _outbox(self, row: Row) -> OutboxItem:
         item = self._model(OutboxItem, row, times=("due_at", "created_at"),
                            flags=("done", "dead"))
@@ -380,6 +447,14 @@ class SQLStore(Store):
             event.thread_id, event.actor, event.channel, event.args_hash,
             self.dialect.json(event.details, "audit details"),
         )
+
+    def _grant_values(self, grant: GrantRecord) -> tuple[Any, ...]:
+        d = self.dialect
+        return (grant.id, grant.tool, d.json(grant.args, "grant constraints"), grant.scope,
+                grant.session_id, grant.thread_id, grant.client_id, grant.request_id,
+                grant.created_by, grant.approver_id, grant.channel, d.ts(grant.created_at),
+                d.ts_or_none(grant.expires_at), d.ts_or_none(grant.revoked_at),
+                grant.revoked_by)
 
     def _outbox_values(self, item: OutboxItem) -> tuple[Any, ...]:
         return (item.request_id, item.notifier, item.kind, item.attempts,
@@ -625,15 +700,17 @@ class SQLStore(Store):
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
         # bad data fails before the transaction, and is encoded once
         decision = self.dialect.json(resolution.decision, "decision")
+        grants = [self._grant_values(g) for g in resolution.grants]
 
         def op() -> Op[RequestRecord]:
-            return (yield from self._resolve(resolution, decision))
+            return (yield from self._resolve(resolution, decision, grants))
 
         return await self._run(op(), write=True)
 
-    def _resolve(self, r: Resolution, decision: Any) -> Op[RequestRecord]:
+    def _resolve(self, r: Resolution, decision: Any,
+                 grants: Sequence[tuple[Any, ...]] = ()) -> Op[RequestRecord]:
         """The compare-and-set every decision is, with what it causes (``decision``:
-        ``r.decision`` encoded for the database)."""
+        ``r.decision`` encoded for the database; ``grants``: ``r.grants`` as rows)."""
         d = self.dialect
         rows = yield Stmt(_DECIDE, (r.status.value, decision,
                                     r.decided_by, r.channel, d.ts(r.decided_at),
@@ -643,6 +720,8 @@ class SQLStore(Store):
             # Lost the race (or never pending): the winner has committed, so this sees it.
             raise already_decided(self._request((yield from self._get_row(r.request_id))))
         record = self._request(rows[0])
+        for grant in grants:  # remembered with the decision that makes them
+            yield Stmt(_INSERT_GRANT, grant)
         yield from self._effects(r.audit, resolved_outbox(record, r))
         if self._decided_channel is not None:  # delivered when the decision commits
             yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
@@ -824,6 +903,60 @@ class SQLStore(Store):
 
         return await self._run(op(), write=False)
 
+    # grants ------------------------------------------------------------------------------
+
+    async def get_grant(self, grant_id: str) -> GrantRecord:
+        def op() -> Op[GrantRecord]:
+            rows = yield Stmt("SELECT * FROM {grants} WHERE id = ?", (grant_id,))
+            if not rows:
+                raise GrantNotFound(grant_id)
+            return self._grant(rows[0])
+
+        return await self._run(op(), write=False)
+
+    async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:
+        d = self.dialect
+        where: list[tuple[str, Sequence[Any]]] = [
+            (f"{column} = ?", (value,))
+            for column, value in (
+                ("tool", query.tool),
+                ("session_id", query.session_id),
+                ("client_id", query.client_id),
+                ("request_id", query.request_id),
+            )
+            if value is not None
+        ]
+        if query.live_at is not None:
+            where.append(("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                          (d.ts(query.live_at),)))
+        if query.covering is not None:
+            where.append(_covering(query.covering))
+
+        def op() -> Op[list[GrantRecord]]:
+            rows = yield self._select("grants", where, "created_at, seq", query.limit)
+            return [self._grant(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    async def revoke_grant(
+        self, grant_id: str, *, revoked_by: str | None, at: datetime | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> tuple[GrantRecord, bool]:
+        params = (self.dialect.ts(at or utcnow()), revoked_by, grant_id)
+
+        def op() -> Op[tuple[GrantRecord, bool]]:
+            rows = yield Stmt("UPDATE {grants} SET revoked_at = ?, revoked_by = ? "
+                              "WHERE id = ? AND revoked_at IS NULL RETURNING *", params)
+            if rows:
+                yield from self._effects(audit, ())
+                return self._grant(rows[0]), True
+            rows = yield Stmt("SELECT * FROM {grants} WHERE id = ?", (grant_id,))
+            if not rows:
+                raise GrantNotFound(grant_id)
+            return self._grant(rows[0]), False
+
+        return await self._run(op(), write=True)
+
     # audit -------------------------------------------------------------------------------
 
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
@@ -840,6 +973,7 @@ class SQLStore(Store):
                 ("request_id = ?", query.request_id),
                 ("session_id = ?", query.session_id),
                 ("thread_id = ?", query.thread_id),
+                ("event = ?", query.event),
                 ("at >= ?", None if query.since is None else d.ts(query.since)),
                 ("at < ?", None if query.until is None else d.ts(query.until)),
                 ("id > ?", query.after),

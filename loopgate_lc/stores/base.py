@@ -33,6 +33,10 @@ __all__ = [
     "AuditEvent",
     "AuditQuery",
     "Ballot",
+    "GrantQuery",
+    "GrantRecord",
+    "GrantScope",
+    "GrantTarget",
     "OutboxItem",
     "RequestQuery",
     "RequestRecord",
@@ -165,6 +169,71 @@ class AuditEvent(BaseModel):
 
 OutboxKind = Literal["notify", "resolved", "callback", "voted"]
 
+GrantScope = Literal["thread", "session", "everyone"]
+"""Where a grant applies: the thread or the session of the decision that made it, or
+every request of the same client (tenant)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTarget:
+    """Where a request stands, as grant scopes see it: its thread, session and client."""
+
+    thread_id: str | None = None
+    session_id: str | None = None
+    client_id: str | None = None
+
+
+class GrantRecord(BaseModel):
+    """A remembered permission: a person approved a call and asked for calls like it to
+    be approved without asking again (see :mod:`loopgate_lc.grants`).
+
+    Attributes:
+        id: ``g_`` and random characters.
+        tool: The tool name calls must have, exactly.
+        args: Argument name -> constraint (``{"equals": v}``, ``{"prefix": "..."}``,
+            ``{"one_of": [...]}``, ``{"min": n, "max": n}``, ``{"any": true}``); a call
+            with an argument not named here never matches.
+        scope: ``thread``, ``session`` or ``everyone`` (see :data:`GrantScope`).
+        session_id, thread_id, client_id: Of the decision that made it: what ``scope``
+            compares with, and the tenant an API key must own to see or revoke it.
+        request_id: The request whose decision made it.
+        created_by: Who decided (the audit's actor); ``approver_id`` the identity
+            checked against approvers, which must still be allowed where it is used.
+        expires_at: When it stops matching; None lasts until revoked.
+        revoked_at, revoked_by: Set once, by the first revocation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    tool: str
+    args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    scope: GrantScope
+    session_id: str | None = None
+    thread_id: str | None = None
+    client_id: str | None = None
+    request_id: str
+    created_by: str | None = None
+    approver_id: str | None = None
+    channel: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        """Not revoked, and not expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def covers(self, target: GrantTarget) -> bool:
+        """Whether a request at ``target`` is in this grant's scope: its thread, its
+        session, or (``everyone``) its client, requests without one counting as one."""
+        if self.scope == "thread":
+            return target.thread_id is not None and target.thread_id == self.thread_id
+        if self.scope == "session":
+            return target.session_id is not None and target.session_id == self.session_id
+        return target.client_id == self.client_id
+
 
 class OutboxItem(BaseModel):
     """A delivery owed to a notifier, kept until it succeeds so a crash loses nothing.
@@ -246,6 +315,22 @@ class AuditQuery:
     after: int | None = None
     before: int | None = None
     newest: bool = False
+    event: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GrantQuery:
+    """Which grants :meth:`Store.list_grants` returns, oldest first; ``live_at`` keeps
+    those neither revoked nor expired at that time, ``covering`` those whose scope
+    covers a request there (see :meth:`GrantRecord.covers`)."""
+
+    tool: str | None = None
+    session_id: str | None = None
+    client_id: str | None = None
+    request_id: str | None = None
+    live_at: datetime | None = None
+    covering: GrantTarget | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -259,6 +344,7 @@ class Resolution:
         resumed_at: Also claim the resume (as :meth:`Store.mark_resumed` would), in the
             same transaction: the deciding process resumes the run itself, so a separate
             claim would only cost another commit.
+        grants: Remembered permissions the decision creates, stored with it.
     """
 
     request_id: str
@@ -271,6 +357,7 @@ class Resolution:
     outbox: Sequence[OutboxItem] = ()
     resolved_to_message_refs: bool = False
     resumed_at: datetime | None = None
+    grants: Sequence[GrantRecord] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -309,7 +396,7 @@ class Store(abc.ABC):
     """
 
     #: Schema version :meth:`setup` migrates to.
-    SCHEMA_VERSION = 6
+    SCHEMA_VERSION = 7
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the schema. Idempotent: safe to call on every start."""
@@ -440,9 +527,10 @@ class Store(abc.ABC):
         outbox: Sequence[OutboxItem] = (),
         resolved_to_message_refs: bool = False,
         resumed_at: datetime | None = None,
+        grants: Sequence[GrantRecord] = (),
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
-        committed with ``audit`` and ``outbox`` (see :class:`Resolution`; with
+        committed with ``audit``, ``outbox`` and ``grants`` (see :class:`Resolution`; with
         ``resumed_at`` the resume is claimed in the same transaction).
 
         Raises:
@@ -455,7 +543,7 @@ class Store(abc.ABC):
             request_id=request_id, status=final_status(status), decision=decision,
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
-            resumed_at=utc_or_none(resumed_at),
+            resumed_at=utc_or_none(resumed_at), grants=grants,
         ))
 
     @abc.abstractmethod
@@ -576,6 +664,41 @@ class Store(abc.ABC):
         signature or link stops being valid anyway; a key is never forgotten before then.
         """
 
+    # grants (remembered permissions) ----------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_grant(self, grant_id: str) -> GrantRecord:
+        """Raises: GrantNotFound."""
+
+    async def list_grants(
+        self, *, tool: str | None = None, session_id: str | None = None,
+        client_id: str | None = None, request_id: str | None = None,
+        live_at: datetime | None = None, covering: GrantTarget | None = None,
+        limit: int | None = None,
+    ) -> list[GrantRecord]:
+        """Grants matching every given filter, oldest first. ``live_at`` keeps only
+        those not revoked and not expired at that time, ``covering`` those whose scope
+        covers a request at that place: together, what may approve a call there then."""
+        return await self.query_grants(GrantQuery(
+            tool=tool, session_id=session_id, client_id=client_id, request_id=request_id,
+            live_at=utc_or_none(live_at), covering=covering, limit=check_limit(limit)))
+
+    @abc.abstractmethod
+    async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:
+        """What :meth:`list_grants` returns, for an already checked query."""
+
+    @abc.abstractmethod
+    async def revoke_grant(
+        self, grant_id: str, *, revoked_by: str | None, at: datetime | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> tuple[GrantRecord, bool]:
+        """Revoke a grant once: ``(grant, True)`` for the call that revoked it, with
+        ``audit`` written in its transaction; ``(grant, False)`` (nothing written) when
+        it was revoked already, the grant saying by whom and when.
+
+        Raises: GrantNotFound.
+        """
+
     # audit -------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -594,9 +717,11 @@ class Store(abc.ABC):
         after: int | None = None,
         before: int | None = None,
         newest: bool = False,
+        event: str | None = None,
     ) -> list[AuditEvent]:
         """Events matching every given filter, in the order they were appended;
-        ``since`` is inclusive, ``until`` exclusive.
+        ``since`` is inclusive, ``until`` exclusive; ``event`` is one kind
+        (``"shadow"``, ``"decided:approved"``, ...).
 
         Page with event ids: ``after`` the last one seen reads on, ``before`` the first
         one seen reads back; ``newest=True`` takes the last ``limit`` matches (a tail).
@@ -604,7 +729,7 @@ class Store(abc.ABC):
         return await self.query_audit(AuditQuery(
             request_id=request_id, session_id=session_id, thread_id=thread_id,
             since=utc_or_none(since), until=utc_or_none(until), limit=check_limit(limit),
-            after=after, before=before, newest=newest,
+            after=after, before=before, newest=newest, event=event,
         ))
 
     @abc.abstractmethod

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from loopgate_lc.errors import RequestNotFound, SessionExists, SessionNotFound
+from loopgate_lc.errors import (
+    GrantNotFound,
+    RequestNotFound,
+    SessionExists,
+    SessionNotFound,
+    StoreError,
+)
 from loopgate_lc.schema import Status, utcnow
 from loopgate_lc.stores._common import (
     already_decided,
@@ -27,6 +33,7 @@ from loopgate_lc.stores._common import (
     counted_ballot,
     json_value,
     normalized_audit,
+    normalized_grant,
     normalized_outbox,
     normalized_request,
     normalized_session,
@@ -39,6 +46,8 @@ from loopgate_lc.stores.base import (
     AuditEvent,
     AuditQuery,
     Ballot,
+    GrantQuery,
+    GrantRecord,
     OutboxItem,
     RequestQuery,
     RequestRecord,
@@ -145,6 +154,7 @@ class MemoryStore(Store):
         self._decided: OrderedDict[str, None] = OrderedDict()
         self._outbox_of: dict[str, list[int]] = {}
         self._callbacks_of: dict[str, set[str]] = {}
+        self._grants: dict[str, GrantRecord] = {}  # kept whole, like the audit
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -298,16 +308,22 @@ class MemoryStore(Store):
     async def commit_resolution(self, resolution: Resolution) -> RequestRecord:
         # fails before anything changes
         clean = json_value(resolution.decision, what="decision")
+        grants = [normalized_grant(g) for g in resolution.grants]
         with self._lock:
-            return _copy(self._resolve(resolution, clean))
+            return _copy(self._resolve(resolution, clean, grants))
 
-    def _resolve(self, r: Resolution, clean: Any) -> RequestRecord:
+    def _resolve(self, r: Resolution, clean: Any,
+                 grants: Sequence[GrantRecord] = ()) -> RequestRecord:
         """The compare-and-set every decision is, under the lock (``clean``: the
-        decision as stored)."""
+        decision as stored; ``grants``: ``r.grants`` as stored)."""
         events, _ = _clean(r.audit, ())
         current = self._request(r.request_id)
         if not current.pending:
             raise already_decided(current)
+        if any(g.id in self._grants for g in grants):
+            raise StoreError("a grant with this id exists already")
+        for grant in grants:  # remembered with the decision that makes them
+            self._grants[grant.id] = grant
         updated = current.model_copy(update={
             "status": r.status, "decision": clean, "decided_by": r.decided_by,
             "channel": r.channel, "decided_at": r.decided_at, "resumed_at": r.resumed_at,
@@ -450,6 +466,47 @@ class MemoryStore(Store):
             request_id, action = found
             return request_id, json_value(action, what="callback action")
 
+    # grants ------------------------------------------------------------------------------
+
+    async def get_grant(self, grant_id: str) -> GrantRecord:
+        with self._lock:
+            try:
+                return _copy(self._grants[grant_id])
+            except KeyError:
+                raise GrantNotFound(grant_id) from None
+
+    async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:
+        q = query
+        with self._lock:
+            found = [
+                _copy(g)
+                for g in self._grants.values()  # insertion order: oldest first
+                if (q.tool is None or g.tool == q.tool)
+                and (q.session_id is None or g.session_id == q.session_id)
+                and (q.client_id is None or g.client_id == q.client_id)
+                and (q.request_id is None or g.request_id == q.request_id)
+                and (q.live_at is None or g.live(q.live_at))
+                and (q.covering is None or g.covers(q.covering))
+            ]
+        return found if q.limit is None else found[:q.limit]
+
+    async def revoke_grant(
+        self, grant_id: str, *, revoked_by: str | None, at: datetime | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> tuple[GrantRecord, bool]:
+        when = utc(at or utcnow())
+        events, _ = _clean(audit, ())
+        with self._lock:
+            current = self._grants.get(grant_id)
+            if current is None:
+                raise GrantNotFound(grant_id)
+            if current.revoked_at is not None:
+                return _copy(current), False
+            revoked = current.model_copy(update={"revoked_at": when, "revoked_by": revoked_by})
+            self._grants[grant_id] = revoked
+            self._effects(events, [])
+            return _copy(revoked), True
+
     # audit -------------------------------------------------------------------------------
 
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
@@ -483,6 +540,7 @@ class MemoryStore(Store):
                 if (q.request_id is None or e.request_id == q.request_id)
                 and (q.session_id is None or e.session_id == q.session_id)
                 and (q.thread_id is None or e.thread_id == q.thread_id)
+                and (q.event is None or e.event == q.event)
                 and (q.since is None or e.at >= q.since)
                 and (q.until is None or e.at < q.until)
             ]

@@ -30,6 +30,7 @@ import pytest
 from loopgate_lc.errors import (
     AlreadyDecided,
     DuplicateVote,
+    GrantNotFound,
     LoopgateError,
     RequestNotFound,
     SessionExists,
@@ -47,7 +48,7 @@ from loopgate_lc.stores import (
     Store,
     Vote,
 )
-from loopgate_lc.stores.base import Resolution
+from loopgate_lc.stores.base import GrantRecord, GrantTarget, Resolution
 
 MakeStore = Callable[[], Awaitable[Store]]
 
@@ -66,6 +67,13 @@ def request(request_id: str, **fields: Any) -> RequestRecord:
 
 
 APPROVE = {"type": "approve"}
+
+
+def grant(grant_id: str, request_id: str, **fields: Any) -> GrantRecord:
+    fields.setdefault("tool", "deploy")
+    fields.setdefault("scope", "session")
+    fields.setdefault("created_at", T0)
+    return GrantRecord(id=grant_id, request_id=request_id, **fields)
 
 
 def ballot(request_id: str, voter: str, vote: str = "approve", *, approvals_needed: int = 2,
@@ -682,6 +690,135 @@ class StoreConformance:
         assert len(await store.list_audit()) == 1
         assert len(await store.list_outbox()) == 2
 
+    # grants ------------------------------------------------------------------------------
+
+    async def test_a_decision_commits_its_grants_whole(self, store: Store) -> None:
+        await store.create_request(request("r1", session_id="s1"))
+        made = grant("g1", "r1", args={"env": {"one_of": ["staging", "dev"]},
+                                       "note": {"any": True}, "n": {"min": 1, "max": 2.5}},
+                     session_id="s1", thread_id="t1", client_id="c1", created_by="ana",
+                     approver_id="42", channel="telegram", expires_at=at(3600))
+        await store.resolve("r1", status=Status.APPROVED, decision=APPROVE, decided_by="ana",
+                            channel="telegram", decided_at=at(1), grants=[made],
+                            audit=[AuditEvent(at=at(1), event="grant_created",
+                                              request_id="r1")])
+        got = await store.get_grant("g1")
+        assert got == made
+        assert_utc(got.created_at)
+        assert_utc(got.expires_at)
+        assert await store.list_grants(tool="deploy", live_at=at(2)) == [made]
+        assert [e.event for e in await store.list_audit()] == ["grant_created"]
+        # the loser of the compare-and-set writes no grant
+        with pytest.raises(AlreadyDecided):
+            await store.resolve("r1", status=Status.APPROVED, decision=APPROVE,
+                                decided_by="bo", channel="api", grants=[grant("g2", "r1")])
+        with pytest.raises(GrantNotFound):
+            await store.get_grant("g2")
+        assert [g.id for g in await store.list_grants()] == ["g1"]
+
+    async def test_a_grant_that_cannot_be_written_leaves_the_request_pending(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r1"))
+        await store.create_request(request("r2"))
+        await store.resolve("r1", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                            channel="c", grants=[grant("g1", "r1")])
+        with pytest.raises(LoopgateError):  # the id is taken: the whole decision fails
+            await store.resolve("r2", status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", grants=[grant("g1", "r2")],
+                                audit=[AuditEvent(at=T0, event="decided:approved")])
+        assert (await store.get_request("r2")).pending
+        assert (await store.get_grant("g1")).request_id == "r1"
+        assert await store.list_audit() == []
+
+    async def test_grants_are_listed_oldest_first_and_live_ones_apart(
+        self, store: Store
+    ) -> None:
+        made = [
+            grant("old", "r1", tool="a", session_id="s1", created_at=at(0)),
+            grant("expiring", "r2", tool="a", client_id="c1", created_at=at(1),
+                  expires_at=at(10)),
+            grant("other-tool", "r3", tool="b", session_id="s1", created_at=at(2)),
+        ]
+        for g in made:
+            await store.create_request(request(g.request_id))
+            await store.resolve(g.request_id, status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", grants=[g])
+        ids = [g.id for g in await store.list_grants()]
+        assert ids == ["old", "expiring", "other-tool"]
+        assert [g.id for g in await store.list_grants(tool="a")] == ["old", "expiring"]
+        assert [g.id for g in await store.list_grants(session_id="s1")] == ["old", "other-tool"]
+        assert [g.id for g in await store.list_grants(client_id="c1")] == ["expiring"]
+        assert [g.id for g in await store.list_grants(request_id="r3")] == ["other-tool"]
+        assert [g.id for g in await store.list_grants(limit=1)] == ["old"]
+        live = [g.id for g in await store.list_grants(tool="a", live_at=at(9))]
+        assert live == ["old", "expiring"]
+        # expiry is exclusive: at its expires_at a grant no longer matches
+        assert [g.id for g in await store.list_grants(tool="a", live_at=at(10))] == ["old"]
+        with pytest.raises(ValueError):
+            await store.list_grants(limit=-1)
+
+    async def test_grants_covering_a_place(self, store: Store) -> None:
+        made = [
+            grant("thread", "r1", scope="thread", thread_id="t1", session_id="s1"),
+            grant("session", "r2", scope="session", thread_id="t2", session_id="s1"),
+            grant("client", "r3", scope="everyone", session_id="s2", client_id="c1"),
+            grant("no-client", "r4", scope="everyone", thread_id="t1"),
+        ]
+        for g in made:
+            await store.create_request(request(g.request_id))
+            await store.resolve(g.request_id, status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", grants=[g])
+
+        async def covering(**place: Any) -> list[str]:
+            found = await store.list_grants(covering=GrantTarget(**place))
+            assert all(g.covers(GrantTarget(**place)) for g in found)
+            return [g.id for g in found]
+
+        assert await covering(thread_id="t1", session_id="s1") == ["thread", "session",
+                                                                   "no-client"]
+        assert await covering(thread_id="t2", session_id="s1", client_id="c1") == [
+            "session", "client"]
+        assert await covering(session_id="s9", client_id="c1") == ["client"]
+        assert await covering(thread_id="t9", client_id="c2") == []
+        assert await covering() == ["no-client"]  # requests without a client: one client
+
+    async def test_a_grant_is_revoked_once_with_its_audit(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        await store.resolve("r1", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                            channel="c", grants=[grant("g1", "r1")])
+        revoked, changed = await store.revoke_grant(
+            "g1", revoked_by="bob", at=at(5),
+            audit=[AuditEvent(at=at(5), event="grant_revoked", request_id="r1")])
+        assert changed
+        assert (revoked.revoked_by, revoked.revoked_at) == ("bob", at(5))
+        again, changed = await store.revoke_grant(
+            "g1", revoked_by="eve", at=at(6),
+            audit=[AuditEvent(at=at(6), event="grant_revoked", request_id="r1")])
+        assert not changed
+        assert (again.revoked_by, again.revoked_at) == ("bob", at(5))
+        assert [e.actor for e in await store.list_audit()] == [None]
+        assert await store.list_grants(live_at=at(1)) == []  # revoked: never live again
+        assert [g.id for g in await store.list_grants()] == ["g1"]
+        with pytest.raises(GrantNotFound):
+            await store.revoke_grant("nope", revoked_by="bob")
+        with pytest.raises(GrantNotFound):
+            await store.get_grant("nope")
+
+    async def test_racing_revocations_revoke_once(self, store: Store) -> None:
+        await store.create_request(request("r1"))
+        await store.resolve("r1", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                            channel="c", grants=[grant("g1", "r1")])
+        results = await asyncio.gather(*(
+            store.revoke_grant("g1", revoked_by=f"p{i}", at=at(i),
+                               audit=[AuditEvent(at=at(i), event="grant_revoked",
+                                                 actor=f"p{i}")])
+            for i in range(8)))
+        winners = [g.revoked_by for g, changed in results if changed]
+        assert len(winners) == 1
+        assert {g.revoked_by for g, _ in results} == set(winners)
+        assert [e.actor for e in await store.list_audit()] == winners
+
     async def test_resume_claims_and_completions_carry_their_audit(self, store: Store) -> None:
         for rid in ("r1", "r2", "r3"):
             await store.create_request(request(rid))
@@ -1066,6 +1203,9 @@ class StoreConformance:
         assert await events(limit=3) == ["e0", "e1", "e2"]
         assert await events(request_id="r1", since=at(1)) == ["e2"]
         assert await events(request_id="nope") == []
+        assert await events(event="e2") == ["e2"]
+        assert await events(event="e0", request_id="r1") == ["e0"]
+        assert await events(event="e1", request_id="r1") == []
         full = (await store.list_audit(request_id="r3"))[0]
         assert (full.actor, full.channel, full.args_hash, full.details) == (
             "bob",

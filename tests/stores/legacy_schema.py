@@ -7,7 +7,7 @@ place. Never edit an entry: it is a record of what exists in users' databases.
 
 from __future__ import annotations
 
-#: SQLite, schema versions 1-5, as the SQLite store wrote them.
+#: SQLite, schema versions 1-6, as the SQLite store wrote them.
 SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -121,9 +121,13 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
         5,
         ("CREATE INDEX loopgate_outbox_dead ON loopgate_outbox (id) WHERE dead",),
     ),
+    (
+        6,
+        ("ALTER TABLE loopgate_requests ADD COLUMN votes TEXT NOT NULL DEFAULT '[]'",),
+    ),
 )
 
-#: PostgreSQL, schema versions 1-5; ``{name}`` is a (schema-qualified) table, literal
+#: PostgreSQL, schema versions 1-6; ``{name}`` is a (schema-qualified) table, literal
 #: braces are doubled.
 POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -236,5 +240,9 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         5,
         ("CREATE INDEX loopgate_outbox_dead ON {outbox} (id) WHERE dead",),
+    ),
+    (
+        6,
+        ("ALTER TABLE {requests} ADD COLUMN votes JSONB NOT NULL DEFAULT '[]'",),
     ),
 )

@@ -31,12 +31,12 @@ async def test_setup_creates_a_wal_file_at_the_latest_schema_version(tmp_path: P
     assert await store.schema_version() == 0
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 6
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 7
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
 
 
 async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
@@ -56,11 +56,12 @@ async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
         conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN dead")
         conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN created_at")
         conn.execute("ALTER TABLE loopgate_requests DROP COLUMN votes")
+        conn.execute("DROP TABLE loopgate_grants")
         conn.execute("DELETE FROM loopgate_schema_version WHERE version > 1")
     store = SQLiteStore(path)
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == 6
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 7
     old = await store.get_request("old")
     assert old.resume_done_at == old.resumed_at  # resumes made before 3 count as done
     assert await store.list_requests(unresumed=True, stale_before=utcnow()) == []

@@ -13,11 +13,17 @@ import pytest
 from loopgate_lc.errors import SessionExists
 from loopgate_lc.schema import RequestKind, Status
 from loopgate_lc.stores import SQLiteStore, Store
-from loopgate_lc.stores.base import AuditEvent, OutboxItem, RequestRecord, SessionRecord
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    GrantRecord,
+    OutboxItem,
+    RequestRecord,
+    SessionRecord,
+)
 from loopgate_lc.testing.stores import at, ballot
 from tests.stores import legacy_schema
 
-VERSIONS = [1, 2, 3, 4, 5]  # every version before the current one
+VERSIONS = [1, 2, 3, 4, 5, 6]  # every version before the current one
 
 
 def ts(seconds: float) -> str:
@@ -90,6 +96,16 @@ async def check_upgraded(store: Store, version: int) -> None:
     assert (await store.get_request("old-resumed")).votes == []  # version 6 added votes
     voted = await store.vote(ballot("new", "ana", "approve", approvals_needed=2))
     assert voted.pending and [v.voter for v in voted.votes] == ["ana"]
+    # version 7: remembered permissions, written with the decision that makes them
+    grant = GrantRecord(id="g1", tool="deploy", args={"env": {"equals": "staging"}},
+                        scope="session", session_id="old-session", request_id="new",
+                        created_by="ana", created_at=at(8), expires_at=at(3600))
+    await store.resolve("new", status=Status.APPROVED, decision={"type": "approve"},
+                        decided_by="ana", channel="api", decided_at=at(8), grants=[grant])
+    assert await store.list_grants(tool="deploy", live_at=at(9)) == [grant]
+    revoked, changed = await store.revoke_grant("g1", revoked_by="bob", at=at(10))
+    assert changed and revoked.revoked_by == "bob"
+    assert await store.list_grants(live_at=at(11)) == []
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -126,7 +142,7 @@ async def postgres_at(postgres_dsn: str, pg_schema: str
     async def build(version: int) -> Store:
         q = {name: f'"{pg_schema}"."loopgate_{name}"'
              for name in ("sessions", "requests", "callbacks", "audit", "outbox",
-                          "requests_unresumed")}
+                          "requests_unresumed", "grants")}
         async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
             await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
             await conn.execute(f'CREATE TABLE "{pg_schema}".loopgate_schema_version ('
