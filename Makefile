@@ -64,7 +64,9 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(RANDOM_ORDER) \
 		$(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# ruff and mypy run beside pytest: its workers mostly wait, so the checks cost no wall time
+test: $(STAMP)
+	@$(MAKE) --no-print-directory -j3 --output-sync=line lint typecheck pytest
 
 # The same checks in a separate venv with the newest releases the ranges in pyproject.toml
 # allow, ignoring the lock: an upstream change shows up here first, apart from `make test`.
