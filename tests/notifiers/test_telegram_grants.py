@@ -3,7 +3,6 @@ python-telegram-bot, and FakeBotAPI as Telegram and as the people tapping."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -139,4 +138,3 @@ async def test_offers_are_configurable(fake: FakeBotAPI) -> None:
         assert not any("allow" in label for label in labels(await shown(fake, '"dev"')))
     with pytest.raises(ConfigurationError):
         TelegramNotifier(fake.token, base_url=fake.base_url, grant_offers=(0,))
-    await asyncio.sleep(0)
