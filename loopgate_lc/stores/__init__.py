@@ -13,6 +13,7 @@ from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.stores.base import (
     AuditEvent,
     Ballot,
+    Delivered,
     GrantRecord,
     OutboxItem,
     RequestRecord,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEvent",
     "Ballot",
+    "Delivered",
     "GrantRecord",
     "MemoryStore",
     "OutboxItem",

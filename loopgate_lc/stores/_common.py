@@ -7,6 +7,7 @@ memory, SQLite and Postgres: what a caller gets back must not depend on where it
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from loopgate_lc.stores._values import check_limit, coerce_status, final_status,
 from loopgate_lc.stores.base import (
     AuditEvent,
     Ballot,
+    Delivered,
     GrantRecord,
     OutboxItem,
     RequestRecord,
@@ -35,6 +37,7 @@ __all__ = [
     "json_text",
     "json_value",
     "normalized_audit",
+    "normalized_delivered",
     "normalized_grant",
     "normalized_outbox",
     "normalized_request",
@@ -163,7 +166,24 @@ def normalized_request(record: RequestRecord) -> RequestRecord:
 def normalized_outbox(item: OutboxItem) -> OutboxItem:
     """A private copy of ``item`` with UTC times (first owed now, unless it says)."""
     return item.model_copy(update={"due_at": utc(item.due_at),
-                                   "created_at": utc(item.created_at or utcnow())}, deep=True)
+                                   "created_at": utc(item.created_at or utcnow()),
+                                   "leased_until": utc_or_none(item.leased_until)}, deep=True)
+
+
+def normalized_delivered(delivered: Sequence[Delivered]) -> list[Delivered]:
+    """Finished deliveries checked before the transaction that records them: a UTC
+    lease, a JSON-only message reference and audit. Sorted by request, so transactions
+    recording several lock their requests in one order and never wait for each other.
+
+    Raises:
+        StoreError: A message reference or audit detail is not JSON.
+    """
+    return sorted((replace(
+        d, leased_until=utc(d.leased_until),
+        message_ref=None if d.message_ref is None
+        else json_value(d.message_ref, what="message ref"),
+        audit=tuple(normalized_audit(e) for e in d.audit)) for d in delivered),
+        key=lambda d: (d.request_id, d.notifier, d.kind))
 
 
 def normalized_session(session: SessionRecord) -> SessionRecord:

@@ -38,12 +38,14 @@ from loopgate_lc.stores._common import (
     coerce_status,
     counted_ballot,
     json_value,
+    normalized_delivered,
     outbox_not_found,
     resolved_outbox,
     utc,
 )
 from loopgate_lc.stores.base import (
     AuditEvent,
+    Delivered,
     GrantRecord,
     GrantTarget,
     OutboxItem,
@@ -258,7 +260,7 @@ _GRANT_COLUMNS = ("id", "tool", "args", "scope", "session_id", "thread_id", "cli
                   "request_id", "created_by", "approver_id", "channel", "created_at",
                   "expires_at", "revoked_at", "revoked_by")
 _OUTBOX_COLUMNS = ("request_id", "notifier", "kind", "attempts", "due_at", "last_error", "done",
-                   "dead", "created_at")
+                   "dead", "created_at", "leased_until")
 
 
 def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
@@ -278,6 +280,9 @@ _ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE i
              "AND status = 'pending' AND escalation_level = ? RETURNING id")
 _RETRY = ("UPDATE {outbox} SET attempts = attempts + 1, due_at = ?, last_error = ?, "
           "leased_until = NULL WHERE id = ? RETURNING *")
+#: A delivery finished under its lease: only the open item still held under that lease.
+_DELIVERED = ("UPDATE {outbox} SET done = TRUE, leased_until = NULL WHERE request_id = ? "
+              "AND notifier = ? AND kind = ? AND NOT done AND leased_until = ? RETURNING id")
 
 
 @dataclass(frozen=True)
@@ -408,7 +413,7 @@ class SQLStore(Store):
                            jsons=("args",))
 
     def _outbox(self, row: Row) -> OutboxItem:
-        item = self._model(OutboxItem, row, times=("due_at", "created_at"),
+        item = self._model(OutboxItem, row, times=("due_at", "created_at", "leased_until"),
                            flags=("done", "dead"))
         if item.created_at is None:  # owed before version 4 recorded it: the best guess
             item.created_at = item.due_at
@@ -459,7 +464,8 @@ class SQLStore(Store):
     def _outbox_values(self, item: OutboxItem) -> tuple[Any, ...]:
         return (item.request_id, item.notifier, item.kind, item.attempts,
                 self.dialect.ts(item.due_at), item.last_error, item.done, item.dead,
-                self.dialect.ts(item.created_at or utcnow()))
+                self.dialect.ts(item.created_at or utcnow()),
+                self.dialect.ts_or_none(item.leased_until))
 
     def _get_row(self, request_id: str, *, lock: bool = False) -> Op[Row]:
         rows = yield Stmt("SELECT * FROM {requests} WHERE id = ?"
@@ -491,6 +497,22 @@ class SQLStore(Store):
         raise StoreError(
             f"could not enqueue {item.kind} delivery of {item.request_id!r} to {item.notifier!r}"
         )
+
+    def _delivered(self, delivered: Sequence[Delivered]) -> Op[int]:
+        """Record deliveries finished under their lease (already normalized), in the
+        caller's transaction; those no longer held under it write nothing."""
+        d = self.dialect
+        recorded = 0
+        for done in delivered:
+            rows = yield Stmt(_DELIVERED, (done.request_id, done.notifier, done.kind,
+                                           d.ts(done.leased_until)))
+            if not rows:
+                continue  # taken over (or done): its holder records it
+            recorded += 1
+            if done.message_ref is not None:
+                yield from self._set_ref(done.request_id, done.notifier, done.message_ref)
+            yield from self._append_audit(done.audit)
+        return recorded
 
     def _effects(self, audit: Iterable[AuditEvent], outbox: Iterable[OutboxItem]) -> Op[None]:
         """Write a state change's audit events and outbox entries, in its transaction."""
@@ -701,17 +723,21 @@ class SQLStore(Store):
         # bad data fails before the transaction, and is encoded once
         decision = self.dialect.json(resolution.decision, "decision")
         grants = [self._grant_values(g) for g in resolution.grants]
+        delivered = normalized_delivered(resolution.delivered)
 
         def op() -> Op[RequestRecord]:
-            return (yield from self._resolve(resolution, decision, grants))
+            return (yield from self._resolve(resolution, decision, grants, delivered))
 
         return await self._run(op(), write=True)
 
     def _resolve(self, r: Resolution, decision: Any,
-                 grants: Sequence[tuple[Any, ...]] = ()) -> Op[RequestRecord]:
+                 grants: Sequence[tuple[Any, ...]] = (),
+                 delivered: Sequence[Delivered] = ()) -> Op[RequestRecord]:
         """The compare-and-set every decision is, with what it causes (``decision``:
-        ``r.decision`` encoded for the database; ``grants``: ``r.grants`` as rows)."""
+        ``r.decision`` encoded for the database; ``grants``: ``r.grants`` as rows;
+        ``delivered``: ``r.delivered`` normalized, recorded first)."""
         d = self.dialect
+        yield from self._delivered(delivered)
         rows = yield Stmt(_DECIDE, (r.status.value, decision,
                                     r.decided_by, r.channel, d.ts(r.decided_at),
                                     None if r.resumed_at is None else d.ts(r.resumed_at),
@@ -730,6 +756,7 @@ class SQLStore(Store):
     async def commit_vote(self, ballot: Ballot) -> RequestRecord:
         d = self.dialect
         d.json(ballot.resolution.decision, "decision")  # bad data fails before the lock
+        delivered = normalized_delivered(ballot.resolution.delivered)
 
         def op() -> Op[RequestRecord]:
             # the row lock orders racing votes: each one reads the votes the ones before
@@ -743,16 +770,19 @@ class SQLStore(Store):
                 return self._request(rows[0])
             yield from self._effects((audit,), ())
             return (yield from self._resolve(resolution,
-                                             d.json(resolution.decision, "decision")))
+                                             d.json(resolution.decision, "decision"),
+                                             delivered=delivered))
 
         return await self._run(op(), write=True)
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
         at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
         d = self.dialect
+        finished = normalized_delivered(delivered)
         now = d.ts(at or utcnow())
         stale = "" if stale_before is None else " OR resumed_at <= ?"
         params = (now, now if done else None, request_id,
@@ -765,6 +795,7 @@ class SQLStore(Store):
                 f"AND (resumed_at IS NULL{stale}) RETURNING id",
                 params,
             )
+            yield from self._delivered(finished)
             if rows:
                 yield from self._effects(audit, ())
                 return True
@@ -775,11 +806,14 @@ class SQLStore(Store):
 
     async def complete_resume(
         self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> None:
         """See :meth:`Store.complete_resume`."""
         now = self.dialect.ts(at or utcnow())
+        finished = normalized_delivered(delivered)
 
         def op() -> Op[None]:
+            yield from self._delivered(finished)
             for request_id in request_ids:
                 rows = yield Stmt("UPDATE {requests} SET resume_done_at = "
                                   "COALESCE(resume_done_at, ?) WHERE id = ? RETURNING id",
@@ -1047,6 +1081,16 @@ class SQLStore(Store):
             yield from self._effects(audit, ())
 
         await self._run(op(), write=True)
+
+    async def complete_deliveries(self, delivered: Sequence[Delivered]) -> int:
+        finished = normalized_delivered(delivered)
+        if not finished:
+            return 0
+
+        def op() -> Op[int]:
+            return (yield from self._delivered(finished))
+
+        return await self._run(op(), write=True)
 
     async def retry_outbox(
         self, item_id: int, *, due_at: datetime, error: str, audit: Sequence[AuditEvent] = (),

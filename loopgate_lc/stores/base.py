@@ -10,7 +10,12 @@ The contract's central promises:
 - every state change commits together with its audit events and outbox entries, or not
   at all: filing, deciding, escalating, claiming and finishing a resume, and finishing a
   delivery each take the ``audit``/``outbox`` they cause and write them in the same
-  transaction. A crash at any instant leaves the whole change or none of it.
+  transaction. A crash at any instant leaves the whole change or none of it;
+- a delivery can be owed and leased in one write: an outbox entry written with
+  ``leased_until`` belongs to the writing process until then (it delivers it itself, no
+  claim needed), and once delivered it is recorded by :class:`Delivered`, which a
+  decision or a finished resume of the same request carries in its own transaction
+  (:meth:`Store.complete_deliveries` records the rest).
 
 All methods are async (servers and graphs run on event loops); timestamps are
 timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``list``.
@@ -33,6 +38,7 @@ __all__ = [
     "AuditEvent",
     "AuditQuery",
     "Ballot",
+    "Delivered",
     "GrantQuery",
     "GrantRecord",
     "GrantScope",
@@ -241,6 +247,9 @@ class OutboxItem(BaseModel):
     ``voted`` deliveries show a quorum request's new count on a channel that can.
     It ends ``done``: delivered, or (``dead``) given up on after its last failure.
     ``created_at`` is when it was first owed (the age a gateway gives up at).
+    ``leased_until``: given to a write, the item is stored already leased until then, to
+    the writing process, which delivers it itself without a claim (anyone may claim it
+    once the lease has passed: the writer died); read back, the lease it is under now.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -255,6 +264,32 @@ class OutboxItem(BaseModel):
     done: bool = False
     dead: bool = False
     created_at: datetime | None = None
+    leased_until: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivered:
+    """A delivery carried out under a lease, to record as done.
+
+    The lease identifies the item: the open ``(request_id, notifier, kind)`` entry still
+    leased until exactly ``leased_until`` (the lease it was written or claimed with).
+    Recording it marks the entry done, stores ``message_ref`` (when not None) as the
+    request's reference on that channel and appends ``audit``, all in one transaction.
+    When the entry is no longer held under that lease (the lease passed and another
+    worker took it over, or it is done already) nothing is written: whoever holds it now
+    delivers and records it, so a delivery is made at least once, never lost.
+
+    Stores record these inside a decision (:attr:`Resolution.delivered`), a resume claim
+    or completion, or on their own (:meth:`Store.complete_deliveries`), so a delivery
+    finished just before the next change of its request costs no transaction of its own.
+    """
+
+    request_id: str
+    notifier: str
+    kind: OutboxKind
+    leased_until: datetime
+    message_ref: Any = None
+    audit: Sequence[AuditEvent] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -345,6 +380,10 @@ class Resolution:
             same transaction: the deciding process resumes the run itself, so a separate
             claim would only cost another commit.
         grants: Remembered permissions the decision creates, stored with it.
+        delivered: Deliveries of this request finished under their lease, recorded
+            before the compare-and-set in the same transaction (a message reference they
+            store is one ``resolved_to_message_refs`` sees); if the decision is refused,
+            nothing of them is written either.
     """
 
     request_id: str
@@ -358,6 +397,7 @@ class Resolution:
     resolved_to_message_refs: bool = False
     resumed_at: datetime | None = None
     grants: Sequence[GrantRecord] = ()
+    delivered: Sequence[Delivered] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -528,10 +568,12 @@ class Store(abc.ABC):
         resolved_to_message_refs: bool = False,
         resumed_at: datetime | None = None,
         grants: Sequence[GrantRecord] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
-        committed with ``audit``, ``outbox`` and ``grants`` (see :class:`Resolution`; with
-        ``resumed_at`` the resume is claimed in the same transaction).
+        committed with ``audit``, ``outbox``, ``grants`` and ``delivered`` (see
+        :class:`Resolution`; with ``resumed_at`` the resume is claimed in the same
+        transaction).
 
         Raises:
             RequestNotFound: No such request.
@@ -543,7 +585,7 @@ class Store(abc.ABC):
             request_id=request_id, status=final_status(status), decision=decision,
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
-            resumed_at=utc_or_none(resumed_at), grants=grants,
+            resumed_at=utc_or_none(resumed_at), grants=grants, delivered=delivered,
         ))
 
     @abc.abstractmethod
@@ -583,6 +625,7 @@ class Store(abc.ABC):
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
         at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> bool:
         """Claim the right to resume the graph for a decided request.
 
@@ -591,7 +634,8 @@ class Store(abc.ABC):
         time and never completed may be taken over (its process died mid-resume).
         ``at`` is the claim's time (default: now). ``done`` completes the claim at once
         (a decision that can resume nothing any more). ``audit`` is written only when
-        the claim is won, in its transaction.
+        the claim is won, in its transaction; ``delivered`` (see :class:`Delivered`) in
+        the same transaction either way.
 
         Raises: RequestNotFound.
         """
@@ -599,9 +643,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def complete_resume(
         self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> None:
         """Record that the claimed resumes reached the graph's checkpoint, together with
-        ``audit``. Idempotent per request.
+        ``audit`` and ``delivered`` (see :class:`Delivered`). Idempotent per request.
 
         Raises: RequestNotFound (and nothing is written).
         """
@@ -762,6 +807,13 @@ class Store(abc.ABC):
         """Mark a delivery done, with ``audit``; a ``message_ref`` (not None) is stored
         as the request's reference on the item's channel in the same transaction. With
         ``error`` the delivery ends failed: ``dead``, its last attempt counted."""
+
+    @abc.abstractmethod
+    async def complete_deliveries(self, delivered: Sequence[Delivered]) -> int:
+        """Record deliveries finished under their lease (see :class:`Delivered`) in one
+        transaction: the ones no other write carried. Returns how many were recorded;
+        the others were no longer held under their lease, and nothing of them is
+        written."""
 
     @abc.abstractmethod
     async def retry_outbox(

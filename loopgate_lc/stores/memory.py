@@ -33,6 +33,7 @@ from loopgate_lc.stores._common import (
     counted_ballot,
     json_value,
     normalized_audit,
+    normalized_delivered,
     normalized_grant,
     normalized_outbox,
     normalized_request,
@@ -46,6 +47,7 @@ from loopgate_lc.stores.base import (
     AuditEvent,
     AuditQuery,
     Ballot,
+    Delivered,
     GrantQuery,
     GrantRecord,
     OutboxItem,
@@ -109,8 +111,7 @@ def _clean(audit: Sequence[AuditEvent], outbox: Sequence[OutboxItem]
 
 @dataclass
 class _OutboxRow:
-    item: OutboxItem
-    leased_until: datetime | None = None
+    item: OutboxItem  # its ``leased_until`` is the lease it is under
 
 
 class MemoryStore(Store):
@@ -309,19 +310,24 @@ class MemoryStore(Store):
         # fails before anything changes
         clean = json_value(resolution.decision, what="decision")
         grants = [normalized_grant(g) for g in resolution.grants]
+        delivered = normalized_delivered(resolution.delivered)
         with self._lock:
-            return _copy(self._resolve(resolution, clean, grants))
+            return _copy(self._resolve(resolution, clean, grants, delivered))
 
-    def _resolve(self, r: Resolution, clean: Any,
-                 grants: Sequence[GrantRecord] = ()) -> RequestRecord:
+    def _resolve(self, r: Resolution, clean: Any, grants: Sequence[GrantRecord] = (),
+                 delivered: Sequence[Delivered] = ()) -> RequestRecord:
         """The compare-and-set every decision is, under the lock (``clean``: the
-        decision as stored; ``grants``: ``r.grants`` as stored)."""
+        decision as stored; ``grants``: ``r.grants`` as stored; ``delivered``:
+        ``r.delivered`` normalized, recorded first once nothing can refuse it)."""
         events, _ = _clean(r.audit, ())
         current = self._request(r.request_id)
         if not current.pending:
             raise already_decided(current)
         if any(g.id in self._grants for g in grants):
             raise StoreError("a grant with this id exists already")
+        if delivered:
+            self._delivered(delivered)
+            current = self._request(r.request_id)  # with the references they stored
         for grant in grants:  # remembered with the decision that makes them
             self._grants[grant.id] = grant
         updated = current.model_copy(update={
@@ -336,6 +342,7 @@ class MemoryStore(Store):
         # bad data fails before anything changes
         _clean((ballot.audit,), ballot.outbox)
         json_value(ballot.resolution.decision, what="decision")
+        delivered = normalized_delivered(ballot.resolution.delivered)
         with self._lock:
             current = self._request(ballot.request_id)
             votes, audit, resolution = counted_ballot(current, ballot)
@@ -345,19 +352,25 @@ class MemoryStore(Store):
                 return _copy(self._request(ballot.request_id))
             self._effects(*_clean((audit,), ()))
             return _copy(self._resolve(
-                resolution, json_value(resolution.decision, what="decision")))
+                resolution, json_value(resolution.decision, what="decision"),
+                delivered=delivered))
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
         at: datetime | None = None, done: bool = False, audit: Sequence[AuditEvent] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> bool:
         """See :meth:`Store.mark_resumed`; a still-pending request cannot be claimed."""
         stale = utc_or_none(stale_before)
         now = utc(at or utcnow())
         events, _ = _clean(audit, ())
+        finished = normalized_delivered(delivered)
         with self._lock:
+            self._request(request_id)  # raises RequestNotFound before anything is written
+            self._delivered(finished)
             current = self._request(request_id)
             if not _resumable(current, stale):
+                self._forget_finished()
                 return False
             self._replace(current.model_copy(
                 update={"resumed_at": now, "resume_done_at": now if done else None}))
@@ -366,10 +379,15 @@ class MemoryStore(Store):
 
     async def complete_resume(
         self, *request_ids: str, at: datetime | None = None, audit: Sequence[AuditEvent] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> None:
         now = utc(at or utcnow())
         events, _ = _clean(audit, ())
+        finished = normalized_delivered(delivered)
         with self._lock:
+            for request_id in request_ids:  # raises RequestNotFound before any write
+                self._request(request_id)
+            self._delivered(finished)
             records = [self._request(request_id) for request_id in request_ids]
             for current in records:
                 if current.resume_done_at is None:
@@ -584,12 +602,12 @@ class MemoryStore(Store):
                     if not row.item.done
                     and (notifiers is None or row.item.notifier in notifiers)
                     and row.item.due_at <= at
-                    and (row.leased_until is None or row.leased_until <= at)
+                    and (row.item.leased_until is None or row.item.leased_until <= at)
                 ),
                 key=lambda row: (row.item.due_at, row.item.id or 0),
             )[:limit]
             for row in due:
-                row.leased_until = lease_end
+                row.item = row.item.model_copy(update={"leased_until": lease_end})
             return [_copy(row.item) for row in due]
 
     async def complete_outbox(
@@ -607,13 +625,42 @@ class MemoryStore(Store):
             ended: dict[str, Any] = {"done": True}
             if error is not None:
                 ended.update(dead=True, attempts=row.item.attempts + 1, last_error=error)
-            row.item = row.item.model_copy(update=ended)
-            row.leased_until = None
-            self._open.pop(item_id, None)
-            key = (row.item.request_id, row.item.notifier, row.item.kind)
-            if self._open_keys.get(key) == item_id:
-                del self._open_keys[key]
+            self._end(item_id, row, ended)
             self._effects(events, [])
+
+    def _end(self, item_id: int, row: _OutboxRow, update: dict[str, Any]) -> None:
+        """Mark one delivery done (``update``), leaving the open index; under the lock."""
+        row.item = row.item.model_copy(update={**update, "leased_until": None})
+        self._open.pop(item_id, None)
+        key = (row.item.request_id, row.item.notifier, row.item.kind)
+        if self._open_keys.get(key) == item_id:
+            del self._open_keys[key]
+
+    async def complete_deliveries(self, delivered: Sequence[Delivered]) -> int:
+        finished = normalized_delivered(delivered)
+        if not finished:
+            return 0
+        with self._lock:
+            recorded = self._delivered(finished)
+            self._forget_finished()
+            return recorded
+
+    def _delivered(self, delivered: Sequence[Delivered]) -> int:
+        """Record deliveries finished under their lease (normalized), under the lock;
+        those no longer held under it write nothing."""
+        recorded = 0
+        for done in delivered:
+            item_id = self._open_keys.get((done.request_id, done.notifier, done.kind))
+            row = None if item_id is None else self._outbox.get(item_id)
+            if item_id is None or row is None or row.item.leased_until != done.leased_until:
+                continue  # taken over (or done): its holder records it
+            recorded += 1
+            self._end(item_id, row, {"done": True})
+            if done.message_ref is not None:
+                self._set_ref(done.request_id, done.notifier, done.message_ref)
+            for event in done.audit:
+                self._append(event)
+        return recorded
 
     async def retry_outbox(
         self, item_id: int, *, due_at: datetime, error: str, audit: Sequence[AuditEvent] = (),
@@ -624,10 +671,9 @@ class MemoryStore(Store):
             row = self._outbox.get(item_id)
             if row is None:
                 raise outbox_not_found(item_id)
-            row.item = row.item.model_copy(
-                update={"attempts": row.item.attempts + 1, "due_at": when, "last_error": error}
-            )
-            row.leased_until = None
+            row.item = row.item.model_copy(update={
+                "attempts": row.item.attempts + 1, "due_at": when, "last_error": error,
+                "leased_until": None})
             self._effects(events, [])
             return _copy(row.item)
 

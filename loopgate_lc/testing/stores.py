@@ -41,6 +41,7 @@ from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import (
     AuditEvent,
     Ballot,
+    Delivered,
     OutboxItem,
     RequestRecord,
     RequestScope,
@@ -905,6 +906,98 @@ class StoreConformance:
         # paged: the next page starts after the last item id seen
         assert [i.notifier for i in await store.list_outbox(dead=True, after=ids[0])] == ["mail"]
         assert await store.list_outbox(dead=True, after=ids[2]) == []
+
+    async def test_a_delivery_owed_and_leased_in_one_write_is_claimed_only_after_its_lease(
+        self, store: Store
+    ) -> None:
+        owed = [OutboxItem(request_id="r1", notifier="tg", due_at=T0, leased_until=at(60))]
+        await store.create_request(request("r1"), outbox=owed)
+        [item] = await store.list_outbox()
+        assert item.leased_until == at(60) and not item.done
+        assert await store.claim_outbox(at(59)) == []  # the writer delivers it itself
+        [taken] = await store.claim_outbox(at(60), lease_seconds=30)  # the writer died
+        assert taken.id == item.id and taken.leased_until == at(90)
+
+    async def test_a_delivery_is_recorded_under_its_lease_only(self, store: Store) -> None:
+        for rid, lease in (("r1", at(60)), ("r2", at(30))):
+            await store.create_request(request(rid), outbox=[OutboxItem(
+                request_id=rid, notifier="tg", due_at=T0, leased_until=lease)])
+
+        def delivered(request_id: str, lease: datetime, ref: Any = None) -> Delivered:
+            return Delivered(request_id=request_id, notifier="tg", kind="notify",
+                             leased_until=lease, message_ref=ref, audit=[AuditEvent(
+                                 at=at(1), event="notified", request_id=request_id)])
+
+        # r2's lease passed and another worker took it over: the late record is dropped
+        [taken] = await store.claim_outbox(at(31), lease_seconds=30)
+        assert taken.request_id == "r2"
+        assert await store.complete_deliveries([
+            delivered("r1", at(60), {"message_id": 7}), delivered("r2", at(30))]) == 1
+        r1, r2 = await store.list_outbox()
+        assert (r1.done, r1.leased_until, r2.done, r2.leased_until) == (
+            True, None, False, at(61))
+        assert (await store.get_request("r1")).message_refs == {"tg": {"message_id": 7}}
+        assert [e.request_id for e in await store.list_audit()] == ["r1"]
+        # recorded once: again, or under the taken-over lease by its new holder
+        assert await store.complete_deliveries([delivered("r1", at(60))]) == 0
+        assert await store.complete_deliveries([delivered("r2", at(61))]) == 1
+        assert [e.request_id for e in await store.list_audit()] == ["r1", "r2"]
+        assert await store.complete_deliveries([]) == 0
+
+    async def test_a_decision_records_its_requests_deliveries_first_or_not_at_all(
+        self, store: Store
+    ) -> None:
+        for rid in ("r1", "r2"):
+            await store.create_request(request(rid), outbox=[OutboxItem(
+                request_id=rid, notifier="tg", due_at=T0, leased_until=at(60))])
+        shown = [Delivered(request_id="r1", notifier="tg", kind="notify",
+                           leased_until=at(60), message_ref={"message_id": 3},
+                           audit=[AuditEvent(at=at(1), event="notified", request_id="r1")])]
+        decided = await store.resolve(
+            "r1", status=Status.APPROVED, decision=APPROVE, decided_by="a", channel="c",
+            decided_at=at(2), audit=[AuditEvent(at=at(2), event="decided:approved",
+                                                request_id="r1")],
+            resolved_to_message_refs=True, delivered=shown)
+        # the reference it stored is the one the decision's `resolved` delivery goes to
+        assert decided.message_refs == {"tg": {"message_id": 3}}
+        assert sorted((i.request_id, i.kind, i.done) for i in await store.list_outbox()) == [
+            ("r1", "notify", True), ("r1", "resolved", False), ("r2", "notify", False)]
+        assert [e.event for e in await store.list_audit()] == ["notified", "decided:approved"]
+        # a refused decision records nothing of what it carried
+        with pytest.raises(AlreadyDecided):
+            await store.resolve("r1", status=Status.REJECTED, decision={"type": "reject"},
+                                decided_by="b", channel="c", delivered=[Delivered(
+                                    request_id="r2", notifier="tg", kind="notify",
+                                    leased_until=at(60))])
+        assert not [i for i in await store.list_outbox(request_id="r2") if i.done]
+        with pytest.raises(StoreError):  # a reference no column can hold: nothing at all
+            await store.resolve("r2", status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", delivered=[Delivered(
+                                    request_id="r2", notifier="tg", kind="notify",
+                                    leased_until=at(60), message_ref={"n": float("nan")})])
+        assert (await store.get_request("r2")).pending
+
+    async def test_resume_claims_and_completions_record_deliveries(self, store: Store) -> None:
+        for rid in ("r1", "r2"):
+            await store.create_request(request(rid), outbox=[OutboxItem(
+                request_id=rid, notifier="tg", due_at=T0, leased_until=at(60))])
+            await store.resolve(rid, status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c")
+
+        def shown(rid: str) -> list[Delivered]:
+            return [Delivered(request_id=rid, notifier="tg", kind="notify",
+                              leased_until=at(60))]
+
+        assert await store.mark_resumed("r1", at=at(1), delivered=shown("r1"))
+        assert not await store.mark_resumed("r1", at=at(2), delivered=shown("r2"))
+        assert [i.done for i in await store.list_outbox()] == [True, True]
+        await store.create_request(request("r3"), outbox=[OutboxItem(
+            request_id="r3", notifier="tg", due_at=T0, leased_until=at(60))])
+        with pytest.raises(RequestNotFound):  # one unknown id: nothing is written
+            await store.complete_resume("r1", "nope", at=at(3), delivered=shown("r3"))
+        assert not (await store.list_outbox(request_id="r3"))[0].done
+        await store.complete_resume("r1", at=at(3), delivered=shown("r3"))
+        assert (await store.list_outbox(request_id="r3"))[0].done
 
     # paging ------------------------------------------------------------------------------
 
