@@ -93,6 +93,11 @@ class Backend:
     def __post_init__(self) -> None:
         self._closers: list[Any] = []
 
+    def on_close(self, closer: Any) -> None:
+        """Call ``closer`` when this backend is torn down (connections a benchmark opens
+        beside the checkpointers and stores)."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):

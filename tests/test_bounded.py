@@ -10,7 +10,7 @@ from loopgate_lc.errors import RequestNotFound
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel
 from loopgate_lc.schema import Status
-from loopgate_lc.stores import MemoryStore, OutboxItem
+from loopgate_lc.stores import MemoryStore, OutboxItem, RequestRecord
 from loopgate_lc.testing import RecordingNotifier
 from loopgate_lc.testing.stores import APPROVE, request
 
@@ -88,3 +88,56 @@ def test_a_policy_set_past_its_memo_still_answers_right() -> None:
         assert policies.match(f"read_{n}") is not None
         assert policies.match(f"write_{n}") is None
     assert policies.evaluate("read_0", confidence=0.9, risk="read_only").auto_approved
+
+
+async def test_the_gateway_keeps_nothing_per_finished_thread_or_decided_request() -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from loopgate_lc import guard
+    from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
+    from tests.test_timeouts import wait_for
+
+    @tool
+    def deploy(environment: str) -> str:
+        """Deploy."""
+        return f"deployed {environment}"
+
+    def agent() -> object:
+        model = ScriptedChatModel(script=[ai("", call("deploy", environment="prod")), "done"])
+        return create_agent(model, tools=[guard(deploy)], checkpointer=InMemorySaver())
+
+    store = MemoryStore()
+    async with Loopgate(store=store, notifiers=[ScriptedApprover()],
+                        poll_interval=0.05) as gate:
+        gate.register_graph("deployer", agent())
+        threads = [await gate.astart("deployer", {"messages": [("user", "ship")]})
+                   for _ in range(5)]
+        await gate.arun(agent(), {"messages": [("user", "ship")]})
+
+        async def finished() -> bool:
+            events = [e for t in threads for e in await gate.aaudit(thread_id=t)]
+            return sum(e.event == "finished" for e in events) == len(threads)
+
+        await wait_for(finished, timeout=30)
+        assert gate._p.resuming._locks == {}  # one lock per thread, only while it steps
+
+        # pending requests another process filed are checked once for this gateway's
+        # channels; the ids remembered for that go once they are decided
+        filer = Loopgate(store=store)
+        await filer.aopen()
+        try:
+            records = [await filer.asubmit(f"Deploy {n}?") for n in range(3)]
+            await gate._p.outbox.adopt()
+            assert {r.id for r in records} <= gate._p.outbox._adopted
+            await wait_for(lambda: all(not r.pending for r in store_records(store)))
+            await gate._p.outbox.adopt()
+            assert gate._p.outbox._adopted == set()
+        finally:
+            await filer.aclose()
+
+
+def store_records(store: MemoryStore) -> list[RequestRecord]:
+    """Every request the memory store holds (read without a loop)."""
+    return [record for _, record in store._requests.values()]

@@ -2,7 +2,8 @@
 
 A process with 50 pending approvals dies; a new one answers all 50. Gateways filing and
 deciding in a loop die at random instants; every request's status, audit trail and
-deliveries still agree, without any repair at start-up.
+deliveries still agree, without any repair at start-up. A notification the filing
+process leased to itself and never finished is made by another once the lease passes.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loopgate_lc import Status
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.stores import Store
+from loopgate_lc.gateway.outbox import OWN_LEASE
+from loopgate_lc.schema import utcnow
+from loopgate_lc.stores import Store, open_store
+from loopgate_lc.testing import RecordingNotifier
 from tests.support.crash_child import CHANNEL, build, store_of
 
 # these tests start interpreters in turn: on a machine busy with other work that alone can
@@ -173,3 +179,48 @@ def test_sigkill_while_churning_on_postgres_leaves_every_change_whole(
     pytest.importorskip("psycopg")
     filed = _kill_while_churning([postgres_dsn, pg_schema], rounds=6, seed=13)
     asyncio.run(_assert_whole(store_of(postgres_dsn, pg_schema), filed))
+
+
+@INTERPRETERS
+def test_a_notification_leased_to_a_killed_process_is_taken_over_after_its_lease(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'gate.db'}"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.crash_child", "showing", url],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        [line] = _read_lines(child, 1, time.monotonic() + 120)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    assert line.startswith("showing "), line
+    request_id = line.split()[1]
+    # filed with its notification leased to the process, which died showing it
+    [item] = asyncio.run(_outbox(url))
+    assert (item.request_id, item.done) == (request_id, False)
+    assert item.leased_until is not None and item.leased_until > utcnow()
+
+    shown = RecordingNotifier(CHANNEL)
+    later = utcnow() + timedelta(seconds=OWN_LEASE + 1)  # a restart once the lease passed
+
+    def clock() -> datetime:
+        return later
+
+    with Loopgate(store=url, notifiers=[shown], clock=clock, poll_interval=0.05) as gate:
+        for _ in range(1000):
+            if all(i.done for i in asyncio.run(_outbox(url))):
+                break
+            time.sleep(0.01)
+        assert [r.id for r in shown.notified] == [request_id]
+        assert [e.event for e in gate.audit(request_id=request_id)] == [
+            "requested", "notified"]
+        assert gate.get(request_id).message_refs == {CHANNEL: {"seen": 1}}
+
+
+async def _outbox(url: str) -> list[Any]:
+    store = open_store(url)
+    try:
+        return await store.list_outbox()
+    finally:
+        await store.close()

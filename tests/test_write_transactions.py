@@ -2,7 +2,11 @@
 
 Each state change is one transaction with its audit and deliveries, so the count is
 small and fixed: filing, deciding (which also claims the resume for the run waiting in
-the same process) and finishing the run, plus a claim and a completion per delivery.
+the same process) and finishing the run. Deliveries to this gateway's own notifiers
+cost none of their own: they are written leased to this process with the change that
+owes them, made at once, and recorded by the next write of their request (the decision
+records the notification, the end of the run the outcome's delivery), or, when none
+comes within a short window, in one batch.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from loopgate_lc import ApprovalPolicy, guard
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.stores import SQLiteStore
 from loopgate_lc.stores._sql import Op
-from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
+from loopgate_lc.testing import (
+    RecordingNotifier,
+    ScriptedApprover,
+    ScriptedChatModel,
+    ai,
+    call,
+)
 
 _T = TypeVar("_T")
 
@@ -88,11 +98,17 @@ def _round_trip(store: CountingStore, notifiers: list[Any],
         return store.writes
 
 
-def test_a_round_trip_with_one_notifier_writes_seven_transactions(tmp_path: Path) -> None:
+def test_a_round_trip_with_one_notifier_writes_three_transactions(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "gate.db")
     writes = _round_trip(store, [ScriptedApprover({"type": "approve"})])
-    assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1,
-                             claim_outbox=2, complete_outbox=2)
+    assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1)
+    # both deliveries were made and recorded: by the decision and by the end of the run
+    (record,) = asyncio.run(store.list_requests())
+    items = asyncio.run(store.list_outbox())
+    assert sorted((i.kind, i.done, i.attempts) for i in items) == [
+        ("notify", True, 0), ("resolved", True, 0)]
+    events = [e.event for e in asyncio.run(store.list_audit(request_id=record.id))]
+    assert events == ["requested", "notified", "decided:approved", "resumed"]
 
 
 def test_a_round_trip_decided_by_hand_writes_three_transactions(tmp_path: Path) -> None:
@@ -125,3 +141,57 @@ def test_a_round_trip_decided_by_a_quorum_claims_the_resume_in_the_deciding_vote
     (record,) = asyncio.run(store.list_requests())
     assert record.status.value == "approved" and record.resume_done_at is not None
     assert [v.voter for v in record.votes] == ["ana", "bob"]
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll (bounded) until ``predicate()`` holds."""
+    for _ in range(int(timeout / 0.005)):
+        if predicate():
+            return
+        time.sleep(0.005)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_delivery_is_recorded_by_the_decision_that_follows_it(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "gate.db")
+    shown = RecordingNotifier("shown")
+    # the window a delivery waits for a write of its request is the poll interval
+    with Loopgate(store=store, notifiers=[shown], poll_interval=60) as gate:
+        record = gate.submit("Deploy?")
+        _wait(lambda: bool(shown.notified))
+        (item,) = asyncio.run(store.list_outbox(request_id=record.id))
+        assert not item.done and item.leased_until is not None  # made, not yet recorded
+        store.writes.clear()
+        decided = gate.respond(record.id, {"type": "approve"}, actor="ana")
+        assert store.writes == Counter(commit_resolution=1)
+        # recorded in the decision, before its compare-and-set: the `resolved`
+        # delivery it owes the channel knows the message to update
+        assert decided.message_refs == {"shown": {"seen": 1}}
+        events = [e.event for e in gate.audit(request_id=record.id)]
+        assert events == ["requested", "notified", "decided:approved"]
+        _wait(lambda: bool(shown.resolved))
+        assert shown.resolved[0].message_refs == {"shown": {"seen": 1}}
+    # closing recorded the outcome's delivery, which no later write of its request took
+    assert store.writes == Counter(commit_resolution=1, complete_deliveries=1)
+    assert [(i.kind, i.done) for i in asyncio.run(store.list_outbox())] == [
+        ("notify", True), ("resolved", True)]
+
+
+def test_deliveries_nobody_carries_are_recorded_in_a_batch_within_a_poll(
+        tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "gate.db")
+    shown = RecordingNotifier("shown")
+    with Loopgate(store=store, notifiers=[shown], poll_interval=0.05) as gate:
+        gate.open()
+        store.writes.clear()
+        records = [gate.submit(f"Deploy {n}?") for n in range(3)]
+        _wait(lambda: all(i.done for i in asyncio.run(store.list_outbox())))
+        assert {r.id for r in shown.notified} == {r.id for r in records}
+        # no claims and no completion per delivery: each filing, then batches
+        assert set(store.writes) == {"create_request", "complete_deliveries"}
+        assert store.writes["create_request"] == 3
+        assert 1 <= store.writes["complete_deliveries"] <= 3
+        for record in records:
+            events = [e.event for e in gate.audit(request_id=record.id)]
+            assert events == ["requested", "notified"]
+            assert gate.get(record.id).message_refs["shown"]["seen"] in (1, 2, 3)

@@ -16,6 +16,7 @@ a commit is the same whichever way it came.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -250,13 +251,16 @@ class Deciding:
         audit, outbox = self._effects(record, decision, now, event=event, handing=handing,
                                       grant=grant)
         if not filing:
+            # deliveries of this request made here and not yet recorded ride along
+            delivered = self._outbox.take(record.id)
             try:
                 decided = await self._store.resolve(
                     record.id, status=status, decision=decision, decided_by=actor,
                     channel=channel, decided_at=now, audit=audit, outbox=outbox,
                     resolved_to_message_refs=True, resumed_at=now if handing else None,
-                    grants=[grant] if grant else ())
+                    grants=[grant] if grant else (), delivered=delivered)
             except BaseException:
+                self._outbox.give_back(delivered)
                 if handing:
                     self._waiters.hand_over(record.id, None)
                 raise
@@ -266,7 +270,7 @@ class Deciding:
                 audit=[*filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
-        await self._settled(decided, decision, record.request, handing=handing)
+        await self._settled(decided, decision, record.request, handing=handing, owed=outbox)
         return decided
 
     async def vote(self, record: RequestRecord, decision: dict[str, Any], voter: str, *,
@@ -285,6 +289,9 @@ class Deciding:
         now = self._clock()
         handing = self._hands_over(record)
         audit, outbox = self._effects(record, decision, now, handing=handing)
+        # deliveries of this request made here and not yet recorded ride along (before
+        # the vote's own: an open one would otherwise stand in for the new count's)
+        delivered = self._outbox.take(record.id)
         ballot = quorum.ballot(
             record, decision, voter=voter, now=now,
             audit=self._auditor.event("voted", record, actor=actor, channel=channel),
@@ -296,8 +303,9 @@ class Deciding:
                 outbox=outbox, resolved_to_message_refs=True,
                 resumed_at=now if handing else None))
         try:
-            voted = await self._store.vote(ballot)
+            voted = await self._store.vote(replace(ballot, delivered=delivered))
         except BaseException:
+            self._outbox.give_back(delivered)
             if handing:
                 self._waiters.hand_over(record.id, None)
             raise
@@ -307,7 +315,7 @@ class Deciding:
             self._outbox.kick()
             return voted
         await self._settled(voted, voted.decision or decision, record.request,
-                            handing=handing)
+                            handing=handing, owed=outbox)
         return voted
 
     def _hands_over(self, record: RequestRecord) -> bool:
@@ -323,7 +331,8 @@ class Deciding:
                  ) -> tuple[list[AuditEvent], list[OutboxItem]]:
         """What a decision commits with it: its ``decided:*`` audit event (then
         ``grant_created`` for the grant it makes, and ``resumed`` when it claims the
-        resume) and its ``resolved`` deliveries."""
+        resume) and its ``resolved`` deliveries (leased to this process, which makes
+        them after the commit)."""
         status = decision_status(decision)
         actor, channel = decision.get("actor"), decision.get("channel")
         audit = [self._auditor.event(event or f"decided:{status.value}", record, actor=actor,
@@ -334,13 +343,14 @@ class Deciding:
                                              channel=channel, details=grant_summary(grant)))
         if handing:
             audit.append(self._auditor.event("resumed", record))
-        return audit, self._outbox.deliveries(record, "resolved", now)
+        return audit, self._outbox.deliveries(record, "resolved", now, own=True)
 
     async def _settled(self, decided: RequestRecord, decision: dict[str, Any],
-                       request: ApprovalRequest, *, handing: bool) -> None:
+                       request: ApprovalRequest, *, handing: bool,
+                       owed: Sequence[OutboxItem]) -> None:
         """What follows a committed decision, whatever committed it (an answer, a timeout,
-        a cancel, a veto, or the vote that reached its quorum): wake-ups, listeners and
-        hooks, which can no longer lose or change it."""
+        a cancel, a veto, or the vote that reached its quorum): wake-ups, listeners,
+        hooks and its ``owed`` deliveries, which can no longer lose or change it."""
         # whoever waits to resume comes first: hooks and notifications are not on that path
         if handing:
             self._waiters.hand_over(decided.id, decided)
@@ -348,7 +358,7 @@ class Deciding:
         for listener in self._listeners:
             listener(decided)
         await self._fire(decided, decided.status, decision, request)
-        self._outbox.kick()
+        self._outbox.deliver(decided, owed, shown=True)
 
     async def _fire(self, decided: RequestRecord, status: Status, decision: dict[str, Any],
                     request: ApprovalRequest) -> None:

@@ -244,7 +244,8 @@ class Loopgate:
         filing = Filing(store, auditor, deciding, outbox, timers, self.policies, clock,
                         self.default_timeout)
         resuming = Resuming(store, auditor, filing, waiters, self._drivers, tasks, clock,
-                            resume_lease=self.resume_lease, poll_interval=self.poll_interval)
+                            resume_lease=self.resume_lease, poll_interval=self.poll_interval,
+                            outbox=outbox)
         # after each commit, once whoever waits is woken: the resume, then timers
         deciding.on_decided(resuming.decided)
         deciding.on_decided(timers.disarm)
@@ -267,6 +268,7 @@ class Loopgate:
                 if self.timers:
                     spawn(parts.timers.run())
                 spawn(parts.outbox.run())
+                spawn(parts.outbox.flush_loop())
                 spawn(parts.outbox.adopt_loop())
                 spawn(parts.resuming.recover_loop())
                 spawn(parts.resuming.listen_loop())
@@ -285,14 +287,8 @@ class Loopgate:
             return
         parts = self._p
         parts.tasks.closing = True
-        try:
-            # A pass of the outbox in progress finishes first: deliveries it claimed are
-            # handed back, not left leased for minutes after a short-lived process (the
-            # CLI) exits. Holding the lock keeps a new pass from starting.
-            async with asyncio.timeout(5):
-                await parts.outbox.lock.acquire()
-        except TimeoutError:
-            log.warning("loopgate_lc: the outbox pass did not finish while closing")
+        # deliveries under way finish, and what was delivered is recorded (see Outbox)
+        await parts.outbox.close(timeout=5)
         await parts.tasks.cancel()
         for driver in self._drivers.values():
             close = getattr(driver, "aclose", None)

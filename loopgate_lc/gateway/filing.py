@@ -1,7 +1,8 @@
 """Filing: a pause or a question becomes a stored request, and people are told.
 
 The only place a deadline is computed. A request is stored with its ``requested`` audit
-event and its ``notify`` deliveries in one transaction. Before that, in
+event and its ``notify`` deliveries in one transaction; those to this gateway's own
+notifiers are written leased to this process and made right after the commit. Before that, in
 :meth:`Filing.file`, is where a rule that answers a request without asking anyone plugs
 in: an ``on_request`` hook's veto today (the request is filed already decided, through
 :meth:`Deciding.decide`, so no one is ever notified); a remembered permission would
@@ -151,10 +152,11 @@ class Filing:
                     "grant_id": grant.id, "created_by": grant.created_by,
                     "request_id": grant.request_id}},
                 actor=f"grant:{grant.id}", channel=GRANT_CHANNEL, filing=filed)
-        stored, created = await self._store.create_request(
-            record, audit=filed, outbox=self._outbox.deliveries(record, "notify", now))
+        # this gateway's own channels are told by this process, right after the commit
+        owed = self._outbox.deliveries(record, "notify", now, own=True)
+        stored, created = await self._store.create_request(record, audit=filed, outbox=owed)
         if created:
-            self._outbox.kick()
+            self._outbox.deliver(stored, owed)
             self._timers.arm(stored)
         return stored
 

@@ -4,6 +4,19 @@ A state change writes the deliveries it owes in its own transaction (see
 :meth:`Outbox.deliveries`); this part only carries them out. A failed delivery never
 changes a request's status; it is retried, and past its limits given up (``dead``),
 with one audit event when it starts failing and one when it ends.
+
+Filing and deciding write the deliveries this gateway's own notifiers owe already
+leased to this process (for :data:`OWN_LEASE` seconds), and hand them here right after
+the commit (:meth:`Outbox.deliver`): no claim, no read. Deliveries other processes owe
+this gateway's channels, or whose lease passed, are claimed from the store as before.
+
+A delivery that succeeded is recorded done (with where it was shown and its
+``notified`` event) without a transaction of its own where it can: the next decision,
+resume claim or finished resume of its request carries it (:meth:`Outbox.take`), and
+what no such write takes within one poll interval is recorded in one batch
+(:meth:`Outbox.flush`; at close too). Until then the delivery is only leased: a crash
+before it is recorded means it is made again once the lease passes, the at-least-once
+a crash between a delivery and its record always meant.
 """
 
 from __future__ import annotations
@@ -12,19 +25,42 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from loopgate_lc.errors import LoopgateError
+from loopgate_lc.errors import LoopgateError, StoreError
 from loopgate_lc.gateway.audit import Auditor, Clock
 from loopgate_lc.gateway.tasks import Tasks
 from loopgate_lc.notifiers.base import DeliveryError, Notifier, VoteNotifier
 from loopgate_lc.schema import Status
-from loopgate_lc.stores.base import OutboxItem, OutboxKind, RequestRecord, Store
+from loopgate_lc.stores._common import json_value
+from loopgate_lc.stores.base import (
+    AuditEvent,
+    Delivered,
+    OutboxItem,
+    OutboxKind,
+    RequestRecord,
+    Store,
+)
 
-__all__ = ["Outbox", "Retries"]
+__all__ = ["CLAIM_LEASE", "OWN_LEASE", "Outbox", "Retries"]
 
 log = logging.getLogger("loopgate_lc")
+
+CLAIM_LEASE = 300.0
+"""Seconds a claimed delivery is this process's before anyone may claim it again."""
+
+OWN_LEASE = 60.0
+"""Seconds a delivery written by this process for its own notifiers is its own: it is
+delivered at once, so the lease only matters when the process died first; then a
+restart or another process with the channel takes it over within a minute."""
+
+_Key = tuple[str, str, str]
+
+
+def _key(item: OutboxItem | Delivered) -> _Key:
+    return item.request_id, item.notifier, item.kind
 
 
 @dataclass(frozen=True)
@@ -49,8 +85,16 @@ class Outbox:
         self._tasks = tasks
         self._retries = retries
         self._poll = poll_interval
+        # how long a finished delivery waits for a write of its request to carry it
+        self._window = poll_interval
         self._kick = asyncio.Event()
-        self._delivering: set[int] = set()
+        self._finished_kick = asyncio.Event()
+        # deliveries on their way from here, and the lease each is held under now
+        self._leases: dict[_Key, datetime] = {}
+        self._running: set[asyncio.Task[Any]] = set()
+        # delivered, not yet recorded: by request, for the next write of that request
+        self._finished: dict[str, list[Delivered]] = {}
+        self._flushing = asyncio.Lock()
         self._adopted: set[str] = set()  # pending ids checked for our channels
         self.lock = asyncio.Lock()
         """Held by a pass; closing takes it so claimed deliveries are handed back."""
@@ -76,13 +120,166 @@ class Outbox:
         return [n.name for n in self.accepting(record) if isinstance(n, VoteNotifier)]
 
     def deliveries(self, record: RequestRecord, kind: OutboxKind, now: datetime,
-                   names: Iterable[str] | None = None) -> list[OutboxItem]:
+                   names: Iterable[str] | None = None, *, own: bool = False
+                   ) -> list[OutboxItem]:
         """The deliveries a state change owes: to ``names``, or every accepting notifier;
-        the caller commits them with the change."""
+        the caller commits them with the change.
+
+        With ``own``, those to this gateway's notifiers are written leased to this
+        process, for :meth:`deliver` to make right after the commit. Only for entries
+        the change is sure to create (a new request, a decision): an entry that already
+        exists keeps its own lease.
+        """
         if names is None:
             names = [n.name for n in self.accepting(record)]
+        lease = now + timedelta(seconds=OWN_LEASE) if own else None
         return [OutboxItem(request_id=record.id, notifier=name, kind=kind, due_at=now,
-                           created_at=now) for name in names]
+                           created_at=now,
+                           leased_until=lease if name in self._notifiers else None)
+                for name in names]
+
+    def deliver(self, record: RequestRecord, items: Sequence[OutboxItem], *,
+                shown: bool = False) -> None:
+        """Make the deliveries of a committed change that it wrote leased to this process
+        (:meth:`deliveries` with ``own``), now, with the record in hand; the others wait
+        for the next claim. ``shown``: the store also owed a delivery to every channel
+        the record has a message on (a decision's ``resolved_to_message_refs``)."""
+        named = {item.notifier for item in items}
+        rest = shown and any(name in self._notifiers and name not in named
+                             for name in record.message_refs)
+        for item in items:
+            notifier = self._notifiers.get(item.notifier)
+            if notifier is None:
+                continue
+            if item.leased_until is None:
+                rest = True
+            elif _key(item) not in self._leases:
+                self._start(item, notifier, record)
+        if rest:
+            self.kick()
+
+    def _start(self, item: OutboxItem, notifier: Notifier,
+               record: RequestRecord | None = None) -> None:
+        assert item.leased_until is not None
+        self._leases[_key(item)] = item.leased_until
+        task = self._tasks.spawn(self._deliver(item, notifier, record))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    # recording finished deliveries -------------------------------------------------------
+
+    def take(self, *request_ids: str) -> list[Delivered]:
+        """The deliveries of these requests made here and not yet recorded, for a write
+        of those requests to record in its own transaction. A write that fails hands
+        them back (:meth:`give_back`)."""
+        taken: list[Delivered] = []
+        for request_id in request_ids:
+            taken += self._finished.pop(request_id, ())
+        return taken
+
+    def give_back(self, delivered: Sequence[Delivered]) -> None:
+        """Deliveries a failed write did not record: the next one (or a flush) will."""
+        for done in delivered:
+            self._finished.setdefault(done.request_id, []).append(done)
+        if delivered:
+            self._finished_kick.set()
+
+    def _record(self, item: OutboxItem, ref: Any = None,
+                audit: Sequence[AuditEvent] = ()) -> None:
+        """A delivery was made (or is owed no more): record it with the next write of its
+        request, or the next flush, under the lease it is held under now."""
+        lease = self._leases.get(_key(item), item.leased_until)
+        if lease is None:  # pragma: no cover - every delivery made here holds a lease
+            return
+        self._finished.setdefault(item.request_id, []).append(Delivered(
+            request_id=item.request_id, notifier=item.notifier, kind=item.kind,
+            leased_until=lease, message_ref=ref, audit=tuple(audit)))
+        self._finished_kick.set()
+
+    def _relet(self, key: _Key, lease: datetime) -> bool:
+        """Whether ``key`` was delivered here and waits to be recorded; if so it will be,
+        under ``lease`` (just claimed: its lease passed before it was recorded)."""
+        finished = self._finished.get(key[0], [])
+        for n, done in enumerate(finished):
+            if _key(done) == key:
+                finished[n] = replace(done, leased_until=lease)
+                return True
+        return False
+
+    def _shown(self, record: RequestRecord) -> RequestRecord:
+        """``record`` with the message references of deliveries made here and not yet
+        recorded, so a later delivery finds where the request was shown."""
+        refs = {d.notifier: d.message_ref for d in self._finished.get(record.id, ())
+                if d.message_ref is not None}
+        if not refs:
+            return record
+        return record.model_copy(update={"message_refs": {**record.message_refs, **refs}})
+
+    async def flush(self) -> None:
+        """Record every delivery made here that no write has carried, in one
+        transaction."""
+        async with self._flushing:
+            batch = self.take(*list(self._finished))
+            if not batch:
+                return
+            try:
+                await self._store.complete_deliveries(batch)
+            except BaseException:
+                self.give_back(batch)
+                raise
+
+    async def flush_loop(self) -> None:
+        """Flush what a window after a delivery no write has carried, for the gateway's
+        lifetime."""
+        while not self._tasks.closing:
+            await self._finished_kick.wait()
+            await asyncio.sleep(self._window)  # time for a write of its request
+            self._finished_kick.clear()
+            try:
+                await self.flush()
+            except Exception as exc:
+                await self._auditor.report(exc, {"task": "outbox flush"})
+                await asyncio.sleep(self._poll)
+
+    async def close(self, timeout: float) -> None:
+        """While the gateway closes: let a pass and the deliveries under way finish
+        (within ``timeout``), give back the leases of those that did not, and record
+        what was delivered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            # a pass in progress finishes first: deliveries it claimed are handed back,
+            # not left leased for minutes after a short-lived process (the CLI) exits;
+            # holding the lock keeps a new pass from starting
+            async with asyncio.timeout(timeout):
+                await self.lock.acquire()
+        except TimeoutError:
+            log.warning("loopgate_lc: the outbox pass did not finish while closing")
+        running = [t for t in self._running if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+        try:
+            await self._give_back_leases()
+            await self.flush()
+        except Exception as exc:  # closing must finish; the leases pass by themselves
+            await self._auditor.report(exc, {"task": "outbox close"})
+
+    async def _give_back_leases(self) -> None:
+        """Deliveries still under way here are cut off: due again for anyone now."""
+        for key, lease in list(self._leases.items()):
+            held = await self._held(key, lease)
+            if held is not None and held.id is not None:
+                await self._store.retry_outbox(held.id, due_at=self._clock(),
+                                               error="gateway closing")
+
+    async def _held(self, key: _Key, lease: datetime) -> OutboxItem | None:
+        """The open entry of ``key`` still under ``lease`` (None: taken over or done)."""
+        for item in await self._store.list_outbox(request_id=key[0]):
+            if not item.done and _key(item) == key and item.leased_until == lease:
+                return item
+        return None
+
+    # delivering --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Deliver what is owed, for the gateway's lifetime."""
@@ -100,26 +297,34 @@ class Outbox:
         if not self._notifiers:
             return
         # only this gateway's channels: another process's deliveries stay its own
-        items = await self._store.claim_outbox(self._clock(), lease_seconds=300.0,
+        items = await self._store.claim_outbox(self._clock(), lease_seconds=CLAIM_LEASE,
                                                notifiers=sorted(self._notifiers))
         for item in items:
-            if item.id is None or item.id in self._delivering:
+            if item.id is None or item.leased_until is None:  # pragma: no cover
                 continue
+            if _key(item) in self._leases:
+                # still on its way from here (slower than its lease): it is recorded
+                # under the lease just claimed
+                self._leases[_key(item)] = item.leased_until
+                continue
+            if self._relet(_key(item), item.leased_until):
+                continue  # made here already, waiting to be recorded
             if self._tasks.closing:
                 # the delivery would be cut off: give the lease back at once
                 await self._store.retry_outbox(item.id, due_at=self._clock(),
                                                error="gateway closing")
                 continue
-            self._delivering.add(item.id)
-            self._tasks.spawn(self._deliver(item, self._notifiers[item.notifier]))
+            self._start(item, self._notifiers[item.notifier])
 
-    async def _deliver(self, item: OutboxItem, notifier: Notifier) -> None:
-        assert item.id is not None
+    async def _deliver(self, item: OutboxItem, notifier: Notifier,
+                       record: RequestRecord | None) -> None:
         try:
-            record = await self._store.get_request(item.request_id)
+            if record is None:
+                record = await self._store.get_request(item.request_id)
+            record = self._shown(record)
             if item.kind in ("notify", "voted") and not record.pending:
                 # decided meanwhile: its ``resolved`` delivery shows the outcome and count
-                await self._store.complete_outbox(item.id)
+                self._record(item)
                 return
             ref = None
             try:
@@ -133,15 +338,21 @@ class Outbox:
             except Exception as exc:
                 await self._failed(item, record, notifier, exc)
                 return
-            # done, where it was shown, and (for a notification) its audit: one commit
-            await self._store.complete_outbox(
-                item.id, message_ref=ref,
-                audit=[self._auditor.event("notified", record, channel=notifier.name)]
-                if item.kind == "notify" else ())
+            if ref is not None:
+                try:
+                    ref = json_value(ref, what="message ref")
+                except StoreError as exc:  # delivered all the same; only the ref is lost
+                    await self._auditor.report(exc, {"notifier": notifier.name,
+                                                     "request_id": record.id})
+                    ref = None
+            # done, where it was shown, and (for a notification) its audit: recorded
+            # together, by the next write of this request or the next flush
+            self._record(item, ref, [self._auditor.event(
+                "notified", record, channel=notifier.name)] if item.kind == "notify" else ())
             if item.kind == "notify":
                 await self._auditor.fire("on_notified", record, notifier.name)
         finally:
-            self._delivering.discard(item.id)
+            self._leases.pop(_key(item), None)
 
     async def _show_votes(self, record: RequestRecord, notifier: VoteNotifier) -> None:
         """Show the latest count: a vote counted while its delivery was on its way shares
@@ -155,7 +366,15 @@ class Outbox:
 
     async def _failed(self, item: OutboxItem, record: RequestRecord, notifier: Notifier,
                       exc: Exception) -> None:
-        assert item.id is not None
+        item_id = item.id
+        if item_id is None:  # written leased to us: find it, unless it was taken over
+            lease = self._leases.get(_key(item), item.leased_until)
+            held = None if lease is None else await self._held(_key(item), lease)
+            if held is None or held.id is None:
+                await self._auditor.report(exc, {"notifier": notifier.name,
+                                                 "request_id": record.id}, audit=False)
+                return
+            item, item_id = held, held.id
         limits = self._retries
         retryable = getattr(exc, "retryable", True) and not isinstance(exc, LoopgateError)
         if isinstance(exc, DeliveryError):
@@ -178,12 +397,14 @@ class Outbox:
                 "retrying_in": delay if retryable else None,
                 **({"gave_up_after_seconds": round(age, 3)} if gave_up else {})})]
         if retryable:
-            await self._store.retry_outbox(item.id, due_at=now + timedelta(seconds=delay),
+            await self._store.retry_outbox(item_id, due_at=now + timedelta(seconds=delay),
                                            error=str(exc), audit=failed)
         else:
-            await self._store.complete_outbox(item.id, error=str(exc), audit=failed)
+            await self._store.complete_outbox(item_id, error=str(exc), audit=failed)
         await self._auditor.report(exc, {"notifier": notifier.name, "request_id": record.id},
                                    audit=False)
+
+    # adopting ----------------------------------------------------------------------------
 
     async def adopt_loop(self) -> None:
         """Adopt other processes' pending requests, every poll, for the gateway's life."""
@@ -198,9 +419,12 @@ class Outbox:
         """Queue this gateway's channels for pending requests filed by a process that
         lacks them (the CLI, ``loopgate-lc mcp`` without Telegram, a worker with other
         notifiers), so a request reaches a person whichever process filed it. Each
-        pending id is checked once per process; the outbox is idempotent per channel."""
+        pending id is checked once per process (the ids remembered are the pending ones,
+        so the memory this takes ends with them); the outbox is idempotent per channel."""
         kicked = False
+        checked: set[str] = set()
         for record in await self._store.list_requests(status=Status.PENDING):
+            checked.add(record.id)
             if record.id in self._adopted:
                 continue
             self._adopted.add(record.id)
@@ -212,5 +436,6 @@ class Outbox:
                         request_id=record.id, notifier=notifier.name, kind="notify",
                         due_at=self._clock()))
                     kicked = True
+        self._adopted &= checked  # decided ones need no checking again
         if kicked:
             self.kick()

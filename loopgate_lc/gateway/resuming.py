@@ -11,7 +11,9 @@ next poll.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from loopgate_lc.errors import LoopgateError, RequestNotFound, StaleDecision, Th
 from loopgate_lc.gateway.audit import Auditor, Clock
 from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, interrupts_of
 from loopgate_lc.gateway.filing import Filing
+from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.tasks import Tasks
 from loopgate_lc.gateway.waiting import Waiters
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
@@ -30,12 +33,20 @@ if TYPE_CHECKING:
 __all__ = ["Resuming"]
 
 
+@dataclass
+class _ThreadLock:
+    """One thread's lock, and how many hold or wait for it (it goes when none do)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Resuming:
     """Claims, resumes, recovers; runs registered graphs in the background."""
 
     def __init__(self, store: Store, auditor: Auditor, filing: Filing, waiters: Waiters,
                  drivers: Mapping[str, GraphDriver], tasks: Tasks, clock: Clock, *,
-                 resume_lease: float, poll_interval: float) -> None:
+                 resume_lease: float, poll_interval: float, outbox: Outbox) -> None:
         self._store = store
         self._auditor = auditor
         self._filing = filing
@@ -45,10 +56,28 @@ class Resuming:
         self._clock = clock
         self._lease = resume_lease
         self._poll = poll_interval
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._outbox = outbox
+        # only threads being driven or resumed right now: an entry goes with its last user
+        self._locks: dict[str, _ThreadLock] = {}
 
-    def _lock(self, thread_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(thread_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold ``thread_id``'s lock: one step of a thread at a time in this process."""
+        entry = self._locks.get(thread_id)
+        if entry is None:
+            entry = self._locks[thread_id] = _ThreadLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[thread_id]
+
+    def busy(self, thread_id: str) -> bool:
+        """Whether this process is stepping ``thread_id`` now (or about to)."""
+        return thread_id in self._locks
 
     def decided(self, record: RequestRecord) -> None:
         """A decision was made (here or elsewhere): resume its thread if this gateway
@@ -88,10 +117,17 @@ class Resuming:
                             "error": str(StaleDecision(
                                 f"interrupt {record.interrupt_id} is no longer pending"))})])
                 continue
-            if await self._store.mark_resumed(
-                    record.id, stale_before=stale_before, at=at,
+            # deliveries of this request made here and not yet recorded ride along
+            delivered = self._outbox.take(record.id)
+            try:
+                won = await self._store.mark_resumed(
+                    record.id, stale_before=stale_before, at=at, delivered=delivered,
                     audit=[self._auditor.event("resume_retried" if retry else "resumed",
-                                               record)]):
+                                               record)])
+            except BaseException:
+                self._outbox.give_back(delivered)
+                raise
+            if won:
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
         return resume, claimed
@@ -104,7 +140,15 @@ class Resuming:
         if not request_ids and not audit:
             return
         at = self._clock()
-        await self._store.complete_resume(*request_ids, at=at, audit=audit)
+        # deliveries of these requests made here and not yet recorded ride along (the
+        # ``resolved`` one, when it was quicker than the rest of the run)
+        delivered = self._outbox.take(*request_ids)
+        try:
+            await self._store.complete_resume(*request_ids, at=at, audit=audit,
+                                              delivered=delivered)
+        except BaseException:
+            self._outbox.give_back(delivered)
+            raise
         if request_ids and self._auditor.wants("on_resumed"):
             for request_id in request_ids:
                 record = await self._store.get_request(request_id)
@@ -242,8 +286,7 @@ class Resuming:
                 if record.thread_id:
                     threads[(graph_name, record.thread_id)] = stale_before
         for (graph_name, thread_id), stale_before in sorted(threads.items()):
-            lock = self._locks.get(thread_id)
-            if lock is None or not lock.locked():
+            if not self.busy(thread_id):
                 self._tasks.spawn(self.resume_thread(graph_name, thread_id, stale_before))
 
     async def recover_loop(self) -> None:

@@ -131,13 +131,23 @@ class Timers:
         level = record.escalation_level
         if self._on_timeout == "escalate" and level < len(self._escalation):
             step = self._escalation[level]
-            moved = await self._store.extend_expiry(
-                record.id, expires_at=now + timedelta(seconds=step.timeout),
-                escalation_level=level + 1,
-                audit=[self._auditor.event("escalated", record, channel="timer", details={
-                    "level": level + 1, "notifiers": list(step.notifiers),
-                    "approvers": list(step.approvers)})],
-                outbox=self._outbox.deliveries(record, "notify", now, step.notifiers or None))
+            # deliveries of this request made here and not yet recorded go first: an
+            # open notification would otherwise stand in for the escalation's own
+            delivered = self._outbox.take(record.id)
+            try:
+                moved = await self._store.extend_expiry(
+                    record.id, expires_at=now + timedelta(seconds=step.timeout),
+                    escalation_level=level + 1,
+                    audit=[self._auditor.event("escalated", record, channel="timer",
+                                               details={
+                        "level": level + 1, "notifiers": list(step.notifiers),
+                        "approvers": list(step.approvers)})],
+                    outbox=self._outbox.deliveries(record, "notify", now,
+                                                   step.notifiers or None),
+                    delivered=delivered)
+            except BaseException:
+                self._outbox.give_back(delivered)
+                raise
             if not moved:
                 return None
             self._outbox.kick()

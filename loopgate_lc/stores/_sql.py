@@ -509,10 +509,24 @@ class SQLStore(Store):
             if not rows:
                 continue  # taken over (or done): its holder records it
             recorded += 1
-            if done.message_ref is not None:
-                yield from self._set_ref(done.request_id, done.notifier, done.message_ref)
             yield from self._append_audit(done.audit)
+            if done.message_ref is None:
+                continue
+            row = yield from self._set_ref(done.request_id, done.notifier, done.message_ref)
+            if row["status"] != "pending":
+                yield from self._owe_resolved(row, done.notifier)
         return recorded
+
+    def _owe_resolved(self, row: Row, channel: str) -> Op[None]:
+        """A request decided before its message on ``channel`` was recorded: that
+        channel is owed the outcome, as a decision owes every channel it was shown on
+        (unless it was given its ``resolved`` delivery already)."""
+        owed = yield Stmt("SELECT id FROM {outbox} WHERE request_id = ? AND notifier = ? "
+                          "AND kind = 'resolved'", (row["id"], channel))
+        if not owed:
+            yield from self._enqueue(OutboxItem(
+                request_id=row["id"], notifier=channel, kind="resolved",
+                due_at=self.dialect.read_ts(row["decided_at"])))
 
     def _effects(self, audit: Iterable[AuditEvent], outbox: Iterable[OutboxItem]) -> Op[None]:
         """Write a state change's audit events and outbox entries, in its transaction."""
@@ -756,13 +770,15 @@ class SQLStore(Store):
     async def commit_vote(self, ballot: Ballot) -> RequestRecord:
         d = self.dialect
         d.json(ballot.resolution.decision, "decision")  # bad data fails before the lock
-        delivered = normalized_delivered(ballot.resolution.delivered)
+        delivered = normalized_delivered(ballot.delivered)
+        also = normalized_delivered(ballot.resolution.delivered)
 
         def op() -> Op[RequestRecord]:
             # the row lock orders racing votes: each one reads the votes the ones before
             # it committed, so none is lost or counted twice
             current = self._request((yield from self._get_row(ballot.request_id, lock=True)))
             votes, audit, resolution = counted_ballot(current, ballot)
+            yield from self._delivered(delivered)
             rows = yield Stmt("UPDATE {requests} SET votes = ? WHERE id = ? RETURNING *",
                               (d.json(votes, "votes"), ballot.request_id))
             if resolution is None:
@@ -771,7 +787,7 @@ class SQLStore(Store):
             yield from self._effects((audit,), ())
             return (yield from self._resolve(resolution,
                                              d.json(resolution.decision, "decision"),
-                                             delivered=delivered))
+                                             delivered=also))
 
         return await self._run(op(), write=True)
 
@@ -845,12 +861,15 @@ class SQLStore(Store):
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> bool:
         """See :meth:`Store.extend_expiry`. Raises: RequestNotFound."""
         params = (self.dialect.ts(expires_at), escalation_level, request_id,
                   escalation_level - 1)
+        finished = normalized_delivered(delivered)
 
         def op() -> Op[bool]:
+            yield from self._delivered(finished)
             rows = yield Stmt(_ESCALATE, params)
             if rows:
                 yield from self._effects(audit, outbox)
@@ -884,9 +903,13 @@ class SQLStore(Store):
 
     async def set_message_ref(self, request_id: str, channel: str, ref: Any) -> None:
         clean = json_value(ref, what=f"message ref for channel {channel!r}")
-        await self._run(self._set_ref(request_id, channel, clean), write=True)
+        def op() -> Op[None]:
+            yield from self._set_ref(request_id, channel, clean)
 
-    def _set_ref(self, request_id: str, channel: str, ref: Any) -> Op[None]:
+        await self._run(op(), write=True)
+
+    def _set_ref(self, request_id: str, channel: str, ref: Any) -> Op[Row]:
+        """Store one channel's reference; returns the request's row as it was read."""
         # Read and write under the row's lock, so refs set by two notifiers at once both
         # survive.
         d = self.dialect
@@ -894,6 +917,7 @@ class SQLStore(Store):
         refs = {**d.read_json(row["message_refs"]), channel: ref}
         yield Stmt("UPDATE {requests} SET message_refs = ? WHERE id = ?",
                    (d.json(refs, "message refs"), request_id))
+        return row
 
     # callback keys -----------------------------------------------------------------------
 

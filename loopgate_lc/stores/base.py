@@ -279,9 +279,16 @@ class Delivered:
     worker took it over, or it is done already) nothing is written: whoever holds it now
     delivers and records it, so a delivery is made at least once, never lost.
 
-    Stores record these inside a decision (:attr:`Resolution.delivered`), a resume claim
-    or completion, or on their own (:meth:`Store.complete_deliveries`), so a delivery
-    finished just before the next change of its request costs no transaction of its own.
+    Stores record these inside a decision (:attr:`Resolution.delivered`), a vote, an
+    escalation, a resume claim or completion, or on their own
+    (:meth:`Store.complete_deliveries`), so a delivery finished just before the next
+    change of its request costs no transaction of its own. A change that owes a channel a
+    new delivery must carry the finished ones of its request: an open entry of the same
+    channel and kind would otherwise absorb the new one.
+
+    Recording a notification's ``message_ref`` on a request decided meanwhile also owes
+    that channel a ``resolved`` delivery (unless it has one), as the decision would have
+    owed it had the reference been recorded before.
     """
 
     request_id: str
@@ -416,6 +423,9 @@ class Ballot:
             shows the new count).
         resolution: What to commit when this vote reaches its threshold; the store fills
             in ``decided_by`` (the counted voters) and the decision's ``voters``.
+        delivered: Deliveries of this request finished under their lease, recorded in
+            the vote's transaction (before its ``outbox``, whose entries they would
+            otherwise stand in for) whether or not the vote decides.
     """
 
     request_id: str
@@ -425,6 +435,7 @@ class Ballot:
     audit: AuditEvent
     outbox: Sequence[OutboxItem] = ()
     resolution: Resolution
+    delivered: Sequence[Delivered] = ()
 
 
 class Store(abc.ABC):
@@ -669,10 +680,13 @@ class Store(abc.ABC):
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> bool:
         """Push a pending request's deadline out (escalation), only if still pending and
         still at ``escalation_level - 1``. True when this call moved it, and then
-        ``audit`` and ``outbox`` are written with it."""
+        ``audit`` and ``outbox`` are written with it; ``delivered`` (see
+        :class:`Delivered`) is recorded first either way, so an entry it finishes never
+        stands in for a new one of the same channel and kind."""
 
     @abc.abstractmethod
     async def expired(self, now: datetime, *, limit: int = 100) -> list[RequestRecord]:

@@ -342,10 +342,13 @@ class MemoryStore(Store):
         # bad data fails before anything changes
         _clean((ballot.audit,), ballot.outbox)
         json_value(ballot.resolution.decision, what="decision")
-        delivered = normalized_delivered(ballot.resolution.delivered)
+        delivered = normalized_delivered(ballot.delivered)
+        also = normalized_delivered(ballot.resolution.delivered)
         with self._lock:
             current = self._request(ballot.request_id)
             votes, audit, resolution = counted_ballot(current, ballot)
+            self._delivered(delivered)
+            current = self._request(ballot.request_id)
             self._replace(current.model_copy(update={"votes": votes}))
             if resolution is None:
                 self._effects(*_clean((audit,), ballot.outbox))
@@ -353,7 +356,7 @@ class MemoryStore(Store):
             self._effects(*_clean((audit,), ()))
             return _copy(self._resolve(
                 resolution, json_value(resolution.decision, what="decision"),
-                delivered=delivered))
+                delivered=also))
 
     async def mark_resumed(
         self, request_id: str, *, stale_before: datetime | None = None,
@@ -411,13 +414,18 @@ class MemoryStore(Store):
     async def extend_expiry(
         self, request_id: str, *, expires_at: datetime, escalation_level: int,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+        delivered: Sequence[Delivered] = (),
     ) -> bool:
         """See :meth:`Store.extend_expiry`. Raises: RequestNotFound."""
         new_expiry = utc(expires_at)
         events, items = _clean(audit, outbox)
+        finished = normalized_delivered(delivered)
         with self._lock:
+            self._request(request_id)  # raises RequestNotFound before anything is written
+            self._delivered(finished)
             current = self._request(request_id)
             if not current.pending or current.escalation_level != escalation_level - 1:
+                self._forget_finished()
                 return False
             self._replace(
                 current.model_copy(
@@ -656,10 +664,21 @@ class MemoryStore(Store):
                 continue  # taken over (or done): its holder records it
             recorded += 1
             self._end(item_id, row, {"done": True})
-            if done.message_ref is not None:
-                self._set_ref(done.request_id, done.notifier, done.message_ref)
             for event in done.audit:
                 self._append(event)
+            if done.message_ref is None:
+                continue
+            self._set_ref(done.request_id, done.notifier, done.message_ref)
+            record = self._request(done.request_id)
+            # decided before this message was recorded: the channel is owed the outcome
+            if not record.pending and not any(
+                    self._outbox[i].item.notifier == done.notifier
+                    and self._outbox[i].item.kind == "resolved"
+                    for i in self._outbox_of.get(record.id, ())):
+                self._enqueue(OutboxItem(request_id=record.id, notifier=done.notifier,
+                                         kind="resolved",
+                                         due_at=record.decided_at or utcnow(),
+                                         created_at=utcnow()))
         return recorded
 
     async def retry_outbox(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -976,6 +977,47 @@ class StoreConformance:
                                     request_id="r2", notifier="tg", kind="notify",
                                     leased_until=at(60), message_ref={"n": float("nan")})])
         assert (await store.get_request("r2")).pending
+
+    async def test_a_message_recorded_after_the_decision_is_owed_the_outcome(
+        self, store: Store
+    ) -> None:
+        for rid in ("r1", "r2"):
+            await store.create_request(request(rid), outbox=[OutboxItem(
+                request_id=rid, notifier="tg", due_at=T0, leased_until=at(60))])
+            await store.resolve(rid, status=Status.APPROVED, decision=APPROVE,
+                                decided_by="a", channel="c", decided_at=at(5),
+                                resolved_to_message_refs=True)
+        # r2's channel had its outcome already (a decision made where it is known)
+        await store.enqueue_outbox(OutboxItem(request_id="r2", notifier="tg",
+                                              kind="resolved", due_at=at(5)))
+        assert await store.complete_deliveries([
+            Delivered(request_id=rid, notifier="tg", kind="notify", leased_until=at(60),
+                      message_ref={"message_id": 1}) for rid in ("r1", "r2")]) == 2
+        owed = [(i.request_id, i.kind) for i in await store.list_outbox() if not i.done]
+        assert sorted(owed) == [("r1", "resolved"), ("r2", "resolved")]
+        [outcome] = [i for i in await store.claim_outbox(at(5)) if i.request_id == "r1"]
+        assert outcome.notifier == "tg"
+
+    async def test_votes_and_escalations_record_deliveries_before_owing_new_ones(
+        self, store: Store
+    ) -> None:
+        shown = [OutboxItem(request_id="q1", notifier=name, kind=kind, due_at=T0,
+                            leased_until=at(60))
+                 for name, kind in (("chat", "voted"), ("pager", "notify"))]
+        await store.create_request(request("q1", expires_at=at(10)), outbox=shown)
+
+        def made(name: str, kind: Any) -> list[Delivered]:
+            return [Delivered(request_id="q1", notifier=name, kind=kind,
+                              leased_until=at(60))]
+
+        # the first count was shown and not yet recorded: the new one is owed anew
+        await store.vote(replace(ballot("q1", "ana"), delivered=made("chat", "voted")))
+        assert await store.extend_expiry(
+            "q1", expires_at=at(20), escalation_level=1, delivered=made("pager", "notify"),
+            outbox=[OutboxItem(request_id="q1", notifier="pager", due_at=at(10))])
+        items = [(i.notifier, i.kind, i.done) for i in await store.list_outbox()]
+        assert sorted(items) == [("chat", "voted", False), ("chat", "voted", True),
+                                 ("pager", "notify", False), ("pager", "notify", True)]
 
     async def test_resume_claims_and_completions_record_deliveries(self, store: Store) -> None:
         for rid in ("r1", "r2"):

@@ -5,10 +5,14 @@ pending approvals and then waits to be killed.
 
 ``python -m tests.support.crash_child churn STORE [SCHEMA]``: a gateway that files and
 decides requests in a loop, printing a line after each step, until it is killed.
+
+``python -m tests.support.crash_child showing STORE``: a gateway that files one request
+and is still showing it (its notifier never returns) when it is killed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
 import time
@@ -100,8 +104,30 @@ def churn(url: str, schema: str | None) -> None:
         print("decided", record.id, flush=True)
 
 
+class Stuck:
+    """A notifier whose delivery never ends (a chat that hangs), saying when it began."""
+
+    name = CHANNEL
+
+    async def notify(self, request: Any) -> Any:
+        print("showing", request.id, flush=True)
+        await asyncio.Event().wait()
+
+    async def on_resolved(self, request: Any) -> None:
+        return None
+
+
+def showing(url: str) -> None:
+    """File one request and hang while showing it, until killed."""
+    gate = Loopgate(store=url, notifiers=[Stuck()]).open()
+    gate.submit("deploy?")
+    time.sleep(600)  # killed long before this
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "churn":
         churn(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    elif sys.argv[1] == "showing":
+        showing(sys.argv[2])
     else:
         main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
