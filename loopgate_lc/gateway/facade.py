@@ -99,7 +99,8 @@ class Loopgate:
         hooks: Lifecycle hooks (several are composed in order).
         clock: Returns "now" (UTC); tests inject one to move time.
         poll_interval: How often waiting code re-reads the store, to see decisions made
-            by other processes.
+            by other processes; also how long a delivery made waits to be recorded with
+            the next change of its request before it is recorded on its own.
         retry_backoff: First delay before a failed delivery is retried (doubling, up to
             ``max_retry_backoff``).
         max_delivery_attempts: A delivery that failed this many times is given up

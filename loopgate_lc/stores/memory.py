@@ -151,6 +151,9 @@ class MemoryStore(Store):
         self._open: dict[int, _OutboxRow] = {}
         self._open_keys: dict[tuple[str, str, str], int] = {}
         self._pending: set[str] = set()
+        # each thread's requests: a run's claims and filings read its thread, not the
+        # whole history
+        self._by_thread: dict[str, set[str]] = {}
         # decided requests, in the order they were decided: candidates to forget
         self._decided: OrderedDict[str, None] = OrderedDict()
         self._outbox_of: dict[str, list[int]] = {}
@@ -175,8 +178,10 @@ class MemoryStore(Store):
         self._put(seq, record)
 
     def _put(self, seq: int, record: RequestRecord) -> None:
-        """Store a record and keep the pending index and the decided order with it."""
+        """Store a record and keep the pending, thread and decided indexes with it."""
         self._requests[record.id] = (seq, record)
+        if record.thread_id is not None:
+            self._by_thread.setdefault(record.thread_id, set()).add(record.id)
         if record.pending:
             self._pending.add(record.id)
             return
@@ -205,8 +210,13 @@ class MemoryStore(Store):
                 continue
             del self._decided[request_id]
             del self._requests[request_id]
-            if record.thread_id is not None and record.interrupt_id is not None:
-                self._by_interrupt.pop((record.thread_id, record.interrupt_id), None)
+            if record.thread_id is not None:
+                if record.interrupt_id is not None:
+                    self._by_interrupt.pop((record.thread_id, record.interrupt_id), None)
+                same = self._by_thread.get(record.thread_id, set())
+                same.discard(request_id)
+                if not same:
+                    self._by_thread.pop(record.thread_id, None)
             for item_id in self._outbox_of.pop(request_id, ()):
                 del self._outbox[item_id]
             for key in self._callbacks_of.pop(request_id, ()):
@@ -291,7 +301,9 @@ class MemoryStore(Store):
                     raise RequestNotFound(q.after)
                 start = (last.created_at, seq)
             # filter first, then sort and copy only what matched
-            rows = (map(self._requests.__getitem__, self._pending)
+            rows = (map(self._requests.__getitem__, self._by_thread.get(q.thread_id, ()))
+                    if q.thread_id is not None
+                    else map(self._requests.__getitem__, self._pending)
                     if q.status is Status.PENDING else self._requests.values())
             matched = sorted(
                 (
