@@ -78,10 +78,17 @@ class Row(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Stmt:
-    """One statement of an operation: ``?`` placeholders, ``{table}`` names."""
+    """One statement of an operation: ``?`` placeholders, ``{table}`` names.
+
+    ``rows=False``: the operation does not read this statement's rows (an audit line, a
+    delivery owed), so a driver may send it without waiting for it and hand back no rows;
+    PostgreSQL pipelines such statements with the next one that is waited for, or with
+    the commit, which saves a round trip each. A failure still fails the transaction.
+    """
 
     text: str
     params: Sequence[Any] = ()
+    rows: bool = True
 
 
 #: An operation: yields statements, gets each one's rows, returns its result.
@@ -481,6 +488,11 @@ class SQLStore(Store):
             stored.append(self._audit(rows[0]))
         return stored
 
+    def _write_audit(self, events: Iterable[AuditEvent]) -> Op[None]:
+        """Append events whose stored form nobody reads back (sent without waiting)."""
+        for event in events:
+            yield Stmt(_INSERT_AUDIT, self._audit_values(event), rows=False)
+
     def _enqueue(self, item: OutboxItem) -> Op[OutboxItem]:
         # Bounded: a retry is only needed when the open item we collided with was
         # completed (by another transaction) between our insert and our read.
@@ -509,7 +521,7 @@ class SQLStore(Store):
             if not rows:
                 continue  # taken over (or done): its holder records it
             recorded += 1
-            yield from self._append_audit(done.audit)
+            yield from self._write_audit(done.audit)
             if done.message_ref is None:
                 continue
             row = yield from self._set_ref(done.request_id, done.notifier, done.message_ref)
@@ -529,10 +541,13 @@ class SQLStore(Store):
                 due_at=self.dialect.read_ts(row["decided_at"])))
 
     def _effects(self, audit: Iterable[AuditEvent], outbox: Iterable[OutboxItem]) -> Op[None]:
-        """Write a state change's audit events and outbox entries, in its transaction."""
-        yield from self._append_audit(audit)
+        """Write a state change's audit events and outbox entries, in its transaction.
+        Nothing here is read back, so PostgreSQL sends it all with the commit: an entry
+        that is open already (same request, channel and kind) stands, as with
+        :meth:`Store.enqueue_outbox`."""
+        yield from self._write_audit(audit)
         for item in outbox:
-            yield from self._enqueue(item)
+            yield Stmt(_INSERT_OUTBOX, self._outbox_values(item), rows=False)
 
     @staticmethod
     def _select(table: str, where: Sequence[tuple[str, Sequence[Any]]], order: str,
@@ -761,10 +776,11 @@ class SQLStore(Store):
             raise already_decided(self._request((yield from self._get_row(r.request_id))))
         record = self._request(rows[0])
         for grant in grants:  # remembered with the decision that makes them
-            yield Stmt(_INSERT_GRANT, grant)
+            yield Stmt(_INSERT_GRANT, grant, rows=False)
         yield from self._effects(r.audit, resolved_outbox(record, r))
         if self._decided_channel is not None:  # delivered when the decision commits
-            yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id))
+            yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id),
+                       rows=False)
         return record
 
     async def commit_vote(self, ballot: Ballot) -> RequestRecord:
@@ -916,7 +932,7 @@ class SQLStore(Store):
         row = yield from self._get_row(request_id, lock=True)
         refs = {**d.read_json(row["message_refs"]), channel: ref}
         yield Stmt("UPDATE {requests} SET message_refs = ? WHERE id = ?",
-                   (d.json(refs, "message refs"), request_id))
+                   (d.json(refs, "message refs"), request_id), rows=False)
         return row
 
     # callback keys -----------------------------------------------------------------------

@@ -204,13 +204,16 @@ class PostgresStore(SQLStore):
         try:
             async with pool.connection() as conn:
                 if write:
-                    async with conn.transaction():
-                        return await self._drive(conn, op)
-                return await self._drive(conn, op)
+                    # pipelined: BEGIN, and every statement whose rows the operation does
+                    # not read, travel with the next one it waits for (or the COMMIT)
+                    async with conn.pipeline() as pipe, conn.transaction():
+                        return await self._drive(conn, op, pipe)
+                return await self._drive(conn, op, None)
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store failed: {exc}") from exc
 
-    async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T]) -> _T:
+    async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T],
+                     pipe: psycopg.AsyncPipeline | None) -> _T:
         async with conn.cursor(row_factory=dict_row) as cur:
             try:
                 stmt = next(op)
@@ -218,8 +221,11 @@ class PostgresStore(SQLStore):
                     # bytes: psycopg takes them as a query that needs no LiteralString
                     await cur.execute(self._sql(stmt.text).encode(), stmt.params)
                     rows: list[Row] = []
-                    if cur.description:
-                        rows.extend(await cur.fetchall())
+                    if stmt.rows:
+                        if pipe is not None:
+                            await pipe.sync()
+                        if cur.description:
+                            rows.extend(await cur.fetchall())
                     stmt = op.send(rows)
             except StopIteration as stop:
                 result: _T = stop.value
