@@ -316,8 +316,8 @@ class Resuming:
             await asyncio.sleep(self._poll)
 
     async def _decided_elsewhere(self, request_id: str) -> None:
-        if self._waiters.decided_here(request_id):
-            return
+        if self._waiters.decided_here(request_id) or self._waiters.handovers([request_id]):
+            return  # decided here (the announcement can beat the commit's return)
         if not self._waiters.waited_for(request_id) and not self._drivers:
             return  # nobody here cares
         try:
