@@ -90,6 +90,16 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         InvalidPolicy: The pattern is empty, blank, has control characters, or has an
             unclosed or empty ``[`` class.
     """
+    pieces = _glob_pieces(pattern)
+    try:
+        return re.compile("".join(piece for piece, _ in pieces) + r"\Z", re.DOTALL)
+    except re.error as exc:  # e.g. a reversed range such as [z-a]
+        raise InvalidPolicy(f"tool_pattern {pattern!r} is malformed: {exc}") from exc
+
+
+def _glob_pieces(pattern: str) -> list[tuple[str, bool]]:
+    """A glob as regex pieces in order, each marked True when it is one literal
+    character (so a name must hold exactly that character there)."""
     if not isinstance(pattern, str):
         raise InvalidPolicy(f"tool_pattern must be a string, got {type(pattern).__name__}")
     if not pattern or not pattern.strip():
@@ -98,16 +108,16 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         raise InvalidPolicy(f"tool_pattern {pattern!r} has leading or trailing whitespace")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in pattern):
         raise InvalidPolicy(f"tool_pattern {pattern!r} contains control characters")
-    out: list[str] = []
+    out: list[tuple[str, bool]] = []
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "*":
             while i + 1 < n and pattern[i + 1] == "*":
                 i += 1
-            out.append(".*")
+            out.append((".*", False))
         elif ch == "?":
-            out.append(".")
+            out.append((".", False))
         elif ch == "[":
             end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1)
             if end == -1:
@@ -119,15 +129,32 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             if not body:
                 raise InvalidPolicy(f"tool_pattern {pattern!r} has an empty '[]' class at {i}")
             escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
-            out.append(f"[{'^' if negate else ''}{escaped}]")
+            out.append((f"[{'^' if negate else ''}{escaped}]", False))
             i = end
         else:
-            out.append(re.escape(ch))
+            out.append((re.escape(ch), True))
         i += 1
-    try:
-        return re.compile("".join(out) + r"\Z", re.DOTALL)
-    except re.error as exc:  # e.g. a reversed range such as [z-a]
-        raise InvalidPolicy(f"tool_pattern {pattern!r} is malformed: {exc}") from exc
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    """What a glob fixes outright: the characters every matching name starts and ends
+    with, and whether the glob is one exact name (no wildcard at all)."""
+
+    prefix: str
+    suffix: str
+    exact: bool
+
+    @classmethod
+    def of(cls, pattern: str) -> _Literal:
+        literal = [is_literal for _, is_literal in _glob_pieces(pattern)]
+        if all(literal):
+            return cls(pattern, pattern, True)
+        head = literal.index(False)
+        tail = literal[::-1].index(False)
+        # a literal piece is the pattern's own character at the same place
+        return cls(pattern[:head], pattern[len(pattern) - tail:] if tail else "", False)
 
 
 def _fmt(value: float) -> str:
@@ -168,11 +195,13 @@ class ApprovalPolicy:
     quorum: int = 1
     rejections_needed: int = 1
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _literal: _Literal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidPolicy("policy name must be a non-empty string")
         object.__setattr__(self, "_regex", compile_glob(self.tool_pattern))
+        object.__setattr__(self, "_literal", _Literal.of(self.tool_pattern))
         conf = self.min_confidence
         if isinstance(conf, bool) or not isinstance(conf, int | float):
             raise InvalidPolicy(
@@ -253,19 +282,79 @@ _POLICY_FIELDS = {
 }
 
 
+class _Index:
+    """Policy positions by what their patterns fix outright, so a name is tried only
+    against the policies that can match it.
+
+    Each policy sits in one bucket: its exact name, else its literal start, else its
+    literal end (the longer of the two), else the patterns tried for every name.
+    Positions only ever grow (policies are appended), so every bucket stays sorted.
+    """
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[int]] = {}
+        self.starts: dict[str, list[int]] = {}
+        self.ends: dict[str, list[int]] = {}
+        self.start_lengths: list[int] = []
+        self.end_lengths: list[int] = []
+        self.anywhere: list[int] = []
+
+    def add(self, position: int, literal: _Literal) -> None:
+        if literal.exact:
+            self.exact.setdefault(literal.prefix, []).append(position)
+        elif literal.prefix and len(literal.prefix) >= len(literal.suffix):
+            self._put(self.starts, self.start_lengths, literal.prefix, position)
+        elif literal.suffix:
+            self._put(self.ends, self.end_lengths, literal.suffix, position)
+        else:
+            self.anywhere.append(position)
+
+    @staticmethod
+    def _put(buckets: dict[str, list[int]], lengths: list[int], key: str,
+             position: int) -> None:
+        buckets.setdefault(key, []).append(position)
+        if len(key) not in lengths:
+            lengths.append(len(key))
+            lengths.sort()
+
+    def candidates(self, name: str) -> list[int]:
+        """Positions of the policies that may match ``name``, in order. A policy left
+        out cannot match it; one listed still has its pattern tried."""
+        found = list(self.exact.get(name, ()))
+        size = len(name)
+        for length in self.start_lengths:
+            if length > size:
+                break
+            found += self.starts.get(name[:length], ())
+        for length in self.end_lengths:
+            if length > size:
+                break
+            found += self.ends.get(name[size - length:], ())
+        found += self.anywhere
+        found.sort()
+        return found
+
+
 class PolicySet:
     """An ordered list of policies where the FIRST match alone decides.
 
-    No match sends the call to a person (fail closed). The index of the first match is
-    memoised per tool name (the ``cache_size`` most recently used names), so evaluation
-    cost does not grow with the number of policies once a name has been seen, and a
-    flood of new names costs each one a single scan, never the others their memo.
+    No match sends the call to a person (fail closed). Order is the only priority: a
+    policy decides for a tool exactly when no earlier policy (shadow ones aside) matches
+    it, whether its pattern is an exact name or a glob.
+
+    Evaluation does not grow with the number of policies. Policies are indexed by what
+    their patterns fix outright: an exact name, else a literal start (``deploy*``), else
+    a literal end (``*_delete``); a new name looks up only the policies that can match it
+    and tries those in order. Only patterns with neither (``*``, ``*admin*``) are tried
+    for every name. The answer is also memoised per tool name (the ``cache_size`` most
+    recently used names), so a name seen before costs one lookup.
     """
 
     def __init__(self, policies: Iterable[ApprovalPolicy] = (), *,
                  cache_size: int = 4096) -> None:
         self._policies: list[ApprovalPolicy] = []
         self._first_match: LRU[str, tuple[int | None, int | None]] = LRU(cache_size)
+        self._index = _Index()
         for policy in policies:
             self.add(policy)
 
@@ -283,6 +372,7 @@ class PolicySet:
         """Append a policy; it decides only for tools no earlier policy matches."""
         if not isinstance(policy, ApprovalPolicy):
             raise InvalidPolicy(f"expected an ApprovalPolicy, got {type(policy).__name__}")
+        self._index.add(len(self._policies), policy._literal)
         self._policies.append(policy)
         self._first_match.clear()
 
@@ -293,7 +383,8 @@ class PolicySet:
 
     def _scan(self, tool_name: str) -> tuple[int | None, int | None]:
         first: int | None = None
-        for i, policy in enumerate(self._policies):
+        for i in self._index.candidates(tool_name):
+            policy = self._policies[i]
             if not policy.matches(tool_name):
                 continue
             if first is None:
