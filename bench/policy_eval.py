@@ -7,13 +7,15 @@ linear scan would pay for every policy. Two costs are judged:
   first match per tool name, so this must stay flat;
 - a new name (an agent's first call of a tool, or a flood of names a model makes up):
   policies are indexed by what their patterns fix outright (an exact name, a literal
-  start such as ``deploy*``, a literal end such as ``*_delete``), so a new name is tried
-  only against the policies that can match it. Judged on the two common shapes of a large
-  set: exact tool names, and globs with a literal start.
+  start such as ``deploy*``, a literal end such as ``*_delete``, else plain characters
+  somewhere inside such as ``*admin*``), so a new name is tried only against the
+  policies that can match it. Judged on the two common shapes of a large set: exact tool
+  names, and globs with a literal start.
 
-A third set is shown, not judged, to hide nothing: 10,000 globs with nothing fixed at
-either end (``*svc42*``) cannot be indexed and are still tried one by one for a new name.
-Anchor: the set with one policy.
+Two more sets are shown, not judged, to hide nothing: globs fixed only inside
+(``*svc42*``) cost a lookup per window of the name, so a few times one policy; globs
+with no plain character at all (``[s][v][c][4][2]*``) cannot be indexed and are still
+tried one by one for a new name. Anchor: the set with one policy.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ NEW_GOAL = 2.0
 SHAPES: dict[str, Callable[[int], str]] = {
     "exact names": lambda i: f"svc{i}_call",
     "literal starts": lambda i: f"svc{i}_*",
-    "nothing fixed": lambda i: f"*svc{i}*",
+    "plain run inside": lambda i: f"*svc{i}*",
+    "classes only": lambda i: "".join(f"[{c}]" for c in f"svc{i}") + "*",
 }
 JUDGED = ("exact names", "literal starts")
+NOTES = {"plain run inside": "not judged: a lookup per window of the name",
+         "classes only": "not judged: cannot be indexed, tried in order"}
 
 
 def policy_set(size: int, filler: Callable[[int], str] = SHAPES["literal starts"]
@@ -112,7 +117,7 @@ def run(config: Config) -> Section:
     add(f"new name, {_plural(sizes[1])}", cold_ns[str(sizes[1])], cold_batch, anchor, base)
     for shape in SHAPES:
         add(f"new name, {_plural(largest)}: {shape}", cold_ns[shape], cold_batch, anchor, base,
-            note="" if shape in JUDGED else "not judged: cannot be indexed, tried in order")
+            note="" if shape in JUDGED else NOTES[shape])
 
     flat = section.row(f"seen name, {_plural(largest)}").ratio
     new = [section.row(f"new name, {_plural(largest)}: {shape}").ratio for shape in JUDGED]
@@ -123,10 +128,12 @@ def run(config: Config) -> Section:
         f"Median time per call over batches of {batch:,} (seen name) and {cold_batch} "
         "(new name) calls; the deciding policy (`deploy*`) is always the last one. Filler "
         f"shapes for the {largest:,}-policy sets: exact names (`svc42_call`), literal starts "
-        "(`svc42_*`, also the 100-policy set), and nothing fixed at either end "
-        "(`*svc42*`). A new name looks up only the policies whose exact name, literal "
-        "start or literal end fit it, then tries those in order, so the first two stay "
-        "flat; the third shape is tried policy by policy, and costs what a scan costs. "
+        "(`svc42_*`, also the 100-policy set), plain characters inside only (`*svc42*`), "
+        "and character classes only (`[s][v][c][4][2]*`). A new name looks up only the "
+        "policies whose exact name, literal start, literal end or inner run fit it, then "
+        "tries those in order: the first two shapes stay flat, an inner run costs a lookup "
+        "per window of the name, and the last shape has nothing to look up, so it is tried "
+        "policy by policy and costs what a scan costs (before the index every shape did). "
         "Every answer is then remembered (up to 4,096 names).")
     section.seconds = time.perf_counter() - began
     return section

@@ -266,7 +266,7 @@ def test_the_index_agrees_with_trying_every_policy_in_order() -> None:
 
     for _ in range(40):
         listed = [ApprovalPolicy(f"p{i}", word(1, 5, pieces), shadow=rng.random() < 0.2)
-                  for i in range(rng.randint(1, 30))]
+                  for i in range(rng.randint(1, 120))]
         policies = PolicySet(listed)
         for name in {word(0, 6, list(alphabet)) for _ in range(60)}:
             enforced = next((p for p in listed if not p.shadow and p.matches(name)), None)
@@ -277,3 +277,13 @@ def test_the_index_agrees_with_trying_every_policy_in_order() -> None:
             watched = first if first is not None and first is not enforced else None
             assert (verdict.shadow.policy if verdict.shadow else None) == (
                 watched.name if watched else None)
+
+
+def test_globs_with_plain_characters_inside_only_find_names_holding_them() -> None:
+    policies = PolicySet([*(ApprovalPolicy(f"svc{i}", f"*svc{i}*") for i in range(200)),
+                          ApprovalPolicy("admins", "*admin*"),
+                          ApprovalPolicy("rest", "*")])
+    for name, policy in (("call_svc7_now", "svc7"), ("svc150", "svc1"), ("svc", "rest"),
+                         ("superadmin", "admins"), ("x" * 5_000 + "svc42", "svc4"),
+                         ("", "rest")):
+        assert policies.match(name).name == policy, name  # type: ignore[union-attr]
