@@ -312,22 +312,15 @@ class _Index:
         if literal.exact:
             self.exact.setdefault(literal.prefix, []).append(position)
         elif literal.prefix and len(literal.prefix) >= len(literal.suffix):
-            self._put(self.starts, self.start_lengths, literal.prefix, position)
+            self.start_lengths = _put(self.starts, self.start_lengths, literal.prefix, position)
         elif literal.suffix:
-            self._put(self.ends, self.end_lengths, literal.suffix, position)
+            self.end_lengths = _put(self.ends, self.end_lengths, literal.suffix, position)
         elif literal.inner:
-            self._put(self.inside, self.inside_lengths, literal.inner, position)
+            self.inside_lengths = _put(self.inside, self.inside_lengths, literal.inner,
+                                       position)
             self.inside_count += 1
         else:
             self.anywhere.append(position)
-
-    @staticmethod
-    def _put(buckets: dict[str, list[int]], lengths: list[int], key: str,
-             position: int) -> None:
-        buckets.setdefault(key, []).append(position)
-        if len(key) not in lengths:
-            lengths.append(len(key))
-            lengths.sort()
 
     def candidates(self, name: str) -> list[int]:
         """Positions of the policies that may match ``name``, in order. A policy left
@@ -355,7 +348,7 @@ class _Index:
         size = len(name)
         windows = sum(max(0, size - length + 1) for length in self.inside_lengths)
         if windows > self.inside_count:
-            return [i for positions in self.inside.values() for i in positions]
+            return [i for positions in list(self.inside.values()) for i in positions]
         found: list[int] = []
         for length in self.inside_lengths:
             if length > size:
@@ -364,6 +357,18 @@ class _Index:
             for key in seen:
                 found += self.inside.get(key, ())
         return found
+
+
+def _put(buckets: dict[str, list[int]], lengths: list[int], key: str, position: int
+         ) -> list[int]:
+    """File ``position`` under ``key``; the key lengths to look up, sorted.
+
+    Safe beside readers in other threads (guards evaluate in graph worker threads):
+    the largest position is appended, so a bucket stays sorted, and a new lengths list
+    replaces the old one whole, so no reader sees it half sorted.
+    """
+    buckets.setdefault(key, []).append(position)
+    return lengths if len(key) in lengths else sorted([*lengths, len(key)])
 
 
 class PolicySet:
@@ -385,7 +390,9 @@ class PolicySet:
     def __init__(self, policies: Iterable[ApprovalPolicy] = (), *,
                  cache_size: int = 4096) -> None:
         self._policies: list[ApprovalPolicy] = []
-        self._first_match: LRU[str, tuple[int | None, int | None]] = LRU(cache_size)
+        # name -> (the set's generation, first enforced, first of any kind)
+        self._first_match: LRU[str, tuple[int, int | None, int | None]] = LRU(cache_size)
+        self._generation = 0
         self._index = _Index()
         for policy in policies:
             self.add(policy)
@@ -404,14 +411,28 @@ class PolicySet:
         """Append a policy; it decides only for tools no earlier policy matches."""
         if not isinstance(policy, ApprovalPolicy):
             raise InvalidPolicy(f"expected an ApprovalPolicy, got {type(policy).__name__}")
-        self._index.add(len(self._policies), policy._literal)
+        # the policy first, then where to find it: a reader in another thread never
+        # meets a position with no policy behind it
         self._policies.append(policy)
+        self._index.add(len(self._policies) - 1, policy._literal)
+        self._generation += 1
         self._first_match.clear()
 
     def _matches(self, tool_name: str) -> tuple[int | None, int | None]:
         """The indexes of the first enforced policy and of the first policy of any kind
-        (shadow included) matching ``tool_name``, memoised per name."""
-        return self._first_match.get_or_make(tool_name, lambda: self._scan(tool_name))
+        (shadow included) matching ``tool_name``, memoised per name.
+
+        An answer remembers the set it was found in: one found while another thread
+        added a policy is found again, never served stale.
+        """
+        generation = self._generation
+        known = self._first_match.get(tool_name)
+        if known is not None and known[0] == generation:
+            return known[1], known[2]
+        enforced, first = self._scan(tool_name)
+        self._first_match.pop(tool_name)
+        self._first_match.get_or_make(tool_name, lambda: (generation, enforced, first))
+        return enforced, first
 
     def _scan(self, tool_name: str) -> tuple[int | None, int | None]:
         first: int | None = None
