@@ -287,3 +287,19 @@ def test_globs_with_plain_characters_inside_only_find_names_holding_them() -> No
                          ("superadmin", "admins"), ("x" * 5_000 + "svc42", "svc4"),
                          ("", "rest")):
         assert policies.match(name).name == policy, name  # type: ignore[union-attr]
+
+
+def test_an_answer_found_while_a_policy_was_added_is_not_remembered_past_it() -> None:
+    # guards evaluate in graph worker threads while Loopgate.add_policy may run: here the
+    # add happens in the middle of a scan, deterministically, from inside a match
+    policies = PolicySet()
+
+    class AddsWhileTried(ApprovalPolicy):
+        def matches(self, tool_name: str) -> bool:
+            if len(policies) == 1:
+                policies.add(ApprovalPolicy("late", tool_name))
+            return False
+
+    policies.add(AddsWhileTried("first", "*"))
+    assert policies.match("deploy") is None  # the scan began before "late" existed
+    assert policies.match("deploy").name == "late"  # type: ignore[union-attr]
