@@ -141,3 +141,27 @@ async def test_the_gateway_keeps_nothing_per_finished_thread_or_decided_request(
 def store_records(store: MemoryStore) -> list[RequestRecord]:
     """Every request the memory store holds (read without a loop)."""
     return [record for _, record in store._requests.values()]
+
+
+def test_the_middleware_keeps_gates_for_the_most_recent_tool_names_only() -> None:
+    from loopgate_lc.middleware import ApprovalMiddleware
+
+    middleware = ApprovalMiddleware([ApprovalPolicy("reads", "read_*")])
+    first = middleware._gate("tool-0")
+    for n in range(1, 5_000):  # names a model made up, one call each
+        middleware._gate(f"tool-{n}")
+    assert len(middleware._gates) == 4_096
+    assert "tool-0" not in middleware._gates and "tool-4999" in middleware._gates
+    assert middleware._gate("tool-0") is not first  # made again, not remembered forever
+
+
+def test_the_guard_keeps_decision_schemas_for_the_most_recent_tool_names_only() -> None:
+    from loopgate_lc.guard import Gate
+
+    gate = Gate(policies=PolicySet(), _schemas=LRU(2))
+    kept = gate.schema_for("a", None)
+    assert gate.schema_for("a", None) is kept  # built once per name
+    gate.schema_for("b", None)
+    gate.schema_for("c", None)
+    assert len(gate._schemas) == 2 and "a" not in gate._schemas
+    assert Gate(policies=PolicySet())._schemas.maxsize == 4_096
