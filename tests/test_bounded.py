@@ -10,7 +10,7 @@ from loopgate_lc.errors import RequestNotFound
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel
 from loopgate_lc.schema import Status
-from loopgate_lc.stores import MemoryStore, OutboxItem, RequestRecord
+from loopgate_lc.stores import MemoryStore, OutboxItem
 from loopgate_lc.testing import RecordingNotifier
 from loopgate_lc.testing.stores import APPROVE, request
 
@@ -123,24 +123,18 @@ async def test_the_gateway_keeps_nothing_per_finished_thread_or_decided_request(
         await wait_for(finished, timeout=30)
         assert gate._p.resuming._locks == {}  # one lock per thread, only while it steps
 
-        # pending requests another process filed are checked once for this gateway's
-        # channels; the ids remembered for that go once they are decided
-        filer = Loopgate(store=store)
-        await filer.aopen()
-        try:
-            records = [await filer.asubmit(f"Deploy {n}?") for n in range(3)]
-            await gate._p.outbox.adopt()
-            assert {r.id for r in records} <= gate._p.outbox._adopted
-            await wait_for(lambda: all(not r.pending for r in store_records(store)))
-            await gate._p.outbox.adopt()
-            assert gate._p.outbox._adopted == set()
-        finally:
-            await filer.aclose()
+    # pending requests another process filed are checked once for a gateway's channels;
+    # the ids remembered for that go once they are decided
+    async with Loopgate(store=store, notifiers=[RecordingNotifier("shown")]) as watcher, \
+            Loopgate(store=store) as filer:
+        records = [await filer.asubmit(f"Deploy {n}?") for n in range(3)]
+        await watcher._p.outbox.adopt()
+        assert {r.id for r in records} <= watcher._p.outbox._adopted
+        for record in records:
+            await filer.arespond(record.id, {"type": "approve"})
+        await watcher._p.outbox.adopt()
+        assert watcher._p.outbox._adopted == set()
 
-
-def store_records(store: MemoryStore) -> list[RequestRecord]:
-    """Every request the memory store holds (read without a loop)."""
-    return [record for _, record in store._requests.values()]
 
 
 def test_the_middleware_keeps_gates_for_the_most_recent_tool_names_only() -> None:
