@@ -165,8 +165,15 @@ class Resuming:
         self._waiters.run_waits(ids)
         try:
             for _ in range(1_000_000):
-                resume, claimed = await self.claim(thread_id, pending_ids)
-                for record in self._waiters.take_over(ids):
+                handed = self._waiters.take_over(ids)
+                resume: dict[str, Any] = {}
+                claimed: list[RequestRecord] = []
+                # a decision made here for every pending interrupt leaves nothing else
+                # to claim: no read of the thread between the decision and the resume
+                if not pending_ids <= {r.interrupt_id for r in handed}:
+                    resume, claimed = await self.claim(thread_id, pending_ids)
+                    handed += self._waiters.take_over(ids)
+                for record in handed:
                     if record.interrupt_id in pending_ids:
                         resume[record.interrupt_id] = resume_value(record)
                         claimed.append(record)
