@@ -90,9 +90,14 @@ OPTIMISATIONS: list[str] = [
     "claim, no read), and recorded by the next change of their request (the decision "
     "records the notification, the end of the run the outcome's delivery) or in one "
     "batch within a poll. Bought: a round trip with one notifier 7 -> 3 write "
-    "transactions; section 2's paired ratio to raw LangGraph, the same machine and load "
-    "minutes apart, memory 1.79 -> 1.34, SQLite 1.52 -> 1.37, PostgreSQL 2.35 -> 1.90 "
-    "(also with item 9).",
+    "transactions. Section 2's paired ratio to raw LangGraph, before and after measured "
+    "minutes apart, in two runs on a busy VM (with item 9): SQLite 1.52 -> 1.37 and "
+    "2.02 -> 1.85, PostgreSQL 2.35 -> 1.90 and 2.34 -> 2.06; the memory store 1.79 -> "
+    "1.34 and 1.64 -> 1.79 (no change beyond its noise: it never paid for commits). On "
+    "SQLite and PostgreSQL what is left is mostly not the commits (raw LangGraph plus two "
+    "commits is 1.02-1.14x) but the hops between the caller's thread, the gateway's loop "
+    "and the store's worker, and the loop's own work competing with the graph for the "
+    "GIL.",
     "9. **PostgreSQL pipelines each write transaction** (`loopgate_lc/stores/postgres.py`): "
     "BEGIN and the statements whose rows nobody reads (audit lines, deliveries owed, "
     "grants, `pg_notify`) travel with the next statement that is waited for, or with the "
