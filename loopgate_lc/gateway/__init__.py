@@ -17,10 +17,15 @@ object works from scripts, notebooks and ASGI servers; every public coroutine ha
 blocking twin without the ``a`` prefix.
 """
 
-from loopgate_lc.gateway.audit import args_hash, shadow_details
-from loopgate_lc.gateway.drivers import GraphDriver, PauseReport
-from loopgate_lc.gateway.facade import Loopgate
-from loopgate_lc.gateway.settings import DEFAULT_TIMEOUT, Escalation, OnTimeout
+from typing import TYPE_CHECKING
+
+from loopgate_lc._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from loopgate_lc.gateway.audit import args_hash, shadow_details
+    from loopgate_lc.gateway.drivers import GraphDriver, PauseReport
+    from loopgate_lc.gateway.facade import Loopgate
+    from loopgate_lc.gateway.settings import DEFAULT_TIMEOUT, Escalation, OnTimeout
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -32,3 +37,16 @@ __all__ = [
     "args_hash",
     "shadow_details",
 ]
+
+# Imported on first use: importing one part (as the CLI's decisions do) must not bring in
+# the facade and every other part with it.
+__getattr__ = lazy_exports(__name__, {
+    "DEFAULT_TIMEOUT": "loopgate_lc.gateway.settings",
+    "Escalation": "loopgate_lc.gateway.settings",
+    "GraphDriver": "loopgate_lc.gateway.drivers",
+    "Loopgate": "loopgate_lc.gateway.facade",
+    "OnTimeout": "loopgate_lc.gateway.settings",
+    "PauseReport": "loopgate_lc.gateway.drivers",
+    "args_hash": "loopgate_lc.gateway.audit",
+    "shadow_details": "loopgate_lc.gateway.audit",
+})
