@@ -10,7 +10,9 @@ collaborators (none reaches back into the facade):
 - ``resuming``: claims, leases, recovery; registered graphs run in the background;
 - ``running``: ``run``/``stream`` for their caller, one implementation, two thin shells;
 - ``waiting``, ``asking``, ``audit``, ``drivers``, ``desk`` (what notifiers get),
-  ``validation``, ``settings``, ``tasks``.
+  ``validation``, ``settings``, ``tasks``;
+- ``oneshot``: the deciding part alone, for a process that lives for one decision (the
+  CLI), without the facade's timers, notifiers and loop thread.
 
 Everything stateful runs on the gateway's own event loop (see ``_portal``), so the same
 object works from scripts, notebooks and ASGI servers; every public coroutine has a
