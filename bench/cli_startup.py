@@ -136,7 +136,8 @@ def run(config: Config) -> Section:
             to_decide = [gate.submit(f"Rotate key {i}?").id for i in range(2 * (reps + warmup))]
             probed = [gate.submit("Probe approve?").id, gate.submit("Probe reject?").id]
         found = subprocess.run(
-            [sys.executable, "-c", PROBE, store, *probed, EAGER_IMPORTS],
+            # (a smoke run skips the eager row's imports: seconds, and it proves nothing more)
+            [sys.executable, "-c", PROBE, store, *probed, "" if config.smoke else EAGER_IMPORTS],
             check=True, capture_output=True, text=True, cwd=tmp, timeout=120)
         checked, compiled, failed = ensure_bytecode(json.loads(found.stdout))
         command = cli()
@@ -200,11 +201,11 @@ def run(config: Config) -> Section:
         "first model (pydantic then looks for plugins among the installed distributions, "
         "which a development environment has many of).")
     if failed:
-        bytecode = (f"Bytecode: {failed} of the {checked} modules these commands import have "
+        bytecode = (f"Bytecode: {failed} of the {checked} modules these rows import have "
                     "none and could not be compiled here, so their figures include compiling "
                     "them from source on every start: slower than after `pip install`.")
     else:
-        bytecode = (f"Bytecode: all {checked} modules these commands import ran from "
+        bytecode = (f"Bytecode: all {checked} modules these rows import ran from "
                     "compiled bytecode, as after `pip install` (which compiles it) or `make "
                     "venv`" + (f"; this run compiled {compiled} that lacked it or had it "
                                "stale first." if compiled else "."))
