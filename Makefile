@@ -20,6 +20,11 @@ ifndef SEED
 SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 RANDOM_ORDER ?= --randomly-seed=$(SEED)
+# Python caches the bytecode of what it imports (as any pip-installed package has it): where
+# PYTHONDONTWRITEBYTECODE is set, every process the tests, the demo and the benchmarks start
+# would compile each module it imports from source again, which more than doubles the CLI's
+# start-up. Caching on first import costs nothing up front, unlike compiling the whole venv.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-latest lint typecheck pytest bench clean venv lock
 
@@ -27,13 +32,8 @@ venv: $(STAMP)
 
 # Re-installs whenever pyproject.toml, the lock or this recipe changes. uv installs in seconds
 # what pip takes a minute or more for; pip only brings uv itself, at the version the lock names.
-# Bytecode is compiled as `pip install` compiles it (uv does not by default, and never compiles
-# the editable package): without it a process compiles every module it imports from source,
-# which more than doubles the CLI's start-up wherever PYTHONDONTWRITEBYTECODE keeps Python
-# from caching it (compileall writes it regardless). It costs a fresh install about 40 s here.
 $(STAMP): pyproject.toml $(LOCK) $(UV) Makefile
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -c $(LOCK) -e '.[dev]'
-	$(BIN)/python -m compileall -q loopgate_lc
+	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK) -e '.[dev]'
 	@touch $(STAMP)
 
 $(UV):
@@ -64,10 +64,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopgate_lc
 
-# the package's bytecode is refreshed first (edits make it stale): the tests start many
-# processes that import it
 pytest: $(STAMP)
-	@$(BIN)/python -m compileall -q loopgate_lc
 	@echo "pytest: random order, seed $(SEED) (make test SEED=$(SEED) replays it)"
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(RANDOM_ORDER) \
 		$(PYTEST_ARGS)

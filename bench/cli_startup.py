@@ -14,11 +14,11 @@ httpx, Telegram or jsonschema); ``tests/test_cli_imports.py`` checks that list, 
 measures what it buys. A floor row shows what no store command can go below: the
 interpreter with asyncio, sqlite3 and pydantic imported and one model built.
 
-The figures are with bytecode compiled, as every ``pip install`` leaves it (and ``make
-venv``): without it each process compiles every module it imports from source, which
-more than doubles these times. Before measuring, the run checks every module the commands
-import for up-to-date bytecode and compiles what is missing or stale, and says how many
-it compiled or could not.
+The figures are with bytecode compiled, as every ``pip install`` leaves it: without it
+each process compiles every module it imports from source, which more than doubles these
+times. Before measuring, the run checks every module the commands import for up-to-date
+bytecode and compiles what is missing or stale, and says how many it compiled or could
+not.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
+    DeadlinePassed,
     GrantNotFound,
     InvalidDecision,
     LoopgateError,
@@ -662,7 +663,12 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
         raise RequestNotFound(args.request_id)
 
     async def decide(desk: Deciding, store: Store) -> RequestRecord:
+        from loopgate_lc.schema import utcnow
+
         record = await store.get_request(args.request_id)
+        if record.pending and record.expires_at is not None and record.expires_at <= utcnow():
+            # fail closed: the serving process's timeout policy decides an overdue request
+            raise DeadlinePassed(record.id, record.expires_at)
         decision = _decision(args, record, approve=approve)
         # --as names the approver: where the session or policy names approvers, the CLI
         # decides only as one of them (and refusals are audited).
