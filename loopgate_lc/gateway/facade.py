@@ -168,7 +168,7 @@ class Loopgate:
         self.max_delivery_age = max_delivery_age
         self.timers = timers
         self.resume_lease = resume_lease
-        self._portal = Portal()
+        self._portal = Portal(on_lost=self._lost)
         self._opened: asyncio.Future[None] | None = None
         self._parts: _Parts | None = None
         self._drivers: dict[str, GraphDriver] = {}
@@ -197,13 +197,36 @@ class Loopgate:
     # lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> Loopgate:
-        """Set up the store, start notifiers and the background timers. Idempotent."""
+        """Set up the store, start notifiers and the background timers. Idempotent.
+
+        Opened from sync code, the gateway runs on a private loop thread of its own;
+        opened with :meth:`aopen` (or ``async with``, or first used from a coroutine), it
+        lives on that caller's loop (see ``loopgate_lc._portal``).
+        """
         self._portal.call(self._open())
         return self
 
     async def aopen(self) -> Loopgate:
+        """Open on the running loop, which becomes the gateway's home: its async methods
+        called on that loop then run there directly, and sync callers on other threads
+        reach it through it."""
         await self._portal.acall(self._open())
         return self
+
+    @property
+    def is_open(self) -> bool:
+        """True between opening and closing (an ASGI app's lifespan closes a gateway it
+        opened on its own loop, since nothing can run there once the server stops)."""
+        return self._opened is not None and self._portal.running
+
+    def _lost(self) -> None:
+        """The home loop ended with the gateway open (``asyncio.run`` returned before
+        ``aclose``): what ran on it is gone, so the next caller opens anew."""
+        if self._opened is not None:
+            log.warning("loopgate_lc: the gateway's event loop ended while it was open; "
+                        "opening it again (close it with 'async with' or aclose())")
+        self._opened = None
+        self._parts = None
 
     def close(self) -> None:
         """Stop timers and notifiers, close the store, stop the gateway's loop."""

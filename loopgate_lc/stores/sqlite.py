@@ -8,9 +8,17 @@ processes are waited for with SQLite's ``busy_timeout``; threads of this process
 a lock of their own first, which is cheaper than SQLite's sleep-and-retry.
 
 The queries, schema and migrations are the shared SQL layer's (``stores/_sql.py``); this
-module only drives them: each operation runs to its end in one worker thread
-(``asyncio.to_thread``) over a small pool of connections, so the store works from any
-event loop and any thread.
+module only drives them. Reads run to their end in a worker thread (``asyncio.to_thread``)
+over a small pool of connections, so the store works from any event loop and any thread.
+
+Writes go to one writer thread per store, which commits whatever is queued together
+(group commit): a write that arrives while another commits waits for the next
+transaction, and that transaction carries every write queued by then, each in a
+``SAVEPOINT`` of its own. One operation's failure rolls back its savepoint only; the
+others still commit, and each one's status, audit events and outbox entries stay
+together, committed all or not at all. Concurrent decisions then share one commit (one
+``fsync``) instead of queueing for one each, and no thread holds the write lock while it
+waits for the interpreter lock.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import sqlite3
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +66,41 @@ def _dt(value: str) -> datetime:
 
 def _json(value: Any, what: str) -> str:
     return json_text(value, what=what)
+
+
+_MAX_BATCH = 64
+"""Writes committed together at most (a bound on one transaction's length)."""
+
+
+@dataclass(slots=True)
+class _Write:
+    """A write operation queued for the writer thread, and where its outcome goes."""
+
+    op: Op[Any]
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[Any]
+
+
+def _settle(outcomes: list[tuple[_Write, bool, Any]]) -> None:
+    """Hand each write's outcome to its caller's loop: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, bool, Any]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, settled)
+        except RuntimeError:  # the caller's loop has closed: nobody waits any more
+            pass
+
+
+def _deliver(outcomes: list[tuple[_Write, bool, Any]]) -> None:
+    for write, ok, value in outcomes:
+        if write.done.done():  # the caller stopped waiting (cancelled)
+            continue
+        if ok:
+            write.done.set_result(value)
+        else:
+            write.done.set_exception(value)
 
 
 DIALECT = Dialect(
@@ -113,6 +158,9 @@ class SQLiteStore(SQLStore):
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
         self._write_lock = _write_lock_for(self._file)
+        self._writes: queue.SimpleQueue[_Write | None] | None = None
+        self._write_thread: threading.Thread | None = None
+        self._writes_lock = threading.Lock()
         super().__init__({name: f"loopgate_{name}" for name in TABLES})
 
     @classmethod
@@ -168,25 +216,11 @@ class SQLiteStore(SQLStore):
                 return
         conn.close()
 
-    def _call(self, op: Op[_T], write: bool) -> _T:
+    def _call(self, op: Op[_T]) -> _T:
+        """Drive a read ``op`` on a pooled connection (in a worker thread)."""
         conn = self._acquire()
-
-        def execute(stmt: Stmt) -> list[Row]:
-            rows: list[Row] = conn.execute(self._sql(stmt.text), stmt.params).fetchall()
-            return rows
-
         try:
-            if not write:
-                return drive(op, execute)
-            with self._write_lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = drive(op, execute)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
+            return drive(op, self._executor(conn))
         except LoopgateError:
             raise
         except sqlite3.Error as exc:
@@ -194,8 +228,117 @@ class SQLiteStore(SQLStore):
         finally:
             self._release(conn)
 
+    def _executor(self, conn: sqlite3.Connection) -> Any:
+        def execute(stmt: Stmt) -> list[Row]:
+            rows: list[Row] = conn.execute(self._sql(stmt.text), stmt.params).fetchall()
+            return rows
+
+        return execute
+
     async def _run(self, op: Op[_T], *, write: bool) -> _T:
-        return await asyncio.to_thread(self._call, op, write)
+        if not write:
+            return await asyncio.to_thread(self._call, op)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_T] = loop.create_future()
+        self._writer().put(_Write(op, loop, done))
+        return await done
+
+    # the writer thread ---------------------------------------------------------------------
+
+    def _writer(self) -> queue.SimpleQueue[_Write | None]:
+        with self._writes_lock:
+            if self._writes is None or self._write_thread is None \
+                    or not self._write_thread.is_alive():
+                self._writes = queue.SimpleQueue()
+                self._write_thread = threading.Thread(
+                    target=self._write_loop, args=(self._writes,), daemon=True,
+                    name=f"loopgate-sqlite-writer:{self.path.name}")
+                self._write_thread.start()
+            return self._writes
+
+    def _write_loop(self, writes: queue.SimpleQueue[_Write | None]) -> None:
+        """Commit what is queued, in batches, until told to stop (``None``)."""
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                first = writes.get()
+                if first is None:
+                    return
+                batch, stop = [first], False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        nxt = writes.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                if conn is None:
+                    try:
+                        conn = self._connect()
+                    except StoreError as exc:
+                        _settle([(w, False, exc) for w in batch])
+                        continue
+                _settle(self._commit(conn, batch))
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]
+                ) -> list[tuple[_Write, bool, Any]]:
+        """Run ``batch`` in one transaction, each write in its own savepoint (a lone
+        write needs none): ``(write, ok, result or error)`` for each."""
+        execute = self._executor(conn)
+        alone = len(batch) == 1
+        outcomes: list[tuple[_Write, bool, Any]] = []
+        try:
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for write in batch:
+                        if not alone:
+                            conn.execute("SAVEPOINT loopgate_write")
+                        try:
+                            result = drive(write.op, execute)
+                        except Exception as exc:
+                            if alone:
+                                raise
+                            conn.execute("ROLLBACK TO loopgate_write")
+                            conn.execute("RELEASE loopgate_write")
+                            outcomes.append((write, False, self._error(exc)))
+                        else:
+                            if not alone:
+                                conn.execute("RELEASE loopgate_write")
+                            outcomes.append((write, True, result))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # nothing of the batch committed
+            error = self._error(exc)
+            if alone and not outcomes:
+                return [(batch[0], False, error)]
+            return [(write, False, error) for write in batch]
+        return outcomes
+
+    def _error(self, exc: Exception) -> Exception:
+        if isinstance(exc, sqlite3.Error):
+            error = StoreError(f"SQLite store {str(self.path)!r} failed: {exc}")
+            error.__cause__ = exc
+            return error
+        return exc
+
+    async def _stop_writer(self) -> None:
+        with self._writes_lock:
+            writes, thread = self._writes, self._write_thread
+            self._writes = self._write_thread = None
+        if writes is not None and thread is not None:
+            writes.put(None)  # after everything queued before it
+            await asyncio.to_thread(thread.join, self.timeout)
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -209,7 +352,9 @@ class SQLiteStore(SQLStore):
         await self._run(self._migrate(), write=True)
 
     async def close(self) -> None:
-        """Close idle connections; the store opens new ones if used again."""
+        """Commit what is queued, stop the writer and close idle connections; the store
+        starts again if used again."""
+        await self._stop_writer()
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for conn in idle:
