@@ -30,8 +30,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -301,7 +301,7 @@ def _file_over_http(port: int, count: int) -> list[str]:
         async def one(client: _Client) -> None:
             for i in todo:
                 status, body = await client.post("/hitl/request", {
-                    "message": f"Approve change #{i} to the billing service?",
+                    "session_id": "bench", "message": f"Approve change #{i} to the billing service?",
                     "metadata": {"change": i, "service": "billing", "author": "ci"},
                     "timeout_seconds": 3600})
                 if status != 200:
@@ -309,6 +309,9 @@ def _file_over_http(port: int, count: int) -> list[str]:
                 ids.append(json.loads(body)["request_id"])
 
         try:
+            status, body = await clients[0].post("/hitl/register", {"session_id": "bench"})
+            if status != 200:
+                raise RuntimeError(f"POST /hitl/register said {status}: {body[:200]!r}")
             await asyncio.gather(*(one(c) for c in clients))
         finally:
             for client in clients:

@@ -171,6 +171,7 @@ class Loopgate:
         self._portal = Portal(on_lost=self._lost)
         self._opened: asyncio.Future[None] | None = None
         self._parts: _Parts | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._drivers: dict[str, GraphDriver] = {}
         self._schemas = Schemas()  # compiled validators outlive a close and reopen
 
@@ -220,13 +221,15 @@ class Loopgate:
         return self._opened is not None and self._portal.running
 
     def _lost(self) -> None:
-        """The home loop ended with the gateway open (``asyncio.run`` returned before
-        ``aclose``): what ran on it is gone, so the next caller opens anew."""
+        """The home loop has ended. It closed the gateway on its way out when it shut
+        down like ``asyncio.run`` does (see ``_keep``); closed bluntly, it took what ran
+        on it along. Either way the next caller opens anew."""
         if self._opened is not None:
             log.warning("loopgate_lc: the gateway's event loop ended while it was open; "
                         "opening it again (close it with 'async with' or aclose())")
         self._opened = None
         self._parts = None
+        self._keeper = None
 
     def close(self) -> None:
         """Stop timers and notifiers, close the store, stop the gateway's loop."""
@@ -295,6 +298,8 @@ class Loopgate:
                 spawn(parts.resuming.listen_loop())
                 for name in self._drivers:
                     spawn(parts.resuming.watch(name))
+                if not self._portal.private:  # a loop someone else runs, and ends
+                    self._keeper = asyncio.get_running_loop().create_task(self._keep())
                 self._opened.set_result(None)
             except BaseException as exc:
                 self._opened.set_exception(exc)
@@ -303,11 +308,25 @@ class Loopgate:
                 raise
         await asyncio.shield(self._opened)
 
+    async def _keep(self) -> None:
+        """Wait, on an adopted loop, for that loop to shut down with the gateway still
+        open (``asyncio.run`` returning before ``aclose``): it cancels every task, this
+        one too, and the gateway is then closed there while the loop still runs."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if self._parts is not None and not self._parts.tasks.closing:
+                await self._close()
+            raise
+
     async def _close(self) -> None:
         if self._opened is None:
             return
         parts = self._p
         parts.tasks.closing = True
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
         try:
             # A pass of the outbox in progress finishes first: deliveries it claimed are
             # handed back, not left leased for minutes after a short-lived process (the
@@ -567,7 +586,8 @@ class Loopgate:
     # deciding ----------------------------------------------------------------------------
 
     def respond(self, request_id: str, decision: Mapping[str, Any], *, actor: str | None = None,
-                channel: str = "api", approver_id: str | None = None) -> RequestRecord:
+                channel: str = "api", approver_id: str | None = None,
+                record: RequestRecord | None = None) -> RequestRecord:
         """Decide a pending request: the ONLY way a request is decided.
 
         Args:
@@ -579,6 +599,9 @@ class Loopgate:
             channel: Through which channel.
             approver_id: The identity to check against the session's and policy's
                 approvers (channels with their own identity pass it).
+            record: The request as the caller has just read it (a channel that looks
+                at it before answering), so it is not read again; the decision is
+                still a compare-and-set against what is stored.
 
         Raises:
             RequestNotFound: Unknown id.
@@ -588,13 +611,14 @@ class Loopgate:
                 type outside ``allowed_decisions``).
         """
         return self._call(lambda p: p.deciding.respond(request_id, decision, actor, channel,
-                                                       approver_id))
+                                                       approver_id, record))
 
     async def arespond(self, request_id: str, decision: Mapping[str, Any], *,
                        actor: str | None = None, channel: str = "api",
-                       approver_id: str | None = None) -> RequestRecord:
+                       approver_id: str | None = None,
+                       record: RequestRecord | None = None) -> RequestRecord:
         return await self._acall(lambda p: p.deciding.respond(
-            request_id, decision, actor, channel, approver_id))
+            request_id, decision, actor, channel, approver_id, record))
 
     def respond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
                       actor: str | None = None, channel: str = "api",
