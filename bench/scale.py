@@ -301,7 +301,8 @@ def _file_over_http(port: int, count: int) -> list[str]:
         async def one(client: _Client) -> None:
             for i in todo:
                 status, body = await client.post("/hitl/request", {
-                    "session_id": "bench", "message": f"Approve change #{i} to the billing service?",
+                    "session_id": "bench",
+                    "message": f"Approve change #{i} to the billing service?",
                     "metadata": {"change": i, "service": "billing", "author": "ci"},
                     "timeout_seconds": 3600})
                 if status != 200:
