@@ -153,14 +153,25 @@ class _Client:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        data = json.dumps(body).encode()
+        message = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                   ).encode() + data
+        try:
+            return await self._exchange(message)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            # the server closed the idle connection (keep-alive timeout) before reading
+            # this request: open another and send it there
+            await self.close()
+            return await self._exchange(message)
+
+    async def _exchange(self, message: bytes) -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self._reader is not None
-        data = json.dumps(body).encode()
-        self._writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-            .encode() + data)
+        self._writer.write(message)
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         length = next(int(line.split(":", 1)[1]) for line in lines
@@ -169,9 +180,10 @@ class _Client:
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            writer, self._writer, self._reader = self._writer, None, None
+            writer.close()
             with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
+                await writer.wait_closed()
 
 
 class _Deciders:
@@ -361,14 +373,26 @@ def _measure(back: Backend, config: Config) -> list[Row]:
     return rows
 
 
+def _verdict(section: Section) -> str:
+    """Met when 8 clients decide 1,500/s on SQLite through the server's own process."""
+    try:
+        row = section.row(f"{NAMES['sqlite']}: {LABELS['http8']}")
+    except KeyError:
+        return "measured"
+    if row.value is None:
+        return "measured"
+    return "met" if row.value >= 1500 else "not met"
+
+
 def run(config: Config) -> Section:
     began = time.perf_counter()
     count = config.size(10_000, 60)
     section = Section(
         key="scale",
         title="4. Scale: pending requests and decisions per second",
-        goal=f"{count:,} pending requests in one process; decisions/s through respond() "
-             "and POST /hitl/respond, beside the store's own compare-and-set",
+        goal=f"{count:,} pending requests in one process; POST /hitl/respond at least 1,500 "
+             "decisions/s on SQLite with 8 clients, the server in its own process, beside "
+             "the raw UPDATE floor",
     )
     for name, missing in backend_names():
         if missing is not None:
@@ -382,13 +406,18 @@ def run(config: Config) -> Section:
         with backend(name) as back:
             section.rows.extend(_measure(back, config))
             back.close()
-    section.verdict = "measured"
+    section.verdict = _verdict(section)
     section.notes.append(
         "Heap: Python allocations still held after filing, by tracemalloc (SQLite's and "
         "libpq's own C buffers are not counted; the requests themselves live in the "
         "database there). Decisions/s: the median over alternating blocks of "
-        "decisions; ratio = rate / the store's compare-and-set rate on the same backend. "
-        "Every decision approves a different pending request, with the rest still "
-        "pending, so no decision meets an empty or warmed-up store.")
+        "decisions; ratio = rate / the floor on the same backend (the raw UPDATE through "
+        "the bare driver, one commit each; on the memory store, Store.resolve). Every "
+        "decision approves a different pending request, with the rest still pending, so no "
+        "decision meets an empty or warmed-up store. The HTTP rows talk to `loopgate-lc "
+        "serve` in its own process on the same database (the memory store's server files "
+        "its own requests over HTTP first); the gateway there lives on uvicorn's loop, and "
+        "SQLite commits concurrent decisions together (one transaction, a savepoint each), "
+        "which is how 8 clients can pass the one-commit-each floor.")
     section.seconds = time.perf_counter() - began
     return section

@@ -12,9 +12,10 @@ collaborators (none reaches back into the facade):
 - ``waiting``, ``asking``, ``audit``, ``drivers``, ``desk`` (what notifiers get),
   ``validation``, ``settings``, ``tasks``.
 
-Everything stateful runs on the gateway's own event loop (see ``_portal``), so the same
-object works from scripts, notebooks and ASGI servers; every public coroutine has a
-blocking twin without the ``a`` prefix.
+Everything stateful runs on the gateway's home event loop (see ``_portal``): the loop of
+whoever opens it asynchronously (an ASGI server, a notebook, ``async with``), else a private
+loop thread, so the same object works from scripts, notebooks and ASGI servers; every
+public coroutine has a blocking twin without the ``a`` prefix.
 """
 
 from loopgate_lc.gateway.audit import args_hash, shadow_details

@@ -131,7 +131,8 @@ def create_app(
         max_wait: The cap on long polls (``/hitl/poll?wait=``), in seconds.
         mcp_progress_interval: Seconds between MCP progress notifications.
         close_gateway: Close the gateway when the app shuts down (the CLI does; callers
-            that own the gateway usually do not).
+            that own the gateway usually do not). A gateway the app's startup opened is
+            closed either way: it lives on the server's loop, which ends with it.
         inbox: Serve the web inbox at ``/inbox`` (see :mod:`loopgate_lc.server.inbox`).
         inbox_secret: Signs inbox session cookies; processes serving one inbox share it.
             Default: derived from ``webhook_secret``, else random for this process
