@@ -267,6 +267,7 @@ class Deciding:
                 if handing:
                     self._waiters.hand_over(record.id, None)
                 raise
+            decided = decided.sharing_request(record)  # a decision leaves the payload be
         else:
             decided, created = await self._store.create_request(
                 _decided(record, status, decision, actor, channel, now),
