@@ -58,7 +58,8 @@ OPTIMISATIONS: list[str] = [
     "per request record carrying a decision schema. Bought: a gateway round trip on the "
     "memory store 20.1 -> 18.0 ms (median of 120 alternated runs each).",
     "3. **Filing a request wakes the deadline timer only for a deadline before its next "
-    "wake** (`loopgate_lc/gateway.py`). Every filing used to make the timer re-read the "
+    "wake** (now `loopgate_lc/gateway/timers.py`, a deadline heap armed from "
+    "`loopgate_lc/gateway/filing.py`). Every filing used to make the timer re-read the "
     "store (expired requests, next deadline): a scan of every pending request in the "
     "memory store, so filing was quadratic. Bought: filing 10,000 requests on the memory "
     "store 50-56 s -> 3.7-5.5 s (0.4-0.6 ms per request, flat); on SQLite no measurable "
@@ -69,7 +70,8 @@ OPTIMISATIONS: list[str] = [
     "python-telegram-bot p50 62 -> 17 ms, p99 71 -> 24 ms. (The benchmarks' own uvicorn "
     "server has the same fix: 45 -> 0.7 ms per loopback request.)",
     "5. **A request keeps its decision schema as one JSON string, and validators are "
-    "cached per schema** (`loopgate_lc/gateway.py`). The schema rode in every stored "
+    "cached per schema** (now `loopgate_lc/gateway/filing.py` and "
+    "`loopgate_lc/gateway/validation.py`). The schema rode in every stored "
     "payload as nested dicts, so every store read and audit copied it. Bought: filing "
     "one interrupt on the memory store 2.45 -> 0.52 ms (gateway loop time per round "
     "trip, 100 alternated runs).",
@@ -78,7 +80,8 @@ OPTIMISATIONS: list[str] = [
     "made. Bought: enqueue with 10,000 finished deliveries behind it 619 -> 19 us.",
     "7. **`Loopgate.run` files a pause and waits for its decision in one trip to the "
     "gateway's loop, and wakes the waiting run before firing hooks and queueing "
-    "notifications** (`loopgate_lc/gateway.py`). Bought: nothing measurable in section "
+    "notifications** (now `loopgate_lc/gateway/running.py` and "
+    "`loopgate_lc/gateway/deciding.py`). Bought: nothing measurable in section "
     "2 (1.65x before, 1.69x after, within this VM's run-to-run noise); kept because it "
     "is simpler, and `stream()` still shows each request before waiting.",
     "",

@@ -250,7 +250,7 @@ def validate_decision(request: ApprovalRequest, decision: Mapping[str, Any]) -> 
     raw = dict(decision)
     raw.pop("actor", None)
     raw.pop("channel", None)
-    if (request.model_extra or {}).get("batch"):
+    if request.is_batch:
         return _batch_decision(request, raw)
     if "type" not in raw and isinstance(raw.get("decisions"), list):
         if len(raw["decisions"]) != 1:  # LangChain's batched form, for this one call
@@ -286,9 +286,9 @@ def schemas_of_edited_args(request: ApprovalRequest, checked: Mapping[str, Any]
     """For a checked batch decision, each edit whose call's ``review_configs`` entry
     carries the tool's ``args_schema`` (LangChain's ``ReviewConfig`` may): what to call
     it in an error, the schema as canonical JSON text, and the edited arguments."""
-    extra = request.model_extra or {}
-    if not extra.get("batch"):
+    if not request.is_batch:
         return []
+    extra = request.model_extra or {}
     found = []
     for index, (one, action, config) in enumerate(zip(
             checked.get("decisions") or (), extra["action_requests"], extra["review_configs"],
@@ -325,15 +325,16 @@ def resume_value(record: RequestRecord) -> Any:
     ``{"decisions": [...]}`` for a batched pause, or the plain text answer for
     interrupts loopgate_lc did not raise."""
     decision = dict(record.decision or {})
-    if record.payload.get("foreign"):
+    request = record.request
+    if request.is_foreign:
         return decision.get("message")
-    if record.payload.get("batch"):
+    if request.is_batch:
         if isinstance(decision.get("decisions"), list):
             return {"decisions": decision["decisions"]}
         # a timeout or cancel answers every call the same way
-        count = len(record.payload.get("action_requests") or ())
+        count = len(request.batch_calls)
         return {"decisions": [langchain_decision(decision)] * count}
-    if record.payload.get("langchain"):
+    if request.is_langchain:
         return langchain_decision(decision)
     return decision
 

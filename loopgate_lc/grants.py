@@ -262,10 +262,9 @@ def grant_refusal(request: ApprovalRequest, policies: PolicySet | None = None) -
     the gateway's for its tool: either one forbidding is enough). A quorum means that
     many people approve each call; a grant would let the next ones run with none.
     """
-    extra = request.model_extra or {}
     if request.name is None or request.type not in _GRANTABLE_KINDS:
         return "only a tool call can be remembered"
-    if extra.get("batch") or extra.get("foreign"):
+    if request.is_batch or request.is_foreign:
         return "a batch of calls cannot be remembered; answer each call"
     if request.options or "approve" not in request.allowed_decisions:
         return "only a request answered with approve can be remembered"

@@ -143,7 +143,7 @@ def refuse_requester(record: RequestRecord, voter: str, asked_by: set[str]) -> N
 def tally(record: RequestRecord) -> dict[str, Any]:
     """The counts a channel shows: approvals and rejections so far, what each needs, and
     who voted (empty for a request that takes a single decision)."""
-    request = record.request
+    request = record.shown  # for people: a malformed payload shows, never crashes
     if not needs_votes(request):
         return {}
     return {

@@ -243,6 +243,40 @@ class ApprovalRequest(BaseModel):
         """What to show a person first: the message, else the tool description."""
         return self.message or self.description or (f"Run tool {self.name}?" if self.name else "")
 
+    # What the gateway marks a request with, beyond its fields (kept as extra keys of the
+    # stored payload, so the wire form stays LangChain's): read here, typed, not by key.
+
+    @property
+    def is_batch(self) -> bool:
+        """One request for a batched LangChain pause: ``action_requests`` answered by
+        position (see :func:`loopgate_lc.decisions.batch_request`)."""
+        return bool(self._extra("batch"))
+
+    @property
+    def batch_calls(self) -> list[dict[str, Any]]:
+        """The calls of a batched pause, in order (empty for any other request)."""
+        calls = self._extra("action_requests")
+        return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+    @property
+    def is_foreign(self) -> bool:
+        """An interrupt loopgate_lc did not raise: its answer resumes as plain text."""
+        return bool(self._extra("foreign"))
+
+    @property
+    def is_langchain(self) -> bool:
+        """LangChain's per-call pause: its answer resumes as one LangChain decision."""
+        return bool(self._extra("langchain"))
+
+    @property
+    def callback_url(self) -> str | None:
+        """Where the seed's HTTP API was asked to post the decision, if anywhere."""
+        url = self._extra("callback_url")
+        return url if isinstance(url, str) and url else None
+
+    def _extra(self, key: str) -> Any:
+        return (self.model_extra or {}).get(key)
+
     def to_interrupt(self) -> dict[str, Any]:
         """The JSON-safe dict placed in ``interrupt()`` (and in stores and webhooks)."""
         return self.model_dump(mode="json", exclude_none=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -288,80 +288,46 @@ def _kind(record: RequestRecord) -> RequestKind:
         return RequestKind.APPROVAL
 
 
-def _payload(record: RequestRecord) -> dict[str, Any]:
-    return record.payload if isinstance(record.payload, dict) else {}
-
-
-def _text_of(payload: Mapping[str, Any]) -> str:
-    for key in ("message", "description"):
-        value = payload.get(key)
-        if value:
-            return str(value)
-    return ""
-
-
-def _option_meanings(payload: Mapping[str, Any]) -> list[tuple[str, bool | None]]:
-    meanings: list[tuple[str, bool | None]] = []
-    for option in payload.get("options") or []:
-        if isinstance(option, Mapping) and option.get("label") is not None:
-            approved = option.get("approved")
-            meanings.append((str(option["label"]),
-                             approved if isinstance(approved, bool) else None))
-        elif option is not None and not isinstance(option, Mapping):
-            meanings.append((str(option), None))
-    return meanings
-
-
-def _option_labels(payload: Mapping[str, Any]) -> list[str]:
-    labels: list[str] = []
-    for option in payload.get("options") or []:
-        if isinstance(option, Mapping):
-            label = option.get("label")
-            if label is not None:
-                labels.append(str(label))
-        elif option is not None:
-            labels.append(str(option))
-    return labels
+def _option_meanings(request: ApprovalRequest) -> list[tuple[str, bool]]:
+    return [(option.label, option.approved) for option in request.options]
 
 
 def _body(record: RequestRecord) -> list[str]:
     """The request's details as escaped HTML lines (no title, no outcome)."""
-    payload = _payload(record)
+    request = record.shown
     lines: list[str] = []
-    text = _text_of(payload)
-    args = payload.get("args")
+    text = request.message or request.description
+    args = request.args
     if text:
         # a tool call shares the message with its arguments; a plain question has it all
         budget = _TEXT_BUDGET if args is None else _TEXT_BUDGET // 2
         lines += [escape_clip(text, budget), ""]
-    name = payload.get("name")
+    name = request.name
     if name:
-        lines.append(f"<b>Tool:</b> <code>{escape_clip(str(name), _KEY_BUDGET)}</code>")
+        lines.append(f"<b>Tool:</b> <code>{escape_clip(name, _KEY_BUDGET)}</code>")
     if args is not None:
         lines.append("<b>Arguments:</b>")
         lines.append(f"<pre>{escape_clip(_pretty_json(args), _ARGS_BUDGET)}</pre>")
     facts: list[str] = []
-    risk = payload.get("risk_level")
+    risk = request.risk_level
     if risk:
-        facts.append(f"<b>Risk:</b> {escape_clip(str(risk), 64)}")
-    confidence = payload.get("confidence")
-    if isinstance(confidence, int | float) and not isinstance(confidence, bool):
+        facts.append(f"<b>Risk:</b> {escape_clip(risk.value, 64)}")
+    confidence = request.confidence
+    if confidence is not None:
         facts.append(f"<b>Confidence:</b> {confidence:.0%}")
-    elif confidence is not None:
-        facts.append(f"<b>Confidence:</b> {escape_clip(str(confidence), 32)}")
     if facts:
         lines.append(" · ".join(facts))
-    policy = payload.get("policy")
-    reason = payload.get("reason")
+    policy = request.policy
+    reason = request.reason
     if policy or reason:
-        parts = [f"<code>{escape_clip(str(policy), _VALUE_BUDGET)}</code>"] if policy else []
+        parts = [f"<code>{escape_clip(policy, _VALUE_BUDGET)}</code>"] if policy else []
         if reason:
-            parts.append(escape_clip(str(reason), _VALUE_BUDGET))
+            parts.append(escape_clip(reason, _VALUE_BUDGET))
         lines.append("<b>Policy:</b> " + " — ".join(parts))
     expires = record.expires_at
     if expires is not None:
         lines.append(f"<b>Expires:</b> {_utc_full(expires)}")
-    options = _option_meanings(payload)
+    options = _option_meanings(request)
     if options:
         # the person sees what each button means for the asker (approved or not)
         lines.append("<b>Options:</b>")
@@ -370,8 +336,8 @@ def _body(record: RequestRecord) -> list[str]:
             + ("" if approves is None else " (approves)" if approves else " (does not approve)")
             for label, approves in options
         ]
-    metadata = payload.get("metadata")
-    if isinstance(metadata, Mapping) and metadata:
+    metadata = request.metadata
+    if metadata:
         lines.append("<b>Details:</b>")
         for index, (key, value) in enumerate(metadata.items()):
             if index == _METADATA_ITEMS:
@@ -453,9 +419,8 @@ def render_resolved(record: RequestRecord, *, limit: int = MESSAGE_LIMIT) -> str
 
 def render_reject_prompt(record: RequestRecord) -> str:
     """The ForceReply prompt that asks for a rejection reason."""
-    payload = _payload(record)
-    name = payload.get("name")
-    what = f" <code>{escape_clip(str(name), _KEY_BUDGET)}</code>" if name else ""
+    name = record.shown.name
+    what = f" <code>{escape_clip(name, _KEY_BUDGET)}</code>" if name else ""
     return truncate_html(
         f"💬 Reply to this message with the reason for rejecting{what} "
         f"(request <code>{escape_clip(record.id, 80)}</code>)."
@@ -464,12 +429,12 @@ def render_reject_prompt(record: RequestRecord) -> str:
 
 def render_edit_prompt(record: RequestRecord) -> str:
     """The ForceReply prompt that asks for replacement arguments as JSON."""
-    payload = _payload(record)
-    name = payload.get("name") or "the tool"
-    args = payload.get("args") or {}
+    request = record.shown
+    name = request.name or "the tool"
+    args = request.args or {}
     return truncate_html(
         "✏️ Reply to this message with the new arguments for "
-        f"<code>{escape_clip(str(name), _KEY_BUDGET)}</code> as one JSON object "
+        f"<code>{escape_clip(name, _KEY_BUDGET)}</code> as one JSON object "
         f"(request <code>{escape_clip(record.id, 80)}</code>). Current arguments:\n"
         f"<pre>{escape_clip(_pretty_json(args), 3000)}</pre>"
     )
@@ -491,13 +456,6 @@ class Button:
     action: dict[str, Any] = field(default_factory=dict)
 
 
-def _allowed(payload: Mapping[str, Any]) -> set[str]:
-    allowed = payload.get("allowed_decisions")
-    if isinstance(allowed, Iterable) and not isinstance(allowed, str | bytes):
-        return {str(a) for a in allowed}
-    return {"approve", "edit", "reject", "respond"}
-
-
 def grant_button_label(seconds: float) -> str:
     """``✅ Approve & allow 1h``: the duration in the largest whole unit."""
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
@@ -513,8 +471,8 @@ def _grant_row(record: RequestRecord, offers: Sequence[float]) -> list[Button]:
     if not offers or (record.session_id is None and record.thread_id is None):
         return []
     try:
-        request = ApprovalRequest.model_validate(record.payload)
-    except ValueError:
+        request = record.request
+    except ValueError:  # malformed: shown, but never remembered
         return []
     if grant_refusal(request) is not None:
         return []
@@ -533,12 +491,12 @@ def keyboard_for(record: RequestRecord, *, grant_offers: Sequence[float] = ()
     per option. With ``grant_offers`` (seconds), a tool call that may be remembered also
     gets "Approve & allow ..." buttons.
     """
-    payload = _payload(record)
+    request = record.shown
     kind = _kind(record)
     if kind in INPUT_KINDS:
         return []
-    allowed = _allowed(payload)
-    labels = _option_labels(payload)
+    allowed = set(request.allowed_decisions)
+    labels = [option.label for option in request.options]
     if labels and (kind is RequestKind.CHOICE or "respond" in allowed):
         # choices, and approvals with options (the seed's default): one button per option
         return [
@@ -557,6 +515,6 @@ def keyboard_for(record: RequestRecord, *, grant_offers: Sequence[float] = ()
     if "reject" in allowed:
         first.append(Button("❌ Reject", {"op": "decide", "decision": {"type": "reject"}}))
         second.append(Button("💬 Reject with reason", {"op": "prompt", "purpose": "reject"}))
-    if "edit" in allowed and kind is RequestKind.TOOL_APPROVAL and payload.get("name"):
+    if "edit" in allowed and kind is RequestKind.TOOL_APPROVAL and request.name:
         second.append(Button("✏️ Edit", {"op": "prompt", "purpose": "edit"}))
     return [row for row in (first, second, _grant_row(record, grant_offers)) if row]

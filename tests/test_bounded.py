@@ -88,3 +88,27 @@ def test_a_policy_set_past_its_memo_still_answers_right() -> None:
         assert policies.match(f"read_{n}") is not None
         assert policies.match(f"write_{n}") is None
     assert policies.evaluate("read_0", confidence=0.9, risk="read_only").auto_approved
+
+
+def test_the_middleware_keeps_gates_for_the_most_recent_tool_names_only() -> None:
+    from loopgate_lc.middleware import ApprovalMiddleware
+
+    middleware = ApprovalMiddleware([ApprovalPolicy("reads", "read_*")])
+    first = middleware._gate("tool-0")
+    for n in range(1, 5_000):  # names a model made up, one call each
+        middleware._gate(f"tool-{n}")
+    assert len(middleware._gates) == 4_096
+    assert "tool-0" not in middleware._gates and "tool-4999" in middleware._gates
+    assert middleware._gate("tool-0") is not first  # made again, not remembered forever
+
+
+def test_the_guard_keeps_decision_schemas_for_the_most_recent_tool_names_only() -> None:
+    from loopgate_lc.guard import Gate
+
+    gate = Gate(policies=PolicySet(), _schemas=LRU(2))
+    kept = gate.schema_for("a", None)
+    assert gate.schema_for("a", None) is kept  # built once per name
+    gate.schema_for("b", None)
+    gate.schema_for("c", None)
+    assert len(gate._schemas) == 2 and "a" not in gate._schemas
+    assert Gate(policies=PolicySet())._schemas.maxsize == 4_096

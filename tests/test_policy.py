@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,115 @@ def test_patterns_are_compiled_once_not_per_evaluation(monkeypatch: pytest.Monke
     policies.add(ApprovalPolicy("late", "*"))  # adding a policy compiles only that one
     assert compiled == ["*"]
     assert policies.evaluate("zzz", confidence=0.0, risk=R.READ_ONLY).policy == "late"
+
+
+# Order is the only priority, however a pattern is written: policies are looked up by what
+# their patterns fix outright (an exact name, a literal start or end), and these tests hold
+# that lookup to the plain reading "the first policy in the list that matches decides".
+
+
+def test_an_earlier_glob_decides_before_a_later_exact_name_and_the_reverse() -> None:
+    glob_first = PolicySet([ApprovalPolicy("globbed", "deploy*", 0.0, R.IRREVERSIBLE),
+                            ApprovalPolicy("named", "deploy", require_explicit=True)])
+    assert glob_first.match("deploy").name == "globbed"  # type: ignore[union-attr]
+    named_first = PolicySet([ApprovalPolicy("named", "deploy", require_explicit=True),
+                             ApprovalPolicy("globbed", "deploy*", 0.0, R.IRREVERSIBLE)])
+    assert named_first.match("deploy").name == "named"  # type: ignore[union-attr]
+    assert named_first.match("deploy_prod").name == "globbed"  # type: ignore[union-attr]
+
+
+def test_each_kind_of_pattern_finds_its_names_and_only_those() -> None:
+    policies = PolicySet([
+        ApprovalPolicy("dotted", "a.b"),          # exact: the dot is no wildcard
+        ApprovalPolicy("ends", "*_delete"),       # a literal end only
+        ApprovalPolicy("both", "get_*_v2"),       # a literal start and end
+        ApprovalPolicy("class", "[xy]*"),         # no literal start: a class
+        ApprovalPolicy("one", "?un"),             # no literal start: one character
+        ApprovalPolicy("middle", "*admin*"),      # nothing fixed at either end
+    ])
+    expected = {
+        "a.b": "dotted", "axb": None, "a.bc": None,
+        "user_delete": "ends", "_delete": "ends", "user_delete_x": None,
+        "get_user_v2": "both", "get__v2": "both", "get_user_v3": None,
+        "xylophone": "class", "yes": "class", "zed": None,
+        "run": "one", "un": None, "runs": None,
+        "superadmin_tool": "middle", "admin": "middle",
+    }
+    for name, policy in expected.items():
+        found = policies.match(name)
+        assert (found.name if found else None) == policy, name
+
+
+def test_a_shadow_policy_first_rides_along_with_the_enforced_one_after_it() -> None:
+    policies = PolicySet([
+        ApprovalPolicy("watch", "send_mail", 0.8, R.DATA_MODIFICATION, shadow=True),
+        ApprovalPolicy("mail", "send_*", require_explicit=True),
+    ])
+    verdict = policies.evaluate("send_mail", confidence=0.9, risk=R.READ_ONLY)
+    assert verdict.policy == "mail" and not verdict.auto_approved
+    assert verdict.shadow is not None and verdict.shadow.policy == "watch"
+    assert verdict.shadow.auto_approved
+    other = policies.evaluate("send_sms", confidence=0.9, risk=R.READ_ONLY)
+    assert other.policy == "mail" and other.shadow is None
+
+
+def test_adding_a_policy_after_evaluating_changes_the_next_answer() -> None:
+    policies = PolicySet([ApprovalPolicy("reads", "get_*", 0.0, R.IRREVERSIBLE)])
+    assert policies.match("deploy") is None  # remembered as "no policy"
+    policies.add(ApprovalPolicy("named", "deploy", require_explicit=True))
+    assert policies.match("deploy").name == "named"  # type: ignore[union-attr]
+    # a later policy never takes a name from an earlier one, remembered or not
+    assert policies.match("get_user").name == "reads"  # type: ignore[union-attr]
+    policies.add(ApprovalPolicy("users", "get_user"))
+    assert policies.match("get_user").name == "reads"  # type: ignore[union-attr]
+    policies.add(ApprovalPolicy("ends", "*_prod"))
+    assert policies.match("deploy_prod").name == "ends"  # type: ignore[union-attr]
+
+
+def test_the_index_agrees_with_trying_every_policy_in_order() -> None:
+    rng = random.Random(11)
+    alphabet = "ab_."
+    pieces = ["a", "b", "_", ".", "*", "?", "[ab]", "[!a]"]
+
+    def word(low: int, high: int, parts: list[str]) -> str:
+        return "".join(rng.choice(parts) for _ in range(rng.randint(low, high)))
+
+    for _ in range(40):
+        listed = [ApprovalPolicy(f"p{i}", word(1, 5, pieces), shadow=rng.random() < 0.2)
+                  for i in range(rng.randint(1, 120))]
+        policies = PolicySet(listed)
+        for name in {word(0, 6, list(alphabet)) for _ in range(60)}:
+            enforced = next((p for p in listed if not p.shadow and p.matches(name)), None)
+            first = next((p for p in listed if p.matches(name)), None)
+            verdict = policies.evaluate(name, confidence=1.0, risk=R.READ_ONLY)
+            assert policies.match(name) is enforced, (name, [p.tool_pattern for p in listed])
+            assert verdict.policy == (enforced.name if enforced else None)
+            watched = first if first is not None and first is not enforced else None
+            assert (verdict.shadow.policy if verdict.shadow else None) == (
+                watched.name if watched else None)
+
+
+def test_globs_with_plain_characters_inside_only_find_names_holding_them() -> None:
+    policies = PolicySet([*(ApprovalPolicy(f"svc{i}", f"*svc{i}*") for i in range(200)),
+                          ApprovalPolicy("admins", "*admin*"),
+                          ApprovalPolicy("rest", "*")])
+    for name, policy in (("call_svc7_now", "svc7"), ("svc150", "svc1"), ("svc", "rest"),
+                         ("superadmin", "admins"), ("x" * 5_000 + "svc42", "svc4"),
+                         ("", "rest")):
+        assert policies.match(name).name == policy, name  # type: ignore[union-attr]
+
+
+def test_an_answer_found_while_a_policy_was_added_is_not_remembered_past_it() -> None:
+    # guards evaluate in graph worker threads while Loopgate.add_policy may run: here the
+    # add happens in the middle of a scan, deterministically, from inside a match
+    policies = PolicySet()
+
+    class AddsWhileTried(ApprovalPolicy):
+        def matches(self, tool_name: str) -> bool:
+            if len(policies) == 1:
+                policies.add(ApprovalPolicy("late", tool_name))
+            return False
+
+    policies.add(AddsWhileTried("first", "*"))
+    assert policies.match("deploy") is None  # the scan began before "late" existed
+    assert policies.match("deploy").name == "late"  # type: ignore[union-attr]

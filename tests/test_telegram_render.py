@@ -296,3 +296,25 @@ def test_options_show_what_they_mean_for_the_asker() -> None:
     assert "• Deploy (approves)" in plain
     assert "• Cancel (does not approve)" in plain  # the one fail-closed rule
     assert "• Review (approves)" in plain  # an explicit meaning wins
+
+
+def test_a_payload_that_does_not_parse_still_shows_what_does() -> None:
+    # a row edited by hand or written by another store: no type, an unknown risk level
+    from pydantic import ValidationError
+
+    from loopgate_lc.notifiers.console import render_request as console_request
+    from loopgate_lc.stores.base import RequestRecord
+
+    record = RequestRecord(id="odd-1", kind=RequestKind.TOOL_APPROVAL, payload={
+        "name": "<b>rm</b>", "args": {"path": "/tmp/x"}, "risk_level": "catastrophic",
+        "reason": "a & b"})
+    with pytest.raises(ValidationError):
+        record.request  # noqa: B018 - the strict view refuses it
+    assert record.shown.name == "<b>rm</b>" and record.shown.risk_level is None
+    shown = _plain(render_request(record))
+    assert "Tool: <b>rm</b>" in shown and "a & b" in shown and "odd-1" in shown
+    assert "catastrophic" not in shown
+    assert "tool:       <b>rm</b>" in console_request(record)
+    assert keyboard_for(record, grant_offers=[3600])  # buttons, but never a grant offer
+    assert not any("allow" in b.label for row in keyboard_for(record, grant_offers=[3600])
+                   for b in row)

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TextIO
 
 from loopgate_lc.errors import InvalidDecision, LoopgateError
 from loopgate_lc.locations import answer_hint
-from loopgate_lc.schema import Option, RequestKind
+from loopgate_lc.schema import ApprovalRequest, Option, RequestKind
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["ConsoleNotifier", "Responder", "has_terminal"]
@@ -83,41 +83,30 @@ def _default_actor() -> str:
     return f"console:{user}"
 
 
-def _options(payload: dict[str, Any]) -> list[Option]:
-    parsed: list[Option] = []
-    for raw in payload.get("options") or []:
-        try:
-            parsed.append(Option.parse(raw))
-        except (TypeError, ValueError):
-            parsed.append(Option(label=str(raw)[:256] or "?", approved=False))
-    return parsed
-
-
 def _utc(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def render_request(record: RequestRecord) -> str:
     """The block printed for a pending request."""
-    payload = record.payload if isinstance(record.payload, dict) else {}
-    tool = payload.get("name")
+    request = record.shown
+    tool = request.name
     lines = [f"=== loopgate: {record.kind} needs a person ===", f"request:    {record.id}"]
     if tool:
-        lines.append(f"tool:       {cut(str(tool))}")
-    if payload.get("args") is not None:
-        args = json.dumps(payload["args"], indent=2, ensure_ascii=False, default=str)
+        lines.append(f"tool:       {cut(tool)}")
+    if request.args is not None:
+        args = json.dumps(request.args, indent=2, ensure_ascii=False, default=str)
         lines.append("arguments:  " + cut(args).replace("\n", "\n            "))
-    if payload.get("risk_level") is not None:
-        lines.append(f"risk:       {payload['risk_level']}")
-    confidence = payload.get("confidence")
-    if isinstance(confidence, int | float) and not isinstance(confidence, bool):
-        lines.append(f"confidence: {confidence:.2f}")
-    if payload.get("reason"):
-        lines.append(f"reason:     {cut(str(payload['reason']))}")
-    message = payload.get("message") or payload.get("description")
+    if request.risk_level is not None:
+        lines.append(f"risk:       {request.risk_level.value}")
+    if request.confidence is not None:
+        lines.append(f"confidence: {request.confidence:.2f}")
+    if request.reason:
+        lines.append(f"reason:     {cut(request.reason)}")
+    message = request.message or request.description
     if message:
-        lines.append(f"message:    {cut(str(message))}")
-    options = _options(payload)
+        lines.append(f"message:    {cut(message)}")
+    options = request.options
     if options:
         lines.append(
             "options:    " + "   ".join(f"{i}) {cut(o.label)}" for i, o in enumerate(options, 1))
@@ -254,14 +243,14 @@ class ConsoleNotifier:
                 self._prompting = None
 
     async def _ask_until_recorded(self, record: RequestRecord) -> None:
-        payload = record.payload if isinstance(record.payload, dict) else {}
-        tool = payload.get("name")
+        request = record.shown
+        tool = request.name
         self._write(
-            f"--- decide request {record.id}" + (f" ({cut(str(tool), 200)})" if tool else "")
+            f"--- decide request {record.id}" + (f" ({cut(tool, 200)})" if tool else "")
         )
         for _ in range(self.max_attempts):
             try:
-                decision = await self._read_decision(record, payload)
+                decision = await self._read_decision(record, request)
             except (EOFError, OSError):
                 self._write(f"no terminal input; {self._hint(record.id)}. It stays pending.")
                 return
@@ -287,10 +276,10 @@ class ConsoleNotifier:
         )
 
     async def _read_decision(
-        self, record: RequestRecord, payload: dict[str, Any]
+        self, record: RequestRecord, request: ApprovalRequest
     ) -> dict[str, Any]:
         kind = record.kind
-        options = _options(payload)
+        options = request.options
         if kind is RequestKind.CHOICE and options:
             return await self._read_choice(options)
         if kind is RequestKind.CHOICE or kind in _TEXT_KINDS:
@@ -298,7 +287,7 @@ class ConsoleNotifier:
             if not text.strip():
                 raise _BadAnswer("an empty answer does not count; type your answer")
             return {"type": "respond", "message": text}
-        return await self._read_approval(record, payload)
+        return await self._read_approval(record, request)
 
     async def _read_choice(self, options: list[Option]) -> dict[str, Any]:
         answer = (await self._read(f"choose 1-{len(options)}: ")).strip()
@@ -314,10 +303,10 @@ class ConsoleNotifier:
         return {"type": "respond", "message": chosen.label}
 
     async def _read_approval(
-        self, record: RequestRecord, payload: dict[str, Any]
+        self, record: RequestRecord, request: ApprovalRequest
     ) -> dict[str, Any]:
-        tool = payload.get("name")
-        allowed = [d for d in payload.get("allowed_decisions") or _LABELS if d in _LABELS]
+        tool = request.name
+        allowed = [d for d in request.allowed_decisions or _LABELS if d in _LABELS]
         if record.kind is not RequestKind.TOOL_APPROVAL or not tool:
             allowed = [d for d in allowed if d != "edit"]  # edit needs a tool to re-call
         if not allowed:

@@ -48,18 +48,18 @@ def _iso(value: datetime | None) -> str | None:
 def request_fields(record: RequestRecord) -> dict[str, Any]:
     """The structured fields every log line about ``record`` carries.
 
-    Read defensively from the payload: a notifier must report a malformed request,
+    Read from :attr:`RequestRecord.shown`: a notifier must report a malformed request,
     never crash on one.
     """
-    payload = record.payload if isinstance(record.payload, dict) else {}
-    risk = payload.get("risk_level")
+    request = record.shown
+    risk = request.risk_level
     return {
         "request_id": record.id,
         "kind": str(record.kind),
-        "tool": payload.get("name"),
+        "tool": request.name,
         "session_id": record.session_id,
         "thread_id": record.thread_id,
-        "risk": str(risk) if risk is not None else None,
+        "risk": risk.value if risk is not None else None,
         "expires_at": _iso(record.expires_at),
         "status": str(record.status),
     }
@@ -92,8 +92,8 @@ class LogNotifier:
         """Log a pending request. Returns None: a log line has no message to edit later."""
         fields = request_fields(request)
         fields["event"] = "approval.requested"
-        payload = request.payload if isinstance(request.payload, dict) else {}
-        text = payload.get("message") or payload.get("description") or ""
+        shown = request.shown
+        text = shown.message or shown.description
         parts = [f"id={one_line(request.id)}", f"kind={fields['kind']}"]
         if fields["tool"]:
             parts.append(f"tool={one_line(fields['tool'])}")

@@ -30,7 +30,7 @@ from typing import Any
 
 from loopgate_lc.errors import LoopgateError
 from loopgate_lc.notifiers.console import ConsoleNotifier, Responder, cut, describe_outcome
-from loopgate_lc.schema import Option, RequestKind
+from loopgate_lc.schema import RequestKind
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["NotebookNotifier", "RequestPanel"]
@@ -58,16 +58,6 @@ def widgets_available() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _options(payload: dict[str, Any]) -> list[Option]:
-    parsed = []
-    for raw in payload.get("options") or []:
-        try:
-            parsed.append(Option.parse(raw))
-        except (TypeError, ValueError):
-            continue
-    return parsed
-
-
 def _row(name: str, value: str) -> str:
     return f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(name)}</th>" \
            f"<td>{html.escape(value)}</td></tr>"
@@ -75,27 +65,26 @@ def _row(name: str, value: str) -> str:
 
 def render_html(record: RequestRecord) -> str:
     """The panel's header: every piece of agent or user text escaped, long values cut."""
-    payload = record.payload
+    request = record.shown
     rows = [_row("request", record.id), _row("kind", record.kind.value)]
-    if payload.get("name"):
-        rows.append(_row("tool", cut(str(payload["name"]))))
-    if payload.get("risk_level") is not None:
-        rows.append(_row("risk", str(payload["risk_level"])))
-    confidence = payload.get("confidence")
-    if isinstance(confidence, int | float) and not isinstance(confidence, bool):
-        rows.append(_row("confidence", f"{confidence:.2f}"))
-    if payload.get("policy"):
-        rows.append(_row("policy", cut(str(payload["policy"]))))
-    if payload.get("reason"):
-        rows.append(_row("reason", cut(str(payload["reason"]))))
+    if request.name:
+        rows.append(_row("tool", cut(request.name)))
+    if request.risk_level is not None:
+        rows.append(_row("risk", request.risk_level.value))
+    if request.confidence is not None:
+        rows.append(_row("confidence", f"{request.confidence:.2f}"))
+    if request.policy:
+        rows.append(_row("policy", cut(request.policy)))
+    if request.reason:
+        rows.append(_row("reason", cut(request.reason)))
     if record.expires_at is not None:
         rows.append(_row("deadline", record.expires_at.astimezone(UTC).strftime(
             "%Y-%m-%d %H:%M:%S UTC")))
-    text = payload.get("message") or payload.get("description") or ""
-    parts = [f"<b>{html.escape(cut(str(text)))}</b>" if text else "",
+    text = request.message or request.description
+    parts = [f"<b>{html.escape(cut(text))}</b>" if text else "",
              f"<table>{''.join(rows)}</table>"]
-    if payload.get("args") is not None:
-        args = json.dumps(payload["args"], indent=2, ensure_ascii=False, default=str)
+    if request.args is not None:
+        args = json.dumps(request.args, indent=2, ensure_ascii=False, default=str)
         parts.append(f"<pre>{html.escape(cut(args))}</pre>")
     return "".join(parts)
 
@@ -110,8 +99,8 @@ class RequestPanel:
 
         self.record = record
         self._decide = decide
-        payload = record.payload
-        allowed = set(payload.get("allowed_decisions") or ("approve", "reject", "respond"))
+        request = record.shown
+        allowed = set(request.allowed_decisions or ("approve", "reject", "respond"))
         self.header = w.HTML(render_html(record))
         self.error = w.HTML("")
         self.outcome = w.HTML("")
@@ -119,21 +108,21 @@ class RequestPanel:
         self.approve = w.Button(description="Approve", button_style="success")
         self.reject = w.Button(description="Reject", button_style="danger")
         self.edit_args = w.Textarea(
-            value=json.dumps(payload.get("args") or {}, indent=2, ensure_ascii=False,
+            value=json.dumps(request.args or {}, indent=2, ensure_ascii=False,
                              default=str),
             layout=w.Layout(width="100%", height="8em"))
         self.edit = w.Button(description="Run edited")
         self.answer = w.Text(placeholder="your answer")
         self.respond = w.Button(description="Respond")
         self.choices = [w.Button(description=o.label[:60], tooltip=o.label)
-                        for o in _options(payload)]
+                        for o in request.options]
         self.approve.on_click(lambda _b: self._send({"type": "approve"}))
         self.reject.on_click(lambda _b: self._send(
             {"type": "reject", **({"message": self.reason.value} if self.reason.value else {})}))
         self.edit.on_click(lambda _b: self._send_edit())
         self.respond.on_click(lambda _b: self._send(
             {"type": "respond", "message": self.answer.value}))
-        for button, option in zip(self.choices, _options(payload), strict=True):
+        for button, option in zip(self.choices, request.options, strict=True):
             button.on_click(lambda _b, label=option.label: self._send(
                 {"type": "respond", "message": label}))
         rows: list[Any] = [self.header]
@@ -145,7 +134,7 @@ class RequestPanel:
             buttons = [b for b, kind in ((self.approve, "approve"), (self.reject, "reject"))
                        if kind in allowed]
             rows.append(w.HBox([*buttons, self.reason] if "reject" in allowed else buttons))
-            if "edit" in allowed and payload.get("args") is not None:
+            if "edit" in allowed and request.args is not None:
                 rows.append(w.VBox([self.edit_args, self.edit]))
             if "respond" in allowed:
                 rows.append(w.HBox([self.answer, self.respond]))
@@ -162,7 +151,7 @@ class RequestPanel:
             self.show_error(f"not valid JSON: {exc}")
             return
         self._send({"type": "edit", "edited_action": {
-            "name": self.record.payload.get("name"), "args": args}})
+            "name": self.record.shown.name, "args": args}})
 
     def _send(self, decision: dict[str, Any]) -> None:
         self.error.value = ""

@@ -388,7 +388,7 @@ class TelegramNotifier:
         chat_id = await self._chat_for(request)
         text = render_request(request)
         markup: InlineKeyboardMarkup | ForceReply | None = await self._buttons(request)
-        if markup is None and (request.kind in INPUT_KINDS or request.payload.get("foreign")):
+        if markup is None and (request.kind in INPUT_KINDS or request.shown.is_foreign):
             markup = ForceReply(input_field_placeholder="Your answer")
         message = await self._send(chat_id, text, markup, what=f"request {request.id}")
         if isinstance(markup, ForceReply):
@@ -739,7 +739,7 @@ class TelegramNotifier:
         await self._gw().put_callback(
             _reply_key(prompt.chat_id, prompt.message_id),
             request_id,
-            {"op": "reply", "purpose": purpose, "tool": record.payload.get("name")},
+            {"op": "reply", "purpose": purpose, "tool": record.shown.name},
         )
         await self._answer(query, "Reply to the message below.")
 
@@ -891,8 +891,8 @@ class TelegramNotifier:
             return
         lines = [f"⏳ <b>{len(records)} pending</b>"]
         for record in records[:30]:
-            payload = record.payload if isinstance(record.payload, dict) else {}
-            what = payload.get("name") or payload.get("message") or payload.get("description")
+            shown = record.shown
+            what = shown.name or shown.message or shown.description
             line = f"• <code>{escape_clip(record.id, 64)}</code> {escape(record.kind.value)}"
             if what:
                 line += f": {escape_clip(what, 80)}"

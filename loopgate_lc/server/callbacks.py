@@ -134,17 +134,17 @@ class CallbackNotifier:
 
     def accepts(self, request: RequestRecord) -> bool:
         """Only requests that asked for a callback concern this channel."""
-        return bool(request.payload.get("callback_url"))
+        return request.shown.callback_url is not None
 
     async def notify(self, request: RequestRecord) -> dict[str, Any] | None:
         """Nothing to show while pending; the returned reference marks the request as
         this channel's, so whichever process decides it queues the callback."""
-        url = request.payload.get("callback_url")
+        url = request.shown.callback_url
         return {"url": url} if url else None
 
     async def on_resolved(self, request: RequestRecord) -> None:
         """POST the poll result; raises ``DeliveryError`` so the outbox retries."""
-        url = request.payload.get("callback_url")
+        url = request.shown.callback_url
         if not url:
             return
         try:

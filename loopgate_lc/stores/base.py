@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from loopgate_lc.schema import ApprovalRequest, RequestKind, Status, utcnow
 from loopgate_lc.stores._values import check_limit, coerce_status, final_status, utc, utc_or_none
@@ -158,6 +158,29 @@ class RequestRecord(BaseModel):
         if other.payload == self.payload:
             self._parsed = (self.payload, other.request)
         return self
+
+    @property
+    def shown(self) -> ApprovalRequest:
+        """:attr:`request` for showing to people, which never raises.
+
+        A channel must report a malformed request, never crash on one (a row edited by
+        hand, a third-party store): a payload that does not parse still shows what of it
+        does, under the record's own id and kind.
+        """
+        try:
+            return self.request
+        except ValidationError:
+            pass
+        data = {**self.payload, "type": self.kind, "request_id": self.id}
+        for _ in range(len(data)):
+            try:
+                return ApprovalRequest.model_validate(data)
+            except ValidationError as exc:  # drop the fields that do not parse, then retry
+                bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+                if not bad - {"type", "request_id"}:
+                    break
+                data = {k: v for k, v in data.items() if k not in bad - {"type", "request_id"}}
+        return ApprovalRequest(type=self.kind, request_id=self.id)
 
 
 class AuditEvent(BaseModel):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from loopgate_lc.decisions import response_schema
 from loopgate_lc.stores.base import RequestRecord
 
 __all__ = ["FOLD_AT", "JsonNode", "args_schema", "decided_words", "json_tree"]
@@ -50,9 +51,9 @@ def json_tree(value: Any, *, fold_at: int = FOLD_AT) -> JsonNode:
 def args_schema(record: RequestRecord) -> dict[str, Any] | None:
     """The JSON schema an edit's arguments must meet, read from the request's published
     ``response_schema`` (the same one the gateway validates against), if it has one."""
-    raw = record.payload.get("response_schema")
+    raw = response_schema(record.shown)
     try:
-        schema = json.loads(raw) if isinstance(raw, str) else raw
+        schema = json.loads(raw) if raw is not None else None
     except ValueError:
         return None
     if not isinstance(schema, dict):

@@ -515,26 +515,17 @@ def _safe_next(value: str | None) -> str:
     return "/inbox/"
 
 
-def _tool(record: RequestRecord) -> str:
-    name = record.payload.get("name")
-    return str(name) if name else ""
-
-
-def _risk(record: RequestRecord) -> str:
-    risk = record.payload.get("risk_level")
-    return str(risk) if risk else ""
-
-
 def _row(record: RequestRecord) -> dict[str, Any]:
-    payload = record.payload
-    text = str(payload.get("message") or payload.get("description") or "")
-    confidence = payload.get("confidence")
+    shown = record.shown
+    text = shown.message or shown.description
+    confidence = shown.confidence
     return {
-        "id": record.id, "kind": record.kind.value, "tool": _tool(record),
-        "risk": _risk(record), "session": record.session_id or "",
+        "id": record.id, "kind": record.kind.value, "tool": shown.name or "",
+        "risk": shown.risk_level.value if shown.risk_level else "",
+        "session": record.session_id or "",
         "text": text if len(text) <= 140 else text[:139] + "…",
-        "confidence": f"{confidence:.2f}" if isinstance(confidence, int | float) else "",
-        "policy": str(payload.get("policy") or ""), "reason": str(payload.get("reason") or ""),
+        "confidence": f"{confidence:.2f}" if confidence is not None else "",
+        "policy": shown.policy or "", "reason": shown.reason,
         "created": record.created_at, "expires": record.expires_at,
         "status": record.status.value, "decided_by": record.decided_by or "",
         "decided_at": record.decided_at, "channel": record.channel or "",
