@@ -186,9 +186,12 @@ class Loopgate:
         return await self._portal.acall(self._opened_then(op))
 
     async def _opened_then(self, op: Callable[[_Parts], Coroutine[Any, Any, T]]) -> T:
-        await self._open()
-        assert self._parts is not None
-        return await op(self._parts)
+        opened, parts = self._opened, self._parts
+        if opened is None or not opened.done() or parts is None:  # else open: go straight on
+            await self._open()
+            parts = self._parts
+        assert parts is not None
+        return await op(parts)
 
     @property
     def _p(self) -> _Parts:
