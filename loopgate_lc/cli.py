@@ -442,28 +442,45 @@ def _serve(args: argparse.Namespace) -> int:
         callback_allowlist=_env_list("LOOPGATE_CALLBACK_ALLOWLIST"),
         inbox_secret=os.environ.get("LOOPGATE_INBOX_SECRET") or None, **kwargs,
     )
-    # Opened here, before uvicorn: a refused token or an unusable store is one clear line
-    # (and a non-zero exit) instead of uvicorn's startup traceback. An unreachable
-    # Telegram is not fatal: the API serves and /health says "degraded".
-    try:
-        gateway.open()
-    except BaseException:
-        gateway.close()
-        raise
-    _say_store(store)
-    print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
-          f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
-          f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
-          f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link --as NAME)",
-          file=sys.stderr)
-    if telegram is None:
-        _warn_no_channel()
-    if bridge is not None:
-        for name, driver in bridge.drivers.items():
-            print(f"loopgate-lc: watching LangGraph Server {name} at {driver.deployment.url} "
-                  f"({'webhooks and ' if bridge.public_url else ''}polling every "
-                  f"{driver.deployment.poll_interval:g}s)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level)
+    config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level)
+
+    async def serve() -> None:
+        # Opened here, on the loop uvicorn then serves from: the gateway's home, so the
+        # handlers call it without crossing threads. Opened before uvicorn starts, so a
+        # refused token or an unusable store is one clear line (and a non-zero exit)
+        # instead of uvicorn's startup traceback. An unreachable Telegram is not fatal:
+        # the API serves and /health says "degraded".
+        try:
+            await gateway.aopen()
+        except BaseException:
+            await gateway.aclose()
+            raise
+        _say_store(store)
+        print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
+              f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
+              f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
+              f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link "
+              "--as NAME)", file=sys.stderr)
+        if telegram is None:
+            _warn_no_channel()
+        if bridge is not None:
+            for name, driver in bridge.drivers.items():
+                print(f"loopgate-lc: watching LangGraph Server {name} at "
+                      f"{driver.deployment.url} ({'webhooks and ' if bridge.public_url else ''}"
+                      f"polling every {driver.deployment.poll_interval:g}s)", file=sys.stderr)
+        try:
+            await uvicorn.Server(config).serve()
+        finally:  # the lifespan closes it too; not when uvicorn could not start
+            await gateway.aclose()
+
+    import asyncio
+    import contextlib
+
+    factory = getattr(config, "get_loop_factory", lambda: None)()
+    # uvicorn hands a Ctrl-C back once it has shut down; that is the way out, as in
+    # uvicorn.run
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve())
     return 0
 
 

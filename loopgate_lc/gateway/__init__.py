@@ -14,9 +14,10 @@ collaborators (none reaches back into the facade):
 - ``oneshot``: the deciding part alone, for a process that lives for one decision (the
   CLI), without the facade's timers, notifiers and loop thread.
 
-Everything stateful runs on the gateway's own event loop (see ``_portal``), so the same
-object works from scripts, notebooks and ASGI servers; every public coroutine has a
-blocking twin without the ``a`` prefix.
+Everything stateful runs on the gateway's home event loop (see ``_portal``): the loop of
+whoever opens it asynchronously (an ASGI server, a notebook, ``async with``), else a private
+loop thread, so the same object works from scripts, notebooks and ASGI servers; every
+public coroutine has a blocking twin without the ``a`` prefix.
 """
 
 from typing import TYPE_CHECKING
