@@ -4,9 +4,13 @@ Every subcommand works on the same store as the server (``--store``, ``LOOPGATE_
 default one SQLite file per user, see :mod:`loopgate_lc.locations`), and names it on
 stderr, so ``loopgate-lc approve`` in one terminal resumes what ``loopgate-lc serve``
 filed in another, whichever folder each runs in. Read-only commands (``pending``,
-``audit``) never create a database. Decisions go through ``Loopgate.respond``
+``audit``) never create a database. Decisions take the path of ``Loopgate.respond``
 (channel ``cli``) like every other channel's, so a request already decided elsewhere is
 reported with who decided it, and nothing is decided twice.
+
+A person types the store commands, so they start fast: they read the store directly and
+decide through the gateway's deciding part alone (:mod:`loopgate_lc.gateway.oneshot`),
+importing no gateway, notifier, LangGraph or HTTP module they do not use.
 
 Exit codes: 0 done, 1 the request could not be decided (unknown id, already decided,
 not allowed), 2 bad usage or configuration.
@@ -15,27 +19,31 @@ not allowed), 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from loopgate_lc.errors import (
     AlreadyDecided,
     ApproverNotAllowed,
     ConfigurationError,
+    DeadlinePassed,
     GrantNotFound,
     InvalidDecision,
     LoopgateError,
     RequestNotFound,
 )
-from loopgate_lc.gateway import Loopgate
-from loopgate_lc.quorum import tally_text
-from loopgate_lc.stores.base import RequestRecord
+
+if TYPE_CHECKING:
+    from loopgate_lc.gateway import Loopgate
+    from loopgate_lc.gateway.deciding import Deciding
+    from loopgate_lc.stores.base import RequestRecord, Store
 
 __all__ = ["build_parser", "main"]
 
@@ -81,6 +89,41 @@ def _missing(url: str) -> bool:
 
     file = sqlite_file(url)
     return file is not None and not file.exists()
+
+
+T = TypeVar("T")
+
+
+def _on_store(url: str, op: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``op`` on the store ``url`` names, set up (migrations applied) and closed
+    after. A command that reads builds no gateway: no timers, notifiers or event-loop
+    thread, which would cost it most of its start-up and do nothing before it exits."""
+    from loopgate_lc.stores import open_store
+
+    async def run() -> T:
+        store = open_store(url)
+        try:
+            await store.setup()
+            return await op(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _deciding(url: str, op: Callable[[Deciding, Store], Awaitable[T]]) -> T:
+    """Run ``op`` with the gateway's deciding part over the store ``url`` names (see
+    :mod:`loopgate_lc.gateway.oneshot`): a decision here is checked, audited and committed
+    exactly as a ``Loopgate`` over that store would."""
+    from loopgate_lc.gateway.oneshot import deciding
+    from loopgate_lc.stores import open_store
+
+    async def run() -> T:
+        store = open_store(url)
+        async with deciding(store) as desk:
+            return await op(desk, store)
+
+    return asyncio.run(run())
 
 
 def _default_timeout(value: float | None) -> float:
@@ -369,6 +412,8 @@ def _serve(args: argparse.Namespace) -> int:
                   "'loopgate-lc[server,mcp]' (or serve without it: loopgate-lc serve --no-mcp)",
                   file=sys.stderr)
             return 2
+    from loopgate_lc.gateway import Loopgate
+
     host = args.host or os.environ.get("LOOPGATE_HOST") or DEFAULT_HOST
     port = _port(args.port)
     telegram = _telegram_from_env()
@@ -397,28 +442,45 @@ def _serve(args: argparse.Namespace) -> int:
         callback_allowlist=_env_list("LOOPGATE_CALLBACK_ALLOWLIST"),
         inbox_secret=os.environ.get("LOOPGATE_INBOX_SECRET") or None, **kwargs,
     )
-    # Opened here, before uvicorn: a refused token or an unusable store is one clear line
-    # (and a non-zero exit) instead of uvicorn's startup traceback. An unreachable
-    # Telegram is not fatal: the API serves and /health says "degraded".
-    try:
-        gateway.open()
-    except BaseException:
-        gateway.close()
-        raise
-    _say_store(store)
-    print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
-          f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
-          f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
-          f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link --as NAME)",
-          file=sys.stderr)
-    if telegram is None:
-        _warn_no_channel()
-    if bridge is not None:
-        for name, driver in bridge.drivers.items():
-            print(f"loopgate-lc: watching LangGraph Server {name} at {driver.deployment.url} "
-                  f"({'webhooks and ' if bridge.public_url else ''}polling every "
-                  f"{driver.deployment.poll_interval:g}s)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level)
+    config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level)
+
+    async def serve() -> None:
+        # Opened here, on the loop uvicorn then serves from: the gateway's home, so the
+        # handlers call it without crossing threads. Opened before uvicorn starts, so a
+        # refused token or an unusable store is one clear line (and a non-zero exit)
+        # instead of uvicorn's startup traceback. An unreachable Telegram is not fatal:
+        # the API serves and /health says "degraded".
+        try:
+            await gateway.aopen()
+        except BaseException:
+            await gateway.aclose()
+            raise
+        _say_store(store)
+        print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
+              f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
+              f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
+              f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link "
+              "--as NAME)", file=sys.stderr)
+        if telegram is None:
+            _warn_no_channel()
+        if bridge is not None:
+            for name, driver in bridge.drivers.items():
+                print(f"loopgate-lc: watching LangGraph Server {name} at "
+                      f"{driver.deployment.url} ({'webhooks and ' if bridge.public_url else ''}"
+                      f"polling every {driver.deployment.poll_interval:g}s)", file=sys.stderr)
+        try:
+            await uvicorn.Server(config).serve()
+        finally:  # the lifespan closes it too; not when uvicorn could not start
+            await gateway.aclose()
+
+    import asyncio
+    import contextlib
+
+    factory = getattr(config, "get_loop_factory", lambda: None)()
+    # uvicorn hands a Ctrl-C back once it has shut down; that is the way out, as in
+    # uvicorn.run
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve())
     return 0
 
 
@@ -452,6 +514,8 @@ def _mcp(args: argparse.Namespace) -> int:
         print(f"error: MCP needs the mcp extra: pip install 'loopgate-lc[mcp]' ({exc})",
               file=sys.stderr)
         return 2
+    from loopgate_lc.gateway import Loopgate
+
     store = _store(args)
     _say_store(store)
     telegram = _telegram_from_env()
@@ -497,10 +561,14 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
     records: list[RequestRecord] = []
     dead = 0
     if not _missing(store):
-        with Loopgate(store) as gateway:
-            records = gateway.pending(session_id=args.session, limit=args.limit + 1,
-                                      after=args.after)
-            dead = len(gateway.dead_deliveries(limit=1))
+        from loopgate_lc.schema import Status
+
+        async def read(s: Store) -> tuple[list[RequestRecord], int]:
+            found = await s.list_requests(status=Status.PENDING, session_id=args.session,
+                                          limit=args.limit + 1, after=args.after)
+            return found, len(await s.list_outbox(dead=True, limit=1))
+
+        records, dead = _on_store(store, read)
     more = len(records) > args.limit
     records = records[:args.limit]
     if more:
@@ -521,6 +589,8 @@ def _pending(args: argparse.Namespace, out: TextIO) -> int:
     if not records:
         print("no pending requests", file=out)
         return 0
+    from loopgate_lc.quorum import tally_text
+
     for record in records:
         request = record.request
         options = ""
@@ -541,8 +611,8 @@ def _deliveries(args: argparse.Namespace, out: TextIO) -> int:
     _say_store(store)
     items: list[Any] = []
     if not _missing(store):
-        with Loopgate(store) as gateway:
-            items = gateway.dead_deliveries(limit=args.limit + 1, after=args.after)
+        items = _on_store(store, lambda s: s.list_outbox(dead=True, limit=args.limit + 1,
+                                                        after=args.after))
     if len(items) > args.limit:
         items = items[:args.limit]
         _more(args, store, *(["--json"] if args.json else []), "--limit", str(args.limit),
@@ -608,20 +678,30 @@ def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:
     _say_store(args.store_url)
     if _missing(args.store_url):
         raise RequestNotFound(args.request_id)
-    with Loopgate(args.store_url) as gateway:
-        record = gateway.get(args.request_id)
+
+    async def decide(desk: Deciding, store: Store) -> RequestRecord:
+        from loopgate_lc.schema import utcnow
+
+        record = await store.get_request(args.request_id)
+        if record.pending and record.expires_at is not None and record.expires_at <= utcnow():
+            # fail closed: the serving process's timeout policy decides an overdue request
+            raise DeadlinePassed(record.id, record.expires_at)
         decision = _decision(args, record, approve=approve)
-        try:
-            # --as names the approver: where the session or policy names approvers, the
-            # CLI decides only as one of them (and refusals are audited).
-            decided = gateway.respond(record.id, decision, actor=_actor(args), channel="cli",
-                                      approver_id=args.actor)
-        except ApproverNotAllowed as exc:
-            hint = "" if args.actor else (
-                "; this request names its approvers: decide as one of them with --as NAME")
-            print(f"error: {exc}{hint}", file=sys.stderr)
-            return 1
+        # --as names the approver: where the session or policy names approvers, the CLI
+        # decides only as one of them (and refusals are audited).
+        return await desk.respond(record.id, decision, actor=_actor(args), channel="cli",
+                                  approver_id=args.actor)
+
+    try:
+        decided = _deciding(args.store_url, decide)
+    except ApproverNotAllowed as exc:
+        hint = "" if args.actor else (
+            "; this request names its approvers: decide as one of them with --as NAME")
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 1
     if decided.pending:  # the answer was a vote, and the request needs more
+        from loopgate_lc.quorum import tally_text
+
         print(f"request {decided.id}: vote counted, still pending ({tally_text(decided)})",
               file=out)
         return 0
@@ -640,11 +720,10 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
     _say_store(store)
     events: list[Any] = []
     if not _missing(store):
-        with Loopgate(store) as gateway:
-            # the newest N (and one more, to know older ones exist), oldest first
-            events = gateway.audit(request_id=args.request, session_id=args.session,
-                                   limit=args.limit + 1, before=args.before, newest=True,
-                                   event=args.event)
+        # the newest N (and one more, to know older ones exist), oldest first
+        events = _on_store(store, lambda s: s.list_audit(
+            request_id=args.request, session_id=args.session, limit=args.limit + 1,
+            before=args.before, newest=True, event=args.event))
     if len(events) > args.limit:
         events = events[-args.limit:]
         _more(args, store, *(["--request", args.request] if args.request else []),
@@ -673,8 +752,12 @@ def _grants(args: argparse.Namespace, out: TextIO) -> int:
     _say_store(store)
     found: list[Any] = []
     if not _missing(store):
-        with Loopgate(store) as gateway:
-            found = gateway.grants(tool=args.tool, session_id=args.session, live=not args.all)
+        from loopgate_lc.schema import utcnow
+
+        live_at = None if args.all else utcnow()  # live ones: neither revoked nor expired
+        found = _on_store(store, lambda s: s.list_grants(tool=args.tool,
+                                                         session_id=args.session,
+                                                         live_at=live_at))
     if args.json:
         for grant in found:
             out.write(grant.model_dump_json() + "\n")
@@ -699,8 +782,8 @@ def _revoke_grant(args: argparse.Namespace, out: TextIO) -> int:
     _say_store(store)
     if _missing(store):
         raise GrantNotFound(args.grant_id)
-    with Loopgate(store) as gateway:
-        grant = gateway.revoke_grant(args.grant_id, actor=_actor(args), channel="cli")
+    grant = _deciding(store, lambda desk, _: desk.grants.revoke(
+        args.grant_id, actor=_actor(args), channel="cli"))
     when = grant.revoked_at.isoformat(timespec="seconds") if grant.revoked_at else "-"
     print(f"grant {grant.id} ({grant.tool}): revoked by {grant.revoked_by} at {when}", file=out)
     return 0
@@ -747,8 +830,7 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     _say_store(store)
     events: list[Any] = []
     if not _missing(store):
-        with Loopgate(store) as gateway:
-            events = gateway.audit()
+        events = _on_store(store, lambda s: s.list_audit())
     result = simulate(events, policies)
     if args.json:
         json.dump({

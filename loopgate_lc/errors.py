@@ -13,6 +13,7 @@ __all__ = [
     "AlreadyDecided",
     "ApproverNotAllowed",
     "ConfigurationError",
+    "DeadlinePassed",
     "DecisionNotAllowed",
     "DuplicateVote",
     "GrantNotFound",
@@ -125,6 +126,26 @@ class AlreadyDecided(LoopgateError):
         when = f" at {decided_at.isoformat(timespec='seconds')}" if decided_at else ""
         via = f" via {channel}" if channel else ""
         super().__init__(f"request {request_id!r} was already {status}{who}{via}{when}")
+
+
+class DeadlinePassed(LoopgateError):
+    """A request is still pending past its deadline, and this process does not time it out.
+
+    The process that serves the request owns its timeout (``on_timeout``, escalation); a
+    one-off decision made after the deadline would overrule that, so it is refused.
+
+    Attributes:
+        request_id: The overdue request.
+        expires_at: Its deadline.
+    """
+
+    def __init__(self, request_id: str, expires_at: datetime) -> None:
+        self.request_id = request_id
+        self.expires_at = expires_at
+        super().__init__(
+            f"request {request_id!r} passed its deadline at "
+            f"{expires_at.isoformat(timespec='seconds')}; the process that serves it times "
+            "it out (its on_timeout decides), so it is not decided here")
 
 
 class InvalidDecision(LoopgateError, ValueError):

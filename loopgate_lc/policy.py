@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -508,6 +507,8 @@ class PolicySet:
             raw = file.read_bytes()
         except OSError as exc:
             raise InvalidPolicy(f"{file}: cannot read policy file: {exc.strerror}") from exc
+        import tomllib  # here: its regular expressions cost every importer, files are rare
+
         try:
             if file.suffix.lower() == ".toml":
                 data: Any = tomllib.loads(raw.decode("utf-8"))

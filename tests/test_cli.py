@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from loopgate_lc.cli import main
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.schema import utcnow
 from loopgate_lc.stores import OutboxItem, open_store
 from loopgate_lc.testing.langgraph_dev import free_port
 
@@ -59,6 +61,32 @@ def test_approve_then_approve_again_exits_1_with_who_decided(
     assert second.returncode == 1
     assert "was already approved by cli:ann via cli" in second.stderr
     assert gateway.get(record.id).status.value == "approved"
+
+
+def test_an_overdue_request_is_left_to_the_process_that_times_it_out(
+        store: str, tmp_path: Path) -> None:
+    # filed two hours ago with a one-hour deadline; nothing has timed it out yet
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    with Loopgate(store, timers=False, clock=lambda: two_hours_ago) as filer:
+        record = filer.submit("Deploy v2.1.0?", timeout=3600)
+    answer = run("approve", record.id, "--store", store, cwd=tmp_path)
+    assert answer.returncode == 1
+    assert f"request '{record.id}' passed its deadline at" in answer.stderr
+    assert "on_timeout" in answer.stderr
+
+    async def read() -> tuple[str, list[str]]:
+        opened = open_store(store)
+        await opened.setup()
+        try:
+            kept = await opened.get_request(record.id)
+            events = await opened.list_audit(request_id=record.id)
+        finally:
+            await opened.close()
+        return kept.status.value, [e.event for e in events]
+
+    status, events = asyncio.run(read())
+    assert status == "pending"  # nothing decided, nothing audited as decided
+    assert not [e for e in events if e.startswith("decided")]
 
 
 def test_unknown_id_exits_1_and_store_from_the_environment(

@@ -2,7 +2,9 @@
 
 Start-up time itself is measured in ``bench/cli_startup.py``; this checks the cause: a
 command that reads a table must not pull in LangGraph, LangChain, Telegram, httpx or
-jsonschema (together about a second of imports before the first row is read).
+jsonschema (together about a second of imports before the first row is read), nor the
+gateway's facade and the parts only a running gateway uses (timers, filing, resuming,
+graph drivers, its event-loop thread), nor notifiers, nor what another command needs.
 """
 
 from __future__ import annotations
@@ -19,24 +21,64 @@ from loopgate_lc.gateway import Loopgate
 HEAVY = ("langgraph", "langchain_core", "langchain", "telegram", "httpx", "jsonschema",
          "starlette", "uvicorn", "mcp", "psycopg")
 
-PROBE = f"""
+# what a running gateway needs and a command that lives for one read or one decision does
+# not: the facade and its other parts, every notifier, and the other commands' modules
+NOT_FOR_ANY = (
+    "loopgate_lc._portal",
+    "loopgate_lc.gateway.asking",
+    "loopgate_lc.gateway.desk",
+    "loopgate_lc.gateway.drivers",
+    "loopgate_lc.gateway.facade",
+    "loopgate_lc.gateway.filing",
+    "loopgate_lc.gateway.resuming",
+    "loopgate_lc.gateway.running",
+    "loopgate_lc.gateway.timers",
+    "loopgate_lc.notifiers.console",
+    "loopgate_lc.notifiers.log",
+    "loopgate_lc.notifiers.telegram",
+    "loopgate_lc.notifiers.webhook",
+    "loopgate_lc.server.app",
+    "loopgate_lc.signing",
+    "loopgate_lc.simulate",
+    "loopgate_lc.stores.memory",
+    "loopgate_lc.stores.postgres",
+    "tomllib",
+)
+# what only deciding needs: reading builds no deciding part and validates no decision
+NOT_FOR_READING = (
+    "loopgate_lc.decisions",
+    "loopgate_lc.gateway.deciding",
+    "loopgate_lc.gateway.outbox",
+    "loopgate_lc.gateway.validation",
+    "loopgate_lc.grants",
+    "loopgate_lc.hooks",
+    "loopgate_lc.notifiers",
+)
+
+PROBE = """
 import json, sys
+exec(sys.argv[1])
 from loopgate_lc.cli import main
-code = main(sys.argv[1:])
-heavy = sorted({{name.split(".")[0] for name in sys.modules}} & {set(HEAVY)!r})
-print("IMPORTED " + json.dumps(heavy), file=sys.stderr)
+code = main(sys.argv[2:])
+print("IMPORTED " + json.dumps(sorted(sys.modules)), file=sys.stderr)
 sys.exit(code)
 """
 
 
-def imported_by(*args: str, cwd: Path) -> list[str]:
-    """Run ``loopgate-lc ARGS`` in a new interpreter; the heavy packages it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True,
+def imported_by(*args: str, cwd: Path, first: str = "") -> set[str]:
+    """Run ``loopgate-lc ARGS`` in a new interpreter (after running ``first``); every
+    module it imported."""
+    done = subprocess.run([sys.executable, "-c", PROBE, first, *args], capture_output=True,
                           text=True, timeout=60, cwd=cwd, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     line = [x for x in done.stderr.splitlines() if x.startswith("IMPORTED ")][-1]
     found: list[str] = json.loads(line.removeprefix("IMPORTED "))
-    return found
+    return set(found)
+
+
+def heavy_in(modules: set[str]) -> list[str]:
+    """The heavy third-party packages among ``modules``."""
+    return sorted({name.split(".")[0] for name in modules} & set(HEAVY))
 
 
 @pytest.fixture
@@ -50,19 +92,41 @@ def store(tmp_path: Path) -> tuple[str, list[str]]:
     return url, ids
 
 
-@pytest.mark.parametrize("command", [
-    ["pending"],
-    ["pending", "--json"],
-    ["audit", "--limit", "5"],
-    ["audit", "--json"],
-    ["approve", "{first}", "--as", "ana"],
-    ["reject", "{second}", "--reason", "not today", "--as", "ana"],
+@pytest.mark.parametrize(("command", "reads"), [
+    (["pending"], True),
+    (["pending", "--json"], True),
+    (["audit", "--limit", "5"], True),
+    (["audit", "--json"], True),
+    (["approve", "{first}", "--as", "ana"], False),
+    (["reject", "{second}", "--reason", "not today", "--as", "ana"], False),
 ])
-def test_store_commands_import_nothing_heavy(command: list[str], store: tuple[str, list[str]],
-                                             tmp_path: Path) -> None:
+def test_store_commands_import_nothing_they_do_not_use(
+        command: list[str], reads: bool, store: tuple[str, list[str]], tmp_path: Path) -> None:
     url, (first, second) = store
     args = [a.format(first=first, second=second) for a in command]
-    assert imported_by(*args, "--store", url, cwd=tmp_path) == []
+    modules = imported_by(*args, "--store", url, cwd=tmp_path)
+    assert "loopgate_lc.stores.sqlite" in modules  # it did read the store
+    assert heavy_in(modules) == []
+    unused = set(NOT_FOR_ANY + (NOT_FOR_READING if reads else ()))
+    if command[:2] == ["pending", "--json"]:
+        # prints the HTTP API's poll result, whose shape (the decision's meaning) is
+        # the decisions module's
+        unused.discard("loopgate_lc.decisions")
+    assert sorted(modules & unused) == []
+    if not reads:  # and it decided through the one deciding path
+        assert "loopgate_lc.gateway.deciding" in modules
+
+
+def test_the_probe_sees_an_import_a_command_should_not_make(
+        store: tuple[str, list[str]], tmp_path: Path) -> None:
+    """The checks above can fail: the gateway's facade, imported where a command used to
+    build one, is seen with everything it brings."""
+    url, _ = store
+    modules = imported_by("pending", "--store", url, cwd=tmp_path,
+                          first="from loopgate_lc import Loopgate")
+    assert {"loopgate_lc.gateway.facade", "loopgate_lc.gateway.timers",
+            "loopgate_lc.gateway.resuming", "loopgate_lc._portal"} <= modules
+    assert sorted(modules & set(NOT_FOR_ANY)) != []
 
 
 def test_the_lazy_public_names_still_resolve() -> None:
@@ -75,6 +139,9 @@ def test_the_lazy_public_names_still_resolve() -> None:
 
     assert isinstance(loopgate_lc.guard, types.FunctionType)
     assert loopgate_lc.GuardedTool is GuardedTool
+    import loopgate_lc.simulate  # the submodule named like the function it exports
+
+    assert isinstance(loopgate_lc.simulate, types.FunctionType)
     for name in loopgate_lc.__all__:
         assert getattr(loopgate_lc, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

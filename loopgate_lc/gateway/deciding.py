@@ -71,9 +71,16 @@ class Deciding:
         self._listeners.append(listener)
 
     async def respond(self, request_id: str, decision: Mapping[str, Any], actor: str | None,
-                      channel: str, approver_id: str | None) -> RequestRecord:
-        """A person's answer: checked, then decided (see the module's docstring)."""
-        record = await self._store.get_request(request_id)
+                      channel: str, approver_id: str | None,
+                      record: RequestRecord | None = None) -> RequestRecord:
+        """A person's answer: checked, then decided (see the module's docstring).
+
+        ``record`` is the request as the caller has just read it (a channel looks at it
+        before it answers), so it is not read twice; the compare-and-set still decides
+        against what is stored.
+        """
+        if record is None or record.id != request_id:
+            record = await self._store.get_request(request_id)
         if not record.pending:
             raise already_decided(record)
         await self.authorize(record, approver_id, actor, channel)
@@ -264,6 +271,7 @@ class Deciding:
                 if handing:
                     self._waiters.hand_over(record.id, None)
                 raise
+            decided = decided.sharing_request(record)  # a decision leaves the payload be
         else:
             decided, created = await self._store.create_request(
                 _decided(record, status, decision, actor, channel, now),

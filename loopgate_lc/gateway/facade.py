@@ -169,9 +169,10 @@ class Loopgate:
         self.max_delivery_age = max_delivery_age
         self.timers = timers
         self.resume_lease = resume_lease
-        self._portal = Portal()
+        self._portal = Portal(on_lost=self._lost)
         self._opened: asyncio.Future[None] | None = None
         self._parts: _Parts | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._drivers: dict[str, GraphDriver] = {}
         self._schemas = Schemas()  # compiled validators outlive a close and reopen
 
@@ -186,9 +187,12 @@ class Loopgate:
         return await self._portal.acall(self._opened_then(op))
 
     async def _opened_then(self, op: Callable[[_Parts], Coroutine[Any, Any, T]]) -> T:
-        await self._open()
-        assert self._parts is not None
-        return await op(self._parts)
+        opened, parts = self._opened, self._parts
+        if opened is None or not opened.done() or parts is None:  # else open: go straight on
+            await self._open()
+            parts = self._parts
+        assert parts is not None
+        return await op(parts)
 
     @property
     def _p(self) -> _Parts:
@@ -198,13 +202,38 @@ class Loopgate:
     # lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> Loopgate:
-        """Set up the store, start notifiers and the background timers. Idempotent."""
+        """Set up the store, start notifiers and the background timers. Idempotent.
+
+        Opened from sync code, the gateway runs on a private loop thread of its own;
+        opened with :meth:`aopen` (or ``async with``, or first used from a coroutine), it
+        lives on that caller's loop (see ``loopgate_lc._portal``).
+        """
         self._portal.call(self._open())
         return self
 
     async def aopen(self) -> Loopgate:
+        """Open on the running loop, which becomes the gateway's home: its async methods
+        called on that loop then run there directly, and sync callers on other threads
+        reach it through it."""
         await self._portal.acall(self._open())
         return self
+
+    @property
+    def is_open(self) -> bool:
+        """True between opening and closing (an ASGI app's lifespan closes a gateway it
+        opened on its own loop, since nothing can run there once the server stops)."""
+        return self._opened is not None and self._portal.running
+
+    def _lost(self) -> None:
+        """The home loop has ended. It closed the gateway on its way out when it shut
+        down like ``asyncio.run`` does (see ``_keep``); closed bluntly, it took what ran
+        on it along. Either way the next caller opens anew."""
+        if self._opened is not None:
+            log.warning("loopgate_lc: the gateway's event loop ended while it was open; "
+                        "opening it again (close it with 'async with' or aclose())")
+        self._opened = None
+        self._parts = None
+        self._keeper = None
 
     def close(self) -> None:
         """Stop timers and notifiers, close the store, stop the gateway's loop."""
@@ -275,6 +304,8 @@ class Loopgate:
                 spawn(parts.resuming.listen_loop())
                 for name in self._drivers:
                     spawn(parts.resuming.watch(name))
+                if not self._portal.private:  # a loop someone else runs, and ends
+                    self._keeper = asyncio.get_running_loop().create_task(self._keep())
                 self._opened.set_result(None)
             except BaseException as exc:
                 self._opened.set_exception(exc)
@@ -283,11 +314,25 @@ class Loopgate:
                 raise
         await asyncio.shield(self._opened)
 
+    async def _keep(self) -> None:
+        """Wait, on an adopted loop, for that loop to shut down with the gateway still
+        open (``asyncio.run`` returning before ``aclose``): it cancels every task, this
+        one too, and the gateway is then closed there while the loop still runs."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if self._parts is not None and not self._parts.tasks.closing:
+                await self._close()
+            raise
+
     async def _close(self) -> None:
         if self._opened is None:
             return
         parts = self._p
         parts.tasks.closing = True
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
         # deliveries under way finish, and what was delivered is recorded (see Outbox)
         await parts.outbox.close(timeout=5)
         await parts.tasks.cancel()
@@ -541,7 +586,8 @@ class Loopgate:
     # deciding ----------------------------------------------------------------------------
 
     def respond(self, request_id: str, decision: Mapping[str, Any], *, actor: str | None = None,
-                channel: str = "api", approver_id: str | None = None) -> RequestRecord:
+                channel: str = "api", approver_id: str | None = None,
+                record: RequestRecord | None = None) -> RequestRecord:
         """Decide a pending request: the ONLY way a request is decided.
 
         Args:
@@ -553,6 +599,9 @@ class Loopgate:
             channel: Through which channel.
             approver_id: The identity to check against the session's and policy's
                 approvers (channels with their own identity pass it).
+            record: The request as the caller has just read it (a channel that looks
+                at it before answering), so it is not read again; the decision is
+                still a compare-and-set against what is stored.
 
         Raises:
             RequestNotFound: Unknown id.
@@ -562,13 +611,14 @@ class Loopgate:
                 type outside ``allowed_decisions``).
         """
         return self._call(lambda p: p.deciding.respond(request_id, decision, actor, channel,
-                                                       approver_id))
+                                                       approver_id, record))
 
     async def arespond(self, request_id: str, decision: Mapping[str, Any], *,
                        actor: str | None = None, channel: str = "api",
-                       approver_id: str | None = None) -> RequestRecord:
+                       approver_id: str | None = None,
+                       record: RequestRecord | None = None) -> RequestRecord:
         return await self._acall(lambda p: p.deciding.respond(
-            request_id, decision, actor, channel, approver_id))
+            request_id, decision, actor, channel, approver_id, record))
 
     def respond_batch(self, thread_id: str, batch: Mapping[str, Any], *,
                       actor: str | None = None, channel: str = "api",

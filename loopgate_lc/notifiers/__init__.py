@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from loopgate_lc._lazy import lazy_exports
 from loopgate_lc.errors import ConfigurationError
 from loopgate_lc.notifiers.base import DeliveryError, LifecycleNotifier, Notifier
-from loopgate_lc.notifiers.console import ConsoleNotifier
-from loopgate_lc.notifiers.log import LogNotifier
 
 if TYPE_CHECKING:
+    from loopgate_lc.notifiers.console import ConsoleNotifier
+    from loopgate_lc.notifiers.log import LogNotifier
     from loopgate_lc.notifiers.webhook import WebhookNotifier
 
 __all__ = [
@@ -37,8 +37,13 @@ __all__ = [
 ENTRY_POINT_GROUP = "loopgate_lc.notifiers"
 
 
-# httpx is imported with the webhook notifier, when it is first used: not to read a store
-__getattr__ = lazy_exports(__name__, {"WebhookNotifier": "loopgate_lc.notifiers.webhook"})
+# Each notifier is imported when it is first used (httpx with the webhook one): deciding a
+# request from the terminal, which writes its deliveries to the outbox, sends none.
+__getattr__ = lazy_exports(__name__, {
+    "ConsoleNotifier": "loopgate_lc.notifiers.console",
+    "LogNotifier": "loopgate_lc.notifiers.log",
+    "WebhookNotifier": "loopgate_lc.notifiers.webhook",
+})
 
 
 def available_notifiers() -> list[str]:

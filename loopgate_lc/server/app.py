@@ -1,9 +1,10 @@
 """``create_app``: the ASGI app that serves the Loopgate API, MCP and the Telegram webhook.
 
 The app holds no state of its own: everything lives in the gateway and its store, so
-several app instances (or processes) on one Postgres store serve the same requests. The
-gateway runs its own event loop (see ``Loopgate``), which is why uvicorn's loop may call
-it freely.
+several app instances (or processes) on one Postgres store serve the same requests. A
+gateway the app's lifespan opens lives on the server's own event loop, so a handler's
+call into it runs right there, with no hop to another thread; one opened before (from
+sync code) keeps its private loop thread and is reached across it.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def create_app(
         max_wait: The cap on long polls (``/hitl/poll?wait=``), in seconds.
         mcp_progress_interval: Seconds between MCP progress notifications.
         close_gateway: Close the gateway when the app shuts down (the CLI does; callers
-            that own the gateway usually do not).
+            that own the gateway usually do not). A gateway the app's startup opened is
+            closed either way: it lives on the server's loop, which ends with it.
         inbox: Serve the web inbox at ``/inbox`` (see :mod:`loopgate_lc.server.inbox`).
         inbox_secret: Signs inbox session cookies; processes serving one inbox share it.
             Default: derived from ``webhook_secret``, else random for this process
@@ -232,6 +234,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Opened here, the gateway makes the server's loop its home: handlers call it
+        # without crossing threads. Nothing runs on that loop once the server stops, so
+        # a gateway opened here is closed here too.
+        opened_here = not loopgate.is_open
         await loopgate.aopen()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -239,7 +245,7 @@ def create_app(
                     await stack.enter_async_context(session_manager.run())
                 yield
         finally:
-            if close_gateway:
+            if close_gateway or opened_here:
                 await loopgate.aclose()
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -132,11 +132,19 @@ async def read_json(request: Request) -> Any:
         raise ApiError(422, "invalid_fields",
                        f"the request body nests more than {MAX_JSON_DEPTH} levels deep") \
             from exc
-    try:
-        check_json(data)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_fields", str(exc)) from exc
+    if not _plainly_safe(raw):
+        try:
+            check_json(data)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_fields", str(exc)) from exc
     return data
+
+
+def _plainly_safe(raw: bytes) -> bool:
+    """Whether ``raw`` cannot hold what :func:`check_json` refuses, seen from its bytes
+    (most bodies, so the walk is skipped): a lone surrogate can only come from a
+    ``\\u`` escape (UTF-8 cannot carry one), and nesting needs a bracket per level."""
+    return b"\\u" not in raw and raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH
 
 
 async def read_model(request: Request, model: type[_M]) -> _M:
@@ -386,7 +394,8 @@ class _Routes:
                                 body.grant)
         _check_grant_scope(key, record, decision)
         decided = await self.gw.arespond(
-            body.request_id, decision, actor=actor, channel="http", approver_id=approver_id)
+            body.request_id, decision, actor=actor, channel="http", approver_id=approver_id,
+            record=record)  # read once: the tenancy check above just read it
         return _ok(respond_result(decided))
 
     async def respond_batch(self, request: Request) -> Response:
@@ -447,7 +456,7 @@ class _Routes:
         actor = f"webhook:{body.actor.strip()}" if body.actor and body.actor.strip() \
             else "webhook"
         decided = await self.gw.arespond(request_id, decision, actor=actor, channel="webhook",
-                                         approver_id=body.approver_id)
+                                         approver_id=body.approver_id, record=record)
         return _ok(respond_result(decided))
 
 

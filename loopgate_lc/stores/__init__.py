@@ -22,10 +22,10 @@ from loopgate_lc.stores.base import (
     Store,
     Vote,
 )
-from loopgate_lc.stores.memory import MemoryStore
 from loopgate_lc.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
+    from loopgate_lc.stores.memory import MemoryStore
     from loopgate_lc.stores.postgres import PostgresStore
 
 __all__ = [
@@ -59,6 +59,10 @@ _ACCEPTED = (
 def __getattr__(name: str) -> Any:
     if name == "PostgresStore":
         return _postgres_store_class()
+    if name == "MemoryStore":  # imported on first use, like PostgresStore
+        from loopgate_lc.stores.memory import MemoryStore
+
+        return MemoryStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -93,6 +97,8 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     text = os.fspath(url).strip()
     lowered = text.lower()
     if lowered in ("memory://", "memory:", "memory"):
+        from loopgate_lc.stores.memory import MemoryStore
+
         return MemoryStore()
     if lowered.startswith("sqlite:"):
         return SQLiteStore.from_conn_string(text)

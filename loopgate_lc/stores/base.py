@@ -149,11 +149,21 @@ class RequestRecord(BaseModel):
         auditing and resuming one record parse it once. Read this instead of string
         keys of ``payload``; the payload stays the stored, wire form.
         """
-        parsed = self._parsed
+        # read from pydantic's private dict directly: ``self._parsed`` goes through
+        # ``BaseModel.__getattr__``, which costs more than the rest of this property
+        private = self.__pydantic_private__
+        parsed = None if private is None else private.get("_parsed")
         if parsed is None or parsed[0] is not self.payload:
             parsed = (self.payload, ApprovalRequest.model_validate(self.payload))
             self._parsed = parsed
         return parsed[1]
+
+    def sharing_request(self, other: RequestRecord) -> RequestRecord:
+        """This record, told ``other``'s parsed request when both hold the same payload
+        (a decision's record read back from the store), so it is not parsed again."""
+        if other.payload == self.payload:
+            self._parsed = (self.payload, other.request)
+        return self
 
     @property
     def shown(self) -> ApprovalRequest:

@@ -4,27 +4,38 @@ The file runs in WAL mode, so readers never wait for the writer. Every change ru
 ``BEGIN IMMEDIATE`` transaction: it takes the file's write lock up front, so a
 compare-and-set cannot interleave with another process's, and the loser of a
 :meth:`~SQLiteStore.resolve` race reads the winner inside the same transaction. Other
-processes are waited for with SQLite's ``busy_timeout``; threads of this process queue on
-a lock of their own first, which is cheaper than SQLite's sleep-and-retry.
+processes are waited for with SQLite's ``busy_timeout``; store objects of this process on
+one file queue on a lock of their own first, which is cheaper than SQLite's
+sleep-and-retry.
 
 The queries, schema and migrations are the shared SQL layer's (``stores/_sql.py``); this
-module only drives them: each operation runs to its end in one worker thread
-(``asyncio.to_thread``) over a small pool of connections, so the store works from any
-event loop and any thread.
+module only drives them, on one thread per store with one connection (the way
+``aiosqlite`` does), so the store works from any event loop and any thread, and no
+database work runs on an event loop. The thread takes whatever is queued when it looks:
+reads run one by one, and the writes are committed together (group commit), each in a
+``SAVEPOINT`` of its own. One write's failure rolls back its savepoint only; the others
+still commit, and each one's status, audit events and outbox entries stay together,
+committed all or not at all. Concurrent decisions then share one commit (one ``fsync``)
+and one wake-up of each waiting event loop, instead of a thread hop and a commit each,
+with threads queueing on the write lock while they wait for the interpreter lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import queue
 import sqlite3
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from loopgate_lc.errors import ConfigurationError, LoopgateError, StoreError
+from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.stores._common import json_text, utc
 from loopgate_lc.stores._sql import TABLES, Dialect, Op, Row, SQLStore, Stmt, drive
 
@@ -58,6 +69,63 @@ def _json(value: Any, what: str) -> str:
     return json_text(value, what=what)
 
 
+#: Jobs the store thread takes at once at most (a bound on one transaction's length).
+_MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Job:
+    """An operation queued for the store thread, and where its outcome goes."""
+
+    op: Op[Any]
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[Any]
+
+
+#: A job, whether it succeeded, and its result or error.
+_Outcome = tuple[_Job, bool, Any]
+
+
+def _take(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
+    """Wait for a job, then take every one queued behind it (up to ``_MAX_BATCH``);
+    and whether the stop mark (None) came."""
+    first = jobs.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < _MAX_BATCH:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            break
+        if job is None:
+            return batch, True
+        batch.append(job)
+    return batch, False
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Hand each job's outcome to its caller's loop: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        # a caller's loop that has closed has nobody waiting any more
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, settled)
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
+    for job, ok, value in outcomes:
+        if job.done.done():  # the caller stopped waiting (cancelled)
+            continue
+        if ok:
+            job.done.set_result(value)
+        else:
+            job.done.set_exception(value)
+
+
 DIALECT = Dialect(
     placeholder="?",
     types={"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "seq": "INTEGER NOT NULL",
@@ -83,7 +151,8 @@ class SQLiteStore(SQLStore):
             creates is prefixed ``loopgate_``.
         timeout: Seconds to wait for another process's write lock before giving up
             with :class:`~loopgate_lc.errors.StoreError`.
-        max_idle_connections: Connections kept open between calls.
+        max_idle_connections: Unused (the store keeps one connection, on its own
+            thread); accepted so existing calls keep working.
 
     Raises:
         ConfigurationError: ``path`` is empty or ``:memory:`` (each connection would see
@@ -109,10 +178,11 @@ class SQLiteStore(SQLStore):
         # Fixed now, so a later chdir() cannot point the store at another file.
         self._file = self.path.resolve()
         self.timeout = timeout
-        self._max_idle = max_idle_connections
-        self._idle: list[sqlite3.Connection] = []
-        self._idle_lock = threading.Lock()
+        del max_idle_connections
         self._write_lock = _write_lock_for(self._file)
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
         super().__init__({name: f"loopgate_{name}" for name in TABLES})
 
     @classmethod
@@ -141,7 +211,7 @@ class SQLiteStore(SQLStore):
                 self._file,
                 timeout=self.timeout,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # a pooled connection moves between threads
+                check_same_thread=False,  # opened by the store's thread, closed by it
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {str(self.path)!r}: {exc}") from exc
@@ -149,53 +219,104 @@ class SQLiteStore(SQLStore):
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         return conn
 
-    def _acquire(self) -> sqlite3.Connection:
-        with self._idle_lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
+    async def _run(self, op: Op[_T], *, write: bool) -> _T:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_T] = loop.create_future()
+        self._queue().put(_Job(op, write, loop, done))
+        return await done
 
-    def _release(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:  # only after a failure mid-transaction
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
+    def _queue(self) -> queue.SimpleQueue[_Job | None]:
+        """The store thread's queue; the thread starts on first use (and after close)."""
+        with self._thread_lock:
+            if self._jobs is None or self._thread is None or not self._thread.is_alive():
+                self._jobs = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._serve, args=(self._jobs,), daemon=True,
+                    name=f"loopgate-sqlite:{self.path.name}")
+                self._thread.start()
+            return self._jobs
+
+    def _serve(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        """The store thread: run what is queued, in batches, until told to stop."""
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                batch, stop = _take(jobs)
+                if batch:
+                    if conn is None:
+                        try:
+                            conn = self._connect()
+                        except StoreError as exc:
+                            _settle([(job, False, exc) for job in batch])
+                            continue
+                    execute = self._executor(conn)
+                    outcomes = [self._read(execute, job) for job in batch if not job.write]
+                    writes = [job for job in batch if job.write]
+                    if writes:
+                        outcomes += self._commit(conn, execute, writes)
+                    _settle(outcomes)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
                 conn.close()
-                return
-        with self._idle_lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(conn)
-                return
-        conn.close()
 
-    def _call(self, op: Op[_T], write: bool) -> _T:
-        conn = self._acquire()
-
+    def _executor(self, conn: sqlite3.Connection) -> Callable[[Stmt], list[Row]]:
         def execute(stmt: Stmt) -> list[Row]:
             rows: list[Row] = conn.execute(self._sql(stmt.text), stmt.params).fetchall()
             return rows
 
+        return execute
+
+    def _read(self, execute: Callable[[Stmt], list[Row]], job: _Job) -> _Outcome:
         try:
-            if not write:
-                return drive(op, execute)
+            return job, True, drive(job.op, execute)
+        except Exception as exc:
+            return job, False, self._error(exc)
+
+    def _commit(self, conn: sqlite3.Connection, execute: Callable[[Stmt], list[Row]],
+                writes: list[_Job]) -> list[_Outcome]:
+        """Run ``writes`` in one transaction, each in its own savepoint (a lone write
+        needs none, and is rolled back whole when it fails)."""
+        alone = len(writes) == 1
+        outcomes: list[_Outcome] = []
+        try:
             with self._write_lock:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = drive(op, execute)
+                    for job in writes:
+                        if not alone:
+                            conn.execute("SAVEPOINT loopgate_write")
+                        try:
+                            result = drive(job.op, execute)
+                        except Exception as exc:
+                            if alone:
+                                raise
+                            conn.execute("ROLLBACK TO loopgate_write")
+                            conn.execute("RELEASE loopgate_write")
+                            outcomes.append((job, False, self._error(exc)))
+                        else:
+                            if not alone:
+                                conn.execute("RELEASE loopgate_write")
+                            outcomes.append((job, True, result))
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
-                return result
-        except LoopgateError:
-            raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {str(self.path)!r} failed: {exc}") from exc
-        finally:
-            self._release(conn)
+        except Exception as exc:  # nothing of the batch committed
+            error = self._error(exc)
+            failed = {id(job): value for job, ok, value in outcomes if not ok}
+            return [(job, False, failed.get(id(job), error)) for job in writes]
+        return outcomes
 
-    async def _run(self, op: Op[_T], *, write: bool) -> _T:
-        return await asyncio.to_thread(self._call, op, write)
+    def _error(self, exc: Exception) -> Exception:
+        """What a caller is told: library errors as they are, SQLite's as a StoreError."""
+        if isinstance(exc, sqlite3.Error):
+            error = StoreError(f"SQLite store {str(self.path)!r} failed: {exc}")
+            error.__cause__ = exc
+            return error
+        return exc
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -209,8 +330,11 @@ class SQLiteStore(SQLStore):
         await self._run(self._migrate(), write=True)
 
     async def close(self) -> None:
-        """Close idle connections; the store opens new ones if used again."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        """Finish what is queued, then stop the store's thread and close its connection;
+        the store starts again if used again."""
+        with self._thread_lock:
+            jobs, thread = self._jobs, self._thread
+            self._jobs = self._thread = None
+        if jobs is not None and thread is not None:
+            jobs.put(None)  # after everything queued before it
+            await asyncio.to_thread(thread.join, self.timeout)
