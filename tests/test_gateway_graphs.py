@@ -139,8 +139,13 @@ async def test_background_mode_resumes_when_a_decision_arrives(config: dict[str,
         await wait_for(lambda: not graph.get_state(config).next)
         assert runs["prod"] == 1
         assert graph.get_state(config).values["messages"][-1].content == "all done"
-        trail = [e.event for e in await gate.aaudit(thread_id=thread_id)]
-        assert trail[-3:] == ["decided:approved", "resumed", "finished"]
+
+        async def trail() -> list[str]:
+            return [e.event for e in await gate.aaudit(thread_id=thread_id)]
+
+        # the run's end is audited just after its last checkpoint is saved
+        await wait_for(lambda: _ends_with(trail(), "finished"))
+        assert (await trail())[-3:] == ["decided:approved", "resumed", "finished"]
 
 
 def test_a_graph_without_a_checkpointer_is_refused() -> None:
@@ -429,3 +434,9 @@ async def test_a_resume_refused_because_the_thread_is_busy_gives_its_claim_back(
     assert seen.count("resume_deferred") == 2
     assert seen[-1] == "resumed" and seen.count("resumed") == 3  # two claims given back
     assert len(driver.resumes) == 1 and runs["prod"] == 1
+
+
+async def _ends_with(events: Any, last: str) -> bool:
+    """Whether the awaited list of audit events ends with ``last``."""
+    found = await events
+    return bool(found) and found[-1] == last
