@@ -194,8 +194,21 @@ def _query(request: Request, name: str, *, required: bool = True) -> str | None:
     return value.strip()
 
 
+#: Starlette's JSON options, in one encoder: its ``JSONResponse`` calls ``json.dumps``
+#: with them, which builds a new encoder for every answer.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None,
+                            separators=(",", ":"))
+
+
+class _Json(JSONResponse):
+    """Starlette's JSON answer, encoded by the one shared encoder."""
+
+    def render(self, content: Any) -> bytes:
+        return _ENCODER.encode(content).encode("utf-8")
+
+
 def _ok(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status)
+    return _Json(data, status_code=status)
 
 
 def _done(data: dict[str, Any], message: str | None = None) -> JSONResponse:
