@@ -17,10 +17,11 @@ session gets its ordering number. Statements are written with ``?`` placeholders
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -74,6 +75,8 @@ class Row(Protocol):
     """A result row read by column name (``sqlite3.Row`` or a psycopg dict row)."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +350,12 @@ def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
     return f"({' OR '.join(clauses)})", params
 
 
+@functools.cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    """A record model's field names, which are its table's column names."""
+    return tuple(model.model_fields)
+
+
 def drive(op: Op[_T], execute: Callable[[Stmt], list[Row]]) -> _T:
     """Run an operation to its end with a blocking ``execute``."""
     try:
@@ -394,7 +403,10 @@ class SQLStore(Store):
         """One record from one row: columns are named as the model's fields; times, JSON
         and booleans come back in the dialect's way (NULL stays None)."""
         d = self.dialect
-        values = {name: row[name] for name in model.model_fields}
+        # a SQLite row reads a column by name slowly: take them all at once as a dict
+        columns = row if isinstance(row, dict) else dict(
+            zip(row.keys(), cast("Iterable[Any]", row), strict=True))
+        values = {name: columns[name] for name in _field_names(model)}
         for name in times:
             values[name] = d.read_ts_or_none(values[name])
         for name in jsons:
