@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -10,7 +11,9 @@ from starlette.routing import Route
 
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.server import create_app
+from loopgate_lc.server.models import PollResult, respond_result
 from loopgate_lc.server.openapi import API, openapi_document
+from loopgate_lc.stores.base import Vote
 
 
 def _refs(node: Any) -> list[str]:
@@ -77,3 +80,28 @@ def test_the_route_table_matches_the_app(gateway: Loopgate, mcp: bool) -> None:
     documented = {(op.method, op.path) for op in API}
     undocumented = {("get", "/openapi.json")}
     assert served - undocumented == documented
+
+
+def test_a_request_view_is_exactly_its_documented_model(gateway: Loopgate) -> None:
+    """The view of a request is built by hand for speed: it must stay what ``PollResult``
+    documents, field for field and in the model's own JSON form (times included)."""
+    asked = gateway.submit("Deploy?", metadata={"change": 7, "tags": ["a", None]},
+                           timeout=600)
+    chosen = gateway.submit("Which?", kind="choice",
+                            options=["one", {"label": "two", "approved": False}])
+    chosen = gateway.respond(chosen.id, {"type": "respond", "message": "two"}, actor="ana")
+    rejected = gateway.submit("Drop it?")
+    rejected = gateway.respond(rejected.id, {"type": "reject", "message": "no"}, actor="bo")
+    voting = asked.model_copy(update={
+        "payload": {**asked.payload, "quorum": 2},
+        "votes": [Vote(voter="ana", vote="approve", actor="ana", channel="http",
+                       at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))]})
+    for record in (asked, chosen, rejected, voting):
+        view = respond_result(record)
+        documented = PollResult.model_validate(view).model_dump(mode="json")
+        # only the count and its note are left out when there is none
+        kept = [k for k, v in documented.items() if v is not None or k not in ("votes", "note")]
+        assert list(view) == kept
+        assert view == {k: documented[k] for k in kept}
+    assert "votes" in respond_result(voting) and "note" in respond_result(voting)
+    assert "votes" not in respond_result(asked)
