@@ -102,6 +102,16 @@ OPTIMISATIONS: list[str] = [
     "BEGIN and the statements whose rows nobody reads (audit lines, deliveries owed, "
     "grants, `pg_notify`) travel with the next statement that is waited for, or with the "
     "COMMIT: a decision is 3-4 round trips instead of 7-9, a filing 2 instead of 5.",
+    "10. **An answer over HTTP costs the server less Python** (`loopgate_lc/server/`, "
+    "`loopgate_lc/stores/`). Profiled (py-spy, GIL holder only) under section 4's 8 "
+    "clients on SQLite: the store thread's row mapping and the loop's answer building "
+    "took the GIL from each other. The JSON view of a request is built as a plain dict "
+    "instead of being validated into a model and dumped again; answers and text columns "
+    "are encoded by one shared JSON encoder (`json.dumps` with options builds one per "
+    "call); a SQLite row becomes a record through one dict instead of a read by name per "
+    "column. Bought: server CPU per decision 947-950 -> 753-907 us and 8 clients "
+    "1,045-1,070 -> 1,108-1,223 decisions/s (three alternated pairs of 3,000 decisions "
+    "on a busy 2-CPU VM).",
     "",
     "Not changed (trade-offs for the owners, not clear local wins): on SQLite every "
     "commit waits for the WAL fsync (about 0.4-0.6 ms here; `PRAGMA synchronous=NORMAL` "
