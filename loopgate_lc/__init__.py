@@ -124,7 +124,7 @@ _LAZY = {
 }
 
 
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(__name__, _LAZY, extras={"loopgate_lc.middleware": "agents"})
 
 
 def __dir__() -> list[str]:

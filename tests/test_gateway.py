@@ -262,3 +262,23 @@ async def test_requests_without_a_timeout_get_the_default_one() -> None:
         record = await gate.asubmit("Ship it?")
         assert record.expires_at is not None
         assert (record.expires_at - record.created_at).total_seconds() == 30
+
+
+async def test_an_interrupt_filed_before_is_returned_when_a_run_first_reports_it(
+    any_store: Any,
+) -> None:
+    """A run files an interrupt it has not reported before without looking it up first;
+    the store's insert must still find the one filed earlier (by another process, or
+    before a crash) and return it, filing nothing twice."""
+    from langgraph.types import Interrupt
+
+    intr = Interrupt(value="which environment?", id="interrupt-1")
+    async with Loopgate(store=any_store) as gate:
+        filing = gate._p.filing
+        (first,) = await filing.file_interrupts([intr], "thread-1", None)
+        (again,) = await filing.file_interrupts([intr], "thread-1", None, new={intr.id})
+        assert again.id == first.id and again.pending
+        assert [r.id for r in await gate.apending(thread_id="thread-1")] == [first.id]
+        requested = [e for e in await any_store.list_audit(request_id=first.id)
+                     if e.event == "requested"]
+        assert len(requested) == 1

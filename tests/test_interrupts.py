@@ -83,6 +83,16 @@ def test_validation_is_unchanged() -> None:
         assert outcomes[0] == outcomes[1], answer
 
 
+@pytest.mark.parametrize("args_schema", [Transfer, Node])
+def test_adapting_the_schema_again_reuses_its_compiled_validator(args_schema: Any) -> None:
+    schema = decision_schema(("approve", "edit"), name="transfer", args_schema=args_schema)
+    first, again = TypeAdapter(schema), TypeAdapter(schema)
+    assert again.validator is first.validator  # not compiled again on every interrupt()
+    assert again.json_schema() == first.json_schema()
+    with pytest.raises(ValidationError):
+        again.validate_python({"type": "maybe"})
+
+
 def test_a_recursive_argument_type_keeps_the_slow_path_and_works() -> None:
     schema = decision_schema(("approve", "edit"), name="tree", args_schema=Node)
     assert not any(isinstance(m, WithJsonSchema) for m in typing.get_args(schema)[1:])

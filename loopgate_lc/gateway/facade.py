@@ -194,6 +194,15 @@ class Loopgate:
         assert parts is not None
         return await op(parts)
 
+    def _ready(self) -> bool:
+        """Whether the gateway is open on its own loop thread, as seen from another
+        thread: a sync caller then skips a trip to the loop that would only find it open.
+        (On a loop someone else runs, the trip also checks that loop can take work.)"""
+        opened, portal = self._opened, self._portal
+        return (opened is not None and opened.done() and not opened.cancelled()
+                and opened.exception() is None and self._parts is not None
+                and portal.private and portal.running and not portal.on_home())
+
     @property
     def _p(self) -> _Parts:
         assert self._parts is not None, "gateway not open"
@@ -839,7 +848,9 @@ class Loopgate:
                  name: str | None, max_pauses: int, stream_mode: Any
                  ) -> Iterator[tuple[str, Any]]:
         require_checkpointer(graph)
-        cfg = self._portal.call(self._prepare(config))
+        # open already (the usual case): the config needs nothing from the gateway's loop
+        cfg = (self._config(config) if self._ready()
+               else self._portal.call(self._prepare(config)))
         rounds = self._p.runner.rounds(value, str(cfg["configurable"]["thread_id"]), name,
                                        max_pauses, streaming=stream_mode is not None)
         yield from drive(rounds, graph, cfg, stream_mode, self._portal.call)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -190,15 +190,25 @@ class Filing:
         return None
 
     async def file_interrupts(self, interrupts: Sequence[Interrupt], thread_id: str,
-                              graph: str | None) -> list[RequestRecord]:
-        """File a paused run's interrupts (each once, however often it is reported)."""
+                              graph: str | None, *, new: Container[str] = ()
+                              ) -> list[RequestRecord]:
+        """File a paused run's interrupts (each once, however often it is reported).
+
+        An interrupt is looked up before it is filed, unless ``new`` names it (its run
+        has not reported it before) and it names no session: the store's insert then
+        finds one filed before (by another process, or before a crash) in its own
+        transaction and returns that instead, so the common pause reads nothing first.
+        A re-reported interrupt (often already filed) and a session's (whose check would
+        refuse a request filed before the session closed) keep the read.
+        """
         records = []
         for intr in interrupts:
-            existing = await self._store.find_request(thread_id, intr.id)
-            if existing is not None:
-                records.append(existing)
-                continue
             request, foreign = request_of(intr, thread_id)
+            if intr.id not in new or request.session_id is not None:
+                existing = await self._store.find_request(thread_id, intr.id)
+                if existing is not None:
+                    records.append(existing)
+                    continue
             records.append(await self.file(
                 request, thread_id=thread_id, interrupt_id=intr.id, graph=graph,
                 response_schema=intr.response_schema, foreign=foreign))

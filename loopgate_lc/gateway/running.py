@@ -110,6 +110,7 @@ class Runner:
                *, streaming: bool) -> Rounds:
         """The run, step by step (see the module's docstring)."""
         done: list[str] = []  # resumes the last step carried into the checkpoint
+        reported: set[str] = set()  # interrupts this run has seen (and filed) before
         for _ in range(max_pauses + 1):
             step: Step = yield _Graph(value)
             if not step.interrupts:
@@ -117,13 +118,15 @@ class Runner:
                 yield _Emit("result", step.value)
                 return
             pending = {i.id for i in step.interrupts}
+            new, reported = pending - reported, reported | pending
             if not streaming:  # nobody watches: file and wait in one trip
                 records, resume, decided = yield _Gateway(self._pause(
-                    step.interrupts, thread_id, name, done))
+                    step.interrupts, thread_id, name, done, new))
                 for record in records:
                     yield _Emit("requested", record)
             else:  # show the requests before waiting for them
-                records = yield _Gateway(self._file(step.interrupts, thread_id, name, done))
+                records = yield _Gateway(self._file(step.interrupts, thread_id, name, done,
+                                                    new))
                 for record in records:
                     yield _Emit("requested", record)
                 resume, decided = yield _Gateway(self._resuming.next_resume(
@@ -134,14 +137,14 @@ class Runner:
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _file(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,
-                    done: Sequence[str]) -> list[RequestRecord]:
+                    done: Sequence[str], new: set[str]) -> list[RequestRecord]:
         await self._resuming.complete(done)  # the run got this far: those resumes are saved
-        return await self._filing.file_interrupts(interrupts, thread_id, name)
+        return await self._filing.file_interrupts(interrupts, thread_id, name, new=new)
 
     async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,
-                     done: Sequence[str],
+                     done: Sequence[str], new: set[str],
                      ) -> tuple[list[RequestRecord], dict[str, Any], list[RequestRecord]]:
-        records = await self._file(interrupts, thread_id, name, done)
+        records = await self._file(interrupts, thread_id, name, done, new)
         resume, decided = await self._resuming.next_resume(
             records, {i.id for i in interrupts}, thread_id)
         return records, resume, decided

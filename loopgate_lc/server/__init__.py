@@ -32,7 +32,8 @@ _LAZY = {
 }
 
 
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(__name__, _LAZY, extras={
+    "loopgate_lc.server.app": "server", "loopgate_lc.server.errors": "server"})
 
 
 __all__ = [
