@@ -68,7 +68,7 @@ def run(config: Config) -> Section:
     began = time.perf_counter()
     section = Section(
         key="grants",
-        title="10. Remembered permissions: the grant lookup on every filing",
+        title="11. Remembered permissions: the grant lookup on every filing",
         goal=f"a tool call with no grant files within {GOAL}x of a question",
     )
     met = True
