@@ -24,7 +24,7 @@ from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, interrupts_of
 from loopgate_lc.gateway.filing import Filing
 from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.tasks import Tasks
-from loopgate_lc.gateway.waiting import Waiters
+from loopgate_lc.gateway.waiting import RECHECK, Waiters
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
 
 if TYPE_CHECKING:
@@ -191,7 +191,12 @@ class Resuming:
                     asyncio.ensure_future(self._waiters.wait(r.id, None)) for r in waiting]
                 watchers += [asyncio.ensure_future(asyncio.shield(h)) for h in handovers]
                 try:
-                    await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+                    # a hand-over is looked for every RECHECK seconds (no store read),
+                    # should its wake-up ever be missed
+                    while not (await asyncio.wait(watchers, timeout=RECHECK,
+                                                  return_when=asyncio.FIRST_COMPLETED))[0]:
+                        if self._waiters.handed(ids):
+                            break
                 finally:
                     for watcher in watchers:
                         watcher.cancel()

@@ -1,14 +1,27 @@
 """Waiting for decisions: woken at once by a decision made here, by another process's
-decision at the next poll (or sooner, where the store announces decisions)."""
+decision at the next poll (or sooner, where the store announces decisions).
+
+A waiter is registered before the store is read, never after: a decision that commits
+while the read is under way wakes it, and one whose wake-up ran before it registered
+committed before the read began, so the read returns it. (Read first, register second
+lost exactly that decision until the next poll.) A wait also looks every
+:data:`RECHECK` seconds at what this process has decided, which costs no read, so a
+wake-up missed all the same costs that long, not a poll interval.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from loopgate_lc._lru import LRU
 from loopgate_lc.stores.base import RequestRecord, Store
 
-__all__ = ["Waiters"]
+__all__ = ["RECHECK", "Waiters"]
+
+RECHECK = 1.0
+"""Seconds between a wait's looks at the decisions made in this process (no store read):
+the most a missed in-process wake-up can cost."""
 
 
 class Waiters:
@@ -19,8 +32,8 @@ class Waiters:
         self._poll = poll_interval
         self._waiting: dict[str, list[asyncio.Future[RequestRecord]]] = {}
         # decided in this process: their wake-ups ran already, so an echo from the store
-        # is news to no one here
-        self._decided_here: LRU[str, bool] = LRU(4096)
+        # is news to no one here; kept as decided, for a wait to look at (``RECHECK``)
+        self._decided_here: LRU[str, RequestRecord] = LRU(4096)
         # requests a run driven from this process waits to resume, and those decided here
         # with their resume claimed for it (see ``resumed_here``)
         self._runs: dict[str, int] = {}
@@ -74,6 +87,10 @@ class Waiters:
         """The hand-overs to these requests' run still being committed."""
         return [self._handing[i] for i in request_ids if i in self._handing]
 
+    def handed(self, request_ids: list[str]) -> bool:
+        """Whether a record decided for these requests' run waits to be taken over."""
+        return any(i in self._handed for i in request_ids)
+
     def take_over(self, request_ids: list[str]) -> list[RequestRecord]:
         """The records decided for a waiting run, each given out once."""
         taken = []
@@ -86,7 +103,7 @@ class Waiters:
     def wake(self, record: RequestRecord, *, here: bool = False) -> None:
         """Hand a decided record to everyone waiting for it."""
         if here:
-            self._decided_here.get_or_make(record.id, lambda: True)
+            self._decided_here.get_or_make(record.id, lambda: record)
         for waiter in self._waiting.pop(record.id, []):
             if not waiter.done():
                 waiter.set_result(record)
@@ -101,23 +118,38 @@ class Waiters:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            record = await self._store.get_request(request_id)
-            if not record.pending:
-                return record
+            # registered before the read (see the module's docstring)
             waiter: asyncio.Future[RequestRecord] = loop.create_future()
             self._waiting.setdefault(request_id, []).append(waiter)
-            step = self._poll
-            if deadline is not None:
-                step = min(step, deadline - loop.time())
-                if step <= 0:
-                    self._forget(request_id, waiter)
-                    raise TimeoutError(request_id)
             try:
-                return await asyncio.wait_for(asyncio.shield(waiter), step)
-            except TimeoutError:
-                pass
+                record = await self._store.get_request(request_id)
+                if not record.pending:
+                    return record
+                step = self._poll
+                if deadline is not None:
+                    step = min(step, deadline - loop.time())
+                    if step <= 0:
+                        raise TimeoutError(request_id)
+                found = await self._woken(request_id, waiter, loop.time() + step)
+                if found is not None:
+                    return found
             finally:
                 self._forget(request_id, waiter)
+
+    async def _woken(self, request_id: str, waiter: asyncio.Future[RequestRecord],
+                     until: float) -> RequestRecord | None:
+        """The record ``waiter`` is woken with, or that this process decided, by the
+        loop time ``until`` (None: the store is to be read again)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            step = min(RECHECK, until - loop.time())
+            if step <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(waiter), step)
+            decided = self._decided_here.get(request_id)
+            if decided is not None:
+                return decided
 
     def _forget(self, request_id: str, waiter: asyncio.Future[RequestRecord]) -> None:
         waiters = self._waiting.get(request_id)
