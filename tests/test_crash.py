@@ -30,6 +30,7 @@ from loopgate_lc.schema import utcnow
 from loopgate_lc.stores import Store, open_store
 from loopgate_lc.testing import RecordingNotifier
 from tests.support.crash_child import CHANNEL, build, store_of
+from tests.support.waiting import until
 
 # these tests start interpreters in turn: on a machine busy with other work that alone can
 # pass the suite's 120 s guard, which is only there to stop a hung test
@@ -208,10 +209,7 @@ def test_a_notification_leased_to_a_killed_process_is_taken_over_after_its_lease
         return later
 
     with Loopgate(store=url, notifiers=[shown], clock=clock, poll_interval=0.05) as gate:
-        for _ in range(1000):
-            if all(i.done for i in asyncio.run(_outbox(url))):
-                break
-            time.sleep(0.01)
+        until(lambda: all(i.done for i in asyncio.run(_outbox(url))))
         assert [r.id for r in shown.notified] == [request_id]
         assert [e.event for e in gate.audit(request_id=request_id)] == [
             "requested", "notified"]

@@ -33,6 +33,7 @@ from loopgate_lc.testing import (
     ai,
     call,
 )
+from tests.support.waiting import until
 
 _T = TypeVar("_T")
 
@@ -143,22 +144,13 @@ def test_a_round_trip_decided_by_a_quorum_claims_the_resume_in_the_deciding_vote
     assert [v.voter for v in record.votes] == ["ana", "bob"]
 
 
-def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    """Poll (bounded) until ``predicate()`` holds."""
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return
-        time.sleep(0.005)
-    raise AssertionError("condition not met in time")
-
-
 def test_a_delivery_is_recorded_by_the_decision_that_follows_it(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "gate.db")
     shown = RecordingNotifier("shown")
     # the window a delivery waits for a write of its request is the poll interval
     with Loopgate(store=store, notifiers=[shown], poll_interval=60) as gate:
         record = gate.submit("Deploy?")
-        _wait(lambda: bool(shown.notified))
+        until(lambda: bool(shown.notified))
         (item,) = asyncio.run(store.list_outbox(request_id=record.id))
         assert not item.done and item.leased_until is not None  # made, not yet recorded
         store.writes.clear()
@@ -169,7 +161,7 @@ def test_a_delivery_is_recorded_by_the_decision_that_follows_it(tmp_path: Path) 
         assert decided.message_refs == {"shown": {"seen": 1}}
         events = [e.event for e in gate.audit(request_id=record.id)]
         assert events == ["requested", "notified", "decided:approved"]
-        _wait(lambda: bool(shown.resolved))
+        until(lambda: bool(shown.resolved))
         assert shown.resolved[0].message_refs == {"shown": {"seen": 1}}
     # closing recorded the outcome's delivery, which no later write of its request took
     assert store.writes == Counter(commit_resolution=1, complete_deliveries=1)
@@ -185,7 +177,7 @@ def test_deliveries_nobody_carries_are_recorded_in_a_batch_within_a_poll(
         gate.open()
         store.writes.clear()
         records = [gate.submit(f"Deploy {n}?") for n in range(3)]
-        _wait(lambda: all(i.done for i in asyncio.run(store.list_outbox())))
+        until(lambda: all(i.done for i in asyncio.run(store.list_outbox())))
         assert {r.id for r in shown.notified} == {r.id for r in records}
         # no claims and no completion per delivery: each filing, then batches
         assert set(store.writes) == {"create_request", "complete_deliveries"}
