@@ -145,16 +145,25 @@ class Filing:
                 return await self._deciding.decide(
                     record, {"type": "reject", "message": vetoes[0].reason},
                     actor="hook:on_request", channel="hook", event="vetoed", filing=filed)
-        grant = await self._deciding.grants.match(record, request)
-        if grant is not None:  # remembered: approved now, filed decided, nobody notified
-            return await self._deciding.decide(
-                record, {"type": "approve", "granted_by": {
-                    "grant_id": grant.id, "created_by": grant.created_by,
-                    "request_id": grant.request_id}},
-                actor=f"grant:{grant.id}", channel=GRANT_CHANNEL, filing=filed)
         # this gateway's own channels are told by this process, right after the commit
         owed = self._outbox.deliveries(record, "notify", now, own=True)
-        stored, created = await self._store.create_request(record, audit=filed, outbox=owed)
+        grants = self._deciding.grants
+        query = grants.query(record, request)
+        if query is not None:  # filed unless a grant may approve it, in one transaction
+            found = await self._store.create_request_unless_granted(
+                record, query, audit=filed, outbox=owed)
+            grant = await grants.pick(found.grants, record, request)
+            if grant is not None:  # remembered: approved now, filed decided, nobody told
+                return await self._deciding.decide(
+                    record, {"type": "approve", "granted_by": {
+                        "grant_id": grant.id, "created_by": grant.created_by,
+                        "request_id": grant.request_id}},
+                    actor=f"grant:{grant.id}", channel=GRANT_CHANNEL, filing=filed)
+        if query is None or found.record is None:
+            stored, created = await self._store.create_request(record, audit=filed,
+                                                               outbox=owed)
+        else:
+            stored, created = found.record, found.created
         if created:
             self._outbox.deliver(stored, owed)
             self._timers.arm(stored)

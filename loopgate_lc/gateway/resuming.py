@@ -162,7 +162,10 @@ class Resuming:
         the run waits claims the resume in its own transaction and hands the record
         over; one made elsewhere is claimed here."""
         ids = [r.id for r in records]
-        self._waiters.run_waits(ids)
+        self._waiters.run_waits(records)
+        # all pending as just filed or read: nothing to claim yet, and a decision made
+        # since is seen by the waits below (each reads its request once registered)
+        fresh = all(r.pending for r in records)
         try:
             for _ in range(1_000_000):
                 handed = self._waiters.take_over(ids)
@@ -170,9 +173,10 @@ class Resuming:
                 claimed: list[RequestRecord] = []
                 # a decision made here for every pending interrupt leaves nothing else
                 # to claim: no read of the thread between the decision and the resume
-                if not pending_ids <= {r.interrupt_id for r in handed}:
+                if not fresh and not pending_ids <= {r.interrupt_id for r in handed}:
                     resume, claimed = await self.claim(thread_id, pending_ids)
                     handed += self._waiters.take_over(ids)
+                fresh = False
                 for record in handed:
                     if record.interrupt_id in pending_ids:
                         resume[record.interrupt_id] = resume_value(record)

@@ -47,6 +47,7 @@ from loopgate_lc.stores._common import (
 from loopgate_lc.stores.base import (
     AuditEvent,
     Delivered,
+    Filed,
     GrantRecord,
     GrantTarget,
     OutboxItem,
@@ -279,6 +280,12 @@ def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
 
 
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+#: The same, unless a grant of the filing's query is there ({where}: its clauses, on the
+#: grants' columns; their parameters follow the request's).
+_INSERT_REQUEST_UNLESS = (
+    f"INSERT INTO {{{{requests}}}} ({', '.join(_REQUEST_COLUMNS)}) "
+    f"SELECT {', '.join('?' * len(_REQUEST_COLUMNS))} WHERE NOT EXISTS "
+    "(SELECT 1 FROM {{grants}} WHERE {where}) ON CONFLICT DO NOTHING RETURNING *")
 _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
 _INSERT_GRANT = _insert("grants", _GRANT_COLUMNS)
 _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
@@ -686,16 +693,43 @@ class SQLStore(Store):
             if rows:
                 yield from self._effects(audit, outbox)
                 return self._request(rows[0]), True
-            rows = yield Stmt(
-                "SELECT * FROM {requests} WHERE id = ? OR (thread_id = ? AND interrupt_id = ?) "
-                "ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1",
-                (record.id, record.thread_id, record.interrupt_id, record.id),
-            )
-            if not rows:  # pragma: no cover - rows are never deleted
-                raise StoreError(f"request {record.id!r} conflicted but cannot be read back")
-            return self._request(rows[0]), False
+            return (yield from self._filed_before(record)), False
 
         return await self._run(op(), write=True)
+
+    async def create_request_unless_granted(
+        self, record: RequestRecord, grants: GrantQuery, *,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+    ) -> Filed:
+        where, params = self._grants_where(grants)
+        # one statement in the common case: inserted unless a grant is there (or the
+        # request is: DO NOTHING as in create_request)
+        insert = Stmt(_INSERT_REQUEST_UNLESS.format(where=" AND ".join(where) or "TRUE"),
+                      (*self._request_values(record), *params))
+        select = self._grants_select(grants)
+
+        def op() -> Op[Filed]:
+            rows = yield insert
+            if rows:
+                yield from self._effects(audit, outbox)
+                return Filed(record=self._request(rows[0]), created=True)
+            rows = yield select  # not filed: a grant is there, or the request was
+            if rows:
+                return Filed(grants=[self._grant(r) for r in rows])
+            return Filed(record=(yield from self._filed_before(record)))
+
+        return await self._run(op(), write=True)
+
+    def _filed_before(self, record: RequestRecord) -> Op[RequestRecord]:
+        """The request an insert of ``record`` conflicted with."""
+        rows = yield Stmt(
+            "SELECT * FROM {requests} WHERE id = ? OR (thread_id = ? AND interrupt_id = ?) "
+            "ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1",
+            (record.id, record.thread_id, record.interrupt_id, record.id),
+        )
+        if not rows:  # pragma: no cover - rows are never deleted
+            raise StoreError(f"request {record.id!r} conflicted but cannot be read back")
+        return self._request(rows[0])
 
     async def get_request(self, request_id: str) -> RequestRecord:
         def op() -> Op[RequestRecord]:
@@ -1001,6 +1035,21 @@ class SQLStore(Store):
         return await self._run(op(), write=False)
 
     async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:
+        select = self._grants_select(query)
+
+        def op() -> Op[list[GrantRecord]]:
+            rows = yield select
+            return [self._grant(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    def _grants_select(self, query: GrantQuery) -> Stmt:
+        where, params = self._grants_where(query)
+        return self._select("grants", [(" AND ".join(where), params)] if where else [],
+                            "created_at, seq", query.limit)
+
+    def _grants_where(self, query: GrantQuery) -> tuple[list[str], list[Any]]:
+        """The clauses (each on the grants' columns) and parameters of ``query``."""
         d = self.dialect
         where: list[tuple[str, Sequence[Any]]] = [
             (f"{column} = ?", (value,))
@@ -1017,12 +1066,7 @@ class SQLStore(Store):
                           (d.ts(query.live_at),)))
         if query.covering is not None:
             where.append(_covering(query.covering))
-
-        def op() -> Op[list[GrantRecord]]:
-            rows = yield self._select("grants", where, "created_at, seq", query.limit)
-            return [self._grant(r) for r in rows]
-
-        return await self._run(op(), write=False)
+        return [clause for clause, _ in where], [p for _, ps in where for p in ps]
 
     async def revoke_grant(
         self, grant_id: str, *, revoked_by: str | None, at: datetime | None = None,

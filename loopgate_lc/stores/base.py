@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ __all__ = [
     "AuditQuery",
     "Ballot",
     "Delivered",
+    "Filed",
     "GrantQuery",
     "GrantRecord",
     "GrantScope",
@@ -409,6 +410,17 @@ class GrantQuery:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Filed:
+    """What :meth:`Store.create_request_unless_granted` did: filed ``record``
+    (``created`` as :meth:`Store.create_request` says), or wrote nothing because the
+    grants it looked up first (``grants``, oldest first) may approve the request."""
+
+    record: RequestRecord | None = None
+    created: bool = False
+    grants: list[GrantRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Resolution:
     """A decision to commit: the compare-and-set plus what it causes.
 
@@ -540,6 +552,27 @@ class Store(abc.ABC):
         ``(thread_id, interrupt_id)``, exists, it is returned unchanged with
         ``created=False`` and nothing else is written.
         """
+
+    async def create_request_unless_granted(
+        self, record: RequestRecord, grants: GrantQuery, *,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+    ) -> Filed:
+        """:meth:`create_request`, unless :meth:`query_grants` finds a grant for
+        ``grants`` first: then nothing is written (whether or not the request was filed
+        before), and the grants found are handed back for the caller to match against
+        the request (a grant that approves it files it decided instead; none that fits
+        means filing with :meth:`create_request`).
+
+        A filing that could be remembered looks for grants on every tool call, and
+        almost always finds none: a store that can (the SQL stores) looks in the
+        filing's own transaction, which saves a trip to the database. This default
+        makes the two calls.
+        """
+        found = await self.query_grants(grants)
+        if found:
+            return Filed(grants=found)
+        stored, created = await self.create_request(record, audit=audit, outbox=outbox)
+        return Filed(record=stored, created=created)
 
     @abc.abstractmethod
     async def get_request(self, request_id: str) -> RequestRecord:

@@ -50,7 +50,7 @@ from loopgate_lc.stores import (
     Store,
     Vote,
 )
-from loopgate_lc.stores.base import GrantRecord, GrantTarget, Resolution
+from loopgate_lc.stores.base import GrantQuery, GrantRecord, GrantTarget, Resolution
 
 MakeStore = Callable[[], Awaitable[Store]]
 
@@ -784,6 +784,42 @@ class StoreConformance:
         assert await covering(session_id="s9", client_id="c1") == ["client"]
         assert await covering(thread_id="t9", client_id="c2") == []
         assert await covering() == ["no-client"]  # requests without a client: one client
+
+    async def test_a_request_is_filed_unless_a_grant_may_approve_it(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r0"))
+        await store.resolve("r0", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                            channel="c", grants=[grant("g1", "r0", session_id="s1")])
+        place = GrantQuery(tool="deploy", live_at=at(1),
+                           covering=GrantTarget(thread_id="t1", session_id="s1"))
+        owed = [OutboxItem(request_id="r1", notifier="log", kind="notify")]
+        requested = [AuditEvent(at=at(1), event="requested", request_id="r1")]
+        # a grant covers it: nothing is written, the grant is handed back
+        found = await store.create_request_unless_granted(
+            request("r1", thread_id="t1", interrupt_id="i1", session_id="s1"), place,
+            audit=requested, outbox=owed)
+        assert (found.record, found.created, [g.id for g in found.grants]) == (
+            None, False, ["g1"])
+        with pytest.raises(RequestNotFound):
+            await store.get_request("r1")
+        # none covers it (another session): filed with its audit and deliveries, once
+        elsewhere = replace(place, covering=GrantTarget(thread_id="t1", session_id="s2"))
+        found = await store.create_request_unless_granted(
+            request("r1", thread_id="t1", interrupt_id="i1", session_id="s2"), elsewhere,
+            audit=requested, outbox=owed)
+        assert found.created and found.grants == []
+        assert found.record == await store.get_request("r1")
+        again = await store.create_request_unless_granted(
+            request("r2", thread_id="t1", interrupt_id="i1", session_id="s2"), elsewhere,
+            audit=requested, outbox=owed)
+        assert (again.record, again.created) == (found.record, False)
+        # a grant there since: nothing written, the grant handed back all the same
+        filed = await store.create_request_unless_granted(
+            request("r1", session_id="s1"), place, audit=requested)
+        assert (filed.record, [g.id for g in filed.grants]) == (None, ["g1"])
+        assert [e.event for e in await store.list_audit(request_id="r1")] == ["requested"]
+        assert len(await store.list_outbox(request_id="r1")) == 1
 
     async def test_a_grant_is_revoked_once_with_its_audit(self, store: Store) -> None:
         await store.create_request(request("r1"))
