@@ -192,6 +192,9 @@ class Loopgate:
             await self._open()
             parts = self._parts
         assert parts is not None
+        behind = parts.resuming.behind()
+        if behind is not None:  # runs that returned are recorded finished first
+            await behind
         return await op(parts)
 
     def _ready(self) -> bool:
@@ -342,6 +345,9 @@ class Loopgate:
         keeper, self._keeper = self._keeper, None
         if keeper is not None and keeper is not asyncio.current_task():
             keeper.cancel()
+        behind = parts.resuming.behind()
+        if behind is not None:  # finished runs are recorded so (and their deliveries)
+            await behind
         # deliveries under way finish, and what was delivered is recorded (see Outbox)
         await parts.outbox.close(timeout=5)
         await parts.tasks.cancel()

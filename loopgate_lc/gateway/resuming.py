@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -59,6 +59,8 @@ class Resuming:
         self._outbox = outbox
         # only threads being driven or resumed right now: an entry goes with its last user
         self._locks: dict[str, _ThreadLock] = {}
+        # completions committing after their run returned (see ``complete_behind``)
+        self._behind: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def _lock(self, thread_id: str) -> AsyncIterator[None]:
@@ -154,6 +156,35 @@ class Resuming:
                 record = await self._store.get_request(request_id)
                 if record.resume_done_at == at:  # this call completed it
                     await self._auditor.fire("on_resumed", record)
+
+    def complete_behind(self, request_ids: Sequence[str],
+                        audit: Sequence[AuditEvent] = ()) -> None:
+        """:meth:`complete`, committed while the caller goes on: a run that finished
+        returns its result without waiting for the commit that records it.
+
+        The graph's checkpoint already holds the resumes, so nothing can resume them
+        again meanwhile (their claims stand), and a crash before the commit leaves what
+        a crash a moment earlier would: claims a lease later completes. Every later call
+        to the gateway waits for these commits first (:meth:`behind`), so none can see
+        the run unfinished; closing waits for them too. A failure is reported, as a
+        background task's is.
+        """
+        task = asyncio.get_running_loop().create_task(self._complete(request_ids, audit))
+        self._behind.add(task)
+        task.add_done_callback(self._behind.discard)
+
+    async def _complete(self, request_ids: Sequence[str], audit: Sequence[AuditEvent]
+                        ) -> None:
+        try:
+            await self.complete(request_ids, audit)
+        except Exception as exc:
+            await self._auditor.report(exc, {"task": "complete", "requests": list(request_ids)})
+
+    def behind(self) -> Awaitable[object] | None:
+        """The completions still committing (see :meth:`complete_behind`), to wait for;
+        None when there are none, or the caller is one of them (a hook it fires)."""
+        waiting = self._behind - {asyncio.current_task()}
+        return asyncio.wait(waiting) if waiting else None
 
     async def next_resume(self, records: list[RequestRecord], pending_ids: set[str],
                           thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:

@@ -150,7 +150,8 @@ class Runner:
         return records, resume, decided
 
     async def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
-        await self._resuming.complete(done, [self._auditor.event(
+        # the caller has its result as the commit begins (see Resuming.complete_behind)
+        self._resuming.complete_behind(done, [self._auditor.event(
             "finished", thread_id=thread_id, details={"graph": name})])
 
 
