@@ -854,12 +854,14 @@ class Loopgate:
                  name: str | None, max_pauses: int, stream_mode: Any
                  ) -> Iterator[tuple[str, Any]]:
         require_checkpointer(graph)
-        # open already (the usual case): the config needs nothing from the gateway's loop
-        cfg = (self._config(config) if self._ready()
-               else self._portal.call(self._prepare(config)))
+        # open already (the usual case): the config needs nothing from the gateway's loop,
+        # and work the run need not wait for is handed to it without waiting
+        ready = self._ready()
+        cfg = self._config(config) if ready else self._portal.call(self._prepare(config))
         rounds = self._p.runner.rounds(value, str(cfg["configurable"]["thread_id"]), name,
                                        max_pauses, streaming=stream_mode is not None)
-        yield from drive(rounds, graph, cfg, stream_mode, self._portal.call)
+        yield from drive(rounds, graph, cfg, stream_mode, self._portal.call,
+                         self._portal.submit if ready else None)
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
                         name: str | None, max_pauses: int, stream_mode: Any

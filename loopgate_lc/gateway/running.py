@@ -56,6 +56,13 @@ class _Gateway:
 
 
 @dataclass(frozen=True)
+class _Behind:
+    """Start ``work`` on the gateway; the caller need not wait for it (no reply)."""
+
+    work: Coroutine[Any, Any, None]
+
+
+@dataclass(frozen=True)
 class _Emit:
     """Hand the caller ``(kind, item)``."""
 
@@ -63,7 +70,7 @@ class _Emit:
     item: Any
 
 
-Op: TypeAlias = _Graph | _Gateway | _Emit
+Op: TypeAlias = _Graph | _Gateway | _Behind | _Emit
 Rounds: TypeAlias = Generator[Op, Any, None]
 
 
@@ -114,7 +121,7 @@ class Runner:
         for _ in range(max_pauses + 1):
             step: Step = yield _Graph(value)
             if not step.interrupts:
-                yield _Gateway(self._finish(thread_id, name, done))
+                yield _Behind(self._finish(thread_id, name, done))
                 yield _Emit("result", step.value)
                 return
             pending = {i.id for i in step.interrupts}
@@ -156,9 +163,12 @@ class Runner:
 
 
 def drive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode: Any,
-          call: Callable[[Coroutine[Any, Any, Any]], Any]) -> Iterator[tuple[str, Any]]:
+          call: Callable[[Coroutine[Any, Any, Any]], Any],
+          start: Callable[[Coroutine[Any, Any, None]], object] | None = None,
+          ) -> Iterator[tuple[str, Any]]:
     """Carry out ``rounds`` from a sync caller: the graph in this thread, gateway work
-    through ``call`` (which blocks)."""
+    through ``call`` (which blocks), or ``start`` (which does not) where the caller
+    need not wait (through ``call`` without one)."""
     reply: Any = None
     while True:
         try:
@@ -167,6 +177,9 @@ def drive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode: Any,
             return
         if isinstance(op, _Emit):
             yield op.kind, op.item
+            reply = None
+        elif isinstance(op, _Behind):
+            (start or call)(op.work)
             reply = None
         elif isinstance(op, _Gateway):
             reply = call(op.work)
@@ -192,7 +205,7 @@ async def adrive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode
         if isinstance(op, _Emit):
             yield op.kind, op.item
             reply = None
-        elif isinstance(op, _Gateway):
+        elif isinstance(op, _Gateway | _Behind):
             reply = await call(op.work)
         elif stream_mode is None:
             reply = await graph.ainvoke(op.value, config, version="v2")
