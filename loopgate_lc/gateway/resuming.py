@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -165,9 +165,10 @@ class Resuming:
         The graph's checkpoint already holds the resumes, so nothing can resume them
         again meanwhile (their claims stand), and a crash before the commit leaves what
         a crash a moment earlier would: claims a lease later completes. Every later call
-        to the gateway waits for these commits first (:meth:`behind`), so none can see
-        the run unfinished; closing waits for them too. A failure is reported, as a
-        background task's is.
+        to the gateway waits for these commits first (:meth:`caught_up`), so none can
+        see the run unfinished; closing waits for them too, and so does the end of a
+        process that never closed its gateway. A failure is reported, as a background
+        task's is.
         """
         task = asyncio.get_running_loop().create_task(self._complete(request_ids, audit))
         self._behind.add(task)
@@ -180,11 +181,17 @@ class Resuming:
         except Exception as exc:
             await self._auditor.report(exc, {"task": "complete", "requests": list(request_ids)})
 
-    def behind(self) -> Awaitable[object] | None:
-        """The completions still committing (see :meth:`complete_behind`), to wait for;
-        None when there are none, or the caller is one of them (a hook it fires)."""
+    @property
+    def behind(self) -> bool:
+        """Whether completions are still committing (see :meth:`complete_behind`)."""
+        return bool(self._behind)
+
+    async def caught_up(self) -> None:
+        """Wait for the completions still committing, but the caller's own (a hook one
+        of them fires may call the gateway)."""
         waiting = self._behind - {asyncio.current_task()}
-        return asyncio.wait(waiting) if waiting else None
+        if waiting:
+            await asyncio.wait(waiting)
 
     async def next_resume(self, records: list[RequestRecord], pending_ids: set[str],
                           thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:
