@@ -897,7 +897,6 @@ def _at_exit() -> None:
         gate._catch_up()
 
 
-
 async def _spawn(tasks: Tasks, coro: Coroutine[Any, Any, Any]) -> None:
     tasks.spawn(coro)
 
