@@ -8,8 +8,8 @@ passed to ``on_error`` hooks, and never raised: they must not lose a decision.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -131,7 +131,7 @@ class Auditor:
                 continue
             try:
                 result = part.on_error(error, context)
-                if asyncio.iscoroutine(result):
+                if inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("loopgate_lc: on_error hook failed")
