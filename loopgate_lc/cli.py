@@ -13,6 +13,9 @@ decide through the gateway's deciding part alone (:mod:`loopgate_lc.gateway.ones
 importing no gateway, notifier, LangGraph or HTTP module they do not use. On a SQLite
 file they run that same code on this thread, without asyncio or an event loop (see
 :class:`~loopgate_lc.stores.sqlite.DirectSQLiteStore`); other stores run it on one.
+Run as a program, they also spare pydantic its search for plugins among every installed
+distribution (``PYDANTIC_DISABLE_PLUGINS``, unless it is set): nothing in such a
+process is anyone's to observe, and the search costs it more than its own work.
 
 Exit codes: 0 done, 1 the request could not be decided (unknown id, already decided,
 not allowed), 2 bad usage or configuration.
@@ -50,6 +53,10 @@ __all__ = ["build_parser", "main"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+
+#: The commands that read or change the store once and exit.
+STORE_COMMANDS = frozenset({"pending", "approve", "reject", "audit", "grants", "revoke-grant",
+                            "deliveries", "simulate"})
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -887,6 +894,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout
     try:
         _load_env_file(args.env_file)
+        if argv is None and args.command in STORE_COMMANDS:
+            # this process is the command's alone (see the module's docstring)
+            os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
         if args.command == "serve":
             return _serve(args)
         if args.command == "mcp":
