@@ -132,6 +132,41 @@ def test_the_probe_sees_an_import_a_command_should_not_make(
     assert sorted(modules & set(NOT_FOR_ANY)) != []
 
 
+# run as the console script runs it: ``main()`` reading ``sys.argv``
+AS_PROGRAM = """
+import sys
+read = []
+sys.addaudithook(lambda event, args: read.append(args[0]) if event == "open"
+                 and str(args[0]).endswith("entry_points.txt") else None)
+sys.argv = ["loopgate-lc", *sys.argv[1:]]
+from loopgate_lc.cli import main
+code = main()
+print(f"READ {len(read)}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(("preset", "searched"), [(None, False), ("", True)])
+def test_a_store_command_run_as_a_program_spares_pydantic_its_plugin_search(
+        preset: str | None, searched: bool, store: tuple[str, list[str]],
+        tmp_path: Path) -> None:
+    """Pydantic reads every installed distribution's entry points for its plugins when it
+    builds its first validator; a store command skips that, unless told otherwise
+    (``PYDANTIC_DISABLE_PLUGINS`` set, even empty, is left as it is)."""
+    import os
+
+    url, _ = store
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if preset is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = preset
+    done = subprocess.run([sys.executable, "-c", AS_PROGRAM, "pending", "--store", url],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("READ ")]
+    assert (int(line.removeprefix("READ ")) > 0) is searched
+
+
 def test_the_lazy_public_names_still_resolve() -> None:
     """``from loopgate_lc import X`` works for every name in ``__all__``, whichever is
     imported first (``guard`` is both a submodule and the function it exports)."""
