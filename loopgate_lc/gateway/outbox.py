@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.errors import LoopgateError, StoreError
-from loopgate_lc.gateway.audit import Auditor, Clock
+from loopgate_lc.gateway.audit import Auditor, Clock, log
 from loopgate_lc.gateway.tasks import Tasks
 from loopgate_lc.notifiers.base import DeliveryError, Notifier, VoteNotifier
 from loopgate_lc.schema import Status
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = ["CLAIM_LEASE", "OWN_LEASE", "Outbox", "Retries"]
-
-log = logging.getLogger("loopgate_lc")
 
 CLAIM_LEASE = 300.0
 """Seconds a claimed delivery is this process's before anyone may claim it again."""
@@ -287,7 +284,7 @@ class Outbox:
             async with asyncio.timeout(timeout):
                 await self.lock.acquire()
         except TimeoutError:
-            log.warning("loopgate_lc: the outbox pass did not finish while closing")
+            log().warning("loopgate_lc: the outbox pass did not finish while closing")
         running = [t for t in self._running if not t.done()]
         if running:
             await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
