@@ -24,7 +24,6 @@ not allowed), 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import shlex
@@ -655,6 +654,8 @@ def _deliveries(args: argparse.Namespace, out: TextIO) -> int:
 def _actor(args: argparse.Namespace) -> str:
     name = args.actor
     if not name:
+        import getpass  # only a decision without --as needs it (and its terminal module)
+
         try:
             name = getpass.getuser()
         except (OSError, KeyError):  # no user name in this environment
