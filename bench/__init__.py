@@ -181,7 +181,10 @@ OPTIMISATIONS: list[str] = [
     "moment earlier left (claims a lease later completes). Still 3 write transactions per"
     " round trip. Bought: section 2's paired ratio, median of three alternated runs of 60"
     " on the same busy VM, SQLite 1.35 -> 1.16 (1.10-1.30), PostgreSQL 1.66 -> 1.49 "
-    "(1.41-1.58); before both items 1.35 (1.26-1.49) and 1.71 (1.66-1.71).",
+    "(1.41-1.58); before both items 1.35 (1.26-1.49) and 1.71 (1.66-1.71). Both items "
+    "together, three more alternated runs after the merge, on a quieter spell (raw "
+    "LangGraph 17-32 ms): SQLite 1.48 -> 1.44 (1.39-1.53 -> 1.40-1.46), PostgreSQL 1.70 "
+    "-> 1.49 (1.57-1.80 -> 1.42-1.50).",
     "",
     "Not changed (trade-offs for the owners, not clear local wins): on SQLite every "
     "commit waits for the WAL fsync (about 0.4-0.6 ms here; `PRAGMA synchronous=NORMAL` "
