@@ -114,11 +114,15 @@ def test_a_guarded_pause_publishes_the_inlined_schema_and_resumes(
         ran.append(amount)
         return "sent"
 
+    guarded = guard(transfer)
     agent = create_agent(
         ScriptedChatModel(script=[ai("", call("transfer", amount=7, to="bo")), "ok"]),
-        tools=[guard(transfer)], checkpointer=InMemorySaver())
+        tools=[guarded], checkpointer=InMemorySaver())
     paused = agent.invoke({"messages": [("user", "pay")]}, config, version="v2")
     (pause,) = paused.interrupts
+    # handed over as text parsed anew, it is what pydantic would publish, in its order
+    expected = TypeAdapter(guarded.gate.schema_for("transfer", Transfer)).json_schema()
+    assert json.dumps(pause.response_schema) == json.dumps(expected)
     assert "$ref" not in json.dumps(pause.response_schema)
     assert pause.response_schema["anyOf"][0]["discriminator"]["propertyName"] == "type"
     with pytest.raises(ValidationError):  # LangGraph still checks answers before saving
