@@ -163,7 +163,7 @@ def _rows(samples: dict[str, list[float]], store_name: str) -> list[Row]:
 
 def run(config: Config) -> Section:
     began = time.perf_counter()
-    reps, warmup = config.reps(40, 2), config.reps(3, 1)
+    reps, warmup = config.reps(40), config.reps(3, 0)
     section = Section(
         key="inbox",
         title="9. Inbox live updates (decision elsewhere -> event at an open page)",
