@@ -121,15 +121,16 @@ class _Server:
              "--default-timeout", "3600"],
             env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"loopgate-lc serve exited: see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        with httpx.Client(timeout=2) as client:  # one: a new client loads the CA bundle
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"loopgate-lc serve exited: see {self.log.name}")
+                try:
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
         self.close()
         raise RuntimeError("loopgate-lc serve did not start within 120 s")
 
