@@ -1,7 +1,11 @@
 """Every Python block of the README runs as copied.
 
 Blocks under one ``##`` heading continue each other (like notebook cells), so each
-section runs as one script, in a fresh folder and a fresh per-user data directory.
+section runs as one script, in a fresh folder and a fresh per-user data directory. It runs
+in the test's own process (``tests/support/inprocess.py``), from an empty namespace, as
+``python -c`` would run it: a new interpreter would cost a second or more of importing
+LangChain and LangGraph per section. What a finished process would show is checked too:
+its exit code, and no thread of its own left running (one would keep a process alive).
 Blocks that need a Telegram bot get a FakeBotAPI through the environment (as a reader's
 real token would come); the PostgreSQL block gets ``DATABASE_URL`` from
 ``LOOPGATE_TEST_POSTGRES_DSN`` and is skipped, with that reason, without it.
@@ -12,15 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
-import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from loopgate_lc.fake_telegram import FakeBotAPI
+from tests.support.inprocess import run_main
 from tests.support.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,34 +54,41 @@ TELEGRAM = {"Telegram: approve from your phone", "Scaling out"}
 POSTGRES = {"Scaling out", "Stores"}
 
 
-def run(heading: str, tmp_path: Path) -> str:
+def run(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> str:
     if heading in NOT_AS_COPIED:
         pytest.skip(NOT_AS_COPIED[heading])
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TELEGRAM_", "LOOPGATE_", "DATABASE_URL"))}
-    env["XDG_DATA_HOME"] = str(tmp_path / "user-data")
     dsn = os.environ.get("LOOPGATE_TEST_POSTGRES_DSN")
     if heading == "Scaling out" and not dsn:
         pytest.skip("LOOPGATE_TEST_POSTGRES_DSN is not set; the block needs PostgreSQL")
+    for key in [k for k in os.environ if k.startswith(("TELEGRAM_", "LOOPGATE_", "DATABASE_URL"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
     with contextlib.ExitStack() as cleanup:
         if heading in POSTGRES and dsn:  # a database of its own: the blocks use its default schema
-            env["DATABASE_URL"] = cleanup.enter_context(fresh_database(dsn, "loopgate_readme"))
-        return _run_block(heading, env, tmp_path)
+            monkeypatch.setenv("DATABASE_URL",
+                               cleanup.enter_context(fresh_database(dsn, "loopgate_readme")))
+        if heading in TELEGRAM:
+            fake = cleanup.enter_context(FakeBotAPI())
+            monkeypatch.setenv("TELEGRAM_BOT_TOKEN", fake.token)
+            monkeypatch.setenv("TELEGRAM_API_BASE_URL", fake.base_url)
+            monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:9/telegram/webhook")
+        return _run_block(heading, tmp_path, monkeypatch, capsys)
 
 
-def _run_block(heading: str, env: dict[str, str], tmp_path: Path) -> str:
-    fake = FakeBotAPI().start() if heading in TELEGRAM else None
-    try:
-        if fake is not None:
-            env.update(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_BASE_URL=fake.base_url,
-                       TELEGRAM_WEBHOOK_URL="http://127.0.0.1:9/telegram/webhook")
-        done = subprocess.run([sys.executable, "-c", SECTIONS[heading]], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        if fake is not None:
-            fake.stop()
-    assert done.returncode == 0, f"{heading}:\n{done.stderr}"
-    return done.stdout
+def _run_block(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> str:
+    code = compile(SECTIONS[heading], f"<README.md: {heading}>", "exec")
+    before = set(threading.enumerate())
+    ran = run_main(lambda: exec(code, {"__name__": "__main__"}), cwd=tmp_path,
+                   monkeypatch=monkeypatch, capture=capsys)
+    assert ran.returncode == 0, f"{heading}:\n{ran.stderr}"
+    # a process exits only once its last non-daemon thread ends
+    started = [t for t in threading.enumerate() if t not in before and not t.daemon]
+    for thread in started:
+        thread.join(timeout=10)
+    assert not [t.name for t in started if t.is_alive()], f"{heading} left threads running"
+    return ran.stdout
 
 
 def test_the_two_commands_then_install_come_first() -> None:
@@ -116,8 +127,9 @@ def prints(heading: str) -> Callable[[Callable[[str, Path], None]], Callable[[st
 
 
 @pytest.mark.parametrize("heading", sorted(SECTIONS))
-def test_section_runs_as_copied(heading: str, tmp_path: Path) -> None:
-    out = run(heading, tmp_path)
+def test_section_runs_as_copied(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(heading, tmp_path, monkeypatch, capsys)
     if heading in PRINTS:
         PRINTS[heading](out, tmp_path)
 
