@@ -426,10 +426,11 @@ class Resolution:
             nothing of them is written either.
         seen: The request as the decider last read it, if it has it. A store may build
             the decided record from it: the fields a request is filed with and never
-            changes (its payload first) taken from ``seen``, the rest as stored, instead
-            of reading the whole row back and parsing its payload again. Ignored unless
-            its id is ``request_id``; never decided against (the compare-and-set reads
-            the stored status).
+            changes (its payload first) taken from ``seen`` (shared, not copied, as is
+            its parsed request), the rest as stored, instead of reading the whole row
+            back and parsing its payload again. Ignored unless its id is
+            ``request_id``; never decided against (the compare-and-set reads the
+            stored status).
     """
 
     request_id: str
