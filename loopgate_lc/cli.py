@@ -10,7 +10,12 @@ reported with who decided it, and nothing is decided twice.
 
 A person types the store commands, so they start fast: they read the store directly and
 decide through the gateway's deciding part alone (:mod:`loopgate_lc.gateway.oneshot`),
-importing no gateway, notifier, LangGraph or HTTP module they do not use.
+importing no gateway, notifier, LangGraph or HTTP module they do not use. On a SQLite
+file they run that same code on this thread, without asyncio or an event loop (see
+:class:`~loopgate_lc.stores.sqlite.DirectSQLiteStore`); other stores run it on one.
+Run as a program, they also spare pydantic its search for plugins among every installed
+distribution (``PYDANTIC_DISABLE_PLUGINS``, unless it is set): nothing in such a
+process is anyone's to observe, and the search costs it more than its own work.
 
 Exit codes: 0 done, 1 the request could not be decided (unknown id, already decided,
 not allowed), 2 bad usage or configuration.
@@ -19,13 +24,11 @@ not allowed), 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
 import os
 import shlex
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -49,6 +52,10 @@ __all__ = ["build_parser", "main"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+
+#: The commands that read or change the store once and exit.
+STORE_COMMANDS = frozenset({"pending", "approve", "reject", "audit", "grants", "revoke-grant",
+                            "deliveries", "simulate"})
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -94,21 +101,39 @@ def _missing(url: str) -> bool:
 T = TypeVar("T")
 
 
+def _run(url: str, work: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` on the store ``url`` names (not set up yet). A SQLite file is read
+    and written on this thread: the store's coroutines never wait then, and run without
+    the import of asyncio, an event loop or the store's thread, which would cost a
+    command a third of its start-up. Any other store runs on an event loop."""
+    from loopgate_lc.locations import sqlite_file
+
+    file = sqlite_file(url)
+    if file is not None:
+        from loopgate_lc._inline import run_inline
+        from loopgate_lc.stores.sqlite import DirectSQLiteStore
+
+        return run_inline(work(DirectSQLiteStore(file)))
+    import asyncio
+
+    from loopgate_lc.stores import open_store
+
+    return asyncio.run(work(open_store(url)))
+
+
 def _on_store(url: str, op: Callable[[Store], Awaitable[T]]) -> T:
     """Run ``op`` on the store ``url`` names, set up (migrations applied) and closed
     after. A command that reads builds no gateway: no timers, notifiers or event-loop
     thread, which would cost it most of its start-up and do nothing before it exits."""
-    from loopgate_lc.stores import open_store
 
-    async def run() -> T:
-        store = open_store(url)
+    async def run(store: Store) -> T:
         try:
             await store.setup()
             return await op(store)
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    return _run(url, run)
 
 
 def _deciding(url: str, op: Callable[[Deciding, Store], Awaitable[T]]) -> T:
@@ -116,14 +141,12 @@ def _deciding(url: str, op: Callable[[Deciding, Store], Awaitable[T]]) -> T:
     :mod:`loopgate_lc.gateway.oneshot`): a decision here is checked, audited and committed
     exactly as a ``Loopgate`` over that store would."""
     from loopgate_lc.gateway.oneshot import deciding
-    from loopgate_lc.stores import open_store
 
-    async def run() -> T:
-        store = open_store(url)
+    async def run(store: Store) -> T:
         async with deciding(store) as desk:
             return await op(desk, store)
 
-    return asyncio.run(run())
+    return _run(url, run)
 
 
 def _default_timeout(value: float | None) -> float:
@@ -631,6 +654,8 @@ def _deliveries(args: argparse.Namespace, out: TextIO) -> int:
 def _actor(args: argparse.Namespace) -> str:
     name = args.actor
     if not name:
+        import getpass  # only a decision without --as needs it (and its terminal module)
+
         try:
             name = getpass.getuser()
         except (OSError, KeyError):  # no user name in this environment
@@ -870,6 +895,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout
     try:
         _load_env_file(args.env_file)
+        if argv is None and args.command in STORE_COMMANDS:
+            # this process is the command's alone (see the module's docstring)
+            os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
         if args.command == "serve":
             return _serve(args)
         if args.command == "mcp":

@@ -6,6 +6,10 @@ The interrupt value for a tool call is a superset of LangChain's per-call
 client written for ``HumanInTheLoopMiddleware(interrupt_mode="per_call")`` can answer a
 loopgate_lc interrupt unchanged. Everything here is plain data: it crosses checkpoints,
 stores, HTTP and Telegram as JSON.
+
+Every model here defers building its validator to its first use (``defer_build``): a
+process uses a few of them, and building the rest when this module is imported cost a
+command of the CLI more than its own work.
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ def option_approves(label: str) -> bool:
 class Option(BaseModel):
     """A choice offered to the person, with what choosing it means."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     label: str = Field(min_length=1, max_length=256)
     approved: bool
@@ -180,7 +184,7 @@ def default_decisions(kind: RequestKind, has_options: bool) -> tuple[DecisionTyp
 class ShadowVerdict(BaseModel):
     """What a shadow policy would have decided for a call it does not enforce."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     policy: str
     auto_approved: bool
@@ -196,7 +200,7 @@ class ApprovalRequest(BaseModel):
     kind and ``message``/``options`` say what is asked.
     """
 
-    model_config = ConfigDict(extra="allow", use_enum_values=False)
+    model_config = ConfigDict(extra="allow", use_enum_values=False, defer_build=True)
 
     type: RequestKind
     request_id: str
@@ -286,7 +290,7 @@ class ApprovalRequest(BaseModel):
 
 
 class _DecisionBase(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     actor: str | None = Field(default=None, description="Who decided (filled by loopgate_lc).")
     channel: str | None = Field(default=None, description="Where the decision came from.")
@@ -300,6 +304,8 @@ class ApproveDecision(_DecisionBase):
 
 class EditedAction(BaseModel):
     """The call a person wants run instead: the same tool, other arguments."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     args: dict[str, Any]
@@ -369,6 +375,8 @@ class HumanResponse(BaseModel):
         data: Edited data, for an ``edit`` answer.
         decided_by: Who answered, when known.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     approved: bool
     status: Status

@@ -473,3 +473,25 @@ def test_votes_from_the_cli_say_the_request_is_still_pending(
     assert main(["approve", record.id, "--as", "bob", "--store", store]) == 0
     assert (f"request {record.id}: approved (approved) by cli:ann, cli:bob"
             in capsys.readouterr().out)
+
+
+def test_store_commands_on_postgresql_decide_on_an_event_loop(
+        postgres_dsn: str, pg_schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a SQLite file is read inline; any other store runs the same commands through
+    its own async driver, with the same output and exit codes."""
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+    url = (f"{postgres_dsn}{'&' if '?' in postgres_dsn else '?'}"
+           f"options=-csearch_path%3D{pg_schema}")
+    with Loopgate(url, timers=False) as gate:
+        record = gate.submit("Deploy v2.1.0 on PostgreSQL?")
+    assert main(["pending", "--store", url]) == 0
+    assert record.id in capsys.readouterr().out
+    assert main(["approve", record.id, "--as", "ann", "--store", url]) == 0
+    assert f"request {record.id}: approved (approved) by cli:ann" in capsys.readouterr().out
+    assert main(["reject", record.id, "--reason", "late", "--store", url]) == 1
+    assert "was already approved by cli:ann via cli" in capsys.readouterr().err
+    assert main(["audit", "--request", record.id, "--store", url]) == 0
+    assert "decided:approved" in capsys.readouterr().out

@@ -5,6 +5,8 @@ command that reads a table must not pull in LangGraph, LangChain, Telegram, http
 jsonschema (together about a second of imports before the first row is read), nor the
 gateway's facade and the parts only a running gateway uses (timers, filing, resuming,
 graph drivers, its event-loop thread), nor notifiers, nor what another command needs.
+On a SQLite file they run the store's and the deciding part's coroutines inline, so
+asyncio is not imported at all (a fifth of their start-up).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def test_store_commands_import_nothing_they_do_not_use(
     modules = imported_by(*args, "--store", url, cwd=tmp_path)
     assert "loopgate_lc.stores.sqlite" in modules  # it did read the store
     assert heavy_in(modules) == []
+    assert "asyncio" not in modules  # nor started an event loop to do it
     unused = set(NOT_FOR_ANY + (NOT_FOR_READING if reads else ()))
     if command[:2] == ["pending", "--json"]:
         # prints the HTTP API's poll result, whose shape (the decision's meaning) is
@@ -127,6 +130,41 @@ def test_the_probe_sees_an_import_a_command_should_not_make(
     assert {"loopgate_lc.gateway.facade", "loopgate_lc.gateway.timers",
             "loopgate_lc.gateway.resuming", "loopgate_lc._portal"} <= modules
     assert sorted(modules & set(NOT_FOR_ANY)) != []
+
+
+# run as the console script runs it: ``main()`` reading ``sys.argv``
+AS_PROGRAM = """
+import sys
+read = []
+sys.addaudithook(lambda event, args: read.append(args[0]) if event == "open"
+                 and str(args[0]).endswith("entry_points.txt") else None)
+sys.argv = ["loopgate-lc", *sys.argv[1:]]
+from loopgate_lc.cli import main
+code = main()
+print(f"READ {len(read)}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(("preset", "searched"), [(None, False), ("", True)])
+def test_a_store_command_run_as_a_program_spares_pydantic_its_plugin_search(
+        preset: str | None, searched: bool, store: tuple[str, list[str]],
+        tmp_path: Path) -> None:
+    """Pydantic reads every installed distribution's entry points for its plugins when it
+    builds its first validator; a store command skips that, unless told otherwise
+    (``PYDANTIC_DISABLE_PLUGINS`` set, even empty, is left as it is)."""
+    import os
+
+    url, _ = store
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if preset is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = preset
+    done = subprocess.run([sys.executable, "-c", AS_PROGRAM, "pending", "--store", url],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("READ ")]
+    assert (int(line.removeprefix("READ ")) > 0) is searched
 
 
 def test_the_lazy_public_names_still_resolve() -> None:

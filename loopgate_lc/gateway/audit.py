@@ -8,21 +8,29 @@ passed to ``on_error`` hooks, and never raised: they must not lose a decision.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import inspect
 import json
-import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.hooks import Hooks, fire, parts_of
 from loopgate_lc.policy import RiskLevel, Verdict
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
 
-__all__ = ["Auditor", "Clock", "args_hash", "shadow_details"]
+if TYPE_CHECKING:
+    import logging
 
-log = logging.getLogger("loopgate_lc")
+__all__ = ["Auditor", "Clock", "args_hash", "log", "shadow_details"]
+
+
+def log() -> logging.Logger:
+    """The gateway's logger (``loopgate_lc``). ``logging`` is imported with the first
+    report: a process that only decides (the CLI) reports nothing, and starts faster."""
+    import logging
+
+    return logging.getLogger("loopgate_lc")
 
 Clock = Callable[[], datetime]
 """Returns "now", timezone-aware UTC; tests inject one to move time."""
@@ -120,7 +128,7 @@ class Auditor:
                      audit: bool = True) -> None:
         """Log, audit (unless the caller already did) and pass to ``on_error`` hooks;
         never raises, so a failure elsewhere cannot lose a decision."""
-        log.warning("loopgate_lc: %s in %s", error, context)
+        log().warning("loopgate_lc: %s in %s", error, context)
         if audit:
             try:
                 await self._store.append_audit(AuditEvent(
@@ -129,7 +137,7 @@ class Auditor:
                     details={"error": f"{type(error).__name__}: {error}",
                              **{k: str(v) for k, v in context.items()}}))
             except Exception:  # the audit itself failing must not hide the first error
-                log.exception("loopgate_lc: could not audit an error")
+                log().exception("loopgate_lc: could not audit an error")
         if context.get("hook") == "on_error":
             return
         for part in parts_of(self._hooks):
@@ -137,7 +145,7 @@ class Auditor:
                 continue
             try:
                 result = part.on_error(error, context)
-                if asyncio.iscoroutine(result):
+                if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("loopgate_lc: on_error hook failed")
+                log().exception("loopgate_lc: on_error hook failed")

@@ -17,20 +17,23 @@ what no such write takes within one poll interval is recorded in one batch
 (:meth:`Outbox.flush`; at close too). Until then the delivery is only leased: a crash
 before it is recorded means it is made again once the lease passes, the at-least-once
 a crash between a delivery and its record always meant.
+
+asyncio is imported by the first delivery, wait or pass: a process that only decides
+(the CLI) owes its own channels nothing, and runs without an event loop (see
+:mod:`loopgate_lc._inline`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopgate_lc.errors import LoopgateError, StoreError
-from loopgate_lc.gateway.audit import Auditor, Clock
+from loopgate_lc.gateway.audit import Auditor, Clock, log
 from loopgate_lc.gateway.tasks import Tasks
 from loopgate_lc.notifiers.base import DeliveryError, Notifier, VoteNotifier
 from loopgate_lc.schema import Status
@@ -44,9 +47,10 @@ from loopgate_lc.stores.base import (
     Store,
 )
 
-__all__ = ["CLAIM_LEASE", "OWN_LEASE", "Outbox", "Retries"]
+if TYPE_CHECKING:
+    import asyncio
 
-log = logging.getLogger("loopgate_lc")
+__all__ = ["CLAIM_LEASE", "OWN_LEASE", "Outbox", "Retries"]
 
 CLAIM_LEASE = 300.0
 """Seconds a claimed delivery is this process's before anyone may claim it again."""
@@ -87,17 +91,39 @@ class Outbox:
         self._poll = poll_interval
         # how long a finished delivery waits for a write of its request to carry it
         self._window = poll_interval
-        self._kick = asyncio.Event()
-        self._finished_kick = asyncio.Event()
         # deliveries on their way from here, and the lease each is held under now
         self._leases: dict[_Key, datetime] = {}
         self._running: set[asyncio.Task[Any]] = set()
         # delivered, not yet recorded: by request, for the next write of that request
         self._finished: dict[str, list[Delivered]] = {}
-        self._flushing = asyncio.Lock()
         self._adopted: set[str] = set()  # pending ids checked for our channels
-        self.lock = asyncio.Lock()
+
+    @functools.cached_property
+    def lock(self) -> asyncio.Lock:
         """Held by a pass; closing takes it so claimed deliveries are handed back."""
+        import asyncio
+
+        return asyncio.Lock()
+
+    @functools.cached_property
+    def _flushing(self) -> asyncio.Lock:
+        import asyncio
+
+        return asyncio.Lock()
+
+    @functools.cached_property
+    def _kick(self) -> asyncio.Event:
+        """Set to deliver now rather than at the next poll."""
+        import asyncio
+
+        return asyncio.Event()
+
+    @functools.cached_property
+    def _finished_kick(self) -> asyncio.Event:
+        """Set when a delivery made here waits to be recorded."""
+        import asyncio
+
+        return asyncio.Event()
 
     def kick(self) -> None:
         """Deliver now rather than at the next poll."""
@@ -231,6 +257,8 @@ class Outbox:
     async def flush_loop(self) -> None:
         """Flush what a window after a delivery no write has carried, for the gateway's
         lifetime."""
+        import asyncio
+
         while not self._tasks.closing:
             await self._finished_kick.wait()
             await asyncio.sleep(self._window)  # time for a write of its request
@@ -245,6 +273,8 @@ class Outbox:
         """While the gateway closes: let a pass and the deliveries under way finish
         (within ``timeout``), give back the leases of those that did not, and record
         what was delivered."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -254,7 +284,7 @@ class Outbox:
             async with asyncio.timeout(timeout):
                 await self.lock.acquire()
         except TimeoutError:
-            log.warning("loopgate_lc: the outbox pass did not finish while closing")
+            log().warning("loopgate_lc: the outbox pass did not finish while closing")
         running = [t for t in self._running if not t.done()]
         if running:
             await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
@@ -283,6 +313,8 @@ class Outbox:
 
     async def run(self) -> None:
         """Deliver what is owed, for the gateway's lifetime."""
+        import asyncio
+
         while not self._tasks.closing:
             self._kick.clear()
             try:
@@ -408,6 +440,8 @@ class Outbox:
 
     async def adopt_loop(self) -> None:
         """Adopt other processes' pending requests, every poll, for the gateway's life."""
+        import asyncio
+
         while not self._tasks.closing and self._notifiers:
             try:
                 await self.adopt()

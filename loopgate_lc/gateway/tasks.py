@@ -1,10 +1,16 @@
-"""The gateway's background tasks: spawned on its loop, cancelled together at close."""
+"""The gateway's background tasks: spawned on its loop, cancelled together at close.
+
+asyncio is imported with the first task: a process that only decides (the CLI) spawns
+none, and runs without an event loop (see :mod:`loopgate_lc._inline`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Tasks"]
 
@@ -20,6 +26,8 @@ class Tasks:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background on the running loop."""
+        import asyncio
+
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -28,6 +36,10 @@ class Tasks:
     async def cancel(self) -> None:
         """Cancel every task and wait for them to end."""
         tasks = list(self._tasks)
+        if not tasks:
+            return
+        import asyncio
+
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

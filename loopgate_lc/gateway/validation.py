@@ -4,15 +4,16 @@ A request may carry a ``response_schema`` (JSON Schema text): an edit's argument
 fit the tool's own schema. ``jsonschema`` takes about a second to import (far more on a
 busy machine) and compiling a schema is not free either; both happen in a worker thread,
 once per schema, so timers and Telegram never stall behind the first edit of a process.
+Without an event loop (the CLI deciding inline) there is nothing to stall: it happens here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from loopgate_lc._inline import loop_running
 from loopgate_lc._lru import LRU
 from loopgate_lc.decisions import (
     SCHEMA_CHECKED,
@@ -67,6 +68,11 @@ class Schemas:
     async def _validator(self, schema: str) -> Any:
         validator = self._compiled.get(schema)
         if validator is None:
-            validator = await asyncio.to_thread(_compile, schema)
+            if loop_running():
+                import asyncio
+
+                validator = await asyncio.to_thread(_compile, schema)
+            else:
+                validator = _compile(schema)
             self._compiled.get_or_make(schema, lambda: validator)
         return validator

@@ -7,15 +7,21 @@ committed before the read began, so the read returns it. (Read first, register s
 lost exactly that decision until the next poll.) A wait also looks every
 :data:`RECHECK` seconds at what this process has decided, which costs no read, so a
 wake-up missed all the same costs that long, not a poll interval.
+
+asyncio is imported by the first wait: a process that only decides (the CLI) waits for
+nothing, and runs without an event loop (see :mod:`loopgate_lc._inline`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from loopgate_lc._lru import LRU
 from loopgate_lc.stores.base import RequestRecord, Store
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["RECHECK", "Waiters"]
 
@@ -72,6 +78,8 @@ class Waiters:
         committed. Until :meth:`hand_over` the run must wait for it, not read the claim
         (which another path may show it first, a store notification or a poll) as
         someone else's."""
+        import asyncio
+
         self._handing.setdefault(request_id, asyncio.get_running_loop().create_future())
 
     def hand_over(self, request_id: str, record: RequestRecord | None) -> None:
@@ -115,6 +123,8 @@ class Waiters:
             TimeoutError: Still pending after ``timeout`` seconds.
             RequestNotFound: Unknown id.
         """
+        import asyncio
+
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -140,6 +150,8 @@ class Waiters:
                      until: float) -> RequestRecord | None:
         """The record ``waiter`` is woken with, or that this process decided, by the
         loop time ``until`` (None: the store is to be read again)."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         while True:
             step = min(RECHECK, until - loop.time())

@@ -19,6 +19,8 @@ The contract's central promises:
 
 All methods are async (servers and graphs run on event loops); timestamps are
 timezone-aware UTC ``datetime`` objects; JSON-ish fields are plain ``dict``/``list``.
+The records build their validators on first use (``defer_build``), as the wire types of
+:mod:`loopgate_lc.schema` do: a command that reads audit events builds no request record.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class SessionRecord(BaseModel):
         active: False after ``deactivate``; an inactive session takes no new requests.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     session_id: str
     client_id: str = ""
@@ -89,7 +91,7 @@ class Vote(BaseModel):
         message: A rejection's reason, if given.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     voter: str = Field(min_length=1, max_length=256)
     vote: Literal["approve", "reject"]
@@ -107,7 +109,7 @@ class RequestRecord(BaseModel):
     twice returns the first record.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str
     kind: RequestKind
@@ -192,7 +194,7 @@ class RequestRecord(BaseModel):
 class AuditEvent(BaseModel):
     """One append-only line of the audit trail: who, through which channel, when, what."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: int | None = None
     at: datetime = Field(default_factory=utcnow)
@@ -242,7 +244,7 @@ class GrantRecord(BaseModel):
         revoked_at, revoked_by: Set once, by the first revocation.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str
     tool: str
@@ -285,7 +287,7 @@ class OutboxItem(BaseModel):
     once the lease has passed: the writer died); read back, the lease it is under now.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: int | None = None
     request_id: str

@@ -18,11 +18,16 @@ still commit, and each one's status, audit events and outbox entries stay togeth
 committed all or not at all. Concurrent decisions then share one commit (one ``fsync``)
 and one wake-up of each waiting event loop, instead of a thread hop and a commit each,
 with threads queueing on the write lock while they wait for the interpreter lock.
+
+:class:`DirectSQLiteStore` runs the same operations, transactions and errors on the
+caller's thread instead, for a process that does one thing and exits (the CLI's store
+commands): its coroutines never wait, so they run without an event loop (see
+:mod:`loopgate_lc._inline`), and this module imports asyncio only where a store thread
+hands results to one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -33,13 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.stores._common import json_text, utc
 from loopgate_lc.stores._sql import TABLES, Dialect, Op, Row, SQLStore, Stmt, drive
 
-__all__ = ["SQLiteStore"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["DirectSQLiteStore", "SQLiteStore"]
 
 _T = TypeVar("_T")
 
@@ -83,6 +91,8 @@ class _Job:
     done: asyncio.Future[Any]
 
 
+#: Whether an operation succeeded, and its result or error.
+_Done = tuple[bool, Any]
 #: A job, whether it succeeded, and its result or error.
 _Outcome = tuple[_Job, bool, Any]
 
@@ -220,6 +230,8 @@ class SQLiteStore(SQLStore):
         return conn
 
     async def _run(self, op: Op[_T], *, write: bool) -> _T:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         done: asyncio.Future[_T] = loop.create_future()
         self._queue().put(_Job(op, write, loop, done))
@@ -250,10 +262,13 @@ class SQLiteStore(SQLStore):
                             _settle([(job, False, exc) for job in batch])
                             continue
                     execute = self._executor(conn)
-                    outcomes = [self._read(execute, job) for job in batch if not job.write]
+                    outcomes: list[_Outcome] = [(job, *self._read(execute, job.op))
+                                                for job in batch if not job.write]
                     writes = [job for job in batch if job.write]
                     if writes:
-                        outcomes += self._commit(conn, execute, writes)
+                        committed = self._commit(conn, execute, [job.op for job in writes])
+                        outcomes += [(job, *done)
+                                     for job, done in zip(writes, committed, strict=True)]
                     _settle(outcomes)
                 if stop:
                     return
@@ -268,37 +283,38 @@ class SQLiteStore(SQLStore):
 
         return execute
 
-    def _read(self, execute: Callable[[Stmt], list[Row]], job: _Job) -> _Outcome:
+    def _read(self, execute: Callable[[Stmt], list[Row]], op: Op[Any]) -> _Done:
         try:
-            return job, True, drive(job.op, execute)
+            return True, drive(op, execute)
         except Exception as exc:
-            return job, False, self._error(exc)
+            return False, self._error(exc)
 
     def _commit(self, conn: sqlite3.Connection, execute: Callable[[Stmt], list[Row]],
-                writes: list[_Job]) -> list[_Outcome]:
+                writes: list[Op[Any]]) -> list[_Done]:
         """Run ``writes`` in one transaction, each in its own savepoint (a lone write
-        needs none, and is rolled back whole when it fails)."""
+        needs none, and is rolled back whole when it fails); how each one ended, in
+        order."""
         alone = len(writes) == 1
-        outcomes: list[_Outcome] = []
+        outcomes: list[_Done] = []
         try:
             with self._write_lock:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for job in writes:
+                    for op in writes:
                         if not alone:
                             conn.execute("SAVEPOINT loopgate_write")
                         try:
-                            result = drive(job.op, execute)
+                            result = drive(op, execute)
                         except Exception as exc:
                             if alone:
                                 raise
                             conn.execute("ROLLBACK TO loopgate_write")
                             conn.execute("RELEASE loopgate_write")
-                            outcomes.append((job, False, self._error(exc)))
+                            outcomes.append((False, self._error(exc)))
                         else:
                             if not alone:
                                 conn.execute("RELEASE loopgate_write")
-                            outcomes.append((job, True, result))
+                            outcomes.append((True, result))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -306,8 +322,8 @@ class SQLiteStore(SQLStore):
                     raise
         except Exception as exc:  # nothing of the batch committed
             error = self._error(exc)
-            failed = {id(job): value for job, ok, value in outcomes if not ok}
-            return [(job, False, failed.get(id(job), error)) for job in writes]
+            return [(False, value if not ok else error) for ok, value in outcomes] + [
+                (False, error)] * (len(writes) - len(outcomes))
         return outcomes
 
     def _error(self, exc: Exception) -> Exception:
@@ -336,5 +352,38 @@ class SQLiteStore(SQLStore):
             jobs, thread = self._jobs, self._thread
             self._jobs = self._thread = None
         if jobs is not None and thread is not None:
+            import asyncio
+
             jobs.put(None)  # after everything queued before it
             await asyncio.to_thread(thread.join, self.timeout)
+
+
+class DirectSQLiteStore(SQLiteStore):
+    """A :class:`SQLiteStore` that runs each operation at once, on the caller's thread.
+
+    The same file, statements, transactions and errors, on one connection opened on
+    first use: a read runs as it comes, a write in a ``BEGIN IMMEDIATE`` transaction of
+    its own under the file's write lock. Its coroutines never wait, so a process that
+    does one thing and exits drives them without an event loop or the store's thread
+    (:func:`loopgate_lc._inline.run_inline`). Every call blocks its caller for as long
+    as its statements take: on an event loop, use :class:`SQLiteStore`.
+    """
+
+    _conn: sqlite3.Connection | None = None
+
+    async def _run(self, op: Op[_T], *, write: bool) -> _T:
+        if self._conn is None:
+            self._conn = self._connect()
+        execute = self._executor(self._conn)
+        ok, value = (self._commit(self._conn, execute, [op])[0] if write
+                     else self._read(execute, op))
+        if not ok:
+            raise value
+        result: _T = value
+        return result
+
+    async def close(self) -> None:
+        """Close the connection; the store opens another if used again."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -11,6 +11,7 @@ from loopgate_lc.errors import ConfigurationError, StoreError
 from loopgate_lc.schema import RequestKind, Status, utcnow
 from loopgate_lc.stores import SQLiteStore, Store
 from loopgate_lc.stores.base import RequestRecord
+from loopgate_lc.stores.sqlite import DirectSQLiteStore
 from loopgate_lc.testing.stores import MakeStore, StoreConformance, request
 
 
@@ -21,6 +22,20 @@ class TestSQLiteStore(StoreConformance):
 
         async def make() -> Store:
             return SQLiteStore(path)
+
+        return make
+
+
+class TestDirectSQLiteStore(StoreConformance):
+    """The store the CLI runs inline keeps every promise of the contract (here on an
+    event loop, which it blocks for each statement)."""
+
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> MakeStore:
+        path = tmp_path / "loopgate.db"
+
+        async def make() -> Store:
+            return DirectSQLiteStore(path)
 
         return make
 
