@@ -365,10 +365,12 @@ def run(config: Config) -> Section:
         "records the outcome's delivery). A delivery no change of its request carries within "
         "a poll interval is recorded in a batch of its own: with a person who answers after "
         "more than a second, that is a fourth commit (shared by every delivery made in that "
-        "second). The 'two commits' row is the floor any durable approval pays; what the "
-        "gateway adds beyond it is the third commit, the hops between the caller's thread, "
-        "the gateway's loop and the store's worker thread, and the audit and validation "
-        "work; the guard's own pause (in the 'guard()' row too) still pays about 1 ms for "
-        "LangGraph generating the published JSON schema anew on every pause.")
+        "second). The third commit is made as the run returns its result, so the caller "
+        "does not wait for it (every later call to the gateway does). The 'two commits' "
+        "row is the floor any durable approval pays; what the gateway adds beyond it is "
+        "the hops between the caller's thread, the gateway's loop and the store's worker "
+        "thread, and the audit and validation work; the guard's own pause (in the "
+        "'guard()' row too) still pays about 1 ms for LangGraph generating the published "
+        "JSON schema anew on every pause.")
     section.seconds = time.perf_counter() - began
     return section

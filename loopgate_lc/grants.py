@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -56,8 +56,10 @@ from typing import Any, cast
 from loopgate_lc.errors import InvalidDecision
 from loopgate_lc.policy import PolicySet
 from loopgate_lc.schema import ApprovalRequest, RequestKind
+from loopgate_lc.stores._values import utc
 from loopgate_lc.stores.base import (
     AuditEvent,
+    GrantQuery,
     GrantRecord,
     GrantScope,
     GrantTarget,
@@ -418,11 +420,25 @@ class GrantDesk:
     async def match(self, record: RequestRecord, request: ApprovalRequest
                     ) -> GrantRecord | None:
         """The oldest live grant that approves this (not yet filed) request, if any."""
+        query = self.query(record, request)
+        if query is None:
+            return None
+        return await self.pick(await self._store.list_grants(
+            tool=query.tool, live_at=query.live_at, covering=query.covering), record, request)
+
+    def query(self, record: RequestRecord, request: ApprovalRequest) -> GrantQuery | None:
+        """The grants that may approve this (not yet filed) request, as a store query;
+        None when calls like it cannot be remembered (nothing to look up)."""
         if grant_refusal(request, self._policies()) is not None:
             return None
+        return GrantQuery(tool=request.name, live_at=utc(self._clock()),
+                          covering=_target(record))
+
+    async def pick(self, candidates: Sequence[GrantRecord], record: RequestRecord,
+                   request: ApprovalRequest) -> GrantRecord | None:
+        """The oldest of ``candidates`` (what :meth:`query` found) that approves the
+        request, if any."""
         now = self._clock()
-        candidates = await self._store.list_grants(tool=request.name, live_at=now,
-                                                   covering=_target(record))
         found = [g for g in candidates if _matches(g, record, request, now)]
         if not found:
             return None

@@ -102,7 +102,8 @@ def _round_trip(store: CountingStore, notifiers: list[Any],
 def test_a_round_trip_with_one_notifier_writes_three_transactions(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "gate.db")
     writes = _round_trip(store, [ScriptedApprover({"type": "approve"})])
-    assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1)
+    assert writes == Counter(create_request_unless_granted=1, commit_resolution=1,
+                             complete_resume=1)
     # both deliveries were made and recorded: by the decision and by the end of the run
     (record,) = asyncio.run(store.list_requests())
     items = asyncio.run(store.list_outbox())
@@ -115,7 +116,8 @@ def test_a_round_trip_with_one_notifier_writes_three_transactions(tmp_path: Path
 def test_a_round_trip_decided_by_hand_writes_three_transactions(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "gate.db")
     writes = _round_trip(store, [])
-    assert writes == Counter(create_request=1, commit_resolution=1, complete_resume=1)
+    assert writes == Counter(create_request_unless_granted=1, commit_resolution=1,
+                             complete_resume=1)
 
 
 def test_each_vote_is_one_transaction_and_the_deciding_one_decides_in_it(

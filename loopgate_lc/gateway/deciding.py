@@ -78,10 +78,11 @@ class Deciding:
 
         ``record`` is the request as the caller has just read it (a channel looks at it
         before it answers), so it is not read twice; the compare-and-set still decides
-        against what is stored.
+        against what is stored. Without one, a request a run here waits for is taken as
+        the run holds it (see ``_held``), else read.
         """
         if record is None or record.id != request_id:
-            record = await self._store.get_request(request_id)
+            record = self._held(request_id) or await self._store.get_request(request_id)
         if not record.pending:
             raise already_decided(record)
         await self.authorize(record, approver_id, actor, channel)
@@ -89,6 +90,19 @@ class Deciding:
         voter = await self.voter(record, approver_id, actor, channel)
         return await self._answer(record, checked, voter, actor, channel,
                                   self._issue(spec, record, actor, approver_id, channel))
+
+    def _held(self, request_id: str) -> RequestRecord | None:
+        """The request as a run waiting here holds it, when nothing the answer's checks
+        read can have changed since it was filed: who may decide (escalation widens it
+        step by step, so a gateway with escalation steps reads) and the votes (a quorum
+        request's, counted by every vote). Whether it is still pending, the one thing
+        left that can change, the compare-and-set checks; one decided here is read, so
+        its answer is refused as before, first thing."""
+        held = self._waiters.run_holds(request_id)
+        if (held is None or self._escalation or quorum.needs_votes(held.request)
+                or self._waiters.decided_here(request_id)):
+            return None
+        return held
 
     async def _checked(self, record: RequestRecord, decision: Mapping[str, Any]
                        ) -> tuple[dict[str, Any], GrantSpec | None]:
@@ -271,7 +285,7 @@ class Deciding:
                     record.id, status=status, decision=decision, decided_by=actor,
                     channel=channel, decided_at=now, audit=audit, outbox=outbox,
                     resolved_to_message_refs=True, resumed_at=now if handing else None,
-                    grants=[grant] if grant else (), delivered=delivered)
+                    grants=[grant] if grant else (), delivered=delivered, seen=record)
             except BaseException:
                 self._outbox.give_back(delivered)
                 if handing:

@@ -8,8 +8,11 @@ it on the gateway's loop, blocking (``respond``) or awaited (``arespond``).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 import os
+import weakref
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -192,6 +195,8 @@ class Loopgate:
             await self._open()
             parts = self._parts
         assert parts is not None
+        if parts.resuming.behind:  # runs that returned are recorded finished first
+            await parts.resuming.caught_up()
         return await op(parts)
 
     def _ready(self) -> bool:
@@ -315,6 +320,7 @@ class Loopgate:
                     spawn(parts.resuming.watch(name))
                 if not self._portal.private:  # a loop someone else runs, and ends
                     self._keeper = asyncio.get_running_loop().create_task(self._keep())
+                _OPENED.add(self)
                 self._opened.set_result(None)
             except BaseException as exc:
                 self._opened.set_exception(exc)
@@ -322,6 +328,14 @@ class Loopgate:
                 opened.exception()  # mark retrieved
                 raise
         await asyncio.shield(self._opened)
+
+    def _catch_up(self) -> None:
+        """At the end of the process (see ``_at_exit``): a gateway on its own loop thread
+        that nobody closed records the runs that returned while that was under way."""
+        parts = self._parts
+        if parts is not None and parts.resuming.behind and self._ready():
+            with contextlib.suppress(Exception):  # the process is ending all the same
+                self._portal.call(parts.resuming.caught_up(), timeout=10)
 
     async def _keep(self) -> None:
         """Wait, on an adopted loop, for that loop to shut down with the gateway still
@@ -342,6 +356,7 @@ class Loopgate:
         keeper, self._keeper = self._keeper, None
         if keeper is not None and keeper is not asyncio.current_task():
             keeper.cancel()
+        await parts.resuming.caught_up()  # finished runs are recorded so
         # deliveries under way finish, and what was delivered is recorded (see Outbox)
         await parts.outbox.close(timeout=5)
         await parts.tasks.cancel()
@@ -848,12 +863,14 @@ class Loopgate:
                  name: str | None, max_pauses: int, stream_mode: Any
                  ) -> Iterator[tuple[str, Any]]:
         require_checkpointer(graph)
-        # open already (the usual case): the config needs nothing from the gateway's loop
-        cfg = (self._config(config) if self._ready()
-               else self._portal.call(self._prepare(config)))
+        # open already (the usual case): the config needs nothing from the gateway's loop,
+        # and work the run need not wait for is handed to it without waiting
+        ready = self._ready()
+        cfg = self._config(config) if ready else self._portal.call(self._prepare(config))
         rounds = self._p.runner.rounds(value, str(cfg["configurable"]["thread_id"]), name,
                                        max_pauses, streaming=stream_mode is not None)
-        yield from drive(rounds, graph, cfg, stream_mode, self._portal.call)
+        yield from drive(rounds, graph, cfg, stream_mode, self._portal.call,
+                         self._portal.submit if ready else None)
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
                         name: str | None, max_pauses: int, stream_mode: Any
@@ -867,6 +884,17 @@ class Loopgate:
 
 
 # helpers ------------------------------------------------------------------------------------
+
+#: Gateways opened in this process (weakly held), for ``_at_exit``.
+_OPENED: weakref.WeakSet[Loopgate] = weakref.WeakSet()
+
+
+@atexit.register
+def _at_exit() -> None:
+    """Before the interpreter stops its daemon threads: finished runs are recorded so
+    (their commit follows the run's return; see ``Resuming.complete_behind``)."""
+    for gate in list(_OPENED):
+        gate._catch_up()
 
 
 async def _spawn(tasks: Tasks, coro: Coroutine[Any, Any, Any]) -> None:

@@ -59,6 +59,8 @@ class Resuming:
         self._outbox = outbox
         # only threads being driven or resumed right now: an entry goes with its last user
         self._locks: dict[str, _ThreadLock] = {}
+        # completions committing after their run returned (see ``complete_behind``)
+        self._behind: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def _lock(self, thread_id: str) -> AsyncIterator[None]:
@@ -155,6 +157,42 @@ class Resuming:
                 if record.resume_done_at == at:  # this call completed it
                     await self._auditor.fire("on_resumed", record)
 
+    def complete_behind(self, request_ids: Sequence[str],
+                        audit: Sequence[AuditEvent] = ()) -> None:
+        """:meth:`complete`, committed while the caller goes on: a run that finished
+        returns its result without waiting for the commit that records it.
+
+        The graph's checkpoint already holds the resumes, so nothing can resume them
+        again meanwhile (their claims stand), and a crash before the commit leaves what
+        a crash a moment earlier would: claims a lease later completes. Every later call
+        to the gateway waits for these commits first (:meth:`caught_up`), so none can
+        see the run unfinished; closing waits for them too, and so does the end of a
+        process that never closed its gateway. A failure is reported, as a background
+        task's is.
+        """
+        task = asyncio.get_running_loop().create_task(self._complete(request_ids, audit))
+        self._behind.add(task)
+        task.add_done_callback(self._behind.discard)
+
+    async def _complete(self, request_ids: Sequence[str], audit: Sequence[AuditEvent]
+                        ) -> None:
+        try:
+            await self.complete(request_ids, audit)
+        except Exception as exc:
+            await self._auditor.report(exc, {"task": "complete", "requests": list(request_ids)})
+
+    @property
+    def behind(self) -> bool:
+        """Whether completions are still committing (see :meth:`complete_behind`)."""
+        return bool(self._behind)
+
+    async def caught_up(self) -> None:
+        """Wait for the completions still committing, but the caller's own (a hook one
+        of them fires may call the gateway)."""
+        waiting = self._behind - {asyncio.current_task()}
+        if waiting:
+            await asyncio.wait(waiting)
+
     async def next_resume(self, records: list[RequestRecord], pending_ids: set[str],
                           thread_id: str) -> tuple[dict[str, Any], list[RequestRecord]]:
         """Wait until at least one of the thread's requests is decided, then claim every
@@ -162,7 +200,10 @@ class Resuming:
         the run waits claims the resume in its own transaction and hands the record
         over; one made elsewhere is claimed here."""
         ids = [r.id for r in records]
-        self._waiters.run_waits(ids)
+        self._waiters.run_waits(records)
+        # all pending as just filed or read: nothing to claim yet, and a decision made
+        # since is seen by the waits below (each reads its request once registered)
+        fresh = all(r.pending for r in records)
         try:
             for _ in range(1_000_000):
                 handed = self._waiters.take_over(ids)
@@ -170,9 +211,10 @@ class Resuming:
                 claimed: list[RequestRecord] = []
                 # a decision made here for every pending interrupt leaves nothing else
                 # to claim: no read of the thread between the decision and the resume
-                if not pending_ids <= {r.interrupt_id for r in handed}:
+                if not fresh and not pending_ids <= {r.interrupt_id for r in handed}:
                     resume, claimed = await self.claim(thread_id, pending_ids)
                     handed += self._waiters.take_over(ids)
+                fresh = False
                 for record in handed:
                     if record.interrupt_id in pending_ids:
                         resume[record.interrupt_id] = resume_value(record)

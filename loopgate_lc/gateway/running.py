@@ -56,6 +56,13 @@ class _Gateway:
 
 
 @dataclass(frozen=True)
+class _Behind:
+    """Start ``work`` on the gateway; the caller need not wait for it (no reply)."""
+
+    work: Coroutine[Any, Any, None]
+
+
+@dataclass(frozen=True)
 class _Emit:
     """Hand the caller ``(kind, item)``."""
 
@@ -63,7 +70,7 @@ class _Emit:
     item: Any
 
 
-Op: TypeAlias = _Graph | _Gateway | _Emit
+Op: TypeAlias = _Graph | _Gateway | _Behind | _Emit
 Rounds: TypeAlias = Generator[Op, Any, None]
 
 
@@ -114,7 +121,7 @@ class Runner:
         for _ in range(max_pauses + 1):
             step: Step = yield _Graph(value)
             if not step.interrupts:
-                yield _Gateway(self._finish(thread_id, name, done))
+                yield _Behind(self._finish(thread_id, name, done))
                 yield _Emit("result", step.value)
                 return
             pending = {i.id for i in step.interrupts}
@@ -150,14 +157,18 @@ class Runner:
         return records, resume, decided
 
     async def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
-        await self._resuming.complete(done, [self._auditor.event(
+        # the caller has its result as the commit begins (see Resuming.complete_behind)
+        self._resuming.complete_behind(done, [self._auditor.event(
             "finished", thread_id=thread_id, details={"graph": name})])
 
 
 def drive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode: Any,
-          call: Callable[[Coroutine[Any, Any, Any]], Any]) -> Iterator[tuple[str, Any]]:
+          call: Callable[[Coroutine[Any, Any, Any]], Any],
+          start: Callable[[Coroutine[Any, Any, None]], object] | None = None,
+          ) -> Iterator[tuple[str, Any]]:
     """Carry out ``rounds`` from a sync caller: the graph in this thread, gateway work
-    through ``call`` (which blocks)."""
+    through ``call`` (which blocks), or ``start`` (which does not) where the caller
+    need not wait (through ``call`` without one)."""
     reply: Any = None
     while True:
         try:
@@ -166,6 +177,9 @@ def drive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode: Any,
             return
         if isinstance(op, _Emit):
             yield op.kind, op.item
+            reply = None
+        elif isinstance(op, _Behind):
+            (start or call)(op.work)
             reply = None
         elif isinstance(op, _Gateway):
             reply = call(op.work)
@@ -191,7 +205,7 @@ async def adrive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode
         if isinstance(op, _Emit):
             yield op.kind, op.item
             reply = None
-        elif isinstance(op, _Gateway):
+        elif isinstance(op, _Gateway | _Behind):
             reply = await call(op.work)
         elif stream_mode is None:
             reply = await graph.ainvoke(op.value, config, version="v2")

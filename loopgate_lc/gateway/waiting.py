@@ -40,9 +40,10 @@ class Waiters:
         # decided in this process: their wake-ups ran already, so an echo from the store
         # is news to no one here; kept as decided, for a wait to look at (``RECHECK``)
         self._decided_here: LRU[str, RequestRecord] = LRU(4096)
-        # requests a run driven from this process waits to resume, and those decided here
-        # with their resume claimed for it (see ``resumed_here``)
-        self._runs: dict[str, int] = {}
+        # requests a run driven from this process waits to resume (how many runs, and the
+        # record as the run holds it), and those decided here with their resume claimed
+        # for it (see ``resumed_here``)
+        self._runs: dict[str, tuple[int, RequestRecord]] = {}
         self._handed: LRU[str, RequestRecord] = LRU(4096)
         self._handing: dict[str, asyncio.Future[None]] = {}  # committing right now
 
@@ -54,19 +55,28 @@ class Waiters:
         """Whether anyone here waits for ``request_id``."""
         return bool(self._waiting.get(request_id))
 
-    def run_waits(self, request_ids: list[str]) -> None:
+    def run_waits(self, records: list[RequestRecord]) -> None:
         """A run driven from this process waits to resume these requests itself."""
-        for request_id in request_ids:
-            self._runs[request_id] = self._runs.get(request_id, 0) + 1
+        for record in records:
+            runs, _ = self._runs.get(record.id, (0, record))
+            self._runs[record.id] = (runs + 1, record)
 
     def run_left(self, request_ids: list[str]) -> None:
         """The run no longer waits for these requests."""
         for request_id in request_ids:
-            left = self._runs.get(request_id, 0) - 1
-            if left > 0:
-                self._runs[request_id] = left
+            runs, record = self._runs.get(request_id, (0, None))
+            if runs > 1 and record is not None:
+                self._runs[request_id] = (runs - 1, record)
             else:
                 self._runs.pop(request_id, None)
+
+    def run_holds(self, request_id: str) -> RequestRecord | None:
+        """The request as a run waiting for it here holds it (as this process filed or
+        last read it), if one does: an answer to it then needs no read of its own. It
+        may be stale (decided, or escalated, by another process since); the store's
+        compare-and-set still decides."""
+        held = self._runs.get(request_id)
+        return None if held is None else held[1]
 
     def resumed_here(self, request_id: str) -> bool:
         """Whether a decision made here may claim the request's resume for a waiting run

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -47,12 +47,14 @@ from loopgate_lc.stores._common import (
 from loopgate_lc.stores.base import (
     AuditEvent,
     Delivered,
+    Filed,
     GrantRecord,
     GrantTarget,
     OutboxItem,
     RequestRecord,
     SessionRecord,
     Store,
+    Vote,
 )
 
 if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
@@ -264,6 +266,11 @@ _REQUEST_COLUMNS = (
     "status", "decision", "decided_by", "channel", "created_at", "expires_at", "decided_at",
     "escalation_level", "resumed_at", "message_refs", "resume_done_at", "votes",
 )
+#: A request's columns that never change once it is filed (see ``Resolution.seen``).
+_FILED_COLUMNS = ("id", "kind", "session_id", "client_id", "thread_id", "interrupt_id", "graph",
+                  "payload", "created_at")
+#: The rest: what deciding sets, and what may change while a request is pending.
+_LIVE_COLUMNS = tuple(c for c in _REQUEST_COLUMNS if c not in _FILED_COLUMNS)
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
                   "args_hash", "details")
 _GRANT_COLUMNS = ("id", "tool", "args", "scope", "session_id", "thread_id", "client_id",
@@ -279,12 +286,20 @@ def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
 
 
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+#: The same, unless a grant of the filing's query is there ({where}: its clauses, on the
+#: grants' columns; their parameters follow the request's).
+_INSERT_REQUEST_UNLESS = (
+    f"INSERT INTO {{{{requests}}}} ({', '.join(_REQUEST_COLUMNS)}) "
+    f"SELECT {', '.join('?' * len(_REQUEST_COLUMNS))} WHERE NOT EXISTS "
+    "(SELECT 1 FROM {{grants}} WHERE {where}) ON CONFLICT DO NOTHING RETURNING *")
 _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
 _INSERT_GRANT = _insert("grants", _GRANT_COLUMNS)
 _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
 #: The compare-and-set every decision is: only a pending request moves.
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
            "decided_at = ?, resumed_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
+#: The same, for a decider that holds the request as filed: only what can have changed.
+_DECIDE_LIVE = _DECIDE.removesuffix("*") + ", ".join(_LIVE_COLUMNS)
 #: Escalation moves a deadline only from the level the escalator saw.
 _ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
              "AND status = 'pending' AND escalation_level = ? RETURNING id")
@@ -350,6 +365,10 @@ def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
     return f"({' OR '.join(clauses)})", params
 
 
+_REQUEST_TIMES = ("created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at")
+_REQUEST_JSONS = ("payload", "decision", "message_refs", "votes")
+
+
 @functools.cache
 def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
     """A record model's field names, which are its table's column names."""
@@ -402,23 +421,41 @@ class SQLStore(Store):
                jsons: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> _M:
         """One record from one row: columns are named as the model's fields; times, JSON
         and booleans come back in the dialect's way (NULL stays None)."""
+        return model(**self._values(row, _field_names(model), times=times, jsons=jsons,
+                                    flags=flags))
+
+    def _values(self, row: Row, names: Iterable[str], *, times: tuple[str, ...] = (),
+                jsons: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The columns ``names`` of ``row``, read back the dialect's way (times, JSON and
+        booleans among them only when the row has them)."""
         d = self.dialect
         # a SQLite row reads a column by name slowly: take them all at once as a dict
         columns = row if isinstance(row, dict) else dict(
             zip(row.keys(), cast("Iterable[Any]", row), strict=True))
-        values = {name: columns[name] for name in _field_names(model)}
+        values = {name: columns[name] for name in names}
         for name in times:
-            values[name] = d.read_ts_or_none(values[name])
+            if name in values:
+                values[name] = d.read_ts_or_none(values[name])
         for name in jsons:
-            values[name] = None if values[name] is None else d.read_json(values[name])
+            if name in values:
+                values[name] = None if values[name] is None else d.read_json(values[name])
         for name in flags:
-            values[name] = bool(values[name])
-        return model(**values)
+            if name in values:
+                values[name] = bool(values[name])
+        return values
 
     def _request(self, row: Row) -> RequestRecord:
-        return self._model(RequestRecord, row, times=(
-            "created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at"),
-            jsons=("payload", "decision", "message_refs", "votes"))
+        return self._model(RequestRecord, row, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
+
+    def _decided(self, seen: RequestRecord, row: Row) -> RequestRecord:
+        """The decided record: ``seen`` (the request as filed) with the stored values of
+        the columns that change after filing (``row`` holds those), so the payload is
+        neither read back nor parsed again. Nothing is validated again: every value is
+        the database's, read back as :meth:`_request` reads it."""
+        values = self._values(row, _LIVE_COLUMNS, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
+        values["status"] = coerce_status(values["status"])
+        values["votes"] = [Vote.model_validate(v) for v in values["votes"]]
+        return seen.model_copy(update=values)
 
     def _session(self, row: Row) -> SessionRecord:
         return self._model(SessionRecord, row, times=("created_at",),
@@ -686,16 +723,43 @@ class SQLStore(Store):
             if rows:
                 yield from self._effects(audit, outbox)
                 return self._request(rows[0]), True
-            rows = yield Stmt(
-                "SELECT * FROM {requests} WHERE id = ? OR (thread_id = ? AND interrupt_id = ?) "
-                "ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1",
-                (record.id, record.thread_id, record.interrupt_id, record.id),
-            )
-            if not rows:  # pragma: no cover - rows are never deleted
-                raise StoreError(f"request {record.id!r} conflicted but cannot be read back")
-            return self._request(rows[0]), False
+            return (yield from self._filed_before(record)), False
 
         return await self._run(op(), write=True)
+
+    async def create_request_unless_granted(
+        self, record: RequestRecord, grants: GrantQuery, *,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+    ) -> Filed:
+        where, params = self._grants_where(grants)
+        # one statement in the common case: inserted unless a grant is there (or the
+        # request is: DO NOTHING as in create_request)
+        insert = Stmt(_INSERT_REQUEST_UNLESS.format(where=" AND ".join(where) or "TRUE"),
+                      (*self._request_values(record), *params))
+        select = self._grants_select(grants)
+
+        def op() -> Op[Filed]:
+            rows = yield insert
+            if rows:
+                yield from self._effects(audit, outbox)
+                return Filed(record=self._request(rows[0]), created=True)
+            rows = yield select  # not filed: a grant is there, or the request was
+            if rows:
+                return Filed(grants=[self._grant(r) for r in rows])
+            return Filed(record=(yield from self._filed_before(record)))
+
+        return await self._run(op(), write=True)
+
+    def _filed_before(self, record: RequestRecord) -> Op[RequestRecord]:
+        """The request an insert of ``record`` conflicted with."""
+        rows = yield Stmt(
+            "SELECT * FROM {requests} WHERE id = ? OR (thread_id = ? AND interrupt_id = ?) "
+            "ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1",
+            (record.id, record.thread_id, record.interrupt_id, record.id),
+        )
+        if not rows:  # pragma: no cover - rows are never deleted
+            raise StoreError(f"request {record.id!r} conflicted but cannot be read back")
+        return self._request(rows[0])
 
     async def get_request(self, request_id: str) -> RequestRecord:
         def op() -> Op[RequestRecord]:
@@ -779,14 +843,14 @@ class SQLStore(Store):
         ``delivered``: ``r.delivered`` normalized, recorded first)."""
         d = self.dialect
         yield from self._delivered(delivered)
-        rows = yield Stmt(_DECIDE, (r.status.value, decision,
-                                    r.decided_by, r.channel, d.ts(r.decided_at),
-                                    None if r.resumed_at is None else d.ts(r.resumed_at),
-                                    r.request_id))
+        seen = r.seen if r.seen is not None and r.seen.id == r.request_id else None
+        rows = yield Stmt(_DECIDE if seen is None else _DECIDE_LIVE, (
+            r.status.value, decision, r.decided_by, r.channel, d.ts(r.decided_at),
+            None if r.resumed_at is None else d.ts(r.resumed_at), r.request_id))
         if not rows:
             # Lost the race (or never pending): the winner has committed, so this sees it.
             raise already_decided(self._request((yield from self._get_row(r.request_id))))
-        record = self._request(rows[0])
+        record = self._request(rows[0]) if seen is None else self._decided(seen, rows[0])
         for grant in grants:  # remembered with the decision that makes them
             yield Stmt(_INSERT_GRANT, grant, rows=False)
         yield from self._effects(r.audit, resolved_outbox(record, r))
@@ -813,7 +877,7 @@ class SQLStore(Store):
                 yield from self._effects((audit,), ballot.outbox)
                 return self._request(rows[0])
             yield from self._effects((audit,), ())
-            return (yield from self._resolve(resolution,
+            return (yield from self._resolve(replace(resolution, seen=current),
                                              d.json(resolution.decision, "decision"),
                                              delivered=also))
 
@@ -1001,6 +1065,21 @@ class SQLStore(Store):
         return await self._run(op(), write=False)
 
     async def query_grants(self, query: GrantQuery) -> list[GrantRecord]:
+        select = self._grants_select(query)
+
+        def op() -> Op[list[GrantRecord]]:
+            rows = yield select
+            return [self._grant(r) for r in rows]
+
+        return await self._run(op(), write=False)
+
+    def _grants_select(self, query: GrantQuery) -> Stmt:
+        where, params = self._grants_where(query)
+        return self._select("grants", [(" AND ".join(where), params)] if where else [],
+                            "created_at, seq", query.limit)
+
+    def _grants_where(self, query: GrantQuery) -> tuple[list[str], list[Any]]:
+        """The clauses (each on the grants' columns) and parameters of ``query``."""
         d = self.dialect
         where: list[tuple[str, Sequence[Any]]] = [
             (f"{column} = ?", (value,))
@@ -1017,12 +1096,7 @@ class SQLStore(Store):
                           (d.ts(query.live_at),)))
         if query.covering is not None:
             where.append(_covering(query.covering))
-
-        def op() -> Op[list[GrantRecord]]:
-            rows = yield self._select("grants", where, "created_at, seq", query.limit)
-            return [self._grant(r) for r in rows]
-
-        return await self._run(op(), write=False)
+        return [clause for clause, _ in where], [p for _, ps in where for p in ps]
 
     async def revoke_grant(
         self, grant_id: str, *, revoked_by: str | None, at: datetime | None = None,

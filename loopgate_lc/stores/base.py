@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ __all__ = [
     "AuditQuery",
     "Ballot",
     "Delivered",
+    "Filed",
     "GrantQuery",
     "GrantRecord",
     "GrantScope",
@@ -411,6 +412,17 @@ class GrantQuery:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Filed:
+    """What :meth:`Store.create_request_unless_granted` did: filed ``record``
+    (``created`` as :meth:`Store.create_request` says), or wrote nothing because the
+    grants it looked up first (``grants``, oldest first) may approve the request."""
+
+    record: RequestRecord | None = None
+    created: bool = False
+    grants: list[GrantRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Resolution:
     """A decision to commit: the compare-and-set plus what it causes.
 
@@ -426,6 +438,13 @@ class Resolution:
             before the compare-and-set in the same transaction (a message reference they
             store is one ``resolved_to_message_refs`` sees); if the decision is refused,
             nothing of them is written either.
+        seen: The request as the decider last read it, if it has it. A store may build
+            the decided record from it: the fields a request is filed with and never
+            changes (its payload first) taken from ``seen`` (shared, not copied, as is
+            its parsed request), the rest as stored, instead of reading the whole row
+            back and parsing its payload again. Ignored unless its id is
+            ``request_id``; never decided against (the compare-and-set reads the
+            stored status).
     """
 
     request_id: str
@@ -440,6 +459,7 @@ class Resolution:
     resumed_at: datetime | None = None
     grants: Sequence[GrantRecord] = ()
     delivered: Sequence[Delivered] = ()
+    seen: RequestRecord | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -543,6 +563,27 @@ class Store(abc.ABC):
         ``created=False`` and nothing else is written.
         """
 
+    async def create_request_unless_granted(
+        self, record: RequestRecord, grants: GrantQuery, *,
+        audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
+    ) -> Filed:
+        """:meth:`create_request`, unless :meth:`query_grants` finds a grant for
+        ``grants`` first: then nothing is written (whether or not the request was filed
+        before), and the grants found are handed back for the caller to match against
+        the request (a grant that approves it files it decided instead; none that fits
+        means filing with :meth:`create_request`).
+
+        A filing that could be remembered looks for grants on every tool call, and
+        almost always finds none: a store that can (the SQL stores) looks in the
+        filing's own transaction, which saves a trip to the database. This default
+        makes the two calls.
+        """
+        found = await self.query_grants(grants)
+        if found:
+            return Filed(grants=found)
+        stored, created = await self.create_request(record, audit=audit, outbox=outbox)
+        return Filed(record=stored, created=created)
+
     @abc.abstractmethod
     async def get_request(self, request_id: str) -> RequestRecord:
         """Raises: RequestNotFound."""
@@ -615,11 +656,13 @@ class Store(abc.ABC):
         resumed_at: datetime | None = None,
         grants: Sequence[GrantRecord] = (),
         delivered: Sequence[Delivered] = (),
+        seen: RequestRecord | None = None,
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
         committed with ``audit``, ``outbox``, ``grants`` and ``delivered`` (see
         :class:`Resolution`; with ``resumed_at`` the resume is claimed in the same
-        transaction).
+        transaction; ``seen`` is the request as the caller read it, which spares the
+        store reading it back whole).
 
         Raises:
             RequestNotFound: No such request.
@@ -632,6 +675,7 @@ class Store(abc.ABC):
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
             resumed_at=utc_or_none(resumed_at), grants=grants, delivered=delivered,
+            seen=seen,
         ))
 
     @abc.abstractmethod

@@ -50,7 +50,7 @@ from loopgate_lc.stores import (
     Store,
     Vote,
 )
-from loopgate_lc.stores.base import GrantRecord, GrantTarget, Resolution
+from loopgate_lc.stores.base import GrantQuery, GrantRecord, GrantTarget, Resolution
 
 MakeStore = Callable[[], Awaitable[Store]]
 
@@ -380,6 +380,32 @@ class StoreConformance:
             at(5),
         )
         assert await store.get_request("r1") == resolved
+
+    async def test_resolve_with_the_record_seen_returns_what_is_stored(
+        self, store: Store
+    ) -> None:
+        # what changed after the decider read the request (a message shown, an
+        # escalation) comes back as stored, not as the decider saw it
+        await store.create_request(request("r1", expires_at=at(10)))
+        seen = await store.get_request("r1")
+        await store.set_message_ref("r1", "chat", {"message_id": 7})
+        assert await store.extend_expiry("r1", expires_at=at(20), escalation_level=1)
+        resolved = await store.resolve(
+            "r1", status=Status.APPROVED, decision={"type": "approve", "at": (1, 2)},
+            decided_by="alice", channel="http", decided_at=at(5), resumed_at=at(6),
+            seen=seen,
+        )
+        assert resolved == await store.get_request("r1")
+        assert resolved.decision == {"type": "approve", "at": [1, 2]}
+        assert resolved.message_refs == {"chat": {"message_id": 7}}
+        assert (resolved.expires_at, resolved.escalation_level) == (at(20), 1)
+        assert (resolved.decided_at, resolved.resumed_at) == (at(5), at(6))
+        assert resolved.request == seen.request
+        # a record of another request is no record of this one
+        await store.create_request(request("r2"))
+        other = await store.resolve("r2", status=Status.REJECTED, decision={"type": "reject"},
+                                    decided_by="bob", channel="c", seen=seen)
+        assert other == await store.get_request("r2")
 
     async def test_resolve_defaults_decided_at_to_now(self, store: Store) -> None:
         await store.create_request(request("r1"))
@@ -784,6 +810,42 @@ class StoreConformance:
         assert await covering(session_id="s9", client_id="c1") == ["client"]
         assert await covering(thread_id="t9", client_id="c2") == []
         assert await covering() == ["no-client"]  # requests without a client: one client
+
+    async def test_a_request_is_filed_unless_a_grant_may_approve_it(
+        self, store: Store
+    ) -> None:
+        await store.create_request(request("r0"))
+        await store.resolve("r0", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                            channel="c", grants=[grant("g1", "r0", session_id="s1")])
+        place = GrantQuery(tool="deploy", live_at=at(1),
+                           covering=GrantTarget(thread_id="t1", session_id="s1"))
+        owed = [OutboxItem(request_id="r1", notifier="log", kind="notify")]
+        requested = [AuditEvent(at=at(1), event="requested", request_id="r1")]
+        # a grant covers it: nothing is written, the grant is handed back
+        found = await store.create_request_unless_granted(
+            request("r1", thread_id="t1", interrupt_id="i1", session_id="s1"), place,
+            audit=requested, outbox=owed)
+        assert (found.record, found.created, [g.id for g in found.grants]) == (
+            None, False, ["g1"])
+        with pytest.raises(RequestNotFound):
+            await store.get_request("r1")
+        # none covers it (another session): filed with its audit and deliveries, once
+        elsewhere = replace(place, covering=GrantTarget(thread_id="t1", session_id="s2"))
+        found = await store.create_request_unless_granted(
+            request("r1", thread_id="t1", interrupt_id="i1", session_id="s2"), elsewhere,
+            audit=requested, outbox=owed)
+        assert found.created and found.grants == []
+        assert found.record == await store.get_request("r1")
+        again = await store.create_request_unless_granted(
+            request("r2", thread_id="t1", interrupt_id="i1", session_id="s2"), elsewhere,
+            audit=requested, outbox=owed)
+        assert (again.record, again.created) == (found.record, False)
+        # a grant there since: nothing written, the grant handed back all the same
+        filed = await store.create_request_unless_granted(
+            request("r1", session_id="s1"), place, audit=requested)
+        assert (filed.record, [g.id for g in filed.grants]) == (None, ["g1"])
+        assert [e.event for e in await store.list_audit(request_id="r1")] == ["requested"]
+        assert len(await store.list_outbox(request_id="r1")) == 1
 
     async def test_a_grant_is_revoked_once_with_its_audit(self, store: Store) -> None:
         await store.create_request(request("r1"))
