@@ -36,12 +36,18 @@ Clock = Callable[[], datetime]
 """Returns "now", timezone-aware UTC; tests inject one to move time."""
 
 
+#: One encoder each for hashes and details: ``json.dumps`` with any option set builds a
+#: new encoder on every call, which costs more than encoding a small value.
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+_PLAIN = json.JSONEncoder(default=str)
+
+
 def args_hash(args: Any) -> str | None:
     """A stable SHA-256 of a call's arguments, so the audit proves what ran without
     storing secrets twice."""
     if args is None:
         return None
-    canonical = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
+    canonical = _CANONICAL.encode(args)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -78,7 +84,7 @@ class Auditor:
             actor=actor,
             channel=channel,
             args_hash=args_hash(record.request.args) if record else None,
-            details=json.loads(json.dumps(details or {}, default=str)),
+            details=json.loads(_PLAIN.encode(details or {})),
         )
 
     async def append(self, event: str, record: RequestRecord | None = None, *,

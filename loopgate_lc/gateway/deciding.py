@@ -285,7 +285,7 @@ class Deciding:
                     record.id, status=status, decision=decision, decided_by=actor,
                     channel=channel, decided_at=now, audit=audit, outbox=outbox,
                     resolved_to_message_refs=True, resumed_at=now if handing else None,
-                    grants=[grant] if grant else (), delivered=delivered)
+                    grants=[grant] if grant else (), delivered=delivered, seen=record)
             except BaseException:
                 self._outbox.give_back(delivered)
                 if handing:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -54,6 +54,7 @@ from loopgate_lc.stores.base import (
     RequestRecord,
     SessionRecord,
     Store,
+    Vote,
 )
 
 if TYPE_CHECKING:  # queries and resolutions arrive built; this module only reads them
@@ -265,6 +266,11 @@ _REQUEST_COLUMNS = (
     "status", "decision", "decided_by", "channel", "created_at", "expires_at", "decided_at",
     "escalation_level", "resumed_at", "message_refs", "resume_done_at", "votes",
 )
+#: A request's columns that never change once it is filed (see ``Resolution.seen``).
+_FILED_COLUMNS = ("id", "kind", "session_id", "client_id", "thread_id", "interrupt_id", "graph",
+                  "payload", "created_at")
+#: The rest: what deciding sets, and what may change while a request is pending.
+_LIVE_COLUMNS = tuple(c for c in _REQUEST_COLUMNS if c not in _FILED_COLUMNS)
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
                   "args_hash", "details")
 _GRANT_COLUMNS = ("id", "tool", "args", "scope", "session_id", "thread_id", "client_id",
@@ -292,6 +298,8 @@ _INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RET
 #: The compare-and-set every decision is: only a pending request moves.
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
            "decided_at = ?, resumed_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
+#: The same, for a decider that holds the request as filed: only what can have changed.
+_DECIDE_LIVE = _DECIDE.removesuffix("*") + ", ".join(_LIVE_COLUMNS)
 #: Escalation moves a deadline only from the level the escalator saw.
 _ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
              "AND status = 'pending' AND escalation_level = ? RETURNING id")
@@ -357,6 +365,10 @@ def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
     return f"({' OR '.join(clauses)})", params
 
 
+_REQUEST_TIMES = ("created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at")
+_REQUEST_JSONS = ("payload", "decision", "message_refs", "votes")
+
+
 @functools.cache
 def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
     """A record model's field names, which are its table's column names."""
@@ -409,23 +421,41 @@ class SQLStore(Store):
                jsons: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> _M:
         """One record from one row: columns are named as the model's fields; times, JSON
         and booleans come back in the dialect's way (NULL stays None)."""
+        return model(**self._values(row, _field_names(model), times=times, jsons=jsons,
+                                    flags=flags))
+
+    def _values(self, row: Row, names: Iterable[str], *, times: tuple[str, ...] = (),
+                jsons: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The columns ``names`` of ``row``, read back the dialect's way (times, JSON and
+        booleans among them only when the row has them)."""
         d = self.dialect
         # a SQLite row reads a column by name slowly: take them all at once as a dict
         columns = row if isinstance(row, dict) else dict(
             zip(row.keys(), cast("Iterable[Any]", row), strict=True))
-        values = {name: columns[name] for name in _field_names(model)}
+        values = {name: columns[name] for name in names}
         for name in times:
-            values[name] = d.read_ts_or_none(values[name])
+            if name in values:
+                values[name] = d.read_ts_or_none(values[name])
         for name in jsons:
-            values[name] = None if values[name] is None else d.read_json(values[name])
+            if name in values:
+                values[name] = None if values[name] is None else d.read_json(values[name])
         for name in flags:
-            values[name] = bool(values[name])
-        return model(**values)
+            if name in values:
+                values[name] = bool(values[name])
+        return values
 
     def _request(self, row: Row) -> RequestRecord:
-        return self._model(RequestRecord, row, times=(
-            "created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at"),
-            jsons=("payload", "decision", "message_refs", "votes"))
+        return self._model(RequestRecord, row, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
+
+    def _decided(self, seen: RequestRecord, row: Row) -> RequestRecord:
+        """The decided record: ``seen`` (the request as filed) with the stored values of
+        the columns that change after filing (``row`` holds those), so the payload is
+        neither read back nor parsed again. Nothing is validated again: every value is
+        the database's, read back as :meth:`_request` reads it."""
+        values = self._values(row, _LIVE_COLUMNS, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
+        values["status"] = coerce_status(values["status"])
+        values["votes"] = [Vote.model_validate(v) for v in values["votes"]]
+        return seen.model_copy(update=values)
 
     def _session(self, row: Row) -> SessionRecord:
         return self._model(SessionRecord, row, times=("created_at",),
@@ -813,14 +843,14 @@ class SQLStore(Store):
         ``delivered``: ``r.delivered`` normalized, recorded first)."""
         d = self.dialect
         yield from self._delivered(delivered)
-        rows = yield Stmt(_DECIDE, (r.status.value, decision,
-                                    r.decided_by, r.channel, d.ts(r.decided_at),
-                                    None if r.resumed_at is None else d.ts(r.resumed_at),
-                                    r.request_id))
+        seen = r.seen if r.seen is not None and r.seen.id == r.request_id else None
+        rows = yield Stmt(_DECIDE if seen is None else _DECIDE_LIVE, (
+            r.status.value, decision, r.decided_by, r.channel, d.ts(r.decided_at),
+            None if r.resumed_at is None else d.ts(r.resumed_at), r.request_id))
         if not rows:
             # Lost the race (or never pending): the winner has committed, so this sees it.
             raise already_decided(self._request((yield from self._get_row(r.request_id))))
-        record = self._request(rows[0])
+        record = self._request(rows[0]) if seen is None else self._decided(seen, rows[0])
         for grant in grants:  # remembered with the decision that makes them
             yield Stmt(_INSERT_GRANT, grant, rows=False)
         yield from self._effects(r.audit, resolved_outbox(record, r))
@@ -847,7 +877,7 @@ class SQLStore(Store):
                 yield from self._effects((audit,), ballot.outbox)
                 return self._request(rows[0])
             yield from self._effects((audit,), ())
-            return (yield from self._resolve(resolution,
+            return (yield from self._resolve(replace(resolution, seen=current),
                                              d.json(resolution.decision, "decision"),
                                              delivered=also))
 

@@ -438,6 +438,13 @@ class Resolution:
             before the compare-and-set in the same transaction (a message reference they
             store is one ``resolved_to_message_refs`` sees); if the decision is refused,
             nothing of them is written either.
+        seen: The request as the decider last read it, if it has it. A store may build
+            the decided record from it: the fields a request is filed with and never
+            changes (its payload first) taken from ``seen`` (shared, not copied, as is
+            its parsed request), the rest as stored, instead of reading the whole row
+            back and parsing its payload again. Ignored unless its id is
+            ``request_id``; never decided against (the compare-and-set reads the
+            stored status).
     """
 
     request_id: str
@@ -452,6 +459,7 @@ class Resolution:
     resumed_at: datetime | None = None
     grants: Sequence[GrantRecord] = ()
     delivered: Sequence[Delivered] = ()
+    seen: RequestRecord | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -648,11 +656,13 @@ class Store(abc.ABC):
         resumed_at: datetime | None = None,
         grants: Sequence[GrantRecord] = (),
         delivered: Sequence[Delivered] = (),
+        seen: RequestRecord | None = None,
     ) -> RequestRecord:
         """Move a request from ``pending`` to ``status``: one atomic compare-and-set,
         committed with ``audit``, ``outbox``, ``grants`` and ``delivered`` (see
         :class:`Resolution`; with ``resumed_at`` the resume is claimed in the same
-        transaction).
+        transaction; ``seen`` is the request as the caller read it, which spares the
+        store reading it back whole).
 
         Raises:
             RequestNotFound: No such request.
@@ -665,6 +675,7 @@ class Store(abc.ABC):
             decided_by=decided_by, channel=channel, decided_at=utc(decided_at or utcnow()),
             audit=audit, outbox=outbox, resolved_to_message_refs=resolved_to_message_refs,
             resumed_at=utc_or_none(resumed_at), grants=grants, delivered=delivered,
+            seen=seen,
         ))
 
     @abc.abstractmethod

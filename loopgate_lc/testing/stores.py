@@ -381,6 +381,32 @@ class StoreConformance:
         )
         assert await store.get_request("r1") == resolved
 
+    async def test_resolve_with_the_record_seen_returns_what_is_stored(
+        self, store: Store
+    ) -> None:
+        # what changed after the decider read the request (a message shown, an
+        # escalation) comes back as stored, not as the decider saw it
+        await store.create_request(request("r1", expires_at=at(10)))
+        seen = await store.get_request("r1")
+        await store.set_message_ref("r1", "chat", {"message_id": 7})
+        assert await store.extend_expiry("r1", expires_at=at(20), escalation_level=1)
+        resolved = await store.resolve(
+            "r1", status=Status.APPROVED, decision={"type": "approve", "at": (1, 2)},
+            decided_by="alice", channel="http", decided_at=at(5), resumed_at=at(6),
+            seen=seen,
+        )
+        assert resolved == await store.get_request("r1")
+        assert resolved.decision == {"type": "approve", "at": [1, 2]}
+        assert resolved.message_refs == {"chat": {"message_id": 7}}
+        assert (resolved.expires_at, resolved.escalation_level) == (at(20), 1)
+        assert (resolved.decided_at, resolved.resumed_at) == (at(5), at(6))
+        assert resolved.request == seen.request
+        # a record of another request is no record of this one
+        await store.create_request(request("r2"))
+        other = await store.resolve("r2", status=Status.REJECTED, decision={"type": "reject"},
+                                    decided_by="bob", channel="c", seen=seen)
+        assert other == await store.get_request("r2")
+
     async def test_resolve_defaults_decided_at_to_now(self, store: Store) -> None:
         await store.create_request(request("r1"))
         before = utcnow()
