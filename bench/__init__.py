@@ -219,9 +219,14 @@ OPTIMISATIONS: list[str] = [
     "each); CPU per `Loopgate.run` round trip, on and off alternated in one process "
     "(80-120 each): memory 14.7 -> 14.0 ms, SQLite 19.1 -> 18.6 ms, PostgreSQL 23.8 -> "
     "23.4 ms. Wall time moved within the noise of a 2-CPU VM at load 5 (raw LangGraph on "
-    "SQLite 13-33 ms from run to run): section 2's paired ratio, four alternated runs "
-    "(off, on, off, on), SQLite 1.52, 1.33 -> 1.39, 1.23, PostgreSQL 1.39, 1.36 -> 1.49, "
-    "1.46. Section 2 re-measures it in every run (the \"before fix 17\" rows).",
+    "SQLite 13-33 ms from run to run): section 2's paired ratio, eight alternated runs "
+    "(off, on, four times; two of each after merging main), SQLite 1.52, 1.33, 1.22, 1.51"
+    " -> 1.39, 1.23, 1.29, 1.33 (medians 1.42 -> 1.31), PostgreSQL 1.39, 1.36, 1.31, 1.58"
+    " -> 1.49, 1.46, 1.38, 1.39 (medians 1.38 -> 1.43): no change beyond the noise. The "
+    "refreshed section 2 above, on a quieter spell, shows the pause alone: the guard's "
+    "pause + resume 8.09 -> 7.21 ms (memory), 12.6 -> 11.9 ms (SQLite), 16.5 -> 15.5 ms "
+    "(PostgreSQL), the \"before fix 17\" rows beside the \"guard()\" rows. Section 2 re-"
+    "measures it in every run (the \"before fix 17\" rows).",
     "",
     "Not changed (trade-offs for the owners, not clear local wins): on SQLite every "
     "commit waits for the WAL fsync (about 0.4-0.6 ms here; `PRAGMA synchronous=NORMAL` "
