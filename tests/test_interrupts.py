@@ -132,3 +132,25 @@ def test_a_guarded_pause_publishes_the_inlined_schema_and_resumes(
     assert ran == []
     agent.invoke(Command(resume={pause.id: {"type": "approve"}}), config, version="v2")
     assert ran == [7]
+
+
+def test_every_pause_publishes_a_schema_of_its_own() -> None:
+    @tool(args_schema=Transfer)
+    def transfer(amount: int, to: str) -> str:
+        """Move money."""
+        return "sent"
+
+    guarded = guard(transfer)
+    expected = TypeAdapter(guarded.gate.schema_for("transfer", Transfer)).json_schema()
+    published = []
+    for thread in ("mine-1", "mine-2"):
+        agent = create_agent(
+            ScriptedChatModel(script=[ai("", call("transfer", amount=7, to="bo")), "ok"]),
+            tools=[guarded], checkpointer=InMemorySaver())
+        (pause,) = agent.invoke({"messages": [("user", "pay")]},
+                                {"configurable": {"thread_id": thread}},
+                                version="v2").interrupts
+        assert pause.response_schema == expected  # the first one's change did not leak
+        published.append(pause.response_schema)
+        pause.response_schema["anyOf"].clear()  # a caller's change stays its own
+    assert published[0] is not published[1]
