@@ -193,9 +193,9 @@ def create_app(
         return JSONResponse(document)
 
     routes: list[BaseRoute] = [
+        *hitl_routes(loopgate, config),  # first: they are most of the traffic
         Route("/health", endpoint(health), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        *hitl_routes(loopgate, config),
         *(bridge.routes() if bridge is not None else ()),
     ]
 
