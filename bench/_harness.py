@@ -42,11 +42,13 @@ def postgres_dsn() -> str | None:
 @dataclass(frozen=True)
 class Config:
     """How hard to push. ``smoke`` proves every benchmark runs end to end in seconds;
-    its figures mean nothing."""
+    its figures mean nothing, so it runs each path once: one repetition, no warm-up
+    (the test suite runs every benchmark in smoke size, on two CPUs shared with the
+    rest of the suite)."""
 
     smoke: bool = False
 
-    def reps(self, full: int, smoke: int = 3) -> int:
+    def reps(self, full: int, smoke: int = 1) -> int:
         return smoke if self.smoke else full
 
     def size(self, full: int, smoke: int) -> int:

@@ -107,8 +107,8 @@ def run(config: Config) -> Section:
         for shape in ("parallel", "sequential"):
             samples = interleave(
                 _variants(n, shape, gate),
-                reps=config.reps(60, 3),
-                warmup=config.reps(5, 1),
+                reps=config.reps(60),
+                warmup=config.reps(5, 0),
                 budget_s=config.reps(25, 10),
                 between=gate.pending,  # lets the gateway's background audits land, untimed
             )

@@ -55,7 +55,7 @@ LABELS = {
 # what `loopgate-lc pending` paid before its imports were made lazy, re-created in the same
 # run: the same command after importing what the package's __init__ used to pull in
 EAGER_IMPORTS = "import langgraph.graph, langgraph.types, langchain_core.tools, httpx, telegram"
-EAGER = f"{EAGER_IMPORTS}; from loopgate_lc.cli import main; raise SystemExit(main())"
+EAGER = "{imports}; from loopgate_lc.cli import main; raise SystemExit(main())"
 # what every store command pays before loopgate_lc's own code: the interpreter, SQLite,
 # and pydantic with its first model built (when pydantic would look for its plugins among
 # the installed distributions, which the store commands spare it)
@@ -138,9 +138,11 @@ def run(config: Config) -> Section:
             # one pending request for every approve and every reject the run can make
             to_decide = [gate.submit(f"Rotate key {i}?").id for i in range(2 * (reps + warmup))]
             probed = [gate.submit("Probe approve?").id, gate.submit("Probe reject?").id]
+        # a smoke run skips the eager row's imports (seconds of CPU, in the probe and in
+        # the row's process alike) and proves nothing more
+        eager_imports = "pass" if config.smoke else EAGER_IMPORTS
         found = subprocess.run(
-            # (a smoke run skips the eager row's imports: seconds, and it proves nothing more)
-            [sys.executable, "-c", PROBE, store, *probed, "" if config.smoke else EAGER_IMPORTS],
+            [sys.executable, "-c", PROBE, store, *probed, eager_imports],
             check=True, capture_output=True, text=True, cwd=tmp, timeout=120)
         checked, compiled, failed = ensure_bytecode(json.loads(found.stdout))
         command = cli()
@@ -168,7 +170,8 @@ def run(config: Config) -> Section:
         variants: dict[str, Callable[[], None]] = {
             "python": lambda: spawn("python", [sys.executable, "-c", "pass"]),
             "pending": once("pending"),
-            "eager": lambda: spawn("eager", [sys.executable, "-c", EAGER, "pending",
+            "eager": lambda: spawn("eager", [sys.executable, "-c",
+                                             EAGER.format(imports=eager_imports), "pending",
                                              "--store", store]),
             "floor": lambda: spawn("floor", [sys.executable, "-c", FLOOR]),
             "audit": once("audit", "--limit", "20"),

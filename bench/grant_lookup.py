@@ -85,8 +85,8 @@ def run(config: Config) -> Section:
             try:
                 loop.run_until_complete(gate.aopen())
                 loop.run_until_complete(_prepare(gate))
-                samples = interleave(_variants(gate, loop), reps=config.reps(300, 3),
-                                     warmup=config.reps(20, 1), budget_s=config.reps(20, 5))
+                samples = interleave(_variants(gate, loop), reps=config.reps(300),
+                                     warmup=config.reps(20, 0), budget_s=config.reps(20, 5))
             finally:
                 loop.run_until_complete(gate.aclose())
                 loop.close()

@@ -302,8 +302,8 @@ def measure(back: Backend, config: Config
         variants["gateway"] = through_gateway
         samples = interleave(
             variants,
-            reps=config.reps(60, 3),
-            warmup=config.reps(5, 1),
+            reps=config.reps(60),
+            warmup=config.reps(5, 0),
             budget_s=config.reps(20, 10),
             between=_settle(gate, person, lambda: runs[0]),
         )

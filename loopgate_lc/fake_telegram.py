@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -251,6 +253,13 @@ class _ApiError(Exception):
         self.parameters = parameters
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every fake's webhook client in the process: a client made
+    without one loads the CA bundle again (tens of ms of CPU), and tests start many fakes."""
+    return httpx.create_ssl_context()
+
+
 def _bad(description: str) -> _ApiError:
     return _ApiError(400, f"Bad Request: {description}")
 
@@ -425,7 +434,7 @@ class FakeBotAPI:
             # state that lives on the server's own event loop
             self._loop = asyncio.get_running_loop()
             self._changed = asyncio.Event()
-            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False, verify=_tls())
             try:
                 yield
             finally:

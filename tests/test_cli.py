@@ -379,14 +379,15 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         base = f"http://127.0.0.1:{port}"
         health = None
         ready = threading.Event()
-        for _ in range(300):  # bounded: up to ~30 s for the interpreter to start
-            try:
-                health = httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None:
+        with httpx.Client(timeout=1) as probe:  # one: a new client loads the CA bundle
+            for _ in range(300):  # bounded: up to ~30 s for the interpreter to start
+                try:
+                    health = probe.get(f"{base}/health")
                     break
-                ready.wait(0.1)
+                except httpx.TransportError:
+                    if proc.poll() is not None:
+                        break
+                    ready.wait(0.1)
         assert health is not None, proc.stderr.read() if proc.stderr else ""
         assert (health.json()["auth"], health.json()["telegram"]) == (True, True)
         assert httpx.get(f"{base}/hitl/pending").status_code == 401

@@ -159,13 +159,14 @@ def test_http_client_against_loopgate_lc_serve_answered_from_the_cli(tmp_path: P
     client = None
     try:
         deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        with httpx.Client(timeout=1) as probe:  # one: a new client loads the CA bundle
+            while time.monotonic() < deadline:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                try:
+                    if probe.get(f"{url}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
         client = subprocess.Popen(
             [sys.executable, str(EXAMPLES / "http_client.py"), "--url", url],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,7 +1,11 @@
 """Every Python block of the README runs as copied.
 
 Blocks under one ``##`` heading continue each other (like notebook cells), so each
-section runs as one script, in a fresh folder and a fresh per-user data directory.
+section runs as one script, in a fresh folder and a fresh per-user data directory. It runs
+in the test's own process (``tests/support/inprocess.py``), from an empty namespace, as
+``python -c`` would run it: a new interpreter would cost a second or more of importing
+LangChain and LangGraph per section. What a finished process would show is checked too:
+its exit code, and no thread of its own left running (one would keep a process alive).
 Blocks that need a Telegram bot get a FakeBotAPI through the environment (as a reader's
 real token would come); the PostgreSQL block gets ``DATABASE_URL`` from
 ``LOOPGATE_TEST_POSTGRES_DSN`` and is skipped, with that reason, without it.
@@ -12,14 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
-import sys
 import textwrap
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from loopgate_lc.fake_telegram import FakeBotAPI
+from tests.support.inprocess import run_main
 from tests.support.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,34 +54,41 @@ TELEGRAM = {"Telegram: approve from your phone", "Scaling out"}
 POSTGRES = {"Scaling out", "Stores"}
 
 
-def run(heading: str, tmp_path: Path) -> str:
+def run(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> str:
     if heading in NOT_AS_COPIED:
         pytest.skip(NOT_AS_COPIED[heading])
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TELEGRAM_", "LOOPGATE_", "DATABASE_URL"))}
-    env["XDG_DATA_HOME"] = str(tmp_path / "user-data")
     dsn = os.environ.get("LOOPGATE_TEST_POSTGRES_DSN")
     if heading == "Scaling out" and not dsn:
         pytest.skip("LOOPGATE_TEST_POSTGRES_DSN is not set; the block needs PostgreSQL")
+    for key in [k for k in os.environ if k.startswith(("TELEGRAM_", "LOOPGATE_", "DATABASE_URL"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
     with contextlib.ExitStack() as cleanup:
         if heading in POSTGRES and dsn:  # a database of its own: the blocks use its default schema
-            env["DATABASE_URL"] = cleanup.enter_context(fresh_database(dsn, "loopgate_readme"))
-        return _run_block(heading, env, tmp_path)
+            monkeypatch.setenv("DATABASE_URL",
+                               cleanup.enter_context(fresh_database(dsn, "loopgate_readme")))
+        if heading in TELEGRAM:
+            fake = cleanup.enter_context(FakeBotAPI())
+            monkeypatch.setenv("TELEGRAM_BOT_TOKEN", fake.token)
+            monkeypatch.setenv("TELEGRAM_API_BASE_URL", fake.base_url)
+            monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:9/telegram/webhook")
+        return _run_block(heading, tmp_path, monkeypatch, capsys)
 
 
-def _run_block(heading: str, env: dict[str, str], tmp_path: Path) -> str:
-    fake = FakeBotAPI().start() if heading in TELEGRAM else None
-    try:
-        if fake is not None:
-            env.update(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_BASE_URL=fake.base_url,
-                       TELEGRAM_WEBHOOK_URL="http://127.0.0.1:9/telegram/webhook")
-        done = subprocess.run([sys.executable, "-c", SECTIONS[heading]], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        if fake is not None:
-            fake.stop()
-    assert done.returncode == 0, f"{heading}:\n{done.stderr}"
-    return done.stdout
+def _run_block(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> str:
+    code = compile(SECTIONS[heading], f"<README.md: {heading}>", "exec")
+    before = set(threading.enumerate())
+    ran = run_main(lambda: exec(code, {"__name__": "__main__"}), cwd=tmp_path,
+                   monkeypatch=monkeypatch, capture=capsys)
+    assert ran.returncode == 0, f"{heading}:\n{ran.stderr}"
+    # a process exits only once its last non-daemon thread ends
+    started = [t for t in threading.enumerate() if t not in before and not t.daemon]
+    for thread in started:
+        thread.join(timeout=10)
+    assert not [t.name for t in started if t.is_alive()], f"{heading} left threads running"
+    return ran.stdout
 
 
 def test_the_two_commands_then_install_come_first() -> None:
@@ -101,68 +113,97 @@ def test_no_block_is_left_out() -> None:
     assert in_readme == in_sections > 10
 
 
+# What a section prints, where the README shows it: checked on the run that proves the
+# section runs as copied (each run starts an interpreter that imports LangGraph, so a
+# section is run once, not once to run and again to read its output)
+PRINTS: dict[str, Callable[[str, Path], None]] = {}
+
+
+def prints(heading: str) -> Callable[[Callable[[str, Path], None]], Callable[[str, Path], None]]:
+    def register(check: Callable[[str, Path], None]) -> Callable[[str, Path], None]:
+        PRINTS[heading] = check
+        return check
+    return register
+
+
 @pytest.mark.parametrize("heading", sorted(SECTIONS))
-def test_section_runs_as_copied(heading: str, tmp_path: Path) -> None:
-    run(heading, tmp_path)
+def test_section_runs_as_copied(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(heading, tmp_path, monkeypatch, capsys)
+    if heading in PRINTS:
+        PRINTS[heading](out, tmp_path)
 
 
-def test_quickstart_prints_what_it_says(tmp_path: Path) -> None:
-    assert run("Quickstart", tmp_path).splitlines() == [
+def test_every_printed_output_belongs_to_a_section() -> None:
+    assert set(PRINTS) <= set(SECTIONS) - set(NOT_AS_COPIED)
+
+
+@prints("Quickstart")
+def quickstart_prints_what_it_says(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == [
         "Shipped.", "['requested', 'notified', 'decided:approved', 'resumed', 'finished']"]
 
 
-def test_policies_print_what_they_say(tmp_path: Path) -> None:
-    assert run("Policies", tmp_path).strip() == (
+@prints("Policies")
+def policies_print_what_they_say(out: str, tmp_path: Path) -> None:
+    assert out.strip() == (
         "False payments confidence 0.62 is below 0.80 required by policy 'payments'")
 
 
-def test_guard_and_answering_by_hand(tmp_path: Path) -> None:
-    assert run("Guarding tools", tmp_path).splitlines() == [
+@prints("Guarding tools")
+def guard_and_answering_by_hand(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == [
         "risk irreversible is above data_modification allowed by policy 'payments'",
         "sent 900 to bob", "error"]
 
 
-def test_middleware_per_call_and_batched(tmp_path: Path) -> None:
-    assert run("`ApprovalMiddleware` for `create_agent`", tmp_path).splitlines() == [
+@prints("`ApprovalMiddleware` for `create_agent`")
+def middleware_per_call_and_batched(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == [
         "[('requested', 'delete_user')]", "['delete_user']", "Cleaned up."]
 
 
-def test_request_approval_snippet(tmp_path: Path) -> None:
-    assert run("`request_approval()` in any node", tmp_path).splitlines() == [
-        "{'choice': 'Cancel', 'by': 'ana'}"]
+@prints("`request_approval()` in any node")
+def request_approval_snippet(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == ["{'choice': 'Cancel', 'by': 'ana'}"]
 
 
-def test_the_gateway_blocks(tmp_path: Path) -> None:
-    out = run("The gateway: `Loopgate`", tmp_path).splitlines()
-    assert out[0] == "Shipped." and "requested" in out and "decided" in out
-    assert out[-1] == "['resumed', 'finished']"
+@prints("The gateway: `Loopgate`")
+def the_gateway_blocks(out: str, tmp_path: Path) -> None:
+    lines = out.splitlines()
+    assert lines[0] == "Shipped." and "requested" in lines and "decided" in lines
+    assert lines[-1] == "['resumed', 'finished']"
 
 
-def test_the_default_store_is_per_user(tmp_path: Path) -> None:
-    out = run("Stores", tmp_path).strip()
-    assert out == f"sqlite:///{tmp_path / 'user-data' / 'loopgate-lc' / 'loopgate.db'}"
+@prints("Stores")
+def the_default_store_is_per_user(out: str, tmp_path: Path) -> None:
+    assert out.strip() == f"sqlite:///{tmp_path / 'user-data' / 'loopgate-lc' / 'loopgate.db'}"
 
 
-def test_shadow_and_simulation_snippet(tmp_path: Path) -> None:
-    assert run("Shadow policies and simulation", tmp_path).splitlines() == [
+@prints("Shadow policies and simulation")
+def shadow_and_simulation_snippet(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == [
         "[('mail-auto', 'auto', 'ask')]", "[('send_email', 'bob')]"]
 
 
-def test_grants_snippet(tmp_path: Path) -> None:
-    assert run("Remembered permissions (grants)", tmp_path).splitlines() == [
+@prints("Remembered permissions (grants)")
+def grants_snippet(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == [
         "approved True", "pending", "0 ['grant_created', 'grant_revoked']"]
 
 
-def test_telemetry_snippet(tmp_path: Path) -> None:
-    out = run("Timeouts, hooks and the audit log", tmp_path).splitlines()
+@prints("Timeouts, hooks and the audit log")
+def telemetry_snippet(out: str, tmp_path: Path) -> None:
     assert ("['loopgate.decision.duration', 'loopgate.decisions', 'loopgate.notifications', "
-            "'loopgate.requests', 'loopgate.requests.pending']") in out
+            "'loopgate.requests', 'loopgate.requests.pending']") in out.splitlines()
 
 
-def test_telegram_blocks_reach_the_fake_bot(tmp_path: Path) -> None:
-    assert run("Telegram: approve from your phone", tmp_path).strip() == "telegram:42 (@ana)"
+@prints("Telegram: approve from your phone")
+def telegram_blocks_reach_the_fake_bot(out: str, tmp_path: Path) -> None:
+    assert out.strip() == "telegram:42 (@ana)"
 
 
-def test_signature_block(tmp_path: Path) -> None:
-    assert run("Webhook signatures (for receivers)", tmp_path).splitlines() == [
+@prints("Webhook signatures (for receivers)")
+def signature_block(out: str, tmp_path: Path) -> None:
+    assert out.splitlines() == [
         "(200, 'accepted')", "(200, 'duplicate, ignored')", "401", "approved"]

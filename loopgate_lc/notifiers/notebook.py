@@ -200,7 +200,7 @@ class NotebookNotifier:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display(self.box if self.widgets else repr(self))  # type: ignore[no-untyped-call]
+        display(self.box if self.widgets else repr(self))
 
     def __repr__(self) -> str:
         pending = sum(not p.decided for p in self.panels.values())

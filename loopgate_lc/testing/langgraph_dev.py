@@ -73,15 +73,20 @@ def _langgraph_cli() -> str:
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None,
                timeout: float = 90.0) -> None:
-    """Wait (bounded) until ``GET url/ok`` answers."""
+    """Wait (bounded) until ``GET url/ok`` answers.
+
+    One client asks every time: each new ``httpx`` client loads the system's CA
+    certificates (tens of ms of CPU), and a server takes seconds to start.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/ok").status_code == 200:
+                    return
+            time.sleep(0.1)
     raise TimeoutError(f"{url} was not ready within {timeout:.0f}s")
 
 

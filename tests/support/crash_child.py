@@ -19,20 +19,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain.agents import create_agent
-from langchain_core.tools import tool
-from langgraph.checkpoint.sqlite import SqliteSaver
-
-from loopgate_lc import guard
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.stores import Store, open_store
-from loopgate_lc.testing import ScriptedChatModel, ai, call
 
 #: The churning gateway's notifier, by name.
 CHANNEL = "shown"
 
 
 def build(checkpoints: str, log: str) -> Any:
+    # imported here, not at the top: the churning and showing gateways never build an
+    # agent, and each of the many processes the crash tests start would pay for
+    # importing LangChain and LangGraph (about a second of CPU) for nothing
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from loopgate_lc import guard
+    from loopgate_lc.testing import ScriptedChatModel, ai, call
+
     @tool
     def deploy(build: str) -> str:
         """Deploy one build."""
