@@ -10,6 +10,7 @@ sync code) keeps its private loop thread and is reached across it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import secrets
@@ -31,12 +32,7 @@ from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
 from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
-from loopgate_lc.server.middleware import (
-    AuthMiddleware,
-    BodyLimitMiddleware,
-    BrowserGuardMiddleware,
-    default_allowed_hosts,
-)
+from loopgate_lc.server.middleware import GuardMiddleware, default_allowed_hosts
 from loopgate_lc.server.openapi import openapi_document
 from loopgate_lc.server.replay import StoreReplayGuard
 from loopgate_lc.server.tenancy import ApiKeys, parse_api_keys
@@ -197,9 +193,9 @@ def create_app(
         return JSONResponse(document)
 
     routes: list[BaseRoute] = [
+        *hitl_routes(loopgate, config),  # first: they are most of the traffic
         Route("/health", endpoint(health), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        *hitl_routes(loopgate, config),
         *(bridge.routes() if bridge is not None else ()),
     ]
 
@@ -270,19 +266,16 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[
-            Middleware(BrowserGuardMiddleware, allowed_hosts=hosts,
-                       cors_origins=tuple(cors_origins),
-                       pages=("/inbox",) if inbox else ()),
-            *([Middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                          allow_methods=["GET", "POST"],
-                          allow_headers=["Authorization", "X-API-Key", "Content-Type",
-                                         "Mcp-Session-Id", "Mcp-Protocol-Version"],
-                          expose_headers=["Mcp-Session-Id"])] if cors_origins else []),
-            Middleware(AuthMiddleware, keys, protected=("/hitl", "/mcp"),
-                       exempt=("/hitl/webhook/",)),
-            Middleware(BodyLimitMiddleware, max_body_bytes),
-        ],
+        middleware=[Middleware(
+            GuardMiddleware, allowed_hosts=hosts, cors_origins=tuple(cors_origins),
+            pages=("/inbox",) if inbox else (), keys=keys, protected=("/hitl", "/mcp"),
+            exempt=("/hitl/webhook/",), max_bytes=max_body_bytes,
+            cors=None if not cors_origins else functools.partial(
+                CORSMiddleware, allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "X-API-Key", "Content-Type",
+                               "Mcp-Session-Id", "Mcp-Protocol-Version"],
+                expose_headers=["Mcp-Session-Id"]))],
         exception_handlers={HTTPException: http_error, ApiError: api_error,
                             Exception: server_error},
         lifespan=lifespan,

@@ -646,17 +646,18 @@ def _wait(raw: str | None, cap: float) -> float:
 
 
 def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
-    """The ``/hitl`` routes for one gateway."""
+    """The ``/hitl`` routes for one gateway, the busiest first: the router tries each
+    route's pattern in turn, and no two of these match the same path."""
     r = _Routes(loopgate, config)
     return [
-        Route("/hitl/register", endpoint(r.register), methods=["POST"]),
-        Route("/hitl/status", endpoint(r.status), methods=["GET"]),
-        Route("/hitl/deactivate", endpoint(r.deactivate), methods=["POST"]),
+        Route("/hitl/respond", endpoint(r.respond), methods=["POST"]),
         Route("/hitl/request", endpoint(r.create), methods=["POST"]),
         Route("/hitl/poll", endpoint(r.poll), methods=["GET"]),
         Route("/hitl/pending", endpoint(r.pending), methods=["GET"]),
+        Route("/hitl/register", endpoint(r.register), methods=["POST"]),
+        Route("/hitl/status", endpoint(r.status), methods=["GET"]),
+        Route("/hitl/deactivate", endpoint(r.deactivate), methods=["POST"]),
         Route("/hitl/cancel", endpoint(r.cancel), methods=["POST"]),
-        Route("/hitl/respond", endpoint(r.respond), methods=["POST"]),
         Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
         Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
               methods=["POST"]),

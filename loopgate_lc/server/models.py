@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import to_jsonable_python
 
-from loopgate_lc.decisions import response_of
 from loopgate_lc.quorum import tally, tally_text
+from loopgate_lc.schema import decision_approves
 from loopgate_lc.stores.base import AuditEvent, GrantRecord, RequestRecord, SessionRecord
 
 __all__ = [
@@ -381,7 +381,9 @@ def poll_result(record: RequestRecord) -> dict[str, Any]:
     rest of the answer.
     """
     request = record.request
-    approved = False if record.pending else response_of(record).approved
+    # what response_of(record).approved says, without building the typed answer
+    approved = not record.pending and record.decision is not None \
+        and decision_approves(record.decision, request)
     decision = None
     if record.decision is not None:
         decision = {k: v for k, v in record.decision.items() if k not in ("actor", "channel")}

@@ -293,8 +293,11 @@ _INSERT_REQUEST_UNLESS = (
     f"SELECT {', '.join('?' * len(_REQUEST_COLUMNS))} WHERE NOT EXISTS "
     "(SELECT 1 FROM {{grants}} WHERE {where}) ON CONFLICT DO NOTHING RETURNING *")
 _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
+#: The same, for a line nobody reads back: no row is made, sent or fetched for it.
+_WRITE_AUDIT = _insert("audit", _AUDIT_COLUMNS)
 _INSERT_GRANT = _insert("grants", _GRANT_COLUMNS)
-_INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+_WRITE_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING")
+_INSERT_OUTBOX = _WRITE_OUTBOX + " RETURNING *"
 #: The compare-and-set every decision is: only a pending request moves.
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
            "decided_at = ?, resumed_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
@@ -540,7 +543,7 @@ class SQLStore(Store):
     def _write_audit(self, events: Iterable[AuditEvent]) -> Op[None]:
         """Append events whose stored form nobody reads back (sent without waiting)."""
         for event in events:
-            yield Stmt(_INSERT_AUDIT, self._audit_values(event), rows=False)
+            yield Stmt(_WRITE_AUDIT, self._audit_values(event), rows=False)
 
     def _enqueue(self, item: OutboxItem) -> Op[OutboxItem]:
         # Bounded: a retry is only needed when the open item we collided with was
@@ -596,7 +599,7 @@ class SQLStore(Store):
         :meth:`Store.enqueue_outbox`."""
         yield from self._write_audit(audit)
         for item in outbox:
-            yield Stmt(_INSERT_OUTBOX, self._outbox_values(item), rows=False)
+            yield Stmt(_WRITE_OUTBOX, self._outbox_values(item), rows=False)
 
     @staticmethod
     def _select(table: str, where: Sequence[tuple[str, Sequence[Any]]], order: str,

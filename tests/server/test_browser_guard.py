@@ -100,3 +100,25 @@ def test_the_default_host_list_follows_the_bind_address() -> None:
     assert default_allowed_hosts("127.0.0.2") == ("127.0.0.1", "localhost", "::1",
                                                   "127.0.0.2")
     assert default_allowed_hosts("0.0.0.0") is None  # public: set LOOPGATE_ALLOWED_HOSTS
+
+
+def test_the_checks_run_in_order_around_cors_and_keys(serve: ServeFn) -> None:
+    """Browser checks first, then CORS (a preflight carries no key), then the key, then
+    the body limit; every refusal in the API's error shape."""
+    live = serve(cors_origins=["https://ui.example"], api_keys={"ui": "k" * 32},
+                 max_body_bytes=64)
+    origin = {"Origin": "https://ui.example"}
+    with httpx.Client(base_url=live.url, timeout=10) as c:
+        preflight = {**origin, "Access-Control-Request-Method": "POST"}
+        assert c.options("/hitl/respond", headers=preflight).status_code == 200
+        rebound = c.options("/hitl/respond", headers={**preflight, "Host": "attacker.example"})
+        assert rebound.status_code == 421
+        keyless = c.post("/hitl/respond", headers=origin, json={})
+        assert (keyless.status_code, keyless.json()["error"]["code"]) == (401, "unauthorized")
+        assert keyless.headers["access-control-allow-origin"] == "https://ui.example"
+        large = c.post("/hitl/respond", headers={**origin, "X-API-Key": "k" * 32},
+                       json={"request_id": "x" * 100})
+        assert (large.status_code, large.json()["error"]["code"]) == (413, "payload_too_large")
+        form = c.post("/hitl/respond", headers={**origin, "Content-Type": "text/plain"},
+                      content=b"a=b")
+        assert form.status_code == 415  # before the key is asked for
