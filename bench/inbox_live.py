@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,8 +32,8 @@ from pathlib import Path
 import httpx
 
 from bench._harness import Config, Row, Section, median, not_measured, percentile, postgres_dsn
+from bench._serve import Served
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.testing.langgraph_dev import free_port
 
 GOAL_MS = 1000.0
 KEY = "bench-inbox-key-0123456789"
@@ -45,42 +43,6 @@ LABELS = {
     "call": "POST /hitl/respond round trip (the decision itself)",
 }
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-class _Server:
-    """``loopgate-lc serve`` in a child process, stopped with its process."""
-
-    def __init__(self, store: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (workdir / f"serve-{self.port}.log").open("w")
-        env = {**os.environ, "LOOPGATE_API_KEYS": f"ann={KEY}"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loopgate_lc.cli", "serve", "--store", store,
-             "--port", str(self.port), "--no-mcp", "--log-level", "warning"],
-            env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        with httpx.Client(timeout=1) as client:  # one: a new client loads the CA bundle
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"loopgate-lc serve exited: see {self.log.name}")
-                try:
-                    if client.get(f"{self.url}/health").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.close()
-        raise RuntimeError("loopgate-lc serve did not start within 60 s")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
 
 
 async def _sign_in(client: httpx.AsyncClient) -> None:
@@ -183,7 +145,7 @@ def run(config: Config) -> Section:
             if name == "PostgreSQL":
                 _schema(dsn, schema, create=True)
             try:
-                server = _Server(store, work)
+                server = Served(store, work, {**os.environ, "LOOPGATE_API_KEYS": f"ann={KEY}"})
                 try:
                     samples = asyncio.run(_measure(server.url, store, reps, warmup))
                 finally:

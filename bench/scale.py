@@ -26,22 +26,17 @@ import gc
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-
-import httpx
 
 from bench._backends import Backend, backend, backend_names
 from bench._harness import Config, Row, Section, median, not_measured, percentile
+from bench._serve import Served
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import Status, utcnow
 from loopgate_lc.stores.sqlite import SQLiteStore
-from loopgate_lc.testing.langgraph_dev import free_port
 
 LABELS = {
     "floor": "raw UPDATE ... WHERE status = 'pending', one commit each (the floor)",
@@ -104,44 +99,6 @@ def _memory_rows(gate: Loopgate, store_name: str, count: int, concurrency: int
         Row(anchor, payloads / count, "bytes", anchor=anchor, ratio=1.0, samples=count),
     ]
     return rows, ids
-
-
-class _Server:
-    """``loopgate-lc serve`` on the benchmark's store, in a child process of its own."""
-
-    def __init__(self, store_url: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (workdir / f"serve-{self.port}.log").open("w")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("LOOPGATE_API_KEYS", "TELEGRAM_"))}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loopgate_lc.cli", "serve", "--store", store_url,
-             "--port", str(self.port), "--no-mcp", "--log-level", "warning",
-             "--default-timeout", "3600"],
-            env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        with httpx.Client(timeout=2) as client:  # one: a new client loads the CA bundle
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"loopgate-lc serve exited: see {self.log.name}")
-                try:
-                    if client.get(f"{self.url}/health").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.close()
-        raise RuntimeError("loopgate-lc serve did not start within 120 s")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
 
 
 class _Client:
@@ -353,7 +310,10 @@ def _measure(back: Backend, config: Config) -> list[Row]:
         shared = back.name != "memory"
         if need * (len(kinds) if shared else len(kinds) - len(HTTP)) > len(ids):
             raise RuntimeError(f"need {need} pending requests per way, filed {len(ids)}")
-        server = _Server(_store_url(back, store), back.workdir)
+        server = Served(_store_url(back, store), back.workdir, {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("LOOPGATE_API_KEYS", "TELEGRAM_"))},
+            ("--default-timeout", "3600"), timeout=120)
         floor, close_floor = _floor(back, store) if shared else (None, lambda: None)
         try:
             served = ids if shared else _file_over_http(server.port, need * len(HTTP))

@@ -72,8 +72,9 @@ def _langgraph_cli() -> str:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None,
-               timeout: float = 90.0) -> None:
-    """Wait (bounded) until ``GET url/ok`` answers.
+               timeout: float = 90.0, path: str = "/ok") -> None:
+    """Wait (bounded) until ``GET url + path`` answers 200 (``langgraph dev`` answers
+    ``/ok``, ``loopgate-lc serve`` ``/health``).
 
     One client asks every time: each new ``httpx`` client loads the system's CA
     certificates (tens of ms of CPU), and a server takes seconds to start.
@@ -84,7 +85,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None,
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"the server exited with {process.returncode}")
             with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url}/ok").status_code == 200:
+                if client.get(f"{url}{path}").status_code == 200:
                     return
             time.sleep(0.1)
     raise TimeoutError(f"{url} was not ready within {timeout:.0f}s")
