@@ -33,7 +33,6 @@ from loopgate_lc.policy import PolicySet
 from loopgate_lc.schema import ApprovalRequest, Status, decision_approves, decision_status
 from loopgate_lc.stores.base import (
     AuditEvent,
-    Delivered,
     GrantRecord,
     OutboxItem,
     RequestRecord,
@@ -279,15 +278,14 @@ class Deciding:
             raise
         if not filing:
             # deliveries of this request made here and not yet recorded ride along
-            delivered = self._outbox.take(record.id)
             try:
-                decided = await self._store.resolve(
-                    record.id, status=status, decision=decision, decided_by=actor,
-                    channel=channel, decided_at=now, audit=audit, outbox=outbox,
-                    resolved_to_message_refs=True, resumed_at=now if handing else None,
-                    grants=[grant] if grant else (), delivered=delivered, seen=record)
+                with self._outbox.riding(record.id) as delivered:
+                    decided = await self._store.resolve(
+                        record.id, status=status, decision=decision, decided_by=actor,
+                        channel=channel, decided_at=now, audit=audit, outbox=outbox,
+                        resolved_to_message_refs=True, resumed_at=now if handing else None,
+                        grants=[grant] if grant else (), delivered=delivered, seen=record)
             except BaseException:
-                self._outbox.give_back(delivered)
                 if handing:
                     self._waiters.hand_over(record.id, None)
                 raise
@@ -316,26 +314,24 @@ class Deciding:
         decision = {**decision, "actor": actor, "channel": channel}
         now = self._clock()
         handing = self._hands_over(record)
-        delivered: list[Delivered] = []
         try:
             audit, outbox = self._effects(record, decision, now, handing=handing)
             # deliveries of this request made here and not yet recorded ride along
             # (before the vote's own: an open one would otherwise stand in for the new
             # count's)
-            delivered = self._outbox.take(record.id)
-            ballot = quorum.ballot(
-                record, decision, voter=voter, now=now,
-                audit=self._auditor.event("voted", record, actor=actor, channel=channel),
-                outbox=self._outbox.deliveries(record, "voted", now,
-                                               self._outbox.showing_votes(record)),
-                resolution=Resolution(
-                    request_id=record.id, status=decision_status(decision), decision=decision,
-                    decided_by=actor, channel=channel, decided_at=now, audit=audit,
-                    outbox=outbox, resolved_to_message_refs=True,
-                    resumed_at=now if handing else None))
-            voted = await self._store.vote(replace(ballot, delivered=delivered))
+            with self._outbox.riding(record.id) as delivered:
+                ballot = quorum.ballot(
+                    record, decision, voter=voter, now=now,
+                    audit=self._auditor.event("voted", record, actor=actor, channel=channel),
+                    outbox=self._outbox.deliveries(record, "voted", now,
+                                                   self._outbox.showing_votes(record)),
+                    resolution=Resolution(
+                        request_id=record.id, status=decision_status(decision), decision=decision,
+                        decided_by=actor, channel=channel, decided_at=now, audit=audit,
+                        outbox=outbox, resolved_to_message_refs=True,
+                        resumed_at=now if handing else None))
+                voted = await self._store.vote(replace(ballot, delivered=delivered))
         except BaseException:
-            self._outbox.give_back(delivered)
             if handing:
                 self._waiters.hand_over(record.id, None)
             raise

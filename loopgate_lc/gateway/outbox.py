@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -194,21 +194,22 @@ class Outbox:
 
     # recording finished deliveries -------------------------------------------------------
 
-    def take(self, *request_ids: str) -> list[Delivered]:
-        """The deliveries of these requests made here and not yet recorded, for a write
-        of those requests to record in its own transaction. A write that fails hands
-        them back (:meth:`give_back`)."""
+    @contextlib.contextmanager
+    def riding(self, *request_ids: str) -> Iterator[list[Delivered]]:
+        """The deliveries of these requests made here and not yet recorded, for the write
+        of those requests made in this block to record in its own transaction. A block
+        that raises hands them back: the next write (or a flush) records them."""
         taken: list[Delivered] = []
         for request_id in request_ids:
             taken += self._finished.pop(request_id, ())
-        return taken
-
-    def give_back(self, delivered: Sequence[Delivered]) -> None:
-        """Deliveries a failed write did not record: the next one (or a flush) will."""
-        for done in delivered:
-            self._finished.setdefault(done.request_id, []).append(done)
-        if delivered:
-            self._finished_kick.set()
+        try:
+            yield taken
+        except BaseException:
+            for done in taken:
+                self._finished.setdefault(done.request_id, []).append(done)
+            if taken:
+                self._finished_kick.set()
+            raise
 
     def _record(self, item: OutboxItem, ref: Any = None,
                 audit: Sequence[AuditEvent] = ()) -> None:
@@ -245,14 +246,9 @@ class Outbox:
         """Record every delivery made here that no write has carried, in one
         transaction."""
         async with self._flushing:
-            batch = self.take(*list(self._finished))
-            if not batch:
-                return
-            try:
-                await self._store.complete_deliveries(batch)
-            except BaseException:
-                self.give_back(batch)
-                raise
+            with self.riding(*list(self._finished)) as batch:
+                if batch:
+                    await self._store.complete_deliveries(batch)
 
     async def flush_loop(self) -> None:
         """Flush what a window after a delivery no write has carried, for the gateway's

@@ -120,15 +120,11 @@ class Resuming:
                                 f"interrupt {record.interrupt_id} is no longer pending"))})])
                 continue
             # deliveries of this request made here and not yet recorded ride along
-            delivered = self._outbox.take(record.id)
-            try:
+            with self._outbox.riding(record.id) as delivered:
                 won = await self._store.mark_resumed(
                     record.id, stale_before=stale_before, at=at, delivered=delivered,
                     audit=[self._auditor.event("resume_retried" if retry else "resumed",
                                                record)])
-            except BaseException:
-                self._outbox.give_back(delivered)
-                raise
             if won:
                 resume[record.interrupt_id] = resume_value(record)
                 claimed.append(record)
@@ -144,13 +140,9 @@ class Resuming:
         at = self._clock()
         # deliveries of these requests made here and not yet recorded ride along (the
         # ``resolved`` one, when it was quicker than the rest of the run)
-        delivered = self._outbox.take(*request_ids)
-        try:
+        with self._outbox.riding(*request_ids) as delivered:
             await self._store.complete_resume(*request_ids, at=at, audit=audit,
                                               delivered=delivered)
-        except BaseException:
-            self._outbox.give_back(delivered)
-            raise
         if request_ids and self._auditor.wants("on_resumed"):
             for request_id in request_ids:
                 record = await self._store.get_request(request_id)

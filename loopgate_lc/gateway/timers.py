@@ -133,8 +133,7 @@ class Timers:
             step = self._escalation[level]
             # deliveries of this request made here and not yet recorded go first: an
             # open notification would otherwise stand in for the escalation's own
-            delivered = self._outbox.take(record.id)
-            try:
+            with self._outbox.riding(record.id) as delivered:
                 moved = await self._store.extend_expiry(
                     record.id, expires_at=now + timedelta(seconds=step.timeout),
                     escalation_level=level + 1,
@@ -145,9 +144,6 @@ class Timers:
                     outbox=self._outbox.deliveries(record, "notify", now,
                                                    step.notifiers or None),
                     delivered=delivered)
-            except BaseException:
-                self._outbox.give_back(delivered)
-                raise
             if not moved:
                 return None
             self._outbox.kick()
