@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import from_json, to_json
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.schema import (
     ApprovalRequest,
     ApproveDecision,
@@ -47,6 +48,7 @@ __all__ = [
     "decision_schema",
     "new_request_id",
     "observer",
+    "published_text",
     "question_schema",
 ]
 
@@ -197,6 +199,20 @@ def _published_as_text(schema: Any) -> object:
     return cast(object, schema)
 
 
+#: The JSON schemas :func:`ask` handed LangGraph lately, by identity, with the text they
+#: were parsed from: a gateway filing the pause stores that text instead of encoding the
+#: same dict again (~25 us for a tool's schema). Bounded: a pause long gone is only
+#: encoded again.
+_TEXTS: LRU[int, tuple[dict[str, Any], bytes]] = LRU(maxsize=64)
+
+
+def published_text(response_schema: object) -> str | None:
+    """The JSON text a pause's ``response_schema`` was parsed from, when :func:`ask`
+    published that very dict lately (the text pydantic would encode it to), else None."""
+    found = _TEXTS.get(id(response_schema))
+    return found[1].decode() if found is not None and found[0] is response_schema else None
+
+
 _COMPILED = ("__pydantic_core_schema__", "__pydantic_validator__", "__pydantic_serializer__")
 
 
@@ -271,7 +287,10 @@ def ask(request: ApprovalRequest, schema: object) -> dict[str, Any]:
         request.expires_at = utcnow() + timedelta(seconds=request.timeout_seconds)
     published: bytes | None = getattr(schema, _PUBLISHED, None)
     if published is not None and _surely_pauses():  # nothing to validate: publish only
-        answer = interrupt(request.to_interrupt(), response_schema=from_json(published))
+        response_schema = from_json(published)
+        # held with the dict, so its id stays its own while the entry lives
+        _TEXTS.get_or_make(id(response_schema), lambda: (response_schema, published))
+        answer = interrupt(request.to_interrupt(), response_schema=response_schema)
         answer = TypeAdapter(cast(type[Any], schema)).validate_python(answer)  # never, if sure
     else:
         answer = interrupt(request.to_interrupt(), response_schema=cast(type[Any], schema))

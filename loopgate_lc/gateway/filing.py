@@ -30,6 +30,7 @@ from loopgate_lc.gateway.settings import seconds
 from loopgate_lc.gateway.timers import Timers
 from loopgate_lc.grants import GRANT_CHANNEL
 from loopgate_lc.hooks import Veto
+from loopgate_lc.interrupts import published_text
 from loopgate_lc.policy import PolicySet, RiskLevel
 from loopgate_lc.schema import (
     ApprovalRequest,
@@ -129,7 +130,9 @@ class Filing:
             # it. Encoded in pydantic's Rust (a tool's schema is often 10 kB, which the
             # json module takes about 0.1 ms for, with sorted keys): LangGraph hands the
             # same schema over in the same order every time, so the text is stable.
-            payload["response_schema"] = to_json(response_schema).decode()
+            # the text a guarded pause published it from, when it is that very dict
+            payload["response_schema"] = (published_text(response_schema)
+                                          or to_json(response_schema).decode())
         if foreign:
             payload["foreign"] = True
         record = RequestRecord(
