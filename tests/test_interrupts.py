@@ -13,9 +13,10 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from pydantic import BaseModel, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic_core import to_json
 
 from loopgate_lc import guard
-from loopgate_lc.interrupts import decision_schema
+from loopgate_lc.interrupts import decision_schema, published_text
 from loopgate_lc.testing import ScriptedChatModel, ai, call
 
 
@@ -154,3 +155,20 @@ def test_every_pause_publishes_a_schema_of_its_own() -> None:
         published.append(pause.response_schema)
         pause.response_schema["anyOf"].clear()  # a caller's change stays its own
     assert published[0] is not published[1]
+
+
+def test_a_pause_keeps_the_text_its_schema_was_published_from() -> None:
+    @tool(args_schema=Transfer)
+    def transfer(amount: int, to: str) -> str:
+        """Move money."""
+        return "sent"
+
+    agent = create_agent(
+        ScriptedChatModel(script=[ai("", call("transfer", amount=7, to="bo")), "ok"]),
+        tools=[guard(transfer)], checkpointer=InMemorySaver())
+    (pause,) = agent.invoke({"messages": [("user", "pay")]},
+                            {"configurable": {"thread_id": "texts"}}, version="v2").interrupts
+    # what a gateway files for this pause: the very text pydantic encodes the dict to
+    assert published_text(pause.response_schema) == to_json(pause.response_schema).decode()
+    # an equal dict that is not the published one is the filer's to encode
+    assert published_text(json.loads(json.dumps(pause.response_schema))) is None
