@@ -336,9 +336,10 @@ class StoreConformance:
         assert await store.list_requests() == []
 
     async def test_json_fields_come_back_as_plain_json(self, store: Store) -> None:
-        payload = {"when": T0, "pair": (1, 2), "kind": Status.APPROVED, "by": {1: "one"}}
+        by = {1: "one"}
+        payload = {"when": T0, "pair": (1, 2), "kind": Status.APPROVED, "by": by}
         filed, _ = await store.create_request(request("r1", payload=payload))
-        payload["by"][2] = "two"  # the filer's own payload is not the record's
+        by[2] = "two"  # the filer's own payload is not the record's
         got = await store.get_request("r1")
         # the record filing returns is the stored one, as every later read gives it
         assert filed == got
