@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from loopgate_lc.errors import (
     GrantNotFound,
@@ -285,13 +286,18 @@ def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
             f"VALUES ({', '.join('?' * len(columns))}){suffix}")
 
 
-_INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS, " ON CONFLICT DO NOTHING RETURNING *")
+#: What a filing reads back: all but the payload, which the filer holds as written (see
+#: ``SQLStore._filed``).
+_FILING_RETURNS = (*_LIVE_COLUMNS, "created_at")
+_INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS,
+                          f" ON CONFLICT DO NOTHING RETURNING {', '.join(_FILING_RETURNS)}")
 #: The same, unless a grant of the filing's query is there ({where}: its clauses, on the
 #: grants' columns; their parameters follow the request's).
 _INSERT_REQUEST_UNLESS = (
     f"INSERT INTO {{{{requests}}}} ({', '.join(_REQUEST_COLUMNS)}) "
     f"SELECT {', '.join('?' * len(_REQUEST_COLUMNS))} WHERE NOT EXISTS "
-    "(SELECT 1 FROM {{grants}} WHERE {where}) ON CONFLICT DO NOTHING RETURNING *")
+    "(SELECT 1 FROM {{grants}} WHERE {where}) ON CONFLICT DO NOTHING RETURNING "
+    + ", ".join(_FILING_RETURNS))
 _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
 #: The same, for a line nobody reads back: no row is made, sent or fetched for it.
 _WRITE_AUDIT = _insert("audit", _AUDIT_COLUMNS)
@@ -450,15 +456,27 @@ class SQLStore(Store):
     def _request(self, row: Row) -> RequestRecord:
         return self._model(RequestRecord, row, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
 
-    def _decided(self, seen: RequestRecord, row: Row) -> RequestRecord:
+    def _decided(self, seen: RequestRecord, row: Row,
+                 columns: Sequence[str] = _LIVE_COLUMNS) -> RequestRecord:
         """The decided record: ``seen`` (the request as filed) with the stored values of
         the columns that change after filing (``row`` holds those), so the payload is
         neither read back nor parsed again. Nothing is validated again: every value is
         the database's, read back as :meth:`_request` reads it."""
-        values = self._values(row, _LIVE_COLUMNS, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
+        values = self._values(row, columns, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
         values["status"] = coerce_status(values["status"])
         values["votes"] = [Vote.model_validate(v) for v in values["votes"]]
         return seen.model_copy(update=values)
+
+    def _filed(self, record: RequestRecord, row: Row) -> RequestRecord:
+        """The record ``record``'s insert stored, from ``row`` (the columns in
+        ``_FILING_RETURNS``) and the payload as written, so a ~10 kB payload is neither
+        read back nor parsed again: its JSON-ready form is exactly what its column holds
+        (the text the dialect writes is that form encoded), as a copy of the filer's."""
+        seen = record.model_copy(update={
+            "kind": RequestKind(record.kind),
+            "payload": to_jsonable_python(record.payload),
+        })
+        return self._decided(seen, row, _FILING_RETURNS)
 
     def _session(self, row: Row) -> SessionRecord:
         return self._model(SessionRecord, row, times=("created_at",),
@@ -725,7 +743,7 @@ class SQLStore(Store):
             rows = yield Stmt(_INSERT_REQUEST, values)
             if rows:
                 yield from self._effects(audit, outbox)
-                return self._request(rows[0]), True
+                return self._filed(record, rows[0]), True
             return (yield from self._filed_before(record)), False
 
         return await self._run(op(), write=True)
@@ -745,7 +763,7 @@ class SQLStore(Store):
             rows = yield insert
             if rows:
                 yield from self._effects(audit, outbox)
-                return Filed(record=self._request(rows[0]), created=True)
+                return Filed(record=self._filed(record, rows[0]), created=True)
             rows = yield select  # not filed: a grant is there, or the request was
             if rows:
                 return Filed(grants=[self._grant(r) for r in rows])

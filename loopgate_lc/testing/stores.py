@@ -336,10 +336,14 @@ class StoreConformance:
         assert await store.list_requests() == []
 
     async def test_json_fields_come_back_as_plain_json(self, store: Store) -> None:
-        await store.create_request(
-            request("r1", payload={"when": T0, "pair": (1, 2), "kind": Status.APPROVED})
-        )
+        by = {1: "one"}
+        payload = {"when": T0, "pair": (1, 2), "kind": Status.APPROVED, "by": by}
+        filed, _ = await store.create_request(request("r1", payload=payload))
+        by[2] = "two"  # the filer's own payload is not the record's
         got = await store.get_request("r1")
+        # the record filing returns is the stored one, as every later read gives it
+        assert filed == got
+        assert got.payload["by"] == {"1": "one"}
         assert got.payload["pair"] == [1, 2]
         assert got.payload["kind"] == "approved"
         assert datetime.fromisoformat(got.payload["when"].replace("Z", "+00:00")) == T0
