@@ -28,6 +28,7 @@ from pydantic import (
     WrapValidator,
     create_model,
 )
+from pydantic.errors import PydanticUserError
 from pydantic_core import from_json, to_json
 
 from loopgate_lc.schema import (
@@ -163,6 +164,11 @@ def decision_schema(
     return _with_published_schema(one | batch)
 
 
+_SLOW_PATH = (PydanticUserError, TypeError, ValueError, AttributeError)
+"""What a type pydantic cannot prepare for the fast paths raises (no schema it can
+generate or inline, no attributes it can carry): it keeps the old, slower path."""
+
+
 def _with_published_schema(schema: Any) -> object:
     """``schema`` carrying its JSON schema, generated once, here.
 
@@ -175,12 +181,13 @@ def _with_published_schema(schema: Any) -> object:
     """
     try:
         published = _inline_refs(TypeAdapter(schema).json_schema())
-    except Exception:  # any failure only means the old, slower path
+    except _SLOW_PATH:
         return _compiled(schema)
     return _published_as_text(_compiled(Annotated[schema, WithJsonSchema(published)]))
 
 
 _PUBLISHED = "__loopgate_published_schema__"
+
 
 
 def _published_as_text(schema: Any) -> object:
@@ -192,7 +199,7 @@ def _published_as_text(schema: Any) -> object:
     this text instead: the very same dict, in a tenth of the time. A resume still passes
     the type, so LangGraph validates the answer before saving it, as before.
     """
-    with suppress(Exception):  # any failure only means the old, slower path
+    with suppress(*_SLOW_PATH):
         setattr(schema, _PUBLISHED, to_json(TypeAdapter(schema).json_schema()))
     return cast(object, schema)
 
@@ -211,12 +218,10 @@ def _compiled(schema: Any) -> object:
     lookup. Validation and the JSON schema are the very same objects; a type that cannot
     carry them keeps the slow path, unchanged.
     """
-    try:
+    with suppress(*_SLOW_PATH):
         adapter = TypeAdapter(schema)
         for name in _COMPILED:
             setattr(schema, name, getattr(adapter, name.strip("_").removeprefix("pydantic_")))
-    except Exception:  # any failure only means the old, slower path
-        pass
     return cast(object, schema)
 
 
@@ -292,8 +297,8 @@ def _surely_pauses() -> bool:
     try:
         scratchpad = get_config()["configurable"][_SCRATCHPAD]
         return not scratchpad.resume and scratchpad.get_null_resume(False) is None
-    except Exception:  # not inside a task, or a LangGraph that keeps them elsewhere
-        return False
+    except (RuntimeError, KeyError, AttributeError):  # not inside a task (get_config),
+        return False  # or a LangGraph that keeps them elsewhere or in another shape
 
 
 def single_decision(answer: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import utcnow
 from loopgate_lc.stores import OutboxItem, open_store
-from loopgate_lc.testing.langgraph_dev import free_port
+from loopgate_lc.testing.langgraph_dev import free_port, wait_ready
 
 ENTRY = [sys.executable, "-m", "loopgate_lc.cli"]
 
@@ -377,18 +376,11 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
                             text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        health = None
-        ready = threading.Event()
-        with httpx.Client(timeout=1) as probe:  # one: a new client loads the CA bundle
-            for _ in range(300):  # bounded: up to ~30 s for the interpreter to start
-                try:
-                    health = probe.get(f"{base}/health")
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None:
-                        break
-                    ready.wait(0.1)
-        assert health is not None, proc.stderr.read() if proc.stderr else ""
+        try:
+            wait_ready(base, proc, timeout=30, path="/health")
+        except RuntimeError:  # it exited: say why
+            pytest.fail(proc.stderr.read() if proc.stderr else "serve exited")
+        health = httpx.get(f"{base}/health")
         assert (health.json()["auth"], health.json()["telegram"]) == (True, True)
         assert httpx.get(f"{base}/hitl/pending").status_code == 401
         auth = {"Authorization": "Bearer k-123"}

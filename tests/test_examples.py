@@ -16,14 +16,12 @@ import runpy
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
-from loopgate_lc.testing.langgraph_dev import free_port
+from loopgate_lc.testing.langgraph_dev import free_port, wait_ready
 from tests.support.inprocess import Ran, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,15 +156,10 @@ def test_http_client_against_loopgate_lc_serve_answered_from_the_cli(tmp_path: P
                               stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=clean_env())
     client = None
     try:
-        deadline = time.monotonic() + TIMEOUT
-        with httpx.Client(timeout=1) as probe:  # one: a new client loads the CA bundle
-            while time.monotonic() < deadline:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                try:
-                    if probe.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        try:
+            wait_ready(url, server, timeout=TIMEOUT, path="/health")
+        except RuntimeError:  # it exited: say why
+            pytest.fail(server.stderr.read() if server.stderr else "serve exited")
         client = subprocess.Popen(
             [sys.executable, str(EXAMPLES / "http_client.py"), "--url", url],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -22,8 +22,9 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from loopgate_lc import guard
-from loopgate_lc.errors import AlreadyDecided
+from loopgate_lc.errors import AlreadyDecided, StoreError
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.hooks import Hooks
 from loopgate_lc.stores import SQLiteStore
 from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
 from tests.support.waiting import until
@@ -84,22 +85,55 @@ def test_every_call_after_a_run_returns_finds_it_recorded_finished(tmp_path: Pat
     assert RAN == ["prod"] * 3
 
 
+class _FailsToFinishOnce(SQLiteStore):
+    failed = False
+
+    async def complete_resume(self, *request_ids: str, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise StoreError("disk full")
+        return await super().complete_resume(*request_ids, **kwargs)
+
+
+def test_a_finish_that_fails_to_commit_is_reported_and_the_result_stands(
+        tmp_path: Path) -> None:
+    RAN.clear()
+    errors: list[tuple[str, Any]] = []
+    with Loopgate(store=_FailsToFinishOnce(tmp_path / "gate.db"),
+                  notifiers=[ScriptedApprover({"type": "approve"})],
+                  hooks=Hooks(on_error=lambda error, context: errors.append(
+                      (str(error), context.get("task"))))) as gate:
+        result = gate.run(_agent(), {"messages": [("user", "ship it")]})
+        assert result["messages"][-1].content == "done"
+        events = [e.event for e in gate.audit()]  # waits for the finish, failed by now
+        assert errors == [("disk full", "complete")]
+        assert "error" in events and "finished" not in events
+        (resumed,) = [e for e in gate.audit() if e.event == "resumed"]
+        # the claim stands, for the resume lease to complete; the graph is not run again
+        assert gate.get(str(resumed.request_id)).resume_done_at is None
+    assert RAN == ["prod"]
+
+
 _SCRIPT = """
-import asyncio, sys
+import asyncio, sys, threading
 from tests.gateway.test_round_trip import _agent
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.hooks import Hooks
 from loopgate_lc.stores import SQLiteStore
 from loopgate_lc.testing import ScriptedApprover
 
-class SlowToFinish(SQLiteStore):  # the run returns long before its finish commits
+returned = threading.Event()
+
+class FinishesAfterReturn(SQLiteStore):  # the finish commits only once run() returned
     async def complete_resume(self, *ids, **kwargs):
-        await asyncio.sleep(1.0)
+        await asyncio.to_thread(returned.wait, 60)
         return await super().complete_resume(*ids, **kwargs)
 
-gate = Loopgate(store=SlowToFinish(sys.argv[1]),
+gate = Loopgate(store=FinishesAfterReturn(sys.argv[1]),
                 notifiers=[ScriptedApprover({"type": "approve"})])
 gate.run(_agent(), {"messages": [("user", "ship it")]})
 print("RETURNED", flush=True)
+returned.set()
 # never closed: the process ends here
 """
 
