@@ -57,6 +57,8 @@ DIALECT = Dialect(
     session_seq=None,  # an identity column
     table_exists="SELECT 1 WHERE to_regclass(?) IS NOT NULL",
     json_field="({column} ->> '{key}')",
+    json_keys="jsonb_object_keys({column}) AS key",
+    fuse=True,
     ts=utc,
     read_ts=utc,
     json=_jsonb,
@@ -200,25 +202,31 @@ class PostgresStore(SQLStore):
 
         Reads need no explicit transaction (each statement is atomic, and a pool passed
         in without autocommit commits when the connection goes back), which saves two
-        round trips per call. Database errors leave as :class:`StoreError`.
+        round trips per call. Nor does a write made whole in its first statement (a
+        fused :class:`~loopgate_lc.stores._sql.Guarded`), after which the operation
+        only reads. Database errors leave as :class:`StoreError`.
         """
+        try:
+            first = next(op)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
         pool = await self._get_pool()
         try:
             async with pool.connection() as conn:
-                if write:
+                if write and not first.whole:
                     # pipelined: BEGIN, and every statement whose rows the operation does
                     # not read, travel with the next one it waits for (or the COMMIT)
                     async with conn.pipeline() as pipe, conn.transaction():
-                        return await self._drive(conn, op, pipe)
-                return await self._drive(conn, op, None)
+                        return await self._drive(conn, op, first, pipe)
+                return await self._drive(conn, op, first, None)
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store failed: {exc}") from exc
 
-    async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T],
+    async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T], stmt: Stmt,
                      pipe: psycopg.AsyncPipeline | None) -> _T:
         async with conn.cursor(row_factory=dict_row) as cur:
             try:
-                stmt = next(op)
                 while True:
                     # bytes: psycopg takes them as a query that needs no LiteralString
                     await cur.execute(self._sql(stmt.text).encode(), stmt.params)
