@@ -402,13 +402,18 @@ def _fused(stmt: Stmt, then: Sequence[Stmt | Guarded]) -> Stmt:
     """``stmt`` with ``then`` as one statement: ``stmt`` and each of ``then`` a ``WITH``
     query, each of ``then`` reading its guard's ``RETURNING``; the statement returns
     ``stmt``'s rows. PostgreSQL always runs a data-modifying ``WITH`` query, a plain
-    ``SELECT`` one only when read: the final ``SELECT`` reads each of those (all rows)."""
+    ``SELECT`` one only when read: the final ``SELECT`` reads each of those (all rows).
+
+    ``then`` is listed last first: PostgreSQL runs the data-modifying queries nobody
+    reads after the main query, the last listed first (each one reading its guard runs
+    that first), so ids are handed out in ``then``'s order, as the same writes made one
+    by one get them; audit events and deliveries keep their order."""
     queries = [f"w0 AS ({stmt.text})"]
     params = list(stmt.params)
     selects: list[str] = []
 
     def add(effects: Sequence[Stmt | Guarded], guard: str) -> None:
-        for effect in effects:
+        for effect in reversed(effects):
             inner = effect.stmt if isinstance(effect, Guarded) else effect
             name = f"w{len(queries)}"
             queries.append(f"{name} AS ({_guarded_by(inner.text, guard)})")
