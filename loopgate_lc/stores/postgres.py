@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -32,6 +33,7 @@ from loopgate_lc.stores._sql import TABLES, Dialect, Op, Row, SQLStore, Stmt
 __all__ = ["PostgresStore"]
 
 _T = TypeVar("_T")
+_TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 def _jsonb(value: Any, what: str) -> Jsonb:
@@ -234,7 +236,10 @@ class PostgresStore(SQLStore):
                     if stmt.rows:
                         if pipe is not None:
                             await pipe.sync()
-                        if cur.description:
+                        # the result's status, not ``cur.description``: that builds a
+                        # column object (with its type looked up) per column, every time
+                        result = cur.pgresult
+                        if result is not None and result.status == _TUPLES_OK:
                             rows.extend(await cur.fetchall())
                     stmt = op.send(rows)
             except StopIteration as stop:
