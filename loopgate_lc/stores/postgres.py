@@ -238,8 +238,8 @@ class PostgresStore(SQLStore):
                             await pipe.sync()
                         # the result's status, not ``cur.description``: that builds a
                         # column object (with its type looked up) per column, every time
-                        result = cur.pgresult
-                        if result is not None and result.status == _TUPLES_OK:
+                        done = cur.pgresult
+                        if done is not None and done.status == _TUPLES_OK:
                             rows.extend(await cur.fetchall())
                     stmt = op.send(rows)
             except StopIteration as stop:
