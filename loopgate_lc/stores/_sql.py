@@ -5,8 +5,9 @@ set of queries and row mappers.
 Every store operation is written once, as a generator that yields :class:`Stmt` and
 receives each statement's rows back (sans-I/O). A backend only drives those generators:
 SQLite runs one to completion in a worker thread inside ``BEGIN IMMEDIATE``, PostgreSQL
-awaits each statement inside ``conn.transaction()``. So a state change and its audit
-event and outbox entries are one transaction on both, and no query exists twice.
+awaits each statement inside ``conn.transaction()``, or runs a change that is one
+statement (a fused :class:`Guarded`) as that statement alone. So a state change and its
+audit event and outbox entries are one transaction on both, and no query exists twice.
 
 What the databases really do differently lives in :class:`Dialect`: placeholders, column
 types, how JSON and times travel, row locks (``FOR UPDATE``, ``SKIP LOCKED``), how a

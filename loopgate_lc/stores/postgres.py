@@ -8,7 +8,8 @@ against the winner's row and changes nothing. The outbox is claimed with
 one delivery.
 
 The queries, schema and migrations are the shared SQL layer's (``stores/_sql.py``); this
-module only drives them, awaiting each statement inside one transaction per change.
+module only drives them, awaiting each statement inside one transaction per change, or
+sending a change made one statement (a filing, a decision, a finished resume) alone.
 
 Needs the ``postgres`` extra (``pip install 'loopgate-lc[postgres]'``).
 """
