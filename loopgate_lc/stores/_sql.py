@@ -447,7 +447,7 @@ def _guarded_by(text: str, guard: str) -> str:
         head, _, rest = text.partition(" WHERE ")
         where, returning, columns = rest.partition(" RETURNING ")
         return f"{head} WHERE ({where}) AND EXISTS (SELECT FROM {guard}){returning}{columns}"
-    raise StoreError(f"cannot make this statement depend on another: {text!r}")
+    raise ValueError(f"cannot make this statement depend on another: {text!r}")
 
 
 def _target(text: str) -> str:
@@ -1010,7 +1010,8 @@ class SQLStore(Store):
                  delivered: Sequence[Delivered] = ()) -> Op[RequestRecord]:
         """The compare-and-set every decision is, with what it causes (``decision``:
         ``r.decision`` encoded for the database; ``grants``: ``r.grants`` as rows;
-        ``delivered``: ``r.delivered`` normalized, recorded first)."""
+        ``delivered``: ``r.delivered`` normalized, recorded with it, or first when one
+        stores a message reference the decision's owed deliveries must see)."""
         d = self.dialect
         # deliveries that only close their entry are written as the decision's effects
         # (all in its one statement, where the dialect fuses); the others first
