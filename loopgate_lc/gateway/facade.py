@@ -870,7 +870,13 @@ class Loopgate:
         rounds = self._p.runner.rounds(value, str(cfg["configurable"]["thread_id"]), name,
                                        max_pauses, streaming=stream_mode is not None)
         yield from drive(rounds, graph, cfg, stream_mode, self._portal.call,
-                         self._portal.soon if ready else None)
+                         self._hand_behind if ready else None)
+
+    def _hand_behind(self, work: Callable[[], None]) -> None:
+        """Work a sync run's caller need not wait for, handed to the gateway's loop."""
+        resuming = self._p.resuming
+        resuming.hand(work)
+        self._portal.soon(resuming.start_handed_soon)
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
                         name: str | None, max_pauses: int, stream_mode: Any

@@ -11,8 +11,9 @@ next poll.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.tasks import Tasks
 from loopgate_lc.gateway.waiting import RECHECK, Waiters
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
+
+#: Seconds after a run in another thread returns before its completion starts (see
+#: :meth:`Resuming.hand`).
+HAND_OVER_DELAY = 0.001
 
 if TYPE_CHECKING:
     from langgraph.types import Interrupt
@@ -61,6 +66,8 @@ class Resuming:
         self._locks: dict[str, _ThreadLock] = {}
         # completions committing after their run returned (see ``complete_behind``)
         self._behind: set[asyncio.Task[None]] = set()
+        # completions handed over by runs in other threads, not started yet (``hand``)
+        self._handed: collections.deque[Callable[[], None]] = collections.deque()
 
     @contextlib.asynccontextmanager
     async def _lock(self, thread_id: str) -> AsyncIterator[None]:
@@ -166,6 +173,26 @@ class Resuming:
         self._behind.add(task)
         task.add_done_callback(self._behind.discard)
 
+    def hand(self, work: Callable[[], None]) -> None:
+        """From a run's own thread: ``work`` (which calls :meth:`complete_behind`) is
+        started on the loop a moment later, by :meth:`start_handed_soon`, or at once by
+        any call that needs it done first (:meth:`caught_up`).
+
+        A moment later, not at once: a loop thread woken straight away takes the
+        interpreter lock to start the commit while the run's thread is still returning
+        its result (about 0.2 ms of the caller's time, measured).
+        """
+        self._handed.append(work)
+
+    def start_handed_soon(self) -> None:
+        """On the loop, after :meth:`hand`: start the handed completions shortly."""
+        asyncio.get_running_loop().call_later(HAND_OVER_DELAY, self.start_handed)
+
+    def start_handed(self) -> None:
+        """Start the handed completions now."""
+        while self._handed:
+            self._handed.popleft()()
+
     async def _complete(self, request_ids: Sequence[str], audit: Sequence[AuditEvent]
                         ) -> None:
         try:
@@ -175,12 +202,13 @@ class Resuming:
 
     @property
     def behind(self) -> bool:
-        """Whether completions are still committing (see :meth:`complete_behind`)."""
-        return bool(self._behind)
+        """Whether completions are still to commit (see :meth:`complete_behind`)."""
+        return bool(self._behind or self._handed)
 
     async def caught_up(self) -> None:
-        """Wait for the completions still committing, but the caller's own (a hook one
-        of them fires may call the gateway)."""
+        """Wait for the completions still to commit (handed ones start now), but the
+        caller's own (a hook one of them fires may call the gateway)."""
+        self.start_handed()
         waiting = self._behind - {asyncio.current_task()}
         if waiting:
             await asyncio.wait(waiting)

@@ -148,6 +148,8 @@ class Runner:
 
     async def _file(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,
                     done: Sequence[str], new: set[str]) -> list[RequestRecord]:
+        if self._resuming.behind:  # a run that returned before is recorded finished first
+            await self._resuming.caught_up()
         await self._resuming.complete(done)  # the run got this far: those resumes are saved
         return await self._filing.file_interrupts(interrupts, thread_id, name, new=new)
 

@@ -23,7 +23,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from loopgate_lc import guard
 from loopgate_lc.errors import AlreadyDecided, StoreError
-from loopgate_lc.gateway import Loopgate
+from loopgate_lc.gateway import Loopgate, resuming
 from loopgate_lc.hooks import Hooks
 from loopgate_lc.stores import SQLiteStore
 from loopgate_lc.testing import ScriptedApprover, ScriptedChatModel, ai, call
@@ -83,6 +83,26 @@ def test_every_call_after_a_run_returns_finds_it_recorded_finished(tmp_path: Pat
             (resumed,) = gate.audit(limit=1, newest=True, event="resumed")
             assert gate.get(str(resumed.request_id)).resume_done_at is not None
     assert RAN == ["prod"] * 3
+
+
+def test_a_run_that_returned_is_recorded_finished_before_the_next_run_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    RAN.clear()
+    # however long the gateway lets the caller go before it commits the finish
+    monkeypatch.setattr(resuming, "HAND_OVER_DELAY", 30.0)
+    model = ScriptedChatModel(script=[ai("", call("deploy", environment="prod")), "done",
+                                      ai("", call("deploy", environment="staging")), "done"])
+    agent = create_agent(model, tools=[guard(deploy)], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "one-conversation"}}
+    with Loopgate(store=SQLiteStore(tmp_path / "gate.db"),
+                  notifiers=[ScriptedApprover({"type": "approve"})]) as gate:
+        # back to back, no other call to the gateway between them
+        gate.run(agent, {"messages": [("user", "ship it")]}, config)
+        gate.run(agent, {"messages": [("user", "now staging")]}, config)
+        events = [e.event for e in gate.audit(thread_id="one-conversation")
+                  if e.event in ("requested", "finished")]
+    assert events == ["requested", "finished", "requested", "finished"]
+    assert RAN == ["prod", "staging"]
 
 
 class _FailsToFinishOnce(SQLiteStore):
