@@ -192,26 +192,44 @@ def test_deliveries_nobody_carries_are_recorded_in_a_batch_within_a_poll(
 
 
 class BatchStore(SQLiteStore):
-    """A SQLite store that keeps the requests of each batch of finished deliveries."""
+    """A SQLite store that keeps, for each batch of finished deliveries, when it was
+    written and the requests in it."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.batches: list[list[str]] = []
+        self.batches: list[tuple[float, list[str]]] = []
 
     async def complete_deliveries(self, delivered: Any) -> None:
-        self.batches.append(sorted(d.request_id for d in delivered))
+        at = time.monotonic()
         await super().complete_deliveries(delivered)
+        self.batches.append((at, sorted(d.request_id for d in delivered)))
 
 
-def test_a_delivery_made_just_before_a_batch_waits_its_own_window(tmp_path: Path) -> None:
+class TimedNotifier(RecordingNotifier):
+    """Keeps when each request was shown."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.shown_at: dict[str, float] = {}
+
+    async def notify(self, request: Any) -> Any:
+        self.shown_at[request.id] = time.monotonic()
+        return await super().notify(request)
+
+
+def test_a_batch_records_only_deliveries_a_window_old(tmp_path: Path) -> None:
     store = BatchStore(tmp_path / "gate.db")
-    shown = RecordingNotifier("shown")
-    with Loopgate(store=store, notifiers=[shown], poll_interval=0.3) as gate:
+    shown = TimedNotifier("shown")
+    window = 0.3  # the poll interval
+    with Loopgate(store=store, notifiers=[shown], poll_interval=window) as gate:
         first = gate.submit("Deploy 1?")
         until(lambda: len(shown.notified) == 1)
-        second = gate.submit("Deploy 2?")
-        until(lambda: len(store.batches) == 2)
-        # the second was made after the first, so it is younger than a window when
-        # the first's batch is written: a write of its own request may still carry it
-        assert store.batches == [[first.id], [second.id]]
+        second = gate.submit("Deploy 2?")  # made while the first waits for its batch
+        until(lambda: sum(len(ids) for _, ids in store.batches) == 2)
+        # a delivery younger than the window is left for a write of its own request
+        for at, ids in store.batches:
+            for request_id in ids:
+                assert shown.shown_at[request_id] <= at - window
+        assert sorted(i for _, ids in store.batches for i in ids) == sorted(
+            [first.id, second.id])
         assert all(i.done for i in asyncio.run(store.list_outbox()))
