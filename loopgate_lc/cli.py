@@ -467,8 +467,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # Access lines are logged at INFO: below that level uvicorn would still build each
     # one's arguments (the client's address, the quoted path) only to drop it.
+    from loopgate_lc._http import http_protocol
+
     config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
-                            access_log=args.log_level in ("debug", "info"))
+                            access_log=args.log_level in ("debug", "info"),
+                            http=http_protocol())
 
     async def serve() -> None:
         # Opened here, on the loop uvicorn then serves from: the gateway's home, so the
