@@ -31,13 +31,14 @@ class _OneWrite(asyncio.Transport):
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes | bytearray | memoryview] = []
+        self._pending: list[bytes] = []
         self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
             self._loop.call_soon(self._flush)
-        self._pending.append(data)
+        # a transport takes what it is given at once, so a caller may reuse its buffer
+        self._pending.append(data if isinstance(data, bytes) else bytes(data))
         self._size += len(data)
         if self._size >= FLUSH_AT:
             self._flush()

@@ -112,3 +112,13 @@ def test_answers_whole_and_streamed_arrive_intact() -> None:
             assert body == b"".join(b"%d," % i for i in range(50)) + b"x" * (3 * FLUSH_AT)
     finally:
         server.stop()
+
+
+async def test_a_buffer_written_can_be_reused_at_once() -> None:
+    real = _Socket()
+    transport = _OneWrite(real, asyncio.get_running_loop())
+    buffer = bytearray(b"first")
+    transport.write(buffer)
+    buffer[:] = b"xxxxx"
+    await asyncio.sleep(0)
+    assert real.writes == [b"first"]
