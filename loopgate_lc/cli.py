@@ -465,10 +465,10 @@ def _serve(args: argparse.Namespace) -> int:
         callback_allowlist=_env_list("LOOPGATE_CALLBACK_ALLOWLIST"),
         inbox_secret=os.environ.get("LOOPGATE_INBOX_SECRET") or None, **kwargs,
     )
-    # Access lines are logged at INFO: below that level uvicorn would still build each
-    # one's arguments (the client's address, the quoted path) only to drop it.
     from loopgate_lc._http import http_protocol
 
+    # Access lines are logged at INFO: below that level uvicorn would still build each
+    # one's arguments (the client's address, the quoted path) only to drop it.
     config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
                             access_log=args.log_level in ("debug", "info"),
                             http=http_protocol())
@@ -521,7 +521,7 @@ def _settle_heap() -> None:
     collections no longer walk it. A request allocates a few hundred short-lived containers
     (bodies, models, the answer); with the default threshold of 700 a young collection ran
     every few requests and walked whatever the requests in flight held, a few per cent of
-    a decision's CPU. Cycles are still collected, ten times less often.
+    a decision's CPU. Cycles are still collected, just less often.
     """
     import gc
 
