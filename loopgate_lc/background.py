@@ -79,9 +79,11 @@ class BackgroundServer:
             return self
         sock, self._sock = self._sock or loopback_socket(self.host, self.port), None
         self.url = _url_of(sock)
+        from loopgate_lc._http import http_protocol
+
         self._server = uvicorn.Server(uvicorn.Config(
             self.app, log_level="warning", access_log=False, lifespan="auto",
-            timeout_graceful_shutdown=2))
+            timeout_graceful_shutdown=2, http=http_protocol()))
         self._thread = threading.Thread(target=self._run, args=(sock,), name=self.name,
                                         daemon=True)
         self._thread.start()

@@ -148,7 +148,18 @@ def _plainly_safe(raw: bytes) -> bool:
 
 
 async def read_model(request: Request, model: type[_M]) -> _M:
-    """Parse and validate a JSON object body (400 malformed, 422 invalid)."""
+    """Parse and validate a JSON object body (400 malformed, 422 invalid).
+
+    A body :func:`read_json` would accept unchecked is parsed by pydantic straight from
+    its bytes, without building the dict first; any failure there is answered by the path
+    below, so every refusal keeps its code and message.
+    """
+    raw = await request.body()
+    if _plainly_safe(raw):
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
     data = await read_json(request)
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_fields",
