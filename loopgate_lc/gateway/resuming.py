@@ -24,7 +24,7 @@ from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, interrupts_of
 from loopgate_lc.gateway.filing import Filing
 from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.tasks import Tasks
-from loopgate_lc.gateway.waiting import RECHECK, Waiters
+from loopgate_lc.gateway.waiting import Waiters
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
 
 if TYPE_CHECKING:
@@ -221,25 +221,9 @@ class Resuming:
                 if not waiting and not handovers:
                     raise StaleDecision(
                         f"thread {thread_id} is paused but none of its requests can resume it")
-                watchers: list[asyncio.Future[Any]] = [
-                    asyncio.ensure_future(self._waiters.wait(r.id, None)) for r in waiting]
-                watchers += [asyncio.ensure_future(asyncio.shield(h)) for h in handovers]
-                try:
-                    # a hand-over is looked for every RECHECK seconds (no store read),
-                    # should its wake-up ever be missed
-                    while not (await asyncio.wait(watchers, timeout=RECHECK,
-                                                  return_when=asyncio.FIRST_COMPLETED))[0]:
-                        if self._waiters.handed(ids):
-                            break
-                finally:
-                    for watcher in watchers:
-                        watcher.cancel()
-                seen = {}
-                for watcher in watchers:
-                    if watcher.done() and not watcher.cancelled():
-                        found = watcher.result()  # raises what the wait raised
-                        if isinstance(found, RequestRecord):
-                            seen[found.id] = found
+                # a hand-over is looked for every RECHECK seconds (no store read),
+                # should its wake-up ever be missed
+                seen = await self._waiters.first([r.id for r in waiting], handovers, ids)
                 records = [seen.get(r.id, r) for r in records]
         finally:
             self._waiters.run_left(ids)
