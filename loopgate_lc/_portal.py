@@ -120,10 +120,18 @@ class Portal:
         """Schedule ``coro`` on the home loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self._running_home(coro))
 
-    def _running_home(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
+    def soon(self, work: Callable[[], object]) -> None:
+        """Call ``work`` on the home loop, from any thread, without waiting for it: no
+        task or future is made for a result nobody reads (``work`` reports its own
+        errors; one it raises goes to the loop's exception handler)."""
+        self._running_home(None).call_soon_threadsafe(work)
+
+    def _running_home(self, coro: Coroutine[Any, Any, Any] | None
+                      ) -> asyncio.AbstractEventLoop:
         loop = self.loop
         if self._thread is None and not loop.is_running():
-            coro.close()
+            if coro is not None:
+                coro.close()
             raise LoopgateError(
                 "the gateway lives on an event loop that is not running now; await its "
                 "async methods on that loop, or close it there and open it again")

@@ -870,7 +870,7 @@ class Loopgate:
         rounds = self._p.runner.rounds(value, str(cfg["configurable"]["thread_id"]), name,
                                        max_pauses, streaming=stream_mode is not None)
         yield from drive(rounds, graph, cfg, stream_mode, self._portal.call,
-                         self._portal.submit if ready else None)
+                         self._portal.soon if ready else None)
 
     async def _aiterate(self, graph: Any, value: Any, config: Mapping[str, Any] | None,
                         name: str | None, max_pauses: int, stream_mode: Any

@@ -11,6 +11,7 @@ thread and blocks on the gateway, the async one runs the graph on the caller's l
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import (
     AsyncIterator,
@@ -57,9 +58,11 @@ class _Gateway:
 
 @dataclass(frozen=True)
 class _Behind:
-    """Start ``work`` on the gateway; the caller need not wait for it (no reply)."""
+    """Call ``work`` on the gateway's loop; the caller need not wait for it (no reply).
+    A plain call, not a coroutine: handed over from another thread, it runs in the
+    loop's next pass, with no task or future around it for a reply nobody reads."""
 
-    work: Coroutine[Any, Any, None]
+    work: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class Runner:
         for _ in range(max_pauses + 1):
             step: Step = yield _Graph(value)
             if not step.interrupts:
-                yield _Behind(self._finish(thread_id, name, done))
+                yield _Behind(functools.partial(self._finish, thread_id, name, done))
                 yield _Emit("result", step.value)
                 return
             pending = {i.id for i in step.interrupts}
@@ -156,7 +159,7 @@ class Runner:
             records, {i.id for i in interrupts}, thread_id)
         return records, resume, decided
 
-    async def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
+    def _finish(self, thread_id: str, name: str | None, done: Sequence[str]) -> None:
         # the caller has its result as the commit begins (see Resuming.complete_behind)
         self._resuming.complete_behind(done, [self._auditor.event(
             "finished", thread_id=thread_id, details={"graph": name})])
@@ -164,10 +167,10 @@ class Runner:
 
 def drive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode: Any,
           call: Callable[[Coroutine[Any, Any, Any]], Any],
-          start: Callable[[Coroutine[Any, Any, None]], object] | None = None,
+          soon: Callable[[Callable[[], None]], None] | None = None,
           ) -> Iterator[tuple[str, Any]]:
     """Carry out ``rounds`` from a sync caller: the graph in this thread, gateway work
-    through ``call`` (which blocks), or ``start`` (which does not) where the caller
+    through ``call`` (which blocks), or ``soon`` (which does not) where the caller
     need not wait (through ``call`` without one)."""
     reply: Any = None
     while True:
@@ -179,7 +182,10 @@ def drive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode: Any,
             yield op.kind, op.item
             reply = None
         elif isinstance(op, _Behind):
-            (start or call)(op.work)
+            if soon is not None:
+                soon(op.work)
+            else:
+                call(_now(op.work))
             reply = None
         elif isinstance(op, _Gateway):
             reply = call(op.work)
@@ -205,7 +211,9 @@ async def adrive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode
         if isinstance(op, _Emit):
             yield op.kind, op.item
             reply = None
-        elif isinstance(op, _Gateway | _Behind):
+        elif isinstance(op, _Behind):
+            reply = await call(_now(op.work))
+        elif isinstance(op, _Gateway):
             reply = await call(op.work)
         elif stream_mode is None:
             reply = await graph.ainvoke(op.value, config, version="v2")
@@ -213,3 +221,8 @@ async def adrive(rounds: Rounds, graph: Any, config: dict[str, Any], stream_mode
             async for chunk in graph.astream(op.value, config, stream_mode=stream_mode):
                 yield "chunk", chunk
             reply = final(await graph.aget_state(config))
+
+
+async def _now(work: Callable[[], None]) -> None:
+    """``work`` as a coroutine, for a caller that has the gateway run one."""
+    work()
