@@ -53,20 +53,23 @@ def args_hash(args: Any) -> str | None:
 
 
 class _NotPlain(Exception):
-    """A value :func:`_plain_copy` leaves to the JSON module."""
+    """A value :func:`_json_copy` leaves to the JSON module."""
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_JSON_KINDS = (str, int, float, list, tuple, dict)
 
 
-def _plain_copy(value: Any, depth: int = 0) -> Any:
-    """A fresh copy of ``value`` when it holds only JSON's own types (exactly: no
-    subclasses), dicts keyed by strings and lists or tuples; what a JSON round trip of
-    it would return, built without encoding it.
+def _json_copy(value: Any, depth: int = 0) -> Any:
+    """What ``json.loads(json.dumps(value, default=str))`` returns, built directly: JSON's
+    own types (exactly) as they are, dicts keyed by strings and lists or tuples copied,
+    a string subclass (a ``StrEnum``) as its text, anything else JSON has no type for
+    (a datetime) as ``str()`` of it, as ``default=str`` makes it.
 
     Raises:
-        _NotPlain: Anything else (a datetime, an enum, a non-string key, nesting deeper
-            than any detail goes, which may be a cycle): the JSON module decides it.
+        _NotPlain: What the JSON module treats its own way (a subclass of int, float, a
+            container; a key that is not a string) or nesting deeper than any detail
+            goes (it may be a cycle): the JSON module decides it.
     """
     kind = type(value)
     if kind in _SCALARS:
@@ -78,21 +81,25 @@ def _plain_copy(value: Any, depth: int = 0) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            copy[key] = _plain_copy(item, depth + 1)
+            copy[key] = _json_copy(item, depth + 1)
         return copy
     if kind is list or kind is tuple:
-        return [_plain_copy(item, depth + 1) for item in value]
-    raise _NotPlain
+        return [_json_copy(item, depth + 1) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)  # JSON writes a string subclass's text, not its str()
+    if isinstance(value, _JSON_KINDS):
+        raise _NotPlain
+    return str.__str__(str(value))
 
 
 def plain_details(details: dict[str, Any] | None) -> dict[str, Any]:
     """``details`` as JSON data (``str`` for what JSON has no type for): what an audit
-    event keeps. Most details hold JSON's own types already: those are copied as they
-    are, which costs a fraction of the JSON round trip the others get."""
+    event keeps. Built by :func:`_json_copy` where it can, which costs a fraction of
+    the JSON round trip it stands for; the round trip decides the rest."""
     if not details:
         return {}
     try:
-        copied: dict[str, Any] = _plain_copy(details)
+        copied: dict[str, Any] = _json_copy(details)
     except _NotPlain:
         return dict(json.loads(_PLAIN.encode(details)))
     return copied

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -223,7 +224,8 @@ class Resuming:
                         f"thread {thread_id} is paused but none of its requests can resume it")
                 # a hand-over is looked for every RECHECK seconds (no store read),
                 # should its wake-up ever be missed
-                seen = await self._waiters.first([r.id for r in waiting], handovers, ids)
+                seen = await self._waiters.first([r.id for r in waiting], handovers, ids,
+                                                 functools.partial(_parse, waiting))
                 records = [seen.get(r.id, r) for r in records]
         finally:
             self._waiters.run_left(ids)
@@ -358,3 +360,12 @@ class Resuming:
             return
         self._waiters.wake(record)
         self.decided(record)
+
+
+def _parse(records: Sequence[RequestRecord]) -> None:
+    """Parse the requests a run waits for while a person decides, not after: the answer's
+    checks read them (a notifier that showed them parsed them already). One that does
+    not parse is left to fail where it is read."""
+    for record in records:
+        with contextlib.suppress(ValueError):
+            record.request  # noqa: B018 - parsed once, kept with the record

@@ -15,6 +15,7 @@ nothing, and runs without an event loop (see :mod:`loopgate_lc._inline`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loopgate_lc._lru import LRU
@@ -157,7 +158,8 @@ class Waiters:
                 self._forget(request_id, waiter)
 
     async def first(self, request_ids: list[str], handovers: list[asyncio.Future[None]],
-                    run_ids: list[str]) -> dict[str, RequestRecord]:
+                    run_ids: list[str], meanwhile: Callable[[], object] | None = None,
+                    ) -> dict[str, RequestRecord]:
         """What a run waits for (see ``Resuming.next_resume``): until one of
         ``request_ids`` leaves ``pending``, one of ``handovers`` ends, or a record decided
         for the requests of ``run_ids`` waits to be taken over; the decided records seen.
@@ -167,7 +169,8 @@ class Waiters:
         request has woken and ended. Registered before every read; the store is read
         once, after the loop's other ready work (a notification on its way), then every
         poll interval; what this process decided is looked at every :data:`RECHECK`
-        seconds.
+        seconds. ``meanwhile`` is called once, when the loop's ready work is done: work
+        the run will need after the decision, done while a person decides.
 
         Raises:
             RequestNotFound: An id is unknown.
@@ -190,8 +193,12 @@ class Waiters:
             for handover in handovers:
                 handover.add_done_callback(nudge)
             try:
-                if request_ids and loop.time() >= read_at:
+                if meanwhile is not None or (request_ids and loop.time() >= read_at):
                     await asyncio.sleep(0)  # what is ready goes first (see above)
+                    if meanwhile is not None:
+                        meanwhile()
+                        meanwhile = None
+                if request_ids and loop.time() >= read_at:
                     for request_id in request_ids:
                         record = await self._store.get_request(request_id)
                         if not record.pending:
