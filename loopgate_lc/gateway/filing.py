@@ -42,7 +42,7 @@ from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
 if TYPE_CHECKING:
     from langgraph.types import Interrupt
 
-__all__ = ["Draft", "Filing", "Question"]
+__all__ = ["Filing", "Question"]
 
 
 class QuestionFields(TypedDict, total=False):
@@ -62,16 +62,6 @@ class QuestionFields(TypedDict, total=False):
     allowed_decisions: Sequence[str] | None
     callback_url: str | None
     requester: str | None
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A pause's interrupt read ahead (see :meth:`Filing.drafts`): its request, and the
-    payload it is filed with."""
-
-    request: ApprovalRequest
-    foreign: bool
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -120,11 +110,9 @@ class Filing:
     async def file(self, request: ApprovalRequest, *, thread_id: str | None = None,
                    interrupt_id: str | None = None, graph: str | None = None,
                    client_id: str | None = None, response_schema: Any = None,
-                   foreign: bool = False, payload: dict[str, Any] | None = None
-                   ) -> RequestRecord:
+                   foreign: bool = False) -> RequestRecord:
         """Store one request (idempotent on its id and on thread + interrupt), run
-        ``on_request``, queue its notifications. ``payload``: the one :meth:`payload`
-        built for it already.
+        ``on_request``, queue its notifications.
 
         Raises:
             SessionNotFound: It names a session that is unknown or inactive.
@@ -134,8 +122,16 @@ class Filing:
             if not session.active:
                 raise SessionNotFound(request.session_id)
         now = self._clock()
-        if payload is None:
-            payload = self.payload(request, response_schema, foreign)
+        # under a quorum every channel offers only the decisions that are votes
+        payload = quorum.votes_only(request.to_interrupt())
+        if response_schema is not None:
+            # kept as one string: stores copy it for free, and validators are cached by
+            # it. Encoded in pydantic's Rust (a tool's schema is often 10 kB, which the
+            # json module takes about 0.1 ms for, with sorted keys): LangGraph hands the
+            # same schema over in the same order every time, so the text is stable.
+            payload["response_schema"] = to_json(response_schema).decode()
+        if foreign:
+            payload["foreign"] = True
         record = RequestRecord(
             id=request.request_id, kind=request.type, session_id=request.session_id,
             client_id=client_id, thread_id=thread_id, interrupt_id=interrupt_id, graph=graph,
@@ -206,44 +202,8 @@ class Filing:
             return await self._store.get_request(record.id)
         return None
 
-    def payload(self, request: ApprovalRequest, response_schema: Any, foreign: bool
-                ) -> dict[str, Any]:
-        """The payload ``request`` is filed with: built from it alone (any thread)."""
-        # under a quorum every channel offers only the decisions that are votes
-        payload = quorum.votes_only(request.to_interrupt())
-        if response_schema is not None:
-            # kept as one string: stores copy it for free, and validators are cached by
-            # it. Encoded in pydantic's Rust (a tool's schema is often 10 kB, which the
-            # json module takes about 0.1 ms for, with sorted keys): LangGraph hands the
-            # same schema over in the same order every time, so the text is stable.
-            payload["response_schema"] = to_json(response_schema).decode()
-        if foreign:
-            payload["foreign"] = True
-        return payload
-
-    def drafts(self, interrupts: Sequence[Interrupt], thread_id: str, new: Container[str]
-               ) -> dict[str, Draft]:
-        """The ``new`` interrupts of a pause read ahead, in any thread: the part of
-        :meth:`file_interrupts` that needs nothing of the gateway and no clock (parsing
-        each interrupt, encoding its schema), done where the pause was raised, while its
-        values are still in the processor's caches, instead of on the gateway's loop. One
-        that cannot be read is left to the loop, which fails on it where it always did.
-        """
-        drafts = {}
-        for intr in interrupts:
-            if intr.id not in new:
-                continue
-            try:
-                request, foreign = request_of(intr, thread_id)
-                drafts[intr.id] = Draft(request, foreign,
-                                        self.payload(request, intr.response_schema, foreign))
-            except (ValueError, TypeError):
-                continue
-        return drafts
-
     async def file_interrupts(self, interrupts: Sequence[Interrupt], thread_id: str,
-                              graph: str | None, *, new: Container[str] = (),
-                              drafts: Mapping[str, Draft] | None = None,
+                              graph: str | None, *, new: Container[str] = ()
                               ) -> list[RequestRecord]:
         """File a paused run's interrupts (each once, however often it is reported).
 
@@ -252,14 +212,11 @@ class Filing:
         finds one filed before (by another process, or before a crash) in its own
         transaction and returns that instead, so the common pause reads nothing first.
         A re-reported interrupt (often already filed) and a session's (whose check would
-        refuse a request filed before the session closed) keep the read. ``drafts``: what
-        :meth:`drafts` built ahead for them.
+        refuse a request filed before the session closed) keep the read.
         """
         records = []
         for intr in interrupts:
-            draft = drafts.get(intr.id) if drafts else None
-            request, foreign = ((draft.request, draft.foreign) if draft is not None
-                                else request_of(intr, thread_id))
+            request, foreign = request_of(intr, thread_id)
             if intr.id not in new or request.session_id is not None:
                 existing = await self._store.find_request(thread_id, intr.id)
                 if existing is not None:
@@ -267,8 +224,7 @@ class Filing:
                     continue
             records.append(await self.file(
                 request, thread_id=thread_id, interrupt_id=intr.id, graph=graph,
-                response_schema=intr.response_schema, foreign=foreign,
-                payload=None if draft is None else draft.payload))
+                response_schema=intr.response_schema, foreign=foreign))
         return records
 
     async def submit(self, question: Question) -> RequestRecord:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from loopgate_lc.errors import LoopgateError
 from loopgate_lc.gateway.audit import Auditor
 from loopgate_lc.gateway.drivers import Step, final, resume_command
-from loopgate_lc.gateway.filing import Draft, Filing
+from loopgate_lc.gateway.filing import Filing
 from loopgate_lc.gateway.resuming import Resuming
 from loopgate_lc.policy import RiskLevel, Verdict
 from loopgate_lc.stores.base import RequestRecord
@@ -129,16 +129,14 @@ class Runner:
                 return
             pending = {i.id for i in step.interrupts}
             new, reported = pending - reported, reported | pending
-            # built here, where the pause was raised, before the trip to the gateway
-            drafts = self._filing.drafts(step.interrupts, thread_id, new)
             if not streaming:  # nobody watches: file and wait in one trip
                 records, resume, decided = yield _Gateway(self._pause(
-                    step.interrupts, thread_id, name, done, new, drafts))
+                    step.interrupts, thread_id, name, done, new))
                 for record in records:
                     yield _Emit("requested", record)
             else:  # show the requests before waiting for them
                 records = yield _Gateway(self._file(step.interrupts, thread_id, name, done,
-                                                    new, drafts))
+                                                    new))
                 for record in records:
                     yield _Emit("requested", record)
                 resume, decided = yield _Gateway(self._resuming.next_resume(
@@ -149,16 +147,14 @@ class Runner:
         raise LoopgateError(f"run paused more than {max_pauses} times; stopping")
 
     async def _file(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,
-                    done: Sequence[str], new: set[str], drafts: Mapping[str, Draft],
-                    ) -> list[RequestRecord]:
+                    done: Sequence[str], new: set[str]) -> list[RequestRecord]:
         await self._resuming.complete(done)  # the run got this far: those resumes are saved
-        return await self._filing.file_interrupts(interrupts, thread_id, name, new=new,
-                                                  drafts=drafts)
+        return await self._filing.file_interrupts(interrupts, thread_id, name, new=new)
 
     async def _pause(self, interrupts: Sequence[Interrupt], thread_id: str, name: str | None,
-                     done: Sequence[str], new: set[str], drafts: Mapping[str, Draft],
+                     done: Sequence[str], new: set[str],
                      ) -> tuple[list[RequestRecord], dict[str, Any], list[RequestRecord]]:
-        records = await self._file(interrupts, thread_id, name, done, new, drafts)
+        records = await self._file(interrupts, thread_id, name, done, new)
         resume, decided = await self._resuming.next_resume(
             records, {i.id for i in interrupts}, thread_id)
         return records, resume, decided
