@@ -189,3 +189,29 @@ def test_deliveries_nobody_carries_are_recorded_in_a_batch_within_a_poll(
             events = [e.event for e in gate.audit(request_id=record.id)]
             assert events == ["requested", "notified"]
             assert gate.get(record.id).message_refs["shown"]["seen"] in (1, 2, 3)
+
+
+class BatchStore(SQLiteStore):
+    """A SQLite store that keeps the requests of each batch of finished deliveries."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[list[str]] = []
+
+    async def complete_deliveries(self, delivered: Any) -> None:
+        self.batches.append(sorted(d.request_id for d in delivered))
+        await super().complete_deliveries(delivered)
+
+
+def test_a_delivery_made_just_before_a_batch_waits_its_own_window(tmp_path: Path) -> None:
+    store = BatchStore(tmp_path / "gate.db")
+    shown = RecordingNotifier("shown")
+    with Loopgate(store=store, notifiers=[shown], poll_interval=0.3) as gate:
+        first = gate.submit("Deploy 1?")
+        until(lambda: len(shown.notified) == 1)
+        second = gate.submit("Deploy 2?")
+        until(lambda: len(store.batches) == 2)
+        # the second was made after the first, so it is younger than a window when
+        # the first's batch is written: a write of its own request may still carry it
+        assert store.batches == [[first.id], [second.id]]
+        assert all(i.done for i in asyncio.run(store.list_outbox()))

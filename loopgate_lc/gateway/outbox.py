@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -96,6 +97,8 @@ class Outbox:
         self._running: set[asyncio.Task[Any]] = set()
         # delivered, not yet recorded: by request, for the next write of that request
         self._finished: dict[str, list[Delivered]] = {}
+        # when the oldest of each request's finished deliveries was made (monotonic)
+        self._since: dict[str, float] = {}
         self._adopted: set[str] = set()  # pending ids checked for our channels
 
     @functools.cached_property
@@ -200,13 +203,18 @@ class Outbox:
         of those requests made in this block to record in its own transaction. A block
         that raises hands them back: the next write (or a flush) records them."""
         taken: list[Delivered] = []
+        since: dict[str, float] = {}
         for request_id in request_ids:
             taken += self._finished.pop(request_id, ())
+            if request_id in self._since:
+                since[request_id] = self._since.pop(request_id)
         try:
             yield taken
         except BaseException:
             for done in taken:
                 self._finished.setdefault(done.request_id, []).append(done)
+            for request_id, at in since.items():
+                self._since[request_id] = min(at, self._since.get(request_id, at))
             if taken:
                 self._finished_kick.set()
             raise
@@ -221,6 +229,7 @@ class Outbox:
         self._finished.setdefault(item.request_id, []).append(Delivered(
             request_id=item.request_id, notifier=item.notifier, kind=item.kind,
             leased_until=lease, message_ref=ref, audit=tuple(audit)))
+        self._since.setdefault(item.request_id, time.monotonic())
         self._finished_kick.set()
 
     def _relet(self, key: _Key, lease: datetime) -> bool:
@@ -242,28 +251,40 @@ class Outbox:
             return record
         return record.model_copy(update={"message_refs": {**record.message_refs, **refs}})
 
-    async def flush(self) -> None:
-        """Record every delivery made here that no write has carried, in one
-        transaction."""
+    async def flush(self, *, made_before: float | None = None) -> None:
+        """Record every delivery made here that no write has carried (only those of
+        requests whose deliveries were all made before ``made_before``, a
+        ``time.monotonic()`` reading, when given), in one transaction."""
         async with self._flushing:
-            with self.riding(*list(self._finished)) as batch:
+            due = [request_id for request_id, at in self._since.items()
+                   if made_before is None or at <= made_before]
+            with self.riding(*due) as batch:
                 if batch:
                     await self._store.complete_deliveries(batch)
 
     async def flush_loop(self) -> None:
-        """Flush what a window after a delivery no write has carried, for the gateway's
-        lifetime."""
+        """For the gateway's lifetime, record each delivery no write of its request
+        carried within a window of it being made.
+
+        Only deliveries a window old are flushed: one made a moment before the flush
+        still has its window, so a request decided or resumed soon after it is shown
+        records it in that write, never in a transaction of its own.
+        """
         import asyncio
 
         while not self._tasks.closing:
             await self._finished_kick.wait()
-            await asyncio.sleep(self._window)  # time for a write of its request
             self._finished_kick.clear()
-            try:
-                await self.flush()
-            except Exception as exc:
-                await self._auditor.report(exc, {"task": "outbox flush"})
-                await asyncio.sleep(self._poll)
+            while self._since and not self._tasks.closing:
+                wait = min(self._since.values()) + self._window - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # time for a write of its request
+                    continue
+                try:
+                    await self.flush(made_before=time.monotonic() - self._window)
+                except Exception as exc:
+                    await self._auditor.report(exc, {"task": "outbox flush"})
+                    await asyncio.sleep(self._poll)
 
     async def close(self, timeout: float) -> None:
         """While the gateway closes: let a pass and the deliveries under way finish

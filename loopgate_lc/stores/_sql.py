@@ -5,13 +5,16 @@ set of queries and row mappers.
 Every store operation is written once, as a generator that yields :class:`Stmt` and
 receives each statement's rows back (sans-I/O). A backend only drives those generators:
 SQLite runs one to completion in a worker thread inside ``BEGIN IMMEDIATE``, PostgreSQL
-awaits each statement inside ``conn.transaction()``. So a state change and its audit
-event and outbox entries are one transaction on both, and no query exists twice.
+awaits each statement inside ``conn.transaction()``, or runs a change that is one
+statement (a fused :class:`Guarded`) as that statement alone. So a state change and its
+audit event and outbox entries are one transaction on both, and no query exists twice.
 
 What the databases really do differently lives in :class:`Dialect`: placeholders, column
-types, how JSON and times travel, row locks (``FOR UPDATE``, ``SKIP LOCKED``), and how a
-session gets its ordering number. Statements are written with ``?`` placeholders and
-``{table}`` names; a store compiles each text once for its dialect and tables.
+types, how JSON and times travel, row locks (``FOR UPDATE``, ``SKIP LOCKED``), how a
+session gets its ordering number, and whether a write and the writes it causes travel as
+one statement (PostgreSQL's data-modifying ``WITH``; see :class:`Guarded`). Statements
+are written with ``?`` placeholders and ``{table}`` names; a store compiles each text
+once for its dialect and tables.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ from loopgate_lc.stores._common import (
     json_value,
     normalized_delivered,
     outbox_not_found,
-    resolved_outbox,
     utc,
 )
 from loopgate_lc.stores.base import (
@@ -68,7 +70,8 @@ if TYPE_CHECKING:  # queries and resolutions arrive built; this module only read
         Resolution,
     )
 
-__all__ = ["MIGRATIONS", "TABLES", "Dialect", "Op", "Row", "SQLStore", "Stmt", "drive"]
+__all__ = ["MIGRATIONS", "TABLES", "Dialect", "Guarded", "Op", "Row", "SQLStore", "Stmt",
+           "drive"]
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -95,6 +98,32 @@ class Stmt:
     text: str
     params: Sequence[Any] = ()
     rows: bool = True
+    #: The whole of a write in this one statement (see :class:`Guarded`): when it is an
+    #: operation's first statement, a driver may run it as its own transaction, without
+    #: opening one; the operation only reads after it.
+    whole: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """A write and the writes it causes (``then``), made only when it returns a row.
+
+    On a dialect that fuses (:attr:`Dialect.fuse`) it travels as one statement: the
+    write in a data-modifying ``WITH``, each of ``then`` selecting from its
+    ``RETURNING``. PostgreSQL runs a statement atomically, so the change and its audit
+    and deliveries are still all or nothing, without the round trips and the client's
+    work of a ``BEGIN`` ... ``COMMIT``. Elsewhere the write is one statement and ``then``
+    the next ones, in the caller's transaction.
+
+    ``then`` holds ``INSERT ... VALUES`` statements, ``SELECT`` statements without ``FROM``,
+    ``UPDATE ... WHERE`` statements, nested :class:`Guarded` (whose own ``then`` waits
+    for them), and statements that read the write's row as ``{guard}``: fused, that is
+    the ``RETURNING`` of the write; otherwise it is the write's table, which such a
+    statement narrows to the row by its key itself. Their rows are never read.
+    """
+
+    stmt: Stmt
+    then: Sequence[Stmt | Guarded] = ()
 
 
 #: An operation: yields statements, gets each one's rows, returns its result.
@@ -308,10 +337,14 @@ _INSERT_OUTBOX = _WRITE_OUTBOX + " RETURNING *"
 _DECIDE = ("UPDATE {requests} SET status = ?, decision = ?, decided_by = ?, channel = ?, "
            "decided_at = ?, resumed_at = ? WHERE id = ? AND status = 'pending' RETURNING *")
 #: The same, for a decider that holds the request as filed: only what can have changed.
-_DECIDE_LIVE = _DECIDE.removesuffix("*") + ", ".join(_LIVE_COLUMNS)
+#: (``id`` too, which a write it causes may read back: see ``_owed_to_refs``)
+_DECIDE_LIVE = _DECIDE.removesuffix("*") + ", ".join(("id", *_LIVE_COLUMNS))
 #: Escalation moves a deadline only from the level the escalator saw.
 _ESCALATE = ("UPDATE {requests} SET expires_at = ?, escalation_level = ? WHERE id = ? "
              "AND status = 'pending' AND escalation_level = ? RETURNING id")
+#: A claimed resume reached the graph's checkpoint (idempotent).
+_RESUME_DONE = ("UPDATE {requests} SET resume_done_at = COALESCE(resume_done_at, ?) "
+                "WHERE id = ? RETURNING id")
 _RETRY = ("UPDATE {outbox} SET attempts = attempts + 1, due_at = ?, last_error = ?, "
           "leased_until = NULL WHERE id = ? RETURNING *")
 #: A delivery finished under its lease: only the open item still held under that lease.
@@ -335,6 +368,13 @@ class Dialect:
         table_exists: A query with one parameter (the table) returning a row if it exists.
         json_field: An expression reading one top-level text field of a JSON column,
             formatted with ``column`` and ``key`` (both fixed by this module, never input).
+        json_keys: A table function of a JSON object column's keys, as a column ``key``,
+            formatted with ``column``.
+        fuse: Whether a :class:`Guarded` write travels as one statement: on PostgreSQL
+            the client's share of a transaction (``BEGIN``, ``COMMIT`` and the pipeline
+            that carries a statement per effect) costs several times one statement's,
+            and its data-modifying ``WITH`` makes one statement of them; SQLite has no
+            such statement, and runs in-process, where a statement costs little.
         ts, read_ts, json, read_json: How times and JSON travel to and from the driver.
     """
 
@@ -345,6 +385,8 @@ class Dialect:
     session_seq: str | None
     table_exists: str
     json_field: str
+    json_keys: str
+    fuse: bool
     ts: Callable[[datetime], Any]
     read_ts: Callable[[Any], datetime]
     json: Callable[[Any, str], Any]
@@ -355,6 +397,63 @@ class Dialect:
 
     def read_ts_or_none(self, value: Any) -> datetime | None:
         return None if value is None else self.read_ts(value)
+
+
+def _fused(stmt: Stmt, then: Sequence[Stmt | Guarded]) -> Stmt:
+    """``stmt`` with ``then`` as one statement: ``stmt`` and each of ``then`` a ``WITH``
+    query, each of ``then`` reading its guard's ``RETURNING``; the statement returns
+    ``stmt``'s rows. PostgreSQL always runs a data-modifying ``WITH`` query, a plain
+    ``SELECT`` one only when read: the final ``SELECT`` reads each of those (all rows).
+
+    ``then`` is listed last first: PostgreSQL runs the data-modifying queries nobody
+    reads after the main query, the last listed first (each one reading its guard runs
+    that first), so ids are handed out in ``then``'s order, as the same writes made one
+    by one get them; audit events and deliveries keep their order."""
+    queries = [f"w0 AS ({stmt.text})"]
+    params = list(stmt.params)
+    selects: list[str] = []
+
+    def add(effects: Sequence[Stmt | Guarded], guard: str) -> None:
+        for effect in reversed(effects):
+            inner = effect.stmt if isinstance(effect, Guarded) else effect
+            name = f"w{len(queries)}"
+            queries.append(f"{name} AS ({_guarded_by(inner.text, guard)})")
+            params.extend(inner.params)
+            if inner.text.startswith("SELECT"):
+                selects.append(name)
+            if isinstance(effect, Guarded):
+                add(effect.then, name)
+
+    add(then, "w0")
+    read = "".join(f" AND (SELECT count(*) FROM {name}) >= 0" for name in selects)
+    return Stmt(f"WITH {', '.join(queries)} SELECT * FROM w0"
+                + (f" WHERE {read.removeprefix(' AND ')}" if read else ""), params, whole=True)
+
+
+@functools.cache
+def _guarded_by(text: str, guard: str) -> str:
+    """``text`` (one of :class:`Guarded`'s ``then``) made only for the rows of the
+    ``WITH`` query ``guard``."""
+    if "{guard}" in text:
+        return text.replace("{guard}", guard)
+    if text.startswith("INSERT ") and " VALUES (" in text:
+        # INSERT ... SELECT types its parameters by the target columns, as VALUES does
+        head, _, rest = text.partition(" VALUES (")
+        values, _, tail = rest.partition(")")
+        return f"{head} SELECT {values} FROM {guard}{tail}"
+    if text.startswith("SELECT ") and " FROM " not in text:
+        return f"{text} FROM {guard}"
+    if text.startswith("UPDATE ") and " WHERE " in text:
+        head, _, rest = text.partition(" WHERE ")
+        where, returning, columns = rest.partition(" RETURNING ")
+        return f"{head} WHERE ({where}) AND EXISTS (SELECT FROM {guard}){returning}{columns}"
+    raise ValueError(f"cannot make this statement depend on another: {text!r}")
+
+
+def _target(text: str) -> str:
+    """The table an ``INSERT INTO {t}`` or ``UPDATE {t}`` statement writes (as ``{t}``)."""
+    words = text.split(None, 3)
+    return words[2] if words[0] == "INSERT" else words[1]
 
 
 def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
@@ -560,8 +659,61 @@ class SQLStore(Store):
 
     def _write_audit(self, events: Iterable[AuditEvent]) -> Op[None]:
         """Append events whose stored form nobody reads back (sent without waiting)."""
-        for event in events:
-            yield Stmt(_WRITE_AUDIT, self._audit_values(event), rows=False)
+        for stmt in self._caused(events, ()):  # noqa: UP028 - a list cannot take rows
+            yield stmt
+
+    def _caused(self, audit: Iterable[AuditEvent], outbox: Iterable[OutboxItem]
+                ) -> list[Stmt]:
+        """The statements writing a change's audit events and outbox entries, none read
+        back: an entry that is open already (same request, channel and kind) stands, as
+        with :meth:`Store.enqueue_outbox`."""
+        return [*(Stmt(_WRITE_AUDIT, self._audit_values(event), rows=False)
+                  for event in audit),
+                *(Stmt(_WRITE_OUTBOX, self._outbox_values(item), rows=False)
+                  for item in outbox)]
+
+    def _write(self, stmt: Stmt, then: Sequence[Stmt | Guarded]) -> Op[list[Row]]:
+        """``stmt``, and when it returns a row, the writes it causes (see
+        :class:`Guarded`: one statement where the dialect fuses); ``stmt``'s rows."""
+        if self.dialect.fuse:
+            return (yield _fused(stmt, then))
+        rows = yield stmt
+        if rows:
+            yield from self._then(then, _target(stmt.text))
+        return rows
+
+    def _then(self, effects: Sequence[Stmt | Guarded], table: str) -> Op[None]:
+        """``effects`` one by one, after the write to ``table`` that causes them."""
+        for effect in effects:
+            inner = effect.stmt if isinstance(effect, Guarded) else effect
+            if "{guard}" in inner.text:
+                inner = replace(inner, text=inner.text.replace("{guard}", table))
+            rows = yield inner
+            if isinstance(effect, Guarded) and rows:
+                yield from self._then(effect.then, _target(inner.text))
+
+    @staticmethod
+    def _plain(delivered: Sequence[Delivered], owed: Iterable[OutboxItem] = (),
+               refs_of: str | None = None) -> bool:
+        """Whether finished deliveries can be recorded as writes a change causes (see
+        :meth:`_recorded`): none stores a message reference (a read and write of its
+        request under the row's lock), and none closes an entry the change owes anew
+        (``owed``, and with ``refs_of`` the ``resolved`` ones of that request): in one
+        statement, the new entry would meet the open one the delivery closes."""
+        keys = {(i.request_id, i.notifier, i.kind) for i in owed}
+        return all(d.message_ref is None and (d.request_id, d.notifier, d.kind) not in keys
+                   and not (d.kind == "resolved" and d.request_id == refs_of)
+                   for d in delivered)
+
+    def _recorded(self, delivered: Sequence[Delivered]) -> list[Guarded]:
+        """Finished deliveries (already normalized, none with a message reference) as
+        writes a change causes: each one's audit only when it is still held under its
+        lease, as :meth:`_delivered` records them."""
+        d = self.dialect
+        return [Guarded(Stmt(_DELIVERED, (done.request_id, done.notifier, done.kind,
+                                          d.ts(done.leased_until))),
+                        self._caused(done.audit, ()))
+                for done in delivered]
 
     def _enqueue(self, item: OutboxItem) -> Op[OutboxItem]:
         # Bounded: a retry is only needed when the open item we collided with was
@@ -611,13 +763,11 @@ class SQLStore(Store):
                 due_at=self.dialect.read_ts(row["decided_at"])))
 
     def _effects(self, audit: Iterable[AuditEvent], outbox: Iterable[OutboxItem]) -> Op[None]:
-        """Write a state change's audit events and outbox entries, in its transaction.
-        Nothing here is read back, so PostgreSQL sends it all with the commit: an entry
-        that is open already (same request, channel and kind) stands, as with
-        :meth:`Store.enqueue_outbox`."""
-        yield from self._write_audit(audit)
-        for item in outbox:
-            yield Stmt(_WRITE_OUTBOX, self._outbox_values(item), rows=False)
+        """Write a state change's audit events and outbox entries (see :meth:`_caused`),
+        in its transaction. Nothing here is read back, so PostgreSQL sends it all with the
+        commit."""
+        for stmt in self._caused(audit, outbox):  # noqa: UP028 - a list cannot take rows
+            yield stmt
 
     @staticmethod
     def _select(table: str, where: Sequence[tuple[str, Sequence[Any]]], order: str,
@@ -740,9 +890,9 @@ class SQLStore(Store):
             # DO NOTHING covers both the id and the (thread_id, interrupt_id) uniqueness;
             # on PostgreSQL it waits for a concurrent insert of the same key to commit,
             # so the read below finds the first record.
-            rows = yield Stmt(_INSERT_REQUEST, values)
+            rows = yield from self._write(Stmt(_INSERT_REQUEST, values),
+                                          self._caused(audit, outbox))
             if rows:
-                yield from self._effects(audit, outbox)
                 return self._filed(record, rows[0]), True
             return (yield from self._filed_before(record)), False
 
@@ -760,9 +910,8 @@ class SQLStore(Store):
         select = self._grants_select(grants)
 
         def op() -> Op[Filed]:
-            rows = yield insert
+            rows = yield from self._write(insert, self._caused(audit, outbox))
             if rows:
-                yield from self._effects(audit, outbox)
                 return Filed(record=self._filed(record, rows[0]), created=True)
             rows = yield select  # not filed: a grant is there, or the request was
             if rows:
@@ -861,24 +1010,48 @@ class SQLStore(Store):
                  delivered: Sequence[Delivered] = ()) -> Op[RequestRecord]:
         """The compare-and-set every decision is, with what it causes (``decision``:
         ``r.decision`` encoded for the database; ``grants``: ``r.grants`` as rows;
-        ``delivered``: ``r.delivered`` normalized, recorded first)."""
+        ``delivered``: ``r.delivered`` normalized, recorded with it, or first when one
+        stores a message reference the decision's owed deliveries must see)."""
         d = self.dialect
-        yield from self._delivered(delivered)
+        # deliveries that only close their entry are written as the decision's effects
+        # (all in its one statement, where the dialect fuses); the others first
+        plain = self._plain(delivered, r.outbox,
+                            r.request_id if r.resolved_to_message_refs else None)
+        if not plain:
+            yield from self._delivered(delivered)
         seen = r.seen if r.seen is not None and r.seen.id == r.request_id else None
-        rows = yield Stmt(_DECIDE if seen is None else _DECIDE_LIVE, (
+        then: list[Stmt | Guarded] = [*self._recorded(delivered)] if plain else []
+        # grants are remembered with the decision that makes them
+        then += [Stmt(_INSERT_GRANT, grant, rows=False) for grant in grants]
+        then += self._caused(r.audit, r.outbox)
+        then += self._owed_to_refs(r)
+        if self._decided_channel is not None:  # delivered when the decision commits
+            then.append(Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id),
+                             rows=False))
+        rows = yield from self._write(Stmt(_DECIDE if seen is None else _DECIDE_LIVE, (
             r.status.value, decision, r.decided_by, r.channel, d.ts(r.decided_at),
-            None if r.resumed_at is None else d.ts(r.resumed_at), r.request_id))
+            None if r.resumed_at is None else d.ts(r.resumed_at), r.request_id)), then)
         if not rows:
             # Lost the race (or never pending): the winner has committed, so this sees it.
             raise already_decided(self._request((yield from self._get_row(r.request_id))))
-        record = self._request(rows[0]) if seen is None else self._decided(seen, rows[0])
-        for grant in grants:  # remembered with the decision that makes them
-            yield Stmt(_INSERT_GRANT, grant, rows=False)
-        yield from self._effects(r.audit, resolved_outbox(record, r))
-        if self._decided_channel is not None:  # delivered when the decision commits
-            yield Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id),
-                       rows=False)
-        return record
+        return self._request(rows[0]) if seen is None else self._decided(seen, rows[0])
+
+    def _owed_to_refs(self, r: Resolution) -> list[Stmt]:
+        """With ``r.resolved_to_message_refs``, the statement owing a ``resolved``
+        delivery to every channel the decided request has a message on that ``r.outbox``
+        names none for (see :func:`resolved_outbox`): read from the decided row, in SQL,
+        so it travels with the decision."""
+        if not r.resolved_to_message_refs:
+            return []
+        d = self.dialect
+        named = sorted({i.notifier for i in r.outbox if i.kind == "resolved"})
+        skip = f" AND key NOT IN ({', '.join('?' * len(named))})" if named else ""
+        return [Stmt(
+            f"INSERT INTO {{outbox}} ({', '.join(_OUTBOX_COLUMNS)}) SELECT r.id, key, "
+            "'resolved', 0, ?, NULL, FALSE, FALSE, ?, NULL FROM {guard} AS r, "
+            + d.json_keys.format(column="r.message_refs")
+            + f" WHERE r.id = ?{skip} ORDER BY key ON CONFLICT DO NOTHING",
+            (d.ts(r.decided_at), d.ts(utcnow()), r.request_id, *named), rows=False)]
 
     async def commit_vote(self, ballot: Ballot) -> RequestRecord:
         d = self.dialect
@@ -942,11 +1115,17 @@ class SQLStore(Store):
         finished = normalized_delivered(delivered)
 
         def op() -> Op[None]:
+            if len(request_ids) == 1 and self._plain(finished):
+                # the common case, one request: one statement where the dialect fuses
+                rows = yield from self._write(Stmt(_RESUME_DONE, (now, request_ids[0])),
+                                              [*self._recorded(finished),
+                                               *self._caused(audit, ())])
+                if not rows:
+                    raise RequestNotFound(request_ids[0])
+                return
             yield from self._delivered(finished)
             for request_id in request_ids:
-                rows = yield Stmt("UPDATE {requests} SET resume_done_at = "
-                                  "COALESCE(resume_done_at, ?) WHERE id = ? RETURNING id",
-                                  (now, request_id))
+                rows = yield Stmt(_RESUME_DONE, (now, request_id))
                 if not rows:
                     raise RequestNotFound(request_id)
             yield from self._effects(audit, ())

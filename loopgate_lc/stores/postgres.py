@@ -8,7 +8,8 @@ against the winner's row and changes nothing. The outbox is claimed with
 one delivery.
 
 The queries, schema and migrations are the shared SQL layer's (``stores/_sql.py``); this
-module only drives them, awaiting each statement inside one transaction per change.
+module only drives them, awaiting each statement inside one transaction per change, or
+sending a change made one statement (a filing, a decision, a finished resume) alone.
 
 Needs the ``postgres`` extra (``pip install 'loopgate-lc[postgres]'``).
 """
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -32,6 +34,7 @@ from loopgate_lc.stores._sql import TABLES, Dialect, Op, Row, SQLStore, Stmt
 __all__ = ["PostgresStore"]
 
 _T = TypeVar("_T")
+_TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 def _jsonb(value: Any, what: str) -> Jsonb:
@@ -57,6 +60,8 @@ DIALECT = Dialect(
     session_seq=None,  # an identity column
     table_exists="SELECT 1 WHERE to_regclass(?) IS NOT NULL",
     json_field="({column} ->> '{key}')",
+    json_keys="jsonb_object_keys({column}) AS key",
+    fuse=True,
     ts=utc,
     read_ts=utc,
     json=_jsonb,
@@ -200,25 +205,31 @@ class PostgresStore(SQLStore):
 
         Reads need no explicit transaction (each statement is atomic, and a pool passed
         in without autocommit commits when the connection goes back), which saves two
-        round trips per call. Database errors leave as :class:`StoreError`.
+        round trips per call. Nor does a write made whole in its first statement (a
+        fused :class:`~loopgate_lc.stores._sql.Guarded`), after which the operation
+        only reads. Database errors leave as :class:`StoreError`.
         """
+        try:
+            first = next(op)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
         pool = await self._get_pool()
         try:
             async with pool.connection() as conn:
-                if write:
+                if write and not first.whole:
                     # pipelined: BEGIN, and every statement whose rows the operation does
                     # not read, travel with the next one it waits for (or the COMMIT)
                     async with conn.pipeline() as pipe, conn.transaction():
-                        return await self._drive(conn, op, pipe)
-                return await self._drive(conn, op, None)
+                        return await self._drive(conn, op, first, pipe)
+                return await self._drive(conn, op, first, None)
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store failed: {exc}") from exc
 
-    async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T],
+    async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T], stmt: Stmt,
                      pipe: psycopg.AsyncPipeline | None) -> _T:
         async with conn.cursor(row_factory=dict_row) as cur:
             try:
-                stmt = next(op)
                 while True:
                     # bytes: psycopg takes them as a query that needs no LiteralString
                     await cur.execute(self._sql(stmt.text).encode(), stmt.params)
@@ -226,7 +237,10 @@ class PostgresStore(SQLStore):
                     if stmt.rows:
                         if pipe is not None:
                             await pipe.sync()
-                        if cur.description:
+                        # the result's status, not ``cur.description``: that builds a
+                        # column object (with its type looked up) per column, every time
+                        done = cur.pgresult
+                        if done is not None and done.status == _TUPLES_OK:
                             rows.extend(await cur.fetchall())
                     stmt = op.send(rows)
             except StopIteration as stop:

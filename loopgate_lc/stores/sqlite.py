@@ -145,6 +145,8 @@ DIALECT = Dialect(
     session_seq="(SELECT COALESCE(MAX(seq), 0) + 1 FROM {sessions})",
     table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
     json_field="json_extract({column}, '$.{key}')",
+    json_keys="json_each({column})",
+    fuse=False,  # in-process: a statement costs little, and SQLite has no data-modifying WITH
     ts=_ts,
     read_ts=_dt,
     json=_json,

@@ -1044,6 +1044,51 @@ class StoreConformance:
                                     leased_until=at(60), message_ref={"n": float("nan")})])
         assert (await store.get_request("r2")).pending
 
+    async def test_a_decisions_writes_keep_their_order_and_a_refused_one_writes_none(
+        self, store: Store
+    ) -> None:
+        # everything a decision carries at once: a store may write it as one statement
+        filing = [AuditEvent(at=T0, event=f"filed:{n}", request_id="r1") for n in (1, 2)]
+        await store.create_request(request("r1"), audit=filing, outbox=[
+            OutboxItem(request_id="r1", notifier=n, due_at=T0, leased_until=at(60))
+            for n in ("tg", "mail")])
+        for channel in ("slack", "chat"):
+            await store.set_message_ref("r1", channel, {"id": channel})
+
+        def carried(event: str, grant_id: str) -> dict[str, Any]:
+            return {"audit": [AuditEvent(at=at(2), event=f"{event}:{n}", request_id="r1")
+                              for n in (1, 2)],
+                    "outbox": [OutboxItem(request_id="r1", notifier=n, kind="resolved",
+                                          due_at=at(2)) for n in ("tg", "mail")],
+                    "grants": [grant(grant_id, "r1")], "resolved_to_message_refs": True,
+                    "delivered": [Delivered(
+                        request_id="r1", notifier="tg", kind="notify", leased_until=at(60),
+                        audit=[AuditEvent(at=at(1), event="notified", request_id="r1")])]}
+
+        await store.resolve("r1", status=Status.APPROVED, decision=APPROVE, decided_by="a",
+                            channel="c", decided_at=at(2), **carried("decided", "g1"))
+        events = ["filed:1", "filed:2", "notified", "decided:1", "decided:2"]
+        assert [e.event for e in await store.list_audit()] == events
+        owed = [("tg", "notify", True), ("mail", "notify", False), ("tg", "resolved", False),
+                ("mail", "resolved", False), ("chat", "resolved", False),
+                ("slack", "resolved", False)]
+        assert [(i.notifier, i.kind, i.done) for i in await store.list_outbox()] == owed
+        with pytest.raises(AlreadyDecided) as caught:
+            await store.resolve("r1", status=Status.REJECTED, decision={"type": "reject"},
+                                decided_by="b", channel="c", decided_at=at(3),
+                                **carried("refused", "g2"))
+        assert caught.value.decided_by == "a"
+        assert [e.event for e in await store.list_audit()] == events
+        assert [(i.notifier, i.kind, i.done) for i in await store.list_outbox()] == owed
+        assert [g.id for g in await store.query_grants(GrantQuery())] == ["g1"]
+        # an unknown request's completed resume records none of its deliveries either
+        with pytest.raises(RequestNotFound):
+            await store.complete_resume("nope", at=at(4), delivered=[Delivered(
+                request_id="r1", notifier="mail", kind="notify", leased_until=at(60),
+                audit=[AuditEvent(at=at(4), event="notified", request_id="r1")])])
+        assert [(i.notifier, i.kind, i.done) for i in await store.list_outbox()] == owed
+        assert [e.event for e in await store.list_audit()] == events
+
     async def test_a_message_recorded_after_the_decision_is_owed_the_outcome(
         self, store: Store
     ) -> None:
