@@ -203,10 +203,9 @@ def normalized_session(session: SessionRecord) -> SessionRecord:
 
 def normalized_audit(event: AuditEvent) -> AuditEvent:
     """A private copy of ``event`` with a UTC time and JSON-only details."""
+    # shallow: the details are a new object, and every other field is immutable
     return event.model_copy(
-        update={"at": utc(event.at), "details": json_value(event.details, what="audit details")},
-        deep=True,
-    )
+        update={"at": utc(event.at), "details": json_value(event.details, what="audit details")})
 
 
 def normalized_grant(grant: GrantRecord) -> GrantRecord:

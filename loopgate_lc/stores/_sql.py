@@ -907,13 +907,13 @@ class SQLStore(Store):
         # request is: DO NOTHING as in create_request)
         insert = Stmt(_INSERT_REQUEST_UNLESS.format(where=" AND ".join(where) or "TRUE"),
                       (*self._request_values(record), *params))
-        select = self._grants_select(grants)
 
         def op() -> Op[Filed]:
             rows = yield from self._write(insert, self._caused(audit, outbox))
             if rows:
                 return Filed(record=self._filed(record, rows[0]), created=True)
-            rows = yield select  # not filed: a grant is there, or the request was
+            # not filed (rarely): a grant is there, or the request was
+            rows = yield self._grants_select(grants)
             if rows:
                 return Filed(grants=[self._grant(r) for r in rows])
             return Filed(record=(yield from self._filed_before(record)))

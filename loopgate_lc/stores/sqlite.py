@@ -36,7 +36,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,7 +66,9 @@ def _write_lock_for(path: Path) -> threading.Lock:
 
 def _ts(value: datetime) -> str:
     # Fixed-width UTC text sorts in time order, so SQL can compare and index it.
-    return utc(value).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:  # the times loopgate_lc makes are UTC already
+        value = utc(value)
+    return value.isoformat(timespec="microseconds")
 
 
 def _dt(value: str) -> datetime:
@@ -76,6 +78,13 @@ def _dt(value: str) -> datetime:
 def _json(value: Any, what: str) -> str:
     return json_text(value, what=what)
 
+
+#: A write transaction's own statements (run through the batch's cursor, as its writes).
+_BEGIN = Stmt("BEGIN IMMEDIATE", rows=False)
+_SAVEPOINT = Stmt("SAVEPOINT loopgate_write", rows=False)
+_ROLLBACK_TO = Stmt("ROLLBACK TO loopgate_write", rows=False)
+_RELEASE = Stmt("RELEASE loopgate_write", rows=False)
+_COMMIT = Stmt("COMMIT", rows=False)
 
 #: Jobs the store thread takes at once at most (a bound on one transaction's length).
 _MAX_BATCH = 64
@@ -104,11 +113,10 @@ def _take(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
     if first is None:
         return [], True
     batch = [first]
-    while len(batch) < _MAX_BATCH:
-        try:
-            job = jobs.get_nowait()
-        except queue.Empty:
-            break
+    # only this thread takes, so a queue that is not empty has a job to give (and an
+    # empty one raises nothing: most batches are one job)
+    while not jobs.empty() and len(batch) < _MAX_BATCH:
+        job = jobs.get_nowait()
         if job is None:
             return batch, True
         batch.append(job)
@@ -279,8 +287,15 @@ class SQLiteStore(SQLStore):
                 conn.close()
 
     def _executor(self, conn: sqlite3.Connection) -> Callable[[Stmt], list[Row]]:
+        # One cursor for all the statements of a batch (``conn.execute`` makes one per
+        # statement), and no fetch for a statement whose rows nobody reads.
+        cursor = conn.cursor()
+
         def execute(stmt: Stmt) -> list[Row]:
-            rows: list[Row] = conn.execute(self._sql(stmt.text), stmt.params).fetchall()
+            cursor.execute(self._sql(stmt.text), stmt.params)
+            if not stmt.rows:
+                return []
+            rows: list[Row] = cursor.fetchall()
             return rows
 
         return execute
@@ -300,24 +315,24 @@ class SQLiteStore(SQLStore):
         outcomes: list[_Done] = []
         try:
             with self._write_lock:
-                conn.execute("BEGIN IMMEDIATE")
+                execute(_BEGIN)
                 try:
                     for op in writes:
                         if not alone:
-                            conn.execute("SAVEPOINT loopgate_write")
+                            execute(_SAVEPOINT)
                         try:
                             result = drive(op, execute)
                         except Exception as exc:
                             if alone:
                                 raise
-                            conn.execute("ROLLBACK TO loopgate_write")
-                            conn.execute("RELEASE loopgate_write")
+                            execute(_ROLLBACK_TO)
+                            execute(_RELEASE)
                             outcomes.append((False, self._error(exc)))
                         else:
                             if not alone:
-                                conn.execute("RELEASE loopgate_write")
+                                execute(_RELEASE)
                             outcomes.append((True, result))
-                    conn.execute("COMMIT")
+                    execute(_COMMIT)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
