@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import timedelta
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import IntEnum
 from typing import Any
 
+import pytest
+
 from loopgate_lc.gateway import Loopgate, args_hash
+from loopgate_lc.gateway.audit import plain_details
+from loopgate_lc.policy import RiskLevel
 from loopgate_lc.testing import RecordingNotifier
 from tests.conftest import FakeClock
 from tests.test_timeouts import wait_for
@@ -55,3 +62,41 @@ def test_export_as_json_lines() -> None:
         lines: list[dict[str, Any]] = [json.loads(line) for line in out.getvalue().splitlines()]
         assert [line["event"] for line in lines] == ["requested", "decided:rejected"]
         assert lines[1]["details"]["decision"] == {"type": "reject", "message": "no"}
+
+
+class _Count(IntEnum):
+    ONE = 1
+
+
+class _Text(str):
+    def __str__(self) -> str:
+        return "not what JSON writes"
+
+
+class _Shown:
+    def __str__(self) -> str:
+        return "shown"
+
+
+class _Mapping(dict[str, Any]):
+    pass
+
+
+@pytest.mark.parametrize("details", [
+    None, {}, {"graph": None},
+    {"a": True, "b": None, "c": 1.5, "d": "x", "e": [1, (2, 3)], "f": {"g": []}},
+    {"expires_at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)},
+    {"day": date(2026, 1, 2), "took": timedelta(seconds=3), "id": uuid.UUID(int=7)},
+    {"risk": RiskLevel.IRREVERSIBLE, "count": _Count.ONE, "text": _Text("content")},
+    {"amount": Decimal("1.10"), "other": _Shown(), "set": {1}, "raw": b"x"},
+    {"inf": float("inf"), "mapping": _Mapping(a=1), 1: "int key", "nested": {2.5: "y"}},
+    {"deep": [[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]},
+])
+def test_event_details_are_what_a_json_round_trip_makes_them(details: Any) -> None:
+    # copied directly where they can be; the same values, types and order either way
+    want = json.loads(json.dumps(details or {}, default=str))
+    got = plain_details(details)
+    assert json.dumps(got) == json.dumps(want)
+    assert got == want
+    if details:
+        assert got is not details

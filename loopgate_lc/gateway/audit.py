@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.hooks import Hooks, fire, parts_of
 from loopgate_lc.policy import RiskLevel, Verdict
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
@@ -51,6 +52,59 @@ def args_hash(args: Any) -> str | None:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class _NotPlain(Exception):
+    """A value :func:`_json_copy` leaves to the JSON module."""
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_JSON_KINDS = (str, int, float, list, tuple, dict)
+
+
+def _json_copy(value: Any, depth: int = 0) -> Any:
+    """What ``json.loads(json.dumps(value, default=str))`` returns, built directly: JSON's
+    own types (exactly) as they are, dicts keyed by strings and lists or tuples copied,
+    a string subclass (a ``StrEnum``) as its text, anything else JSON has no type for
+    (a datetime) as ``str()`` of it, as ``default=str`` makes it.
+
+    Raises:
+        _NotPlain: What the JSON module treats its own way (a subclass of int, float, a
+            container; a key that is not a string) or nesting deeper than any detail
+            goes (it may be a cycle): the JSON module decides it.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if depth > 16:
+        raise _NotPlain
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            copy[key] = _json_copy(item, depth + 1)
+        return copy
+    if kind is list or kind is tuple:
+        return [_json_copy(item, depth + 1) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)  # JSON writes a string subclass's text, not its str()
+    if isinstance(value, _JSON_KINDS):
+        raise _NotPlain
+    return str.__str__(str(value))
+
+
+def plain_details(details: dict[str, Any] | None) -> dict[str, Any]:
+    """``details`` as JSON data (``str`` for what JSON has no type for): what an audit
+    event keeps. Built by :func:`_json_copy` where it can, which costs a fraction of
+    the JSON round trip it stands for; the round trip decides the rest."""
+    if not details:
+        return {}
+    try:
+        copied: dict[str, Any] = _json_copy(details)
+    except _NotPlain:
+        return dict(json.loads(_PLAIN.encode(details)))
+    return copied
+
+
 def shadow_details(call: dict[str, Any], *, enforced_policy: str | None, enforced_auto: bool,
                    policy: str | None, would_auto: bool, reason: str) -> dict[str, Any]:
     """The audit details of a ``shadow`` event: the call, what the enforced policy did and
@@ -69,6 +123,24 @@ class Auditor:
         self._store = store
         self._hooks = hooks
         self.clock = clock
+        # each request's args hash, by request id, with the args it was computed from: a
+        # round trip audits one request four times, mostly from one record
+        self._hashes: LRU[str, tuple[object, str | None]] = LRU(1024)
+
+    def _args_hash(self, record: RequestRecord) -> str | None:
+        """The hash of ``record``'s call arguments, read from its payload: the parsed
+        request holds the very same values (a filing's record need not be parsed for
+        its audit), and one record is hashed once."""
+        args = record.payload.get("args")
+        if args is not None and type(args) is not dict:  # malformed: as the request says
+            args = record.request.args
+        known = self._hashes.get(record.id)
+        if known is not None and known[0] is args:
+            return known[1]
+        digest = args_hash(args)
+        self._hashes.pop(record.id)
+        self._hashes.get_or_make(record.id, lambda: (args, digest))
+        return digest
 
     def event(self, event: str, record: RequestRecord | None = None, *,
               actor: str | None = None, channel: str | None = None,
@@ -83,8 +155,8 @@ class Auditor:
             thread_id=record.thread_id if record else thread_id,
             actor=actor,
             channel=channel,
-            args_hash=args_hash(record.request.args) if record else None,
-            details=json.loads(_PLAIN.encode(details or {})),
+            args_hash=self._args_hash(record) if record else None,
+            details=plain_details(details),
         )
 
     async def append(self, event: str, record: RequestRecord | None = None, *,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from loopgate_lc.gateway.drivers import GraphDriver, LocalDriver, interrupts_of
 from loopgate_lc.gateway.filing import Filing
 from loopgate_lc.gateway.outbox import Outbox
 from loopgate_lc.gateway.tasks import Tasks
-from loopgate_lc.gateway.waiting import RECHECK, Waiters
+from loopgate_lc.gateway.waiting import Waiters
 from loopgate_lc.stores.base import AuditEvent, RequestRecord, Store
 
 #: Seconds after a run in another thread returns before its completion starts (see
@@ -249,25 +250,10 @@ class Resuming:
                 if not waiting and not handovers:
                     raise StaleDecision(
                         f"thread {thread_id} is paused but none of its requests can resume it")
-                watchers: list[asyncio.Future[Any]] = [
-                    asyncio.ensure_future(self._waiters.wait(r.id, None)) for r in waiting]
-                watchers += [asyncio.ensure_future(asyncio.shield(h)) for h in handovers]
-                try:
-                    # a hand-over is looked for every RECHECK seconds (no store read),
-                    # should its wake-up ever be missed
-                    while not (await asyncio.wait(watchers, timeout=RECHECK,
-                                                  return_when=asyncio.FIRST_COMPLETED))[0]:
-                        if self._waiters.handed(ids):
-                            break
-                finally:
-                    for watcher in watchers:
-                        watcher.cancel()
-                seen = {}
-                for watcher in watchers:
-                    if watcher.done() and not watcher.cancelled():
-                        found = watcher.result()  # raises what the wait raised
-                        if isinstance(found, RequestRecord):
-                            seen[found.id] = found
+                # a hand-over is looked for every RECHECK seconds (no store read),
+                # should its wake-up ever be missed
+                seen = await self._waiters.first([r.id for r in waiting], handovers, ids,
+                                                 functools.partial(_parse, waiting))
                 records = [seen.get(r.id, r) for r in records]
         finally:
             self._waiters.run_left(ids)
@@ -402,3 +388,12 @@ class Resuming:
             return
         self._waiters.wake(record)
         self.decided(record)
+
+
+def _parse(records: Sequence[RequestRecord]) -> None:
+    """Parse the requests a run waits for while a person decides, not after: the answer's
+    checks read them (a notifier that showed them parsed them already). One that does
+    not parse is left to fail where it is read."""
+    for record in records:
+        with contextlib.suppress(ValueError):
+            record.request  # noqa: B018 - parsed once, kept with the record

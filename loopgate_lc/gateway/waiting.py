@@ -14,8 +14,8 @@ nothing, and runs without an event loop (see :mod:`loopgate_lc._inline`).
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from loopgate_lc._lru import LRU
 from loopgate_lc.stores.base import RequestRecord, Store
@@ -36,7 +36,7 @@ class Waiters:
     def __init__(self, store: Store, poll_interval: float) -> None:
         self._store = store
         self._poll = poll_interval
-        self._waiting: dict[str, list[asyncio.Future[RequestRecord]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
         # decided in this process: their wake-ups ran already, so an echo from the store
         # is news to no one here; kept as decided, for a wait to look at (``RECHECK``)
         self._decided_here: LRU[str, RequestRecord] = LRU(4096)
@@ -133,47 +133,85 @@ class Waiters:
             TimeoutError: Still pending after ``timeout`` seconds.
             RequestNotFound: Unknown id.
         """
+        found = await self.first([request_id], [], [], timeout=timeout)
+        return found[request_id]
+
+    async def first(self, request_ids: list[str], handovers: list[asyncio.Future[None]],
+                    run_ids: list[str], meanwhile: Callable[[], object] | None = None,
+                    *, timeout: float | None = None) -> dict[str, RequestRecord]:
+        """What a run waits for (see ``Resuming.next_resume``): until one of
+        ``request_ids`` leaves ``pending``, one of ``handovers`` ends, or a record decided
+        for the requests of ``run_ids`` waits to be taken over; the decided records seen.
+
+        :meth:`wait`'s rules for all of them on one future, which a decision made here
+        sets directly: the run goes on in the loop's next pass, not after a task per
+        request has woken and ended. Registered before every read; the store is read
+        once, after the loop's other ready work (a notification on its way), then every
+        poll interval; what this process decided is looked at every :data:`RECHECK`
+        seconds. ``meanwhile`` is called once, when the loop's ready work is done: work
+        the run will need after the decision, done while a person decides.
+
+        Raises:
+            TimeoutError: Nothing of that came within ``timeout`` seconds.
+            RequestNotFound: An id is unknown.
+        """
         import asyncio
 
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        found: dict[str, RequestRecord] = {}
+        read_at = loop.time()
+        deadline = None if timeout is None else read_at + timeout
         while True:
-            # registered before the read (see the module's docstring)
-            waiter: asyncio.Future[RequestRecord] = loop.create_future()
-            self._waiting.setdefault(request_id, []).append(waiter)
+            woken: asyncio.Future[RequestRecord | None] = loop.create_future()
+
+            def nudge(_: object = None, woken: asyncio.Future[RequestRecord | None] = woken
+                      ) -> None:
+                if not woken.done():
+                    woken.set_result(None)
+
+            for request_id in request_ids:
+                self._waiting.setdefault(request_id, []).append(woken)
+            for handover in handovers:
+                handover.add_done_callback(nudge)
             try:
-                record = await self._store.get_request(request_id)
-                if not record.pending:
-                    return record
-                step = self._poll
-                if deadline is not None:
-                    step = min(step, deadline - loop.time())
-                    if step <= 0:
-                        raise TimeoutError(request_id)
-                found = await self._woken(request_id, waiter, loop.time() + step)
-                if found is not None:
-                    return found
+                if meanwhile is not None or (request_ids and loop.time() >= read_at):
+                    await asyncio.sleep(0)  # what is ready goes first (see above)
+                    if meanwhile is not None:
+                        meanwhile()
+                        meanwhile = None
+                if request_ids and loop.time() >= read_at:
+                    for request_id in request_ids:
+                        record = await self._store.get_request(request_id)
+                        if not record.pending:
+                            found[request_id] = record
+                    read_at = loop.time() + self._poll
+                if not found and not woken.done():
+                    step = min(RECHECK, read_at - loop.time()) if request_ids else RECHECK
+                    if deadline is not None:
+                        step = min(step, deadline - loop.time())
+                    timer = loop.call_later(max(step, 0.0), nudge)
+                    try:
+                        await woken
+                    finally:
+                        timer.cancel()
             finally:
-                self._forget(request_id, waiter)
+                for request_id in request_ids:
+                    self._forget(request_id, woken)
+                for handover in handovers:
+                    handover.remove_done_callback(nudge)
+            woke = woken.result() if woken.done() and not woken.cancelled() else None
+            if woke is not None:
+                found[woke.id] = woke
+            for request_id in request_ids:
+                decided = self._decided_here.get(request_id)
+                if decided is not None:
+                    found.setdefault(request_id, decided)
+            if found or any(h.done() for h in handovers) or self.handed(run_ids):
+                return found
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(*request_ids[:1])
 
-    async def _woken(self, request_id: str, waiter: asyncio.Future[RequestRecord],
-                     until: float) -> RequestRecord | None:
-        """The record ``waiter`` is woken with, or that this process decided, by the
-        loop time ``until`` (None: the store is to be read again)."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        while True:
-            step = min(RECHECK, until - loop.time())
-            if step <= 0:
-                return None
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(waiter), step)
-            decided = self._decided_here.get(request_id)
-            if decided is not None:
-                return decided
-
-    def _forget(self, request_id: str, waiter: asyncio.Future[RequestRecord]) -> None:
+    def _forget(self, request_id: str, waiter: asyncio.Future[Any]) -> None:
         waiters = self._waiting.get(request_id)
         if waiters is None:
             return

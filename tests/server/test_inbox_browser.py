@@ -43,6 +43,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -135,9 +136,12 @@ def _shot(driver: WebDriver, name: str, tmp_path: Path) -> None:
 
 def _wait(driver: WebDriver, condition: Any) -> Any:
     """Wait (bounded) for a page condition; elements of a page being replaced by the next
-    one (a form post's redirect) are looked up again."""
+    one (a form post's redirect) are looked up again. Chrome may also answer a lookup
+    made mid-replacement with a bare WebDriverException ("Node with given id does not
+    belong to the document"): looked up again too."""
     return WebDriverWait(driver, WAIT, poll_frequency=0.02, ignored_exceptions=(
-        NoSuchElementException, StaleElementReferenceException)).until(condition)
+        NoSuchElementException, StaleElementReferenceException,
+        WebDriverException)).until(condition)
 
 
 def _text(driver: WebDriver, css: str) -> str:
@@ -169,7 +173,8 @@ def test_sign_in_with_an_api_key(browser: WebDriver, world: World, tmp_path: Pat
     _shot(browser, "signin", tmp_path)
     browser.find_element(By.ID, "key").send_keys("wrong-key")
     browser.find_element(By.CSS_SELECTOR, "#signin button").click()
-    assert "that API key is not valid" in _text(browser, ".error")
+    # the refusal is the next page, which the click does not wait for
+    _wait(browser, lambda d: "that API key is not valid" in _text(d, ".error"))
     browser.find_element(By.ID, "key").send_keys(ANN_KEY)
     browser.find_element(By.CSS_SELECTOR, "#signin button").click()
     _wait(browser, lambda d: d.current_url == world.url + "/inbox/")
@@ -195,7 +200,7 @@ def test_a_new_request_appears_and_approving_runs_the_tool_once(
     _status(browser, "approved")
     world.fake.wait_for(lambda: world.paid and world.paid[-1]["amount"] == 25, timeout=WAIT)
     assert [p["amount"] for p in world.paid].count(25) == 1
-    assert "decided:approved" in _text(browser, "#audit")
+    _wait(browser, lambda d: "decided:approved" in _text(d, "#audit"))
 
 
 def test_an_edit_with_a_schema_error_is_shown_then_a_valid_edit_runs(
