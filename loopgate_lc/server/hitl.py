@@ -160,6 +160,12 @@ async def read_model(request: Request, model: type[_M]) -> _M:
             return model.model_validate_json(raw)
         except ValidationError:
             pass
+    return await read_model_checked(request, model)
+
+
+async def read_model_checked(request: Request, model: type[_M]) -> _M:
+    """:func:`read_model` the long way, which says what is wrong with a body:
+    :func:`read_json`'s checks, then the model."""
     data = await read_json(request)
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_fields",

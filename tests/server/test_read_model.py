@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 
-from loopgate_lc.server.errors import ApiError, from_validation_error
-from loopgate_lc.server.hitl import read_json, read_model
+from loopgate_lc.server.errors import ApiError
+from loopgate_lc.server.hitl import read_model, read_model_checked
 from loopgate_lc.server.models import (
     RegisterBody,
     RequestBody,
@@ -35,14 +35,7 @@ def _request(body: bytes) -> Request:
 
 async def _by_dict(body: bytes, model: type[BaseModel]) -> BaseModel:
     """The path every body took before: ``json.loads``, the checks, then the model."""
-    data = await read_json(_request(body))
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid_fields",
-                       f"the request body must be a JSON object, not {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from exc
+    return await read_model_checked(_request(body), model)
 
 
 async def _outcome(parse: Any) -> tuple[Any, ...]:
