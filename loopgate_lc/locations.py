@@ -21,6 +21,7 @@ __all__ = [
     "answer_hint",
     "default_store_url",
     "deliveries_hint",
+    "make_room_for",
     "printable_store_url",
     "sqlite_file",
 ]
@@ -42,6 +43,20 @@ def default_store_url() -> str:
     from platformdirs import user_data_path
 
     return f"sqlite:///{user_data_path(_APP, appauthor=False) / 'loopgate.db'}"
+
+
+def make_room_for(url: str) -> None:
+    """Create the per-user data directory when ``url`` is the per-user SQLite store (on a
+    new machine it does not exist yet, and SQLite creates files, not directories). Any
+    other path is the caller's to provide: a mistyped one fails instead of appearing."""
+    file = sqlite_file(url)
+    if file is None or os.environ.get(STORE_ENV, "").strip():
+        return
+    from platformdirs import user_data_path
+
+    folder = user_data_path(_APP, appauthor=False)
+    if file == (folder / "loopgate.db").resolve():
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -364,6 +364,31 @@ def _interrupt(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=5)
 
 
+def test_serve_on_a_new_machine_makes_the_per_user_store(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "no-such-dir-yet"  # a new machine: the data directory is missing
+    env = {k: v for k, v in os.environ.items() if k != "LOOPGATE_STORE"}
+    env["XDG_DATA_HOME"] = str(data)
+    proc = subprocess.Popen([*ENTRY, "serve", "--port", str(port), "--no-mcp",
+                             "--log-level", "warning"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, proc, timeout=30, path="/health")
+        except RuntimeError:  # it exited: say why
+            pytest.fail(proc.stderr.read() if proc.stderr else "serve exited")
+        httpx.post(f"{base}/hitl/register", json={"session_id": "s", "telegram_id": 42})
+        filed = httpx.post(f"{base}/hitl/request", json={"session_id": "s",
+                                                         "message": "Ship it?"})
+        assert filed.status_code == 200, filed.text
+    finally:
+        _interrupt(proc)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    shown = run("pending", cwd=tmp_path, env={"XDG_DATA_HOME": str(data)})
+    assert filed.json()["request_id"] in shown.stdout
+
+
 def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         tmp_path: Path, store: str) -> None:
     port = free_port()

@@ -45,7 +45,7 @@ from loopgate_lc.gateway.timers import Timers
 from loopgate_lc.gateway.validation import Schemas
 from loopgate_lc.gateway.waiting import Waiters
 from loopgate_lc.hooks import Hooks, compose_hooks
-from loopgate_lc.locations import absolute_store_url, default_store_url, sqlite_file
+from loopgate_lc.locations import absolute_store_url, default_store_url, make_room_for
 from loopgate_lc.notifiers.base import Notifier
 from loopgate_lc.policy import ApprovalPolicy, PolicySet, RiskLevel, Verdict
 from loopgate_lc.schema import HumanResponse, Status, utcnow
@@ -146,9 +146,8 @@ class Loopgate:
             raise ConfigurationError("on_timeout='escalate' needs at least one Escalation step")
         if store is None:  # one store per user, the one the CLI uses too
             store = default_store_url()
-            file = sqlite_file(store)
-            if file is not None:
-                file.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(store, str | os.PathLike):
+            make_room_for(os.fspath(store))
         self.store_url: str | None = (
             absolute_store_url(os.fspath(store)) if isinstance(store, str | os.PathLike)
             else None)
