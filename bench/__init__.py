@@ -327,7 +327,10 @@ OPTIMISATIONS: list[str] = [
     "is parsed by pydantic from its bytes (refusals take the old path). Bought: server "
     "CPU per decision, blocks of 2,000, 8 alternated pairs: loop thread 323 -> 235 us, "
     "whole server 563 -> 461 us; rate 1,477 -> 1,841/s. Section 4's SQLite row with 8 "
-    "clients: 1,372-1,461/s before, 1,704/s after (floor 6,640/s in that run).",
+    "clients: 1,372-1,461/s before (floor 4,503-5,410/s), after 1,704/s (floor "
+    "6,640/s) in a run on a quiet spell and 1,394/s (floor 4,505/s) in the full run at "
+    "the top, on a slower one: 0.26-0.31 of the floor, as before; PostgreSQL's row "
+    "732 -> 1,218-1,338/s with item 20.",
     "25. **A batch of finished deliveries takes only those a window old** "
     "(`loopgate_lc/gateway/outbox.py`). A delivery made just before a batch was "
     "written went into it, instead of riding with the next write of its request: "

@@ -169,4 +169,9 @@ def merge(old: str, new: str, sections: list[Section]) -> str:
             else:
                 lines.append(row)
             olds[summary_i] = "\n".join(lines) + "\n\n"
+    # what the optimisations bought is text of the code, not a figure of a run: current
+    head = "## What each optimisation bought"
+    new_i, old_i = find(news, head), find(olds, head)
+    if new_i is not None and old_i is not None:
+        olds[old_i] = news[new_i]
     return "".join(olds).rstrip("\n") + "\n"
