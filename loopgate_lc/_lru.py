@@ -63,12 +63,16 @@ class LRU(Generic[_K, _V]):
                 self._data.move_to_end(key)
                 return self._data[key]
         value = make()
+        self.put(key, value)
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        """Keep ``value`` for ``key`` (replacing any), as the most recently used."""
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         with self._lock:

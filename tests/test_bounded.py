@@ -80,6 +80,15 @@ def test_the_lru_drops_the_least_recently_used_name_only() -> None:
         LRU(0)
 
 
+def test_the_lru_put_replaces_a_value_and_stays_bounded() -> None:
+    lru: LRU[str, int] = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    lru.put("a", 3)  # replaced, and now the most recent
+    lru.put("c", 4)  # drops "b"
+    assert (lru.get("a"), lru.get("b"), lru.get("c"), len(lru)) == (3, None, 4, 2)
+
+
 def test_a_policy_set_past_its_memo_still_answers_right() -> None:
     policies = PolicySet([ApprovalPolicy(name="reads", tool_pattern="read_*",
                                          min_confidence=0.5, max_risk_level=RiskLevel.READ_ONLY)],

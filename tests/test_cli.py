@@ -4,12 +4,14 @@ entry) and in-process through ``main(argv)`` where only the output matters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 from loopgate_lc.cli import main
+from loopgate_lc.errors import StoreError
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.schema import utcnow
@@ -364,29 +367,46 @@ def _interrupt(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=5)
 
 
-def test_serve_on_a_new_machine_makes_the_per_user_store(tmp_path: Path) -> None:
-    port = free_port()
-    data = tmp_path / "no-such-dir-yet"  # a new machine: the data directory is missing
-    env = {k: v for k, v in os.environ.items() if k != "LOOPGATE_STORE"}
-    env["XDG_DATA_HOME"] = str(data)
-    proc = subprocess.Popen([*ENTRY, "serve", "--port", str(port), "--no-mcp",
-                             "--log-level", "warning"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def _serving(port: int, args: list[str], cwd: Path, env: dict[str, str]
+             ) -> Iterator[str]:
+    """``loopgate-lc serve`` in its own process, ready: its base URL. Stopped as Ctrl-C
+    stops it, and it must then exit cleanly."""
+    proc = subprocess.Popen([*ENTRY, "serve", "--log-level", "warning", *args], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base, proc, timeout=30, path="/health")
         except RuntimeError:  # it exited: say why
             pytest.fail(proc.stderr.read() if proc.stderr else "serve exited")
+        yield base
+    finally:
+        _interrupt(proc)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_serve_on_a_new_machine_makes_the_per_user_store(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "no-such-dir-yet"  # a new machine: the data directory is missing
+    env = {k: v for k, v in os.environ.items() if k != "LOOPGATE_STORE"}
+    env["XDG_DATA_HOME"] = str(data)
+    with _serving(port, ["--port", str(port), "--no-mcp"], tmp_path, env) as base:
         httpx.post(f"{base}/hitl/register", json={"session_id": "s", "telegram_id": 42})
         filed = httpx.post(f"{base}/hitl/request", json={"session_id": "s",
                                                          "message": "Ship it?"})
         assert filed.status_code == 200, filed.text
-    finally:
-        _interrupt(proc)
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     shown = run("pending", cwd=tmp_path, env={"XDG_DATA_HOME": str(data)})
     assert filed.json()["request_id"] in shown.stdout
+
+
+def test_a_gateway_on_a_mistyped_store_path_makes_no_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "gate.db"
+    with pytest.raises(StoreError, match="unable to open database file"), \
+            Loopgate(f"sqlite:///{missing}") as gate:
+        gate.pending()
+    assert not missing.parent.exists()
 
 
 def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
@@ -396,30 +416,22 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
     fake = FakeBotAPI().start()
     env = {**os.environ, "LOOPGATE_STORE": store, "TELEGRAM_BOT_TOKEN": fake.token,
            "TELEGRAM_API_BASE_URL": fake.base_url}
-    proc = subprocess.Popen([*ENTRY, "serve", "--log-level", "warning"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
     try:
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, proc, timeout=30, path="/health")
-        except RuntimeError:  # it exited: say why
-            pytest.fail(proc.stderr.read() if proc.stderr else "serve exited")
-        health = httpx.get(f"{base}/health")
-        assert (health.json()["auth"], health.json()["telegram"]) == (True, True)
-        assert httpx.get(f"{base}/hitl/pending").status_code == 401
-        auth = {"Authorization": "Bearer k-123"}
-        authed = httpx.post(f"{base}/hitl/register", json={"session_id": "s",
-                                                            "telegram_id": 42}, headers=auth)
-        assert authed.status_code == 200
-        httpx.post(f"{base}/hitl/request", json={"session_id": "s", "message": "Ship it?"},
-                   headers=auth)
-        [message] = fake.wait_for(lambda: fake.messages(42), timeout=10)
-        assert "Ship it?" in message["plain_text"]
+        with _serving(port, [], tmp_path, env) as base:
+            health = httpx.get(f"{base}/health")
+            assert (health.json()["auth"], health.json()["telegram"]) == (True, True)
+            assert httpx.get(f"{base}/hitl/pending").status_code == 401
+            auth = {"Authorization": "Bearer k-123"}
+            authed = httpx.post(f"{base}/hitl/register", json={"session_id": "s",
+                                                                "telegram_id": 42},
+                                headers=auth)
+            assert authed.status_code == 200
+            httpx.post(f"{base}/hitl/request", json={"session_id": "s",
+                                                     "message": "Ship it?"}, headers=auth)
+            [message] = fake.wait_for(lambda: fake.messages(42), timeout=10)
+            assert "Ship it?" in message["plain_text"]
     finally:
-        _interrupt(proc)
         fake.stop()
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     with Loopgate(store) as gw:  # the server wrote to the store it was given
         assert gw.session("s").active
 

@@ -138,8 +138,7 @@ class Auditor:
         if known is not None and known[0] is args:
             return known[1]
         digest = args_hash(args)
-        self._hashes.pop(record.id)
-        self._hashes.get_or_make(record.id, lambda: (args, digest))
+        self._hashes.put(record.id, (args, digest))
         return digest
 
     def event(self, event: str, record: RequestRecord | None = None, *,
