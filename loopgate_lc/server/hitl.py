@@ -8,7 +8,6 @@ exactly-once, approver checks and the audit stay in one place. Errors are raised
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from loopgate_lc.decisions import approval_of
 from loopgate_lc.errors import (
@@ -74,7 +74,7 @@ from loopgate_lc.signing import (
 )
 from loopgate_lc.stores.base import AuditEvent, RequestRecord
 
-__all__ = ["HitlConfig", "endpoint", "hitl_routes", "page_params", "read_json",
+__all__ = ["Endpoint", "HitlConfig", "endpoint", "hitl_routes", "page_params", "read_json",
            "simple_decision"]
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -99,14 +99,27 @@ class HitlConfig:
     replay_guard: ReplayGuard = field(default_factory=MemoryReplayGuard)
 
 
-def endpoint(handler: Handler) -> Handler:
-    """Render every failure in the one error shape: API errors as raised, library errors
-    by their mapping, anything else as a logged 500 that reveals nothing."""
+class Endpoint:
+    """A route's handler as an ASGI app that renders every failure in the one error
+    shape: API errors as raised, library errors by their mapping, anything else as a
+    logged 500 that reveals nothing.
 
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
+    An ASGI app rather than a function so Starlette calls it as it is: a function would
+    be wrapped in its request-response adapter and its exception-handler layer (a
+    closure around ``send`` and a lookup per request), and no exception reaches that
+    layer from here.
+    """
+
+    __slots__ = ("__name__", "handler")
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.__name__ = getattr(handler, "__name__", type(handler).__name__)
+
+    async def answer(self, request: Request) -> Response:
+        """The handler's response to ``request``, or the error's."""
         try:
-            return await handler(request)
+            return await self.handler(request)
         except ApiError as exc:
             return exc.response()
         except LoopgateError as exc:
@@ -114,7 +127,14 @@ def endpoint(handler: Handler) -> Handler:
         except Exception as exc:
             return internal_error(exc).response()
 
-    return wrapped
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.answer(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def endpoint(handler: Handler) -> Endpoint:
+    """``handler`` as a route's ASGI app (see :class:`Endpoint`)."""
+    return Endpoint(handler)
 
 
 async def read_json(request: Request) -> Any:

@@ -456,6 +456,25 @@ def _target(text: str) -> str:
     return words[2] if words[0] == "INSERT" else words[1]
 
 
+@functools.lru_cache(maxsize=64)
+def _owed_to_refs_text(json_keys: str, named: int) -> str:
+    """The statement of :meth:`SQLStore._owed_to_refs` skipping ``named`` channels: one
+    text per dialect and count, built once (every decision makes one), so the compiled
+    form is found by a string whose hash is already known."""
+    skip = f" AND key NOT IN ({', '.join('?' * named)})" if named else ""
+    return (f"INSERT INTO {{outbox}} ({', '.join(_OUTBOX_COLUMNS)}) SELECT r.id, key, "
+            "'resolved', 0, ?, NULL, FALSE, FALSE, ?, NULL FROM {guard} AS r, "
+            + json_keys.format(column="r.message_refs")
+            + f" WHERE r.id = ?{skip} ORDER BY key ON CONFLICT DO NOTHING")
+
+
+@functools.lru_cache(maxsize=64)
+def _guarding(text: str, table: str) -> str:
+    """``text`` reading the row written to ``table`` as ``{guard}`` (see :class:`Guarded`),
+    built once per statement and table."""
+    return text.replace("{guard}", table)
+
+
 def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
     """The SQL of :meth:`GrantRecord.covers`: one clause and its parameters."""
     clauses, params = [], []
@@ -687,7 +706,8 @@ class SQLStore(Store):
         for effect in effects:
             inner = effect.stmt if isinstance(effect, Guarded) else effect
             if "{guard}" in inner.text:
-                inner = replace(inner, text=inner.text.replace("{guard}", table))
+                inner = Stmt(_guarding(inner.text, table), inner.params, inner.rows,
+                             inner.whole)
             rows = yield inner
             if isinstance(effect, Guarded) and rows:
                 yield from self._then(effect.then, _target(inner.text))
@@ -1044,14 +1064,9 @@ class SQLStore(Store):
         if not r.resolved_to_message_refs:
             return []
         d = self.dialect
-        named = sorted({i.notifier for i in r.outbox if i.kind == "resolved"})
-        skip = f" AND key NOT IN ({', '.join('?' * len(named))})" if named else ""
-        return [Stmt(
-            f"INSERT INTO {{outbox}} ({', '.join(_OUTBOX_COLUMNS)}) SELECT r.id, key, "
-            "'resolved', 0, ?, NULL, FALSE, FALSE, ?, NULL FROM {guard} AS r, "
-            + d.json_keys.format(column="r.message_refs")
-            + f" WHERE r.id = ?{skip} ORDER BY key ON CONFLICT DO NOTHING",
-            (d.ts(r.decided_at), d.ts(utcnow()), r.request_id, *named), rows=False)]
+        named = tuple(sorted({i.notifier for i in r.outbox if i.kind == "resolved"}))
+        return [Stmt(_owed_to_refs_text(d.json_keys, len(named)),
+                     (d.ts(r.decided_at), d.ts(utcnow()), r.request_id, *named), rows=False)]
 
     async def commit_vote(self, ballot: Ballot) -> RequestRecord:
         d = self.dialect
