@@ -468,6 +468,13 @@ def _owed_to_refs_text(json_keys: str, named: int) -> str:
             + f" WHERE r.id = ?{skip} ORDER BY key ON CONFLICT DO NOTHING")
 
 
+def _has_refs(row: Row) -> bool:
+    """Whether a request row may hold a message reference: anything but the empty
+    object its column starts as (as the driver hands it back, text or decoded)."""
+    refs = row["message_refs"]
+    return bool(refs != "{}" and refs != {})
+
+
 @functools.lru_cache(maxsize=64)
 def _guarding(text: str, table: str) -> str:
     """``text`` reading the row written to ``table`` as ``{guard}`` (see :class:`Guarded`),
@@ -1044,13 +1051,23 @@ class SQLStore(Store):
         # grants are remembered with the decision that makes them
         then += [Stmt(_INSERT_GRANT, grant, rows=False) for grant in grants]
         then += self._caused(r.audit, r.outbox)
-        then += self._owed_to_refs(r)
-        if self._decided_channel is not None:  # delivered when the decision commits
-            then.append(Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id),
-                             rows=False))
-        rows = yield from self._write(Stmt(_DECIDE if seen is None else _DECIDE_LIVE, (
+        notify = [] if self._decided_channel is None else [  # sent when the decision commits
+            Stmt("SELECT pg_notify(?, ?)", (self._decided_channel, r.request_id), rows=False)]
+        decide = Stmt(_DECIDE if seen is None else _DECIDE_LIVE, (
             r.status.value, decision, r.decided_by, r.channel, d.ts(r.decided_at),
-            None if r.resumed_at is None else d.ts(r.resumed_at), r.request_id)), then)
+            None if r.resumed_at is None else d.ts(r.resumed_at), r.request_id))
+        if d.fuse or not r.resolved_to_message_refs:
+            rows = yield from self._write(decide, [*then, *self._owed_to_refs(r), *notify])
+        else:
+            # Unfused, the decided row is in hand before what it causes runs: a request
+            # with a message on no channel (most, where nobody is notified) owes no
+            # delivery to one, and the statement that would find none costs the store as
+            # much as the audit line. The row is read under the write's lock, so a
+            # message reference stored since ``seen`` was read is seen here.
+            rows = yield decide
+            if rows:
+                owed = self._owed_to_refs(r) if _has_refs(rows[0]) else []
+                yield from self._then([*then, *owed, *notify], _target(decide.text))
         if not rows:
             # Lost the race (or never pending): the winner has committed, so this sees it.
             raise already_decided(self._request((yield from self._get_row(r.request_id))))

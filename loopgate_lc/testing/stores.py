@@ -722,6 +722,24 @@ class StoreConformance:
         assert len(await store.list_audit()) == 1
         assert len(await store.list_outbox()) == 2
 
+    async def test_a_decision_owes_resolved_to_the_messages_stored_when_it_commits(
+        self, store: Store
+    ) -> None:
+        # r1 is read before its message is stored; r2 never has one
+        await store.create_request(request("r1"))
+        await store.create_request(request("r2"))
+        seen = {rid: await store.get_request(rid) for rid in ("r1", "r2")}
+        await store.set_message_ref("r1", "telegram", {"message_id": 5})
+        for rid in ("r1", "r2"):
+            await store.resolve(
+                rid, status=Status.APPROVED, decision=APPROVE, decided_by="ana",
+                channel="api", decided_at=at(1), seen=seen[rid],
+                outbox=[OutboxItem(request_id=rid, notifier="log", kind="resolved",
+                                   due_at=at(1))],
+                resolved_to_message_refs=True)
+        assert sorted((i.request_id, i.notifier) for i in await store.list_outbox()) == [
+            ("r1", "log"), ("r1", "telegram"), ("r2", "log")]
+
     # grants ------------------------------------------------------------------------------
 
     async def test_a_decision_commits_its_grants_whole(self, store: Store) -> None:
