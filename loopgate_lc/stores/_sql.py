@@ -970,7 +970,9 @@ class SQLStore(Store):
                 return self._filed(record, rows[0]), True
             return (yield from self._filed_before(record)), False
 
-        return self._known(kept, await self._run(op(), write=True))
+        stored, created = await self._run(op(), write=True)
+        self._known(kept, created)
+        return stored, created
 
     async def create_request_unless_granted(
         self, record: RequestRecord, grants: GrantQuery, *,
@@ -993,7 +995,9 @@ class SQLStore(Store):
                 return Filed(grants=[self._grant(r) for r in rows])
             return Filed(record=(yield from self._filed_before(record)))
 
-        return self._known(kept, await self._run(op(), write=True))
+        filed = await self._run(op(), write=True)
+        self._known(kept, filed.created)
+        return filed
 
     def _filing_writes(self, kept: tuple[str, str] | None, audit: Sequence[AuditEvent],
                        outbox: Sequence[OutboxItem]) -> list[Stmt]:
@@ -1003,11 +1007,11 @@ class SQLStore(Store):
                   else [Stmt(_INSERT_SCHEMA, kept, rows=False)])
         return [*schema, *self._caused(audit, outbox)]
 
-    def _known(self, kept: tuple[str, str] | None, result: _T) -> _T:
-        """``result``, once the filing that may have stored ``kept`` has committed."""
-        if kept is not None:
+    def _known(self, kept: tuple[str, str] | None, created: bool) -> None:
+        """After a filing committed: its response schema is stored if its request was
+        (a filing that found its request there, or a grant, wrote neither)."""
+        if kept is not None and created:
             self._schemas.put(*kept)
-        return result
 
     def _filed_before(self, record: RequestRecord) -> Op[RequestRecord]:
         """The request an insert of ``record`` conflicted with."""

@@ -338,6 +338,15 @@ class StoreConformance:
         first = await make_store()
         await first.setup()
         try:
+            # its first pause is answered by a remembered permission: nothing is written
+            await first.create_request(request("g"))
+            await first.resolve("g", status=Status.APPROVED, decision=APPROVE,
+                                decided_by="ann", channel="c",
+                                grants=[grant("g1", "g", session_id="s1")])
+            granted = await first.create_request_unless_granted(
+                paused("a", schema, session_id="s1"),
+                GrantQuery(tool="deploy", live_at=at(1), covering=GrantTarget(session_id="s1")))
+            assert (granted.record, granted.created) == (None, False)
             filed, _ = await first.create_request(paused(
                 "a", schema, thread_id="t", interrupt_id="i", expires_at=at(5),
                 created_at=at(0)))
@@ -354,8 +363,8 @@ class StoreConformance:
         try:
             assert (await second.get_request("a")).payload["response_schema"] == schema
             assert (await second.find_request("t", "i")) == await second.get_request("a")
-            assert [r.payload["response_schema"] for r in await second.list_requests()] == [
-                schema, schema, other]
+            assert [r.payload.get("response_schema")
+                    for r in await second.list_requests()] == [None, schema, schema, other]
             assert [r.id for r in await second.expired(at(5))] == ["a"]
             decided = await second.resolve("b", status=Status.APPROVED, decision=APPROVE,
                                            decided_by="ann", channel="api")
