@@ -56,6 +56,8 @@ from loopgate_lc.hooks import Hooks
 from loopgate_lc.testing import ScriptedChatModel, ai, call
 
 GOAL = 1.3
+#: The stores the goal names; the memory store's round trip is shown beside them.
+JUDGED = ("sqlite", "postgres")
 LABELS = {
     "raw": "raw LangGraph interrupt + resume",
     "raw_commits": "raw LangGraph + the two commits any durable approval needs",
@@ -342,6 +344,7 @@ def run(config: Config) -> Section:
         goal=f"Loopgate.run round trip at most {GOAL}x raw LangGraph",
     )
     met: list[bool] = []
+    judged: list[float] = []
     for name, missing in backend_names():
         if missing is not None:
             for kind in LABELS:
@@ -365,17 +368,20 @@ def run(config: Config) -> Section:
                 gateway.note += (
                     f"; {per:.2f} write transactions per round trip, its notifier's two "
                     f"deliveries included ({parts})")
-            met.append((gateway.ratio or 99.0) <= GOAL)
+            if back.name in JUDGED:
+                met.append((gateway.ratio or 99.0) <= GOAL)
+                judged.append(gateway.ratio or 99.0)
+            else:
+                gateway.note += "; not judged (the goal names the SQLite and PostgreSQL stores)"
             section.rows.extend(rows)
-    gateway_ratios = [r.ratio for r in section.rows
-                      if r.label.endswith(LABELS["gateway"]) and r.ratio is not None]
     guard_ratios = [r.ratio for r in section.rows
                     if r.label.endswith(LABELS["guard"]) and r.ratio is not None]
     section.verdict = "met" if met and all(met) else "not met"
-    if gateway_ratios and guard_ratios:
+    if judged and guard_ratios:
         section.verdict += (
-            f" (Loopgate.run {min(gateway_ratios):.2f}-{max(gateway_ratios):.2f}x raw; the "
-            f"guard's own pause {min(guard_ratios):.2f}-{max(guard_ratios):.2f}x)")
+            f" (Loopgate.run {min(judged):.2f}-{max(judged):.2f}x raw on SQLite and "
+            f"PostgreSQL; the guard's own pause {min(guard_ratios):.2f}-"
+            f"{max(guard_ratios):.2f}x)")
     section.notes.append(
         "Median wall time of one pause + resume of a one-call agent (two model turns, a "
         "fresh thread each time); ratio = median / median of raw LangGraph on the same "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import hashlib
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from loopgate_lc._lru import LRU
 from loopgate_lc.errors import (
     GrantNotFound,
     RequestNotFound,
@@ -132,7 +134,7 @@ Op = Generator[Stmt, list[Row], _T]
 #: Table names, each ``loopgate_<name>``; ``requests_unresumed`` is an index a
 #: migration drops (PostgreSQL needs it schema-qualified too).
 TABLES = ("sessions", "requests", "callbacks", "audit", "outbox", "schema_version",
-          "requests_unresumed", "grants")
+          "requests_unresumed", "grants", "response_schemas")
 
 #: Ordered migrations: (version, statements). ``{pk}``, ``{seq}``, ``{ts}`` and
 #: ``{json}`` are the dialect's column types, other ``{names}`` its tables; literal
@@ -287,6 +289,19 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX loopgate_grants_created ON {grants} (created_at, seq)",
         ),
     ),
+    (
+        8,
+        (
+            # a pause's response schema (often 10 kB, the same for every call of a tool)
+            # is kept once, under its digest; a request names it. Rows filed before
+            # keep theirs in the payload, where readers still find it.
+            """CREATE TABLE {response_schemas} (
+                digest TEXT PRIMARY KEY,
+                body TEXT NOT NULL
+            )""",
+            "ALTER TABLE {requests} ADD COLUMN schema_digest TEXT",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -295,10 +310,11 @@ _REQUEST_COLUMNS = (
     "id", "kind", "session_id", "client_id", "thread_id", "interrupt_id", "graph", "payload",
     "status", "decision", "decided_by", "channel", "created_at", "expires_at", "decided_at",
     "escalation_level", "resumed_at", "message_refs", "resume_done_at", "votes",
+    "schema_digest",
 )
 #: A request's columns that never change once it is filed (see ``Resolution.seen``).
 _FILED_COLUMNS = ("id", "kind", "session_id", "client_id", "thread_id", "interrupt_id", "graph",
-                  "payload", "created_at")
+                  "payload", "created_at", "schema_digest")
 #: The rest: what deciding sets, and what may change while a request is pending.
 _LIVE_COLUMNS = tuple(c for c in _REQUEST_COLUMNS if c not in _FILED_COLUMNS)
 _AUDIT_COLUMNS = ("at", "event", "request_id", "session_id", "thread_id", "actor", "channel",
@@ -331,6 +347,8 @@ _INSERT_AUDIT = _insert("audit", _AUDIT_COLUMNS, " RETURNING *")
 #: The same, for a line nobody reads back: no row is made, sent or fetched for it.
 _WRITE_AUDIT = _insert("audit", _AUDIT_COLUMNS)
 _INSERT_GRANT = _insert("grants", _GRANT_COLUMNS)
+#: A response schema, kept once however many requests name it.
+_INSERT_SCHEMA = _insert("response_schemas", ("digest", "body"), " ON CONFLICT DO NOTHING")
 _WRITE_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS, " ON CONFLICT DO NOTHING")
 _INSERT_OUTBOX = _WRITE_OUTBOX + " RETURNING *"
 #: The compare-and-set every decision is: only a pending request moves.
@@ -500,6 +518,17 @@ def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
 
 
 _REQUEST_TIMES = ("created_at", "expires_at", "decided_at", "resumed_at", "resume_done_at")
+#: Response schemas a store remembers as stored (one per tool, so a bounded few).
+_KNOWN_SCHEMAS = 256
+
+
+def _kept_schema(record: RequestRecord) -> tuple[str, str] | None:
+    """The digest and text of ``record``'s response schema, which is stored once for
+    every request that names it; None when it has none."""
+    body = record.payload.get("response_schema")
+    if not isinstance(body, str):
+        return None
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest(), body
 _REQUEST_JSONS = ("payload", "decision", "message_refs", "votes")
 
 
@@ -535,6 +564,9 @@ class SQLStore(Store):
     def __init__(self, tables: Mapping[str, str]) -> None:
         self._names = {**tables, **self.dialect.types}
         self._compiled: dict[str, str] = {}
+        #: Response schemas known to be stored, by digest (read, or committed by this
+        #: store): a filing naming one writes only its digest, a read finds it here.
+        self._schemas: LRU[str, str] = LRU(_KNOWN_SCHEMAS)
 
     def _sql(self, text: str) -> str:
         """``text`` for this store's dialect and tables, compiled once."""
@@ -578,8 +610,42 @@ class SQLStore(Store):
                 values[name] = bool(values[name])
         return values
 
-    def _request(self, row: Row) -> RequestRecord:
-        return self._model(RequestRecord, row, times=_REQUEST_TIMES, jsons=_REQUEST_JSONS)
+    def _request(self, row: Row, schemas: Mapping[str, str]) -> RequestRecord:
+        """One request from its row; the response schema it names from ``schemas``."""
+        values = self._values(row, _field_names(RequestRecord), times=_REQUEST_TIMES,
+                              jsons=_REQUEST_JSONS)
+        digest = row["schema_digest"]
+        if digest is not None:
+            values["payload"]["response_schema"] = schemas[digest]
+        return RequestRecord(**values)
+
+    def _requests(self, rows: Sequence[Row]) -> Op[list[RequestRecord]]:
+        """The requests of ``rows``, with the response schemas they name: from memory,
+        or read in one statement for those not seen before."""
+        schemas: dict[str, str] = {}
+        missing: list[str] = []
+        for row in rows:
+            digest = row["schema_digest"]
+            if digest is not None and digest not in schemas:
+                body = self._schemas.get(digest)
+                if body is None:
+                    missing.append(digest)
+                else:
+                    schemas[digest] = body
+        if missing:
+            found = yield Stmt("SELECT digest, body FROM {response_schemas} WHERE digest IN "
+                               f"({', '.join('?' * len(missing))})", missing)
+            for row in found:
+                schemas[row["digest"]] = row["body"]
+                self._schemas.put(row["digest"], row["body"])
+            lost = set(missing) - schemas.keys()
+            if lost:  # pragma: no cover - a schema row is written with its first request
+                raise StoreError(f"response schema {sorted(lost)[0]!r} is missing")
+        return [self._request(row, schemas) for row in rows]
+
+    def _request_of(self, row: Row) -> Op[RequestRecord]:
+        """:meth:`_requests` of one row."""
+        return (yield from self._requests([row]))[0]
 
     def _decided(self, seen: RequestRecord, row: Row,
                  columns: Sequence[str] = _LIVE_COLUMNS) -> RequestRecord:
@@ -623,8 +689,14 @@ class SQLStore(Store):
 
     # statements shared by several operations ---------------------------------------------
 
-    def _request_values(self, record: RequestRecord) -> tuple[Any, ...]:
+    def _request_values(self, record: RequestRecord, kept: tuple[str, str] | None
+                        ) -> tuple[Any, ...]:
+        """``record``'s row; with ``kept`` (its response schema's digest and text, see
+        :func:`_kept_schema`), the payload without the schema, which the row names."""
         d = self.dialect
+        payload = record.payload
+        if kept is not None:
+            payload = {k: v for k, v in payload.items() if k != "response_schema"}
         return (
             record.id,
             RequestKind(record.kind).value,
@@ -633,7 +705,7 @@ class SQLStore(Store):
             record.thread_id,
             record.interrupt_id,
             record.graph,
-            d.json(record.payload, "request payload"),
+            d.json(payload, "request payload"),
             coerce_status(record.status).value,
             None if record.decision is None else d.json(record.decision, "decision"),
             record.decided_by,
@@ -646,6 +718,7 @@ class SQLStore(Store):
             d.json(record.message_refs, "message refs"),
             d.ts_or_none(record.resume_done_at),
             d.json(record.votes, "votes"),
+            None if kept is None else kept[0],
         )
 
     def _audit_values(self, event: AuditEvent) -> tuple[Any, ...]:
@@ -911,32 +984,36 @@ class SQLStore(Store):
         self, record: RequestRecord, *, audit: Sequence[AuditEvent] = (),
         outbox: Sequence[OutboxItem] = (),
     ) -> tuple[RequestRecord, bool]:
-        values = self._request_values(record)
+        kept = _kept_schema(record)
+        values = self._request_values(record, kept)
 
         def op() -> Op[tuple[RequestRecord, bool]]:
             # DO NOTHING covers both the id and the (thread_id, interrupt_id) uniqueness;
             # on PostgreSQL it waits for a concurrent insert of the same key to commit,
             # so the read below finds the first record.
             rows = yield from self._write(Stmt(_INSERT_REQUEST, values),
-                                          self._caused(audit, outbox))
+                                          self._filing_writes(kept, audit, outbox))
             if rows:
                 return self._filed(record, rows[0]), True
             return (yield from self._filed_before(record)), False
 
-        return await self._run(op(), write=True)
+        stored, created = await self._run(op(), write=True)
+        self._known(kept, created)
+        return stored, created
 
     async def create_request_unless_granted(
         self, record: RequestRecord, grants: GrantQuery, *,
         audit: Sequence[AuditEvent] = (), outbox: Sequence[OutboxItem] = (),
     ) -> Filed:
         where, params = self._grants_where(grants)
+        kept = _kept_schema(record)
         # one statement in the common case: inserted unless a grant is there (or the
         # request is: DO NOTHING as in create_request)
         insert = Stmt(_INSERT_REQUEST_UNLESS.format(where=" AND ".join(where) or "TRUE"),
-                      (*self._request_values(record), *params))
+                      (*self._request_values(record, kept), *params))
 
         def op() -> Op[Filed]:
-            rows = yield from self._write(insert, self._caused(audit, outbox))
+            rows = yield from self._write(insert, self._filing_writes(kept, audit, outbox))
             if rows:
                 return Filed(record=self._filed(record, rows[0]), created=True)
             # not filed (rarely): a grant is there, or the request was
@@ -945,7 +1022,23 @@ class SQLStore(Store):
                 return Filed(grants=[self._grant(r) for r in rows])
             return Filed(record=(yield from self._filed_before(record)))
 
-        return await self._run(op(), write=True)
+        filed = await self._run(op(), write=True)
+        self._known(kept, filed.created)
+        return filed
+
+    def _filing_writes(self, kept: tuple[str, str] | None, audit: Sequence[AuditEvent],
+                       outbox: Sequence[OutboxItem]) -> list[Stmt]:
+        """What a filing's insert causes: its response schema, unless known to be
+        stored already (the usual case: one per tool), then its audit and deliveries."""
+        schema = ([] if kept is None or kept[0] in self._schemas
+                  else [Stmt(_INSERT_SCHEMA, kept, rows=False)])
+        return [*schema, *self._caused(audit, outbox)]
+
+    def _known(self, kept: tuple[str, str] | None, created: bool) -> None:
+        """After a filing committed: its response schema is stored if its request was
+        (a filing that found its request there, or a grant, wrote neither)."""
+        if kept is not None and created:
+            self._schemas.put(*kept)
 
     def _filed_before(self, record: RequestRecord) -> Op[RequestRecord]:
         """The request an insert of ``record`` conflicted with."""
@@ -956,11 +1049,11 @@ class SQLStore(Store):
         )
         if not rows:  # pragma: no cover - rows are never deleted
             raise StoreError(f"request {record.id!r} conflicted but cannot be read back")
-        return self._request(rows[0])
+        return (yield from self._request_of(rows[0]))
 
     async def get_request(self, request_id: str) -> RequestRecord:
         def op() -> Op[RequestRecord]:
-            return self._request((yield from self._get_row(request_id)))
+            return (yield from self._request_of((yield from self._get_row(request_id))))
 
         return await self._run(op(), write=False)
 
@@ -968,7 +1061,7 @@ class SQLStore(Store):
         def op() -> Op[RequestRecord | None]:
             rows = yield Stmt("SELECT * FROM {requests} WHERE thread_id = ? AND interrupt_id = ?",
                               (thread_id, interrupt_id))
-            return self._request(rows[0]) if rows else None
+            return (yield from self._request_of(rows[0])) if rows else None
 
         return await self._run(op(), write=False)
 
@@ -1006,7 +1099,7 @@ class SQLStore(Store):
                 where.append((f"(created_at {way} ? OR (created_at = ? AND seq {way} ?))",
                               (last["created_at"], last["created_at"], last["seq"])))
             rows = yield self._select("requests", where, order, query.limit)
-            return [self._request(r) for r in rows]
+            return (yield from self._requests(rows))
 
         return await self._run(op(), write=False)
 
@@ -1070,8 +1163,11 @@ class SQLStore(Store):
                 yield from self._then([*then, *owed, *notify], _target(decide.text))
         if not rows:
             # Lost the race (or never pending): the winner has committed, so this sees it.
-            raise already_decided(self._request((yield from self._get_row(r.request_id))))
-        return self._request(rows[0]) if seen is None else self._decided(seen, rows[0])
+            raise already_decided((yield from self._request_of(
+                (yield from self._get_row(r.request_id)))))
+        if seen is None:
+            return (yield from self._request_of(rows[0]))
+        return self._decided(seen, rows[0])
 
     def _owed_to_refs(self, r: Resolution) -> list[Stmt]:
         """With ``r.resolved_to_message_refs``, the statement owing a ``resolved``
@@ -1094,14 +1190,15 @@ class SQLStore(Store):
         def op() -> Op[RequestRecord]:
             # the row lock orders racing votes: each one reads the votes the ones before
             # it committed, so none is lost or counted twice
-            current = self._request((yield from self._get_row(ballot.request_id, lock=True)))
+            current = yield from self._request_of(
+                (yield from self._get_row(ballot.request_id, lock=True)))
             votes, audit, resolution = counted_ballot(current, ballot)
             yield from self._delivered(delivered)
             rows = yield Stmt("UPDATE {requests} SET votes = ? WHERE id = ? RETURNING *",
                               (d.json(votes, "votes"), ballot.request_id))
             if resolution is None:
                 yield from self._effects((audit,), ballot.outbox)
-                return self._request(rows[0])
+                return (yield from self._request_of(rows[0]))
             yield from self._effects((audit,), ())
             return (yield from self._resolve(replace(resolution, seen=current),
                                              d.json(resolution.decision, "decision"),
@@ -1212,7 +1309,7 @@ class SQLStore(Store):
                 "AND expires_at <= ? ORDER BY expires_at, created_at, seq LIMIT ?",
                 params,
             )
-            return [self._request(r) for r in rows]
+            return (yield from self._requests(rows))
 
         return await self._run(op(), write=False)
 

@@ -321,6 +321,61 @@ class StoreConformance:
         with pytest.raises(ValueError):
             await store.list_requests(limit=-1)
 
+    async def test_a_response_schema_reads_back_as_filed_on_every_path(
+        self, make_store: MakeStore
+    ) -> None:
+        # a pause's response schema (JSON text, often 10 kB, the same for every call of a
+        # tool) comes back with its request from every read, however the store keeps it,
+        # also through a store object that has not seen it written
+        schema = '{"type": "object", "title": "deploy", "note": "\\"quoted\\" ' + "x" * 9000 + '"}'
+        other = '{"type": "object", "title": "other"}'
+
+        def paused(request_id: str, body: str, **fields: Any) -> RequestRecord:
+            return request(request_id, payload={
+                "type": "tool_approval", "request_id": request_id, "response_schema": body},
+                **fields)
+
+        first = await make_store()
+        await first.setup()
+        try:
+            # its first pause is answered by a remembered permission: nothing is written
+            await first.create_request(request("g"))
+            await first.resolve("g", status=Status.APPROVED, decision=APPROVE,
+                                decided_by="ann", channel="c",
+                                grants=[grant("g1", "g", session_id="s1")])
+            granted = await first.create_request_unless_granted(
+                paused("a", schema, session_id="s1"),
+                GrantQuery(tool="deploy", live_at=at(1), covering=GrantTarget(session_id="s1")))
+            assert (granted.record, granted.created) == (None, False)
+            filed, _ = await first.create_request(paused(
+                "a", schema, thread_id="t", interrupt_id="i", expires_at=at(5),
+                created_at=at(0)))
+            await first.create_request(paused("b", schema, created_at=at(1)))
+            await first.create_request(paused("c", other, created_at=at(2)))
+            again, created = await first.create_request(paused("a", schema))
+            assert not created and again.payload["response_schema"] == schema
+            assert filed.payload["response_schema"] == schema
+        finally:
+            if self.persistent:
+                await first.close()
+        second = await make_store() if self.persistent else first
+        await second.setup()
+        try:
+            assert (await second.get_request("a")).payload["response_schema"] == schema
+            assert (await second.find_request("t", "i")) == await second.get_request("a")
+            assert [r.payload.get("response_schema")
+                    for r in await second.list_requests()] == [None, schema, schema, other]
+            assert [r.id for r in await second.expired(at(5))] == ["a"]
+            decided = await second.resolve("b", status=Status.APPROVED, decision=APPROVE,
+                                           decided_by="ann", channel="api")
+            assert decided.payload["response_schema"] == schema
+            with pytest.raises(AlreadyDecided) as lost:
+                await second.resolve("b", status=Status.REJECTED, decision={"type": "reject"},
+                                     decided_by="bob", channel="api")
+            assert lost.value.decided_by == "ann"
+        finally:
+            await second.close()
+
     async def test_records_handed_out_are_copies(self, store: Store) -> None:
         stored, _ = await store.create_request(request("r1", payload={"k": ["v"]}))
         stored.payload["k"].append("changed")

@@ -7,7 +7,7 @@ place. Never edit an entry: it is a record of what exists in users' databases.
 
 from __future__ import annotations
 
-#: SQLite, schema versions 1-6, as the SQLite store wrote them.
+#: SQLite, schema versions 1-7, as the SQLite store wrote them.
 SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -125,9 +125,35 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
         6,
         ("ALTER TABLE loopgate_requests ADD COLUMN votes TEXT NOT NULL DEFAULT '[]'",),
     ),
+    (
+        7,
+        (
+            """CREATE TABLE loopgate_grants (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                tool TEXT NOT NULL,
+                args TEXT NOT NULL DEFAULT '{}',
+                scope TEXT NOT NULL,
+                session_id TEXT,
+                thread_id TEXT,
+                client_id TEXT,
+                request_id TEXT NOT NULL,
+                created_by TEXT,
+                approver_id TEXT,
+                channel TEXT,
+                created_at TEXT NOT NULL,
+                expires_at TEXT,
+                revoked_at TEXT,
+                revoked_by TEXT
+            )""",
+            "CREATE INDEX loopgate_grants_live ON loopgate_grants (tool) "
+            "WHERE revoked_at IS NULL",
+            "CREATE INDEX loopgate_grants_created ON loopgate_grants (created_at, seq)",
+        ),
+    ),
 )
 
-#: PostgreSQL, schema versions 1-6; ``{name}`` is a (schema-qualified) table, literal
+#: PostgreSQL, schema versions 1-7; ``{name}`` is a (schema-qualified) table, literal
 #: braces are doubled.
 POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -244,5 +270,30 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         6,
         ("ALTER TABLE {requests} ADD COLUMN votes JSONB NOT NULL DEFAULT '[]'",),
+    ),
+    (
+        7,
+        (
+            """CREATE TABLE {grants} (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                tool TEXT NOT NULL,
+                args JSONB NOT NULL DEFAULT '{{}}',
+                scope TEXT NOT NULL,
+                session_id TEXT,
+                thread_id TEXT,
+                client_id TEXT,
+                request_id TEXT NOT NULL,
+                created_by TEXT,
+                approver_id TEXT,
+                channel TEXT,
+                created_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ,
+                revoked_at TIMESTAMPTZ,
+                revoked_by TEXT
+            )""",
+            "CREATE INDEX loopgate_grants_live ON {grants} (tool) WHERE revoked_at IS NULL",
+            "CREATE INDEX loopgate_grants_created ON {grants} (created_at, seq)",
+        ),
     ),
 )

@@ -35,12 +35,12 @@ async def test_setup_is_versioned_and_idempotent(postgres_dsn: str, pg_schema: s
         assert await store.schema_version() == 0
         await store.setup()
         await store.setup()
-        assert await store.schema_version() == PostgresStore.SCHEMA_VERSION == 7
+        assert await store.schema_version() == PostgresStore.SCHEMA_VERSION == 8
     finally:
         await store.close()
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
         cur = await conn.execute(f'SELECT version FROM "{pg_schema}".loopgate_schema_version')
-        assert await cur.fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
+        assert await cur.fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
 
 
 async def test_concurrent_setup_from_many_stores(postgres_dsn: str, pg_schema: str) -> None:

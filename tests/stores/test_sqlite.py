@@ -46,12 +46,12 @@ async def test_setup_creates_a_wal_file_at_the_latest_schema_version(tmp_path: P
     assert await store.schema_version() == 0
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 7
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 8
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM loopgate_schema_version").fetchall()
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
 
 
 async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
@@ -72,11 +72,13 @@ async def test_a_version_one_database_is_migrated_once(tmp_path: Path) -> None:
         conn.execute("ALTER TABLE loopgate_outbox DROP COLUMN created_at")
         conn.execute("ALTER TABLE loopgate_requests DROP COLUMN votes")
         conn.execute("DROP TABLE loopgate_grants")
+        conn.execute("ALTER TABLE loopgate_requests DROP COLUMN schema_digest")
+        conn.execute("DROP TABLE loopgate_response_schemas")
         conn.execute("DELETE FROM loopgate_schema_version WHERE version > 1")
     store = SQLiteStore(path)
     await store.setup()
     await store.setup()
-    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 7
+    assert await store.schema_version() == SQLiteStore.SCHEMA_VERSION == 8
     old = await store.get_request("old")
     assert old.resume_done_at == old.resumed_at  # resumes made before 3 count as done
     assert await store.list_requests(unresumed=True, stale_before=utcnow()) == []
@@ -113,6 +115,26 @@ async def test_two_store_objects_on_one_file_see_each_other(tmp_path: Path) -> N
     async with SQLiteStore(path) as one, SQLiteStore(str(path)) as two:
         await one.create_request(request("r1"))
         assert (await two.get_request("r1")).id == "r1"
+
+
+async def test_a_response_schema_is_stored_once_for_every_request_naming_it(
+        tmp_path: Path) -> None:
+    # every pause of one tool carries the same (often 10 kB) schema: its requests'
+    # rows name it, so filing and deciding them write it once, not per row
+    path = tmp_path / "schemas.db"
+    schema = '{"type": "object", "title": "deploy", "padding": "' + "x" * 9000 + '"}'
+    async with SQLiteStore(path) as one, SQLiteStore(path) as two:
+        for i, store in enumerate((one, one, two, two)):
+            await store.create_request(request(f"r{i}", payload={
+                "type": "tool_approval", "response_schema": schema}))
+        await one.resolve("r0", status=Status.APPROVED, decision={"type": "approve"},
+                          decided_by="ann", channel="api")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT body FROM loopgate_response_schemas").fetchall() == [
+            (schema,)]
+        payloads = conn.execute("SELECT payload FROM loopgate_requests").fetchall()
+        assert len(payloads) == 4
+        assert all(len(p) < 200 for (p,) in payloads)
 
 
 @pytest.mark.parametrize("path", ["", ":memory:", "file::memory:?cache=shared"])

@@ -3,6 +3,7 @@ PostgreSQL, and keep working: old rows read back, and every write path runs on t
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,13 +24,14 @@ from loopgate_lc.stores.base import (
 from loopgate_lc.testing.stores import at, ballot
 from tests.stores import legacy_schema
 
-VERSIONS = [1, 2, 3, 4, 5, 6]  # every version before the current one
+VERSIONS = [1, 2, 3, 4, 5, 6, 7]  # every version before the current one
 
 
 def ts(seconds: float) -> str:
     """A time as the SQLite store has always written it: fixed-width UTC text."""
     return at(seconds).isoformat(timespec="microseconds")
 
+OLD_SCHEMA_PAYLOAD = json.dumps({"message": "old", "response_schema": '{"type": "object"}'})
 #: Rows as the oldest schema (version 1) has them; later versions only add columns.
 ROWS = [
     ("INSERT INTO {sessions} (session_id, {seq_column}client_id, approvers, active, "
@@ -42,6 +44,10 @@ ROWS = [
      "created_at, decided_at, resumed_at) VALUES (?, ?, 't', 'i', 'g', 'approved', ?, ?, ?, ?)",
      ("old-resumed", RequestKind.APPROVAL.value, '{"type": "approve"}', ts(0),
       ts(1), ts(2))),
+    # a pause's response schema, kept in the payload before version 8
+    ("INSERT INTO {requests} (id, kind, payload, status, created_at) "
+     "VALUES (?, ?, ?, 'pending', ?)",
+     ("old-schema", RequestKind.TOOL_APPROVAL.value, OLD_SCHEMA_PAYLOAD, ts(0))),
     ("INSERT INTO {audit} (at, event, request_id, details) VALUES (?, 'requested', ?, '{{}}')",
      (ts(0), "old-pending")),
     ("INSERT INTO {outbox} (request_id, notifier, kind, due_at) VALUES (?, 'log', 'notify', ?)",
@@ -56,6 +62,7 @@ async def check_upgraded(store: Store, version: int) -> None:
     assert await store.schema_version() == store.SCHEMA_VERSION  # type: ignore[attr-defined]
     old = await store.get_request("old-pending")
     assert old.pending and old.payload == {"message": "old"}
+    assert (await store.get_request("old-schema")).payload == json.loads(OLD_SCHEMA_PAYLOAD)
     resumed = await store.get_request("old-resumed")
     unresumed = await store.list_requests(unresumed=True, stale_before=at(3600))
     if version < 3:  # resumes claimed before version 3 count as done
@@ -83,7 +90,12 @@ async def check_upgraded(store: Store, version: int) -> None:
     _, created = await store.create_request(RequestRecord(
         id="new", kind=RequestKind.APPROVAL, thread_id="t", interrupt_id="i2", created_at=at(6)))
     assert created
-    assert [r.id for r in await store.list_requests(after="old-resumed")] == ["new"]
+    assert [r.id for r in await store.list_requests(after="old-schema")] == ["new"]
+    # version 8: a response schema kept once, named by its requests
+    paused = {"message": "new", "response_schema": '{"type": "object", "title": "v8"}'}
+    await store.create_request(RequestRecord(
+        id="new-schema", kind=RequestKind.TOOL_APPROVAL, payload=paused, created_at=at(6)))
+    assert (await store.get_request("new-schema")).payload == paused
     with pytest.raises(SessionExists):
         await store.create_session(SessionRecord(session_id="old-session"))
     await store.deactivate_session("old-session")
