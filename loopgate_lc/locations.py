@@ -40,9 +40,14 @@ def default_store_url() -> str:
     configured = os.environ.get(STORE_ENV, "").strip()
     if configured:
         return configured
+    return f"sqlite:///{_user_store_file()}"
+
+
+def _user_store_file() -> Path:
+    """The per-user SQLite store's file."""
     from platformdirs import user_data_path
 
-    return f"sqlite:///{user_data_path(_APP, appauthor=False) / 'loopgate.db'}"
+    return user_data_path(_APP, appauthor=False) / "loopgate.db"
 
 
 def make_room_for(url: str) -> None:
@@ -50,13 +55,11 @@ def make_room_for(url: str) -> None:
     new machine it does not exist yet, and SQLite creates files, not directories). Any
     other path is the caller's to provide: a mistyped one fails instead of appearing."""
     file = sqlite_file(url)
-    if file is None or os.environ.get(STORE_ENV, "").strip():
+    if file is None:
         return
-    from platformdirs import user_data_path
-
-    folder = user_data_path(_APP, appauthor=False)
-    if file == (folder / "loopgate.db").resolve():
-        folder.mkdir(parents=True, exist_ok=True)
+    own = _user_store_file()
+    if file == own.resolve():
+        own.parent.mkdir(parents=True, exist_ok=True)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -493,13 +493,6 @@ def _has_refs(row: Row) -> bool:
     return bool(refs != "{}" and refs != {})
 
 
-@functools.lru_cache(maxsize=64)
-def _guarding(text: str, table: str) -> str:
-    """``text`` reading the row written to ``table`` as ``{guard}`` (see :class:`Guarded`),
-    built once per statement and table."""
-    return text.replace("{guard}", table)
-
-
 def _covering(target: GrantTarget) -> tuple[str, Sequence[Any]]:
     """The SQL of :meth:`GrantRecord.covers`: one clause and its parameters."""
     clauses, params = [], []
@@ -786,7 +779,7 @@ class SQLStore(Store):
         for effect in effects:
             inner = effect.stmt if isinstance(effect, Guarded) else effect
             if "{guard}" in inner.text:
-                inner = Stmt(_guarding(inner.text, table), inner.params, inner.rows,
+                inner = Stmt(_guarded_by(inner.text, table), inner.params, inner.rows,
                              inner.whole)
             rows = yield inner
             if isinstance(effect, Guarded) and rows:
