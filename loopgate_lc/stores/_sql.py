@@ -375,7 +375,10 @@ class Dialect:
     """Where SQLite and PostgreSQL really differ.
 
     Attributes:
-        placeholder: The driver's parameter marker (``?`` or ``%s``).
+        placeholder: The driver's parameter marker: ``?``, or ``$`` for PostgreSQL's own
+            numbered ``$1``, ``$2``... A driver that took ``%s`` would parse every
+            statement to number them itself, and psycopg does not keep that work for a
+            statement of more than 50 parameters (a decision's has more).
         types: Column types for the DDL tokens ``pk``, ``seq``, ``ts`` and ``json``.
         for_update: Appended to a read that is followed by a write of the same row
             (SQLite's file lock already serialises writers).
@@ -565,7 +568,10 @@ class SQLStore(Store):
         """``text`` for this store's dialect and tables, compiled once."""
         compiled = self._compiled.get(text)
         if compiled is None:
-            compiled = text.format(**self._names).replace("?", self.dialect.placeholder)
+            compiled = text.format(**self._names)
+            if self.dialect.placeholder == "$":
+                first, *rest = compiled.split("?")
+                compiled = first + "".join(f"${n}{part}" for n, part in enumerate(rest, 1))
             self._compiled[text] = compiled
         return compiled
 

@@ -52,7 +52,7 @@ def _quoted(*parts: str) -> str:
 
 
 DIALECT = Dialect(
-    placeholder="%s",
+    placeholder="$",
     types={"pk": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
            "seq": "BIGINT GENERATED ALWAYS AS IDENTITY", "ts": "TIMESTAMPTZ", "json": "JSONB"},
     for_update=" FOR UPDATE",
@@ -228,7 +228,8 @@ class PostgresStore(SQLStore):
 
     async def _drive(self, conn: psycopg.AsyncConnection[Any], op: Op[_T], stmt: Stmt,
                      pipe: psycopg.AsyncPipeline | None) -> _T:
-        async with conn.cursor(row_factory=dict_row) as cur:
+        # a raw cursor: the statements come numbered ($1...), and psycopg parses none
+        async with psycopg.AsyncRawCursor(conn, row_factory=dict_row) as cur:
             try:
                 while True:
                     # bytes: psycopg takes them as a query that needs no LiteralString
