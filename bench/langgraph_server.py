@@ -131,7 +131,8 @@ async def _by_hand(client: Any, log: Path, assistant: str) -> float:
     async def ran() -> int | None:
         return _notes(log).get(("ran", ticket))
 
-    return (await _until(ran, "the resumed tool") - decided) / 1e6
+    ran_at: int = await _until(ran, "the resumed tool")
+    return (ran_at - decided) / 1e6
 
 
 async def _measure(folder: Path, samples: int) -> dict[str, list[float]]:

@@ -4,7 +4,9 @@ The same one-call agent pauses for a person and is resumed with "approve", five 
 on the same kind of checkpointer:
 
 - raw LangGraph (the anchor): the tool body calls ``interrupt()`` with a
-  ``ToolApprovalRequest``-shaped value; the caller resumes with ``Command(resume=...)``;
+  ``ToolApprovalRequest``-shaped value; the caller resumes with ``Command(resume=...)``
+  once a person has answered, :data:`THINK` seconds later (cut out of the time, as the
+  gateway's person is); shown too resumed at once, with no person to wait for;
 - the same, plus the two commits any durable approval needs, made in the caller's thread
   on a database of the same kind as the checkpointer: the request stored before anyone
   is asked, the decision stored (a compare-and-set) before the run resumes. The floor a
@@ -15,6 +17,12 @@ on the same kind of checkpointer:
   called -> decision through ``respond()`` -> resumed -> finished. The "person" answers
   a few milliseconds after the notification was delivered (its ``on_notified`` hook);
   that wait is cut out, so what is left is the machine's cost.
+
+Every variant with a person waits the same :data:`THINK` seconds between pause and resume
+and cuts them out. The wait is not free for the machine: a resume that starts after one
+finds the other CPU idle, and on a VM waking it costs (a thread handed work after 5 ms of
+idling starts 2-3x slower than one handed work at once; LangGraph starts three per
+``invoke``). An anchor resumed at once would charge that to the gateway.
 
 Goal: the gateway's round trip at most 1.3x raw LangGraph. The gateway's write
 transactions are counted too (on the SQL stores), per round trip, by store operation.
@@ -56,10 +64,13 @@ from loopgate_lc.hooks import Hooks
 from loopgate_lc.testing import ScriptedChatModel, ai, call
 
 GOAL = 1.3
+#: Seconds a person takes to answer, in every variant with one (cut out of the times).
+THINK = 0.005
 #: The stores the goal names; the memory store's round trip is shown beside them.
 JUDGED = ("sqlite", "postgres")
 LABELS = {
     "raw": "raw LangGraph interrupt + resume",
+    "raw_at_once": "raw LangGraph, resumed at once (no person to wait for)",
     "raw_commits": "raw LangGraph + the two commits any durable approval needs",
     "hitl": "HumanInTheLoopMiddleware per_call",
     "guard": "guard(), resumed by hand (no gateway)",
@@ -165,22 +176,34 @@ Commit = Callable[[str, str, str], None]
 ``decide``), committed before it returns."""
 
 
-def by_hand(agent: Any, commit: Commit | None = None) -> Callable[[], None]:
-    """Pause, then resume every interrupt with approve, as a client of LangGraph would;
-    with ``commit``, storing the request and then the decision, each in its own commit,
-    as any durable approval must."""
-    def once() -> None:
+def by_hand(agent: Any, commit: Commit | None = None, think: float = THINK
+            ) -> Callable[[], int]:
+    """Pause, then resume every interrupt with approve, as a client of LangGraph would,
+    ``think`` seconds after the pause (a person's answer: cut out of the nanoseconds
+    returned, as the gateway's person is); with ``commit``, storing the request before
+    the wait and the decision after it, each in its own commit, as any durable approval
+    must."""
+    def once() -> int:
         config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        began = time.perf_counter_ns()
         paused = agent.invoke({"messages": [("user", "ship it")]}, config, version="v2")
         if len(paused.interrupts) != 1:
             raise RuntimeError(f"expected one interrupt, got {paused.interrupts}")
         if commit is not None:
             for intr in paused.interrupts:
                 commit("file", intr.id, json.dumps(intr.value, default=str))
+        asked = time.perf_counter_ns()
+        if think:
+            time.sleep(think)
+        answered = time.perf_counter_ns()
+        if commit is not None:
+            for intr in paused.interrupts:
                 commit("decide", intr.id, json.dumps({"type": "approve"}))
         resume = {i.id: {"type": "approve"} for i in paused.interrupts}
         done = agent.invoke(Command(resume=resume), config, version="v2")
+        ended = time.perf_counter_ns()
         _finished(done.value)
+        return (asked - began) + (ended - answered)
     return once
 
 
@@ -242,7 +265,7 @@ class Person:
     (notified - started) + (finished - answered).
     """
 
-    def __init__(self, think: float = 0.005) -> None:
+    def __init__(self, think: float = THINK) -> None:
         self.name = "person"
         self.think = think
         self.gate: Loopgate | None = None
@@ -309,10 +332,11 @@ def measure(back: Backend, config: Config
         person.gate = gate
         if writes is not None:
             writes.clear()  # setup's migrations are not a round trip's
-        agents = {kind: _agent("raw" if kind == "raw_commits" else kind, back.checkpointer())
+        agents = {kind: _agent("raw" if kind.startswith("raw") else kind, back.checkpointer())
                   for kind in LABELS}
         variants: dict[str, Callable[[], Any]] = {
-            kind: by_hand(agent, two_commits(back) if kind == "raw_commits" else None)
+            kind: by_hand(agent, two_commits(back) if kind == "raw_commits" else None,
+                          0.0 if kind == "raw_at_once" else THINK)
             for kind, agent in agents.items() if kind != "gateway"}
 
         def through_gateway() -> int:
@@ -385,7 +409,13 @@ def run(config: Config) -> Section:
     section.notes.append(
         "Median wall time of one pause + resume of a one-call agent (two model turns, a "
         "fresh thread each time); ratio = median / median of raw LangGraph on the same "
-        "checkpointer. The gateway's store is the same kind as the checkpointer. The gateway "
+        f"checkpointer. In every row a person answers {THINK * 1000:.0f} ms after the pause "
+        "and that wait is cut out, except 'resumed at once', which resumes with no wait: "
+        "the wait still costs the machine, whose other CPU idles meanwhile (on a VM a "
+        "thread woken after 5 ms of idling starts 2-3x slower than one woken at once, "
+        "and LangGraph starts three per invoke), so a resume after a person's answer is "
+        "slower than one at once, with or without loopgate_lc. The gateway's store is the "
+        "same kind as the checkpointer. The gateway "
         "commits three times per round trip: filing (with the notification it owes, leased "
         "to itself), the decision (which also claims the resume for the waiting run and "
         "records the notification, delivered a moment before) and the end of the run (which "
