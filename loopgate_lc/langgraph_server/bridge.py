@@ -102,7 +102,7 @@ class LangGraphBridge:
         from starlette.routing import Route
 
         from loopgate_lc.server.errors import ApiError
-        from loopgate_lc.server.hitl import endpoint
+        from loopgate_lc.server.hitl import Endpoint
 
         async def run_ended(request: Request) -> Response:
             deployment = str(request.path_params["deployment"])
@@ -121,4 +121,4 @@ class LangGraphBridge:
                                "the webhook body must be a run object with a thread_id")
             return JSONResponse({"accepted": True, "thread_id": thread_id}, status_code=202)
 
-        return [Route(WEBHOOK_PATH, endpoint(run_ended), methods=["POST"])]
+        return [Route(WEBHOOK_PATH, Endpoint(run_ended), methods=["POST"])]

@@ -31,7 +31,7 @@ from loopgate_lc.locations import deliveries_hint
 from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
-from loopgate_lc.server.hitl import HitlConfig, endpoint, hitl_routes, read_json
+from loopgate_lc.server.hitl import Endpoint, HitlConfig, hitl_routes, read_json
 from loopgate_lc.server.middleware import GuardMiddleware, default_allowed_hosts
 from loopgate_lc.server.openapi import openapi_document
 from loopgate_lc.server.replay import StoreReplayGuard
@@ -194,7 +194,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *hitl_routes(loopgate, config),  # first: they are most of the traffic
-        Route("/health", endpoint(health), methods=["GET"]),
+        Route("/health", Endpoint(health), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *(bridge.routes() if bridge is not None else ()),
     ]
@@ -213,7 +213,7 @@ def create_app(
                 update, request.headers.get(_TELEGRAM_SECRET_HEADER))
             return JSONResponse({"ok": True})
 
-        routes.append(Route(TELEGRAM_WEBHOOK_PATH, endpoint(telegram_webhook),
+        routes.append(Route(TELEGRAM_WEBHOOK_PATH, Endpoint(telegram_webhook),
                             methods=["POST"]))
 
     session_manager: Any = None

@@ -74,7 +74,7 @@ from loopgate_lc.signing import (
 )
 from loopgate_lc.stores.base import AuditEvent, RequestRecord
 
-__all__ = ["Endpoint", "HitlConfig", "endpoint", "hitl_routes", "page_params", "read_json",
+__all__ = ["Endpoint", "HitlConfig", "hitl_routes", "page_params", "read_json",
            "simple_decision"]
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -116,25 +116,16 @@ class Endpoint:
         self.handler = handler
         self.__name__ = getattr(handler, "__name__", type(handler).__name__)
 
-    async def answer(self, request: Request) -> Response:
-        """The handler's response to ``request``, or the error's."""
-        try:
-            return await self.handler(request)
-        except ApiError as exc:
-            return exc.response()
-        except LoopgateError as exc:
-            return from_loopgate_error(exc).response()
-        except Exception as exc:
-            return internal_error(exc).response()
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.answer(Request(scope, receive, send))
+        try:
+            response = await self.handler(Request(scope, receive, send))
+        except ApiError as exc:
+            response = exc.response()
+        except LoopgateError as exc:
+            response = from_loopgate_error(exc).response()
+        except Exception as exc:
+            response = internal_error(exc).response()
         await response(scope, receive, send)
-
-
-def endpoint(handler: Handler) -> Endpoint:
-    """``handler`` as a route's ASGI app (see :class:`Endpoint`)."""
-    return Endpoint(handler)
 
 
 async def read_json(request: Request) -> Any:
@@ -687,18 +678,18 @@ def hitl_routes(loopgate: Loopgate, config: HitlConfig) -> list[Route]:
     route's pattern in turn, and no two of these match the same path."""
     r = _Routes(loopgate, config)
     return [
-        Route("/hitl/respond", endpoint(r.respond), methods=["POST"]),
-        Route("/hitl/request", endpoint(r.create), methods=["POST"]),
-        Route("/hitl/poll", endpoint(r.poll), methods=["GET"]),
-        Route("/hitl/pending", endpoint(r.pending), methods=["GET"]),
-        Route("/hitl/register", endpoint(r.register), methods=["POST"]),
-        Route("/hitl/status", endpoint(r.status), methods=["GET"]),
-        Route("/hitl/deactivate", endpoint(r.deactivate), methods=["POST"]),
-        Route("/hitl/cancel", endpoint(r.cancel), methods=["POST"]),
-        Route("/hitl/respond/batch", endpoint(r.respond_batch), methods=["POST"]),
-        Route("/hitl/webhook/decision/{request_id}", endpoint(r.webhook_decision),
+        Route("/hitl/respond", Endpoint(r.respond), methods=["POST"]),
+        Route("/hitl/request", Endpoint(r.create), methods=["POST"]),
+        Route("/hitl/poll", Endpoint(r.poll), methods=["GET"]),
+        Route("/hitl/pending", Endpoint(r.pending), methods=["GET"]),
+        Route("/hitl/register", Endpoint(r.register), methods=["POST"]),
+        Route("/hitl/status", Endpoint(r.status), methods=["GET"]),
+        Route("/hitl/deactivate", Endpoint(r.deactivate), methods=["POST"]),
+        Route("/hitl/cancel", Endpoint(r.cancel), methods=["POST"]),
+        Route("/hitl/respond/batch", Endpoint(r.respond_batch), methods=["POST"]),
+        Route("/hitl/webhook/decision/{request_id}", Endpoint(r.webhook_decision),
               methods=["POST"]),
-        Route("/hitl/audit", endpoint(r.audit), methods=["GET"]),
-        Route("/hitl/grants", endpoint(r.grants), methods=["GET"]),
-        Route("/hitl/grants/revoke", endpoint(r.revoke_grant), methods=["POST"]),
+        Route("/hitl/audit", Endpoint(r.audit), methods=["GET"]),
+        Route("/hitl/grants", Endpoint(r.grants), methods=["GET"]),
+        Route("/hitl/grants/revoke", Endpoint(r.revoke_grant), methods=["POST"]),
     ]
