@@ -3,7 +3,10 @@ cancelled, resumed into its run, or when something fails.
 
 Each hook fires exactly once per event. A hook that raises never loses the decision: the
 error goes to ``on_error`` (and the audit log) and the gateway carries on. ``on_request``
-alone may change the outcome, by returning a :class:`Veto`.
+alone may change the outcome, by returning a :class:`Veto`; because it can, the gateway
+first looks for the request among those filed before (a veto must not decide those), which
+costs a filing two store reads. A hook that only wants to know belongs on ``on_filed``,
+which runs after the commit and costs the filing nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ class Hooks:
     """Callbacks for the life of a request; each may be sync or async.
 
     Attributes:
-        on_request: A request was filed; return ``Veto(reason)`` to reject it at once.
+        on_request: A request is being filed; return ``Veto(reason)`` to reject it at
+            once (it is then stored already rejected, and nobody is told).
+        on_filed: A request was stored: after its commit, in the process that filed it,
+            once per request (never for one found filed before). Also for a request
+            stored already decided, by a veto or a remembered permission, before that
+            decision's hook. Cannot change anything: for counting and tracing.
         on_notified: ``(record, notifier_name)``: a notifier delivered it.
         on_approve: ``(record, auto, policy)``: approved by a person (``auto=False``,
             also for edits) or by a policy (``auto=True``; ``record`` is None then and
@@ -49,6 +57,7 @@ class Hooks:
     """
 
     on_request: RecordHook | None = None
+    on_filed: RecordHook | None = None
     on_notified: Callable[[RequestRecord, str], Awaitable[Any] | Any] | None = None
     on_approve: Callable[[RequestRecord | None, bool, str | None], Awaitable[Any] | Any] | None \
         = None

@@ -146,7 +146,7 @@ def telemetry_hooks(*, meter_provider: Any = None, tracer_provider: Any = None) 
     """
     t = _Telemetry(meter_provider, tracer_provider)
     return Hooks(
-        on_request=t.filed,
+        on_filed=t.filed,  # not on_request: that would make every filing read first
         on_notified=t.notified,
         on_approve=lambda record, _auto, policy: t.decided(record, policy),
         on_reject=t.decided,

@@ -24,7 +24,7 @@ def counting(counts: Counter[str], tag: str = "") -> Hooks:
             counts[f"{tag}{name}"] += 1
         return hook
 
-    return Hooks(on_request=hit("request"), on_notified=hit("notified"),
+    return Hooks(on_request=hit("request"), on_filed=hit("filed"), on_notified=hit("notified"),
                  on_approve=hit("approve"), on_reject=hit("reject"), on_timeout=hit("timeout"),
                  on_cancel=hit("cancel"), on_error=hit("error"))
 
@@ -46,7 +46,8 @@ async def test_each_hook_fires_exactly_once_per_event(clock: FakeClock) -> None:
         await gate.aexpire_due()
         await wait_for(lambda: len(notifier.resolved) == 4)
         assert d.id in {r.id for r in notifier.resolved}
-    assert counts == Counter(request=4, notified=4, approve=1, reject=1, cancel=1, timeout=1)
+    assert counts == Counter(request=4, filed=4, notified=4, approve=1, reject=1, cancel=1,
+                             timeout=1)
 
 
 async def test_on_request_may_veto_with_a_reason() -> None:
@@ -65,6 +66,46 @@ async def test_on_request_may_veto_with_a_reason() -> None:
         await wait_for(lambda: [r.id for r in notifier.notified] == [fine.id])
         events = [e.event for e in await gate.aaudit(request_id=vetoed.id)]
         assert events == ["requested", "vetoed"]
+
+
+async def test_on_filed_runs_after_the_commit_once_per_request(config: dict[str, Any]) -> None:
+    from tests.test_gateway_graphs import agent
+
+    seen: list[tuple[str, str]] = []
+    gate = Loopgate(store="memory://", notifiers=[ScriptedApprover(
+        lambda r: {"type": "approve"} if r.payload.get("tool_call_id") != "c-eu" else None)],
+        hooks=compose_hooks(
+            Hooks(on_request=lambda r: Veto("freeze") if "prod" in r.payload["message"]
+                  else None),
+            Hooks(on_filed=lambda r: filed(r), on_reject=lambda r: seen.append(("reject", r.id)))))
+
+    async def filed(record: Any) -> None:
+        stored = await gate.aget(record.id)  # committed before the hook runs
+        seen.append((f"filed {stored.status.value}", record.id))
+
+    async with gate:
+        vetoed = await gate.asubmit("deploy prod?")
+        # two pauses at once; the approved one's resume re-runs the node, which reports the
+        # other pause again: it is found filed, not filed twice
+        run = asyncio.ensure_future(gate.arun(
+            agent(Counter(), "us", "eu"), {"messages": [("user", "ship")]}, config))
+        async def us_resumed() -> bool:
+            for event in await gate.aaudit():
+                if event.event == "requested" and event.request_id != vetoed.id:
+                    record = await gate.aget(event.request_id)
+                    if record.payload["tool_call_id"] == "c-us":
+                        return record.resume_done_at is not None
+            return False
+
+        await wait_for(us_resumed)
+        (eu,) = await gate.apending()
+        await gate.arespond(eu.id, {"type": "approve"}, actor="ana")
+        await asyncio.wait_for(run, 10)
+        requested = [e for e in await gate.aaudit() if e.event == "requested"]
+    assert seen[:2] == [("filed rejected", vetoed.id), ("reject", vetoed.id)]
+    assert sorted(seen[2:]) == sorted(("filed pending", e.request_id) for e in requested
+                                      if e.request_id != vetoed.id)
+    assert len(seen) == 4
 
 
 async def test_a_hook_that_raises_is_reported_and_loses_no_decision() -> None:

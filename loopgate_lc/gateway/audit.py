@@ -191,6 +191,12 @@ class Auditor:
         """Run hook ``name``; a failing hook is reported, never raised."""
         return await fire(self._hooks, name, *args, report=self.report)
 
+    async def filed(self, record: RequestRecord) -> None:
+        """Run ``on_filed`` for a request this process has just stored (when any part
+        has one: a filing with none pays for no coroutine)."""
+        if self.wants("on_filed"):
+            await self.fire("on_filed", record)
+
     def wants(self, name: str) -> bool:
         """Whether any hook part implements ``name`` (so callers skip work for none)."""
         return any(getattr(part, name) is not None for part in parts_of(self._hooks))

@@ -296,6 +296,7 @@ class Deciding:
                 audit=[*filing, *audit], outbox=outbox)
             if not created:  # filed meanwhile by someone else: theirs stands
                 return decided
+            await self._auditor.filed(decided)
         await self._settled(decided, decision, record.request, handing=handing, owed=outbox)
         return decided
 

@@ -171,6 +171,7 @@ class Filing:
         if created:
             self._outbox.deliver(stored, owed)
             self._timers.arm(stored)
+            await self._auditor.filed(stored)
         return stored
 
     def _filed_events(self, record: RequestRecord, request: ApprovalRequest
