@@ -69,10 +69,6 @@ class Hooks:
     _parts: tuple[Hooks, ...] = field(default=(), repr=False)
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 def compose_hooks(*hooks: Hooks | None) -> Hooks:
     """Run several hook sets in the given order, as one.
 
@@ -102,7 +98,9 @@ async def fire(
         if fn is None:
             continue
         try:
-            result = await _maybe_await(fn(*args))
+            result = fn(*args)
+            if inspect.isawaitable(result):  # a sync hook costs no coroutine of its own
+                result = await result
         except Exception as exc:  # a hook must never lose a decision
             await report(exc, {"hook": name})
             continue
