@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -18,10 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loopgate_lc import DeliveryError, Hooks, Loopgate, Status, Veto, compose_hooks
-from loopgate_lc.stores import SQLiteStore
-from loopgate_lc.stores._sql import Op
 from loopgate_lc.telemetry import telemetry_hooks
 from loopgate_lc.testing import ScriptedApprover
+from tests.support.counting import CountingStore
 from tests.test_simulate import record_history
 from tests.test_timeouts import wait_for
 
@@ -116,33 +115,18 @@ async def test_a_background_resume_is_traced_with_its_graph(otel: Telemetry,
     assert runs["prod"] == 1
 
 
-_T = TypeVar("_T")
-
-
-class CountingReads(SQLiteStore):
-    """A SQLite store that counts the reads a filing could make before its insert."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.reads: Counter[str] = Counter()
-
-    async def _run(self, op: Op[_T], *, write: bool) -> _T:
-        name = op.__qualname__.split(".")[1]
-        if not write and name in ("get_request", "find_request"):
-            self.reads[name] += 1
-        return await super()._run(op, write=write)
-
-
 async def test_telemetry_costs_a_filing_no_store_read(tmp_path: Path, otel: Telemetry) -> None:
     # it counts filings after their commit (on_filed), so the filing need not first look
     # for a request filed before, as a hook that may veto (on_request) makes it
     reads = {}
     for name, hooks in (("off", None), ("on", otel.hooks)):
-        store = CountingReads(tmp_path / f"{name}.db")
+        store = CountingStore(tmp_path / f"{name}.db")
         async with Loopgate(store, hooks=hooks, timers=False) as gate:
+            store.reads.clear()
             await gate.asubmit("Proceed?")
-        reads[name] = store.reads
-    assert reads == {"off": Counter(), "on": Counter()}
+            reads[name] = {op: n for op, n in store.reads.items()
+                           if op in ("get_request", "find_request")}
+    assert reads == {"off": {}, "on": {}}
     assert otel.sums("loopgate.requests", "kind") == Counter({("approval",): 1})
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain.agents import create_agent
 from langchain_core.tools import tool
@@ -25,7 +25,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from loopgate_lc import ApprovalPolicy, guard
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.stores import SQLiteStore
-from loopgate_lc.stores._sql import Op
 from loopgate_lc.testing import (
     RecordingNotifier,
     ScriptedApprover,
@@ -33,22 +32,8 @@ from loopgate_lc.testing import (
     ai,
     call,
 )
+from tests.support.counting import CountingStore
 from tests.support.waiting import until
-
-_T = TypeVar("_T")
-
-
-class CountingStore(SQLiteStore):
-    """A SQLite store that counts its write transactions, by operation."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.writes: Counter[str] = Counter()
-
-    async def _run(self, op: Op[_T], *, write: bool) -> _T:
-        if write:
-            self.writes[op.__qualname__.split(".")[1]] += 1
-        return await super()._run(op, write=write)
 
 
 @tool

@@ -192,8 +192,8 @@ class Auditor:
         return await fire(self._hooks, name, *args, report=self.report)
 
     async def filed(self, record: RequestRecord) -> None:
-        """Run ``on_filed`` for a request this process has just stored (when any part
-        has one: a filing with none pays for no coroutine)."""
+        """Run ``on_filed`` for a request this process has just stored (the one place
+        both ways of storing one, filing and filing already decided, call)."""
         if self.wants("on_filed"):
             await self.fire("on_filed", record)
 
