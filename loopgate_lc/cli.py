@@ -202,13 +202,13 @@ def _page(value: str) -> int:
 def _more(args: argparse.Namespace, store_url: str, *flags: str) -> None:
     """Print, on stderr, the command that lists the next page: the same command and
     filters, runnable from any folder (the store is named when it was named here)."""
-    from loopgate_lc.locations import printable_store_url
+    from loopgate_lc.locations import cli_command, printable_store_url
 
-    parts = ["loopgate-lc", args.command]
+    parts = [args.command]
     if args.store:
         parts += ["--store", printable_store_url(store_url)]
     parts += flags
-    print(f"loopgate-lc: more: {shlex.join(parts)}", file=sys.stderr)
+    print(f"loopgate-lc: more: {cli_command()} {shlex.join(parts)}", file=sys.stderr)
 
 
 def _count(value: str) -> int:
@@ -431,9 +431,11 @@ def _serve(args: argparse.Namespace) -> int:
         import importlib.util
 
         if importlib.util.find_spec("mcp") is None:
+            from loopgate_lc.locations import cli_command
+
             print("error: serving MCP at /mcp needs the mcp extra: pip install "
-                  "'loopgate-lc[server,mcp]' (or serve without it: loopgate-lc serve --no-mcp)",
-                  file=sys.stderr)
+                  "'loopgate-lc[server,mcp]' (or serve without it: "
+                  f"{cli_command()} serve --no-mcp)", file=sys.stderr)
             return 2
     from loopgate_lc.gateway import Loopgate
 
@@ -486,13 +488,17 @@ def _serve(args: argparse.Namespace) -> int:
             raise
         _say_store(store)
         _settle_heap()
+        from loopgate_lc.locations import store_command
+
+        public = _public_url() or f"http://{host}:{port}"
+        link = store_command(f"inbox-link --as NAME --url {shlex.quote(public)}", store)
+        sign_in = f"; sign in: `{link}`" if link is not None else ""
         print(f"loopgate-lc: serving on http://{host}:{port} (telegram "
               f"{'on' if telegram else 'off'}; API keys {'required' if keys else 'off'}; "
               f"requests without timeout_seconds end after {gateway.default_timeout:g} s); "
-              f"inbox at http://{host}:{port}/inbox/ (sign in: loopgate-lc inbox-link "
-              "--as NAME)", file=sys.stderr)
+              f"inbox at {public}/inbox/{sign_in}", file=sys.stderr)
         if telegram is None:
-            _warn_no_channel()
+            _warn_no_channel(store)
         if bridge is not None:
             for name, driver in bridge.drivers.items():
                 print(f"loopgate-lc: watching LangGraph Server {name} at "
@@ -571,7 +577,7 @@ def _mcp(args: argparse.Namespace) -> int:
     _say_store(store)
     telegram = _telegram_from_env()
     if telegram is None:
-        _warn_no_channel()
+        _warn_no_channel(store)
     gateway = Loopgate(store, notifiers=[telegram] if telegram else [],
                        default_timeout=_default_timeout(None),
                        poll_interval=args.poll_interval)
@@ -579,14 +585,19 @@ def _mcp(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_no_channel() -> None:
+def _warn_no_channel(store_url: str) -> None:
     """Said loudly: without a channel, requests wait unseen unless someone looks."""
+    import re
     import textwrap
 
-    from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
+    from loopgate_lc.notifiers.base import no_channel_warning
 
     bar = "!" * 78
-    text = textwrap.fill(f"loopgate-lc: WARNING: {NO_CHANNEL_WARNING}", 78)
+    # wrapped between words, never inside a `command`: copied whole, it runs as shown
+    words = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\0"),
+                   f"loopgate-lc: WARNING: {no_channel_warning(store_url)}")
+    text = textwrap.fill(words, 78, break_long_words=False,
+                         break_on_hyphens=False).replace("\0", " ")
     print(f"{bar}\n{text}\n{bar}", file=sys.stderr)
 
 
@@ -715,15 +726,18 @@ def _decision(args: argparse.Namespace, record: RequestRecord, *, approve: bool
     try:
         return approval_of(request)
     except InvalidDecision as exc:
-        store = f" --store {shlex.quote(args.store_url)}"
+        from loopgate_lc.locations import cli_command, store_command
+
+        command = (store_command(f"approve {record.id}", args.store_url)
+                   or f"{cli_command()} approve {record.id}")
         if request.options:
             choices = " or ".join(
-                f"loopgate-lc approve {record.id}{store} --choice {shlex.quote(label)}"
+                f"{command} --choice {shlex.quote(label)}"
                 for label in (exc.options or [o.label for o in request.options]))
             raise InvalidDecision(f"{exc}: {choices}") from exc
         raise InvalidDecision(
-            f"request {record.id} asks for an answer ({request.type.value}): loopgate-lc "
-            f"approve {record.id}{store} --text TEXT") from exc
+            f"request {record.id} asks for an answer ({request.type.value}): "
+            f"{command} --text TEXT") from exc
 
 
 def _decide(args: argparse.Namespace, out: TextIO, *, approve: bool) -> int:

@@ -40,6 +40,7 @@ from loopgate_lc.hooks import Hooks
 from loopgate_lc.locations import (
     absolute_store_url,
     answer_hint,
+    cli_command,
     default_store_url,
     printable_store_url,
 )
@@ -351,7 +352,7 @@ def _channel(args: argparse.Namespace) -> _Channel:
     unused = " (TELEGRAM_BOT_TOKEN is set; add TELEGRAM_CHAT_ID for Telegram)" if token else ""
     if has_terminal():
         return _Channel([ConsoleNotifier()],
-                        f"this terminal (or `loopgate-lc approve`){unused}", True)
+                        f"this terminal (or `{cli_command()} approve`){unused}", True)
     return _Channel([], f"nobody yet: no terminal{unused}", args.wait)
 
 
@@ -361,14 +362,14 @@ def _explain_no_terminal(out: _Out, record: RequestRecord, store: str, throwaway
     out()
     out("This run has no terminal to ask, so the request stays pending and nothing was "
         "deployed to production. To answer it:")
-    out("  * run `loopgate-lc demo` in a terminal and answer at the prompt, or")
-    out("  * let the demo answer itself: `loopgate-lc demo --auto approve` (or --auto reject),"
-        " or")
+    cli = cli_command()
+    out(f"  * run `{cli} demo` in a terminal and answer at the prompt, or")
+    out(f"  * let the demo answer itself: `{cli} demo --auto approve` (or --auto reject), or")
     example = shlex.quote(printable_store_url(
         absolute_store_url(default_store_url() if throwaway else store)))
     out("  * keep the run waiting and answer from another terminal:")
-    out(f"      loopgate-lc demo --wait --store {example}")
-    out(f"      loopgate-lc approve <request id it prints> --store {example}")
+    out(f"      {cli} demo --wait --store {example}")
+    out(f"      {cli} approve <request id it prints> --store {example}")
 
 
 def _say_waiting(out: _Out, record: RequestRecord, store: str, *, only_cli: bool = False
@@ -388,13 +389,13 @@ def _run(args: argparse.Namespace, out: _Out) -> int:
         temp_dir = tempfile.mkdtemp(prefix="loopgate-demo-")
         store = f"sqlite:///{os.path.join(temp_dir, 'loopgate.db')}"
 
-    def on_request(record: RequestRecord) -> None:
+    def on_filed(record: RequestRecord) -> None:
         # Runs before the notifiers are called, so this line comes before the prompt.
         if channel.notifiers and not args.auto:
             _say_waiting(out, record, store)
 
     gate = Loopgate(store=store, notifiers=channel.notifiers, policies=policies(),
-                    default_timeout=args.timeout, hooks=Hooks(on_request=on_request),
+                    default_timeout=args.timeout, hooks=Hooks(on_filed=on_filed),
                     poll_interval=0.25)
     thread_id = f"demo-{uuid.uuid4().hex[:8]}"
     try:

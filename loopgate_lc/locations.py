@@ -1,17 +1,21 @@
-"""Where the default store lives, and store URLs written so another process finds them.
+"""Where the default store lives, and commands written so another process finds it.
 
 Every process that should meet on one store (``loopgate-lc serve`` in one folder,
 ``loopgate-lc approve`` in another, a script with ``Loopgate()``) must name the same file.
 A relative ``sqlite:///loopgate.db`` names a different file in every folder, so the
 default is one file per user in the platform's data directory (``platformdirs``: XDG
 on Linux, ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` on Windows),
-and every URL the package prints for someone to paste is made absolute first.
+and every URL the package prints for someone to paste is made absolute first. So is the
+program in every command it prints (:func:`cli_command`): a shell that has not activated
+the environment (as after ``make demo``) does not find a bare ``loopgate-lc``.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,11 +23,13 @@ __all__ = [
     "STORE_ENV",
     "absolute_store_url",
     "answer_hint",
+    "cli_command",
     "default_store_url",
     "deliveries_hint",
     "make_room_for",
     "printable_store_url",
     "sqlite_file",
+    "store_command",
 ]
 
 STORE_ENV = "LOOPGATE_STORE"
@@ -94,25 +100,51 @@ def printable_store_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def answer_hint(request_id: str, store_url: str | None) -> str:
-    """The command a person pastes to answer a request from another terminal.
+def cli_command() -> str:
+    """How a person runs this environment's ``loopgate-lc`` from a shell, as every
+    command the package prints starts.
 
-    Names the store explicitly, with an absolute path, so the command works from any
-    folder; for a store in memory it says that no other process can see it.
+    The bare name when the shell's ``PATH`` finds this very program (an activated
+    environment, a global install); else the program's full path, which works from any
+    shell and folder (an environment run without activating it: ``make demo``,
+    ``.venv/bin/python app.py``, where the bare name is not found or is another
+    installation's); else this Python running the CLI's module (no script installed).
     """
+    script = Path(sys.executable).parent / ("loopgate-lc.exe" if os.name == "nt"
+                                            else "loopgate-lc")
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m loopgate_lc.cli"
+    found = shutil.which("loopgate-lc")
+    if found is not None and os.path.samefile(found, script):
+        return "loopgate-lc"
+    return shlex.quote(str(script.absolute()))
+
+
+def store_command(args: str, store_url: str | None) -> str | None:
+    """``loopgate-lc ARGS --store URL`` as a person pastes it: the program and the store
+    written so it runs from any shell and folder, the store's password left out. None for
+    a store in memory, which no other process can see."""
     if store_url is not None and store_url.strip().lower().startswith("memory"):
+        return None
+    url = printable_store_url(absolute_store_url(store_url or default_store_url()))
+    return f"{cli_command()} {args} --store {shlex.quote(url)}"
+
+
+def answer_hint(request_id: str, store_url: str | None) -> str:
+    """The command a person pastes to answer a request from another terminal; for a
+    store in memory, that no other process can see it."""
+    approve = store_command(f"approve {request_id}", store_url)
+    reject = store_command(f"reject {request_id}", store_url)
+    if approve is None or reject is None:
         return ("this gateway keeps its requests in memory, so no other process can answer "
                 "them; give it a file store (e.g. Loopgate(store='sqlite:///loopgate.db')) to "
-                "answer with `loopgate-lc approve`")
-    url = printable_store_url(absolute_store_url(store_url or default_store_url()))
-    store = f" --store {shlex.quote(url)}"
-    return (f"answer with `loopgate-lc approve {request_id}{store}` or "
-            f"`loopgate-lc reject {request_id}{store} --reason TEXT`")
+                f"answer with `{cli_command()} approve`")
+    return f"answer with `{approve}` or `{reject} --reason TEXT`"
 
 
 def deliveries_hint(store_url: str | None) -> str:
     """The command that lists dead deliveries of this store, runnable from any folder."""
-    if store_url is not None and store_url.strip().lower().startswith("memory"):
+    command = store_command("deliveries", store_url)
+    if command is None:
         return "list them with Loopgate.dead_deliveries() (this store is in memory)"
-    url = printable_store_url(absolute_store_url(store_url or default_store_url()))
-    return f"list them with `loopgate-lc deliveries --store {shlex.quote(url)}`"
+    return f"list them with `{command}`"

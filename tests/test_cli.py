@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from loopgate_lc.cli import main
 from loopgate_lc.errors import StoreError
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.locations import cli_command
 from loopgate_lc.schema import utcnow
 from loopgate_lc.stores import OutboxItem, open_store
 from loopgate_lc.testing.langgraph_dev import free_port, wait_ready
@@ -224,10 +226,11 @@ def _follow(first: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
                  if line.startswith("loopgate-lc: more: ")]
         assert len(hints) <= 1
         argv = None
-        if hints:
+        if hints:  # this environment's program, then the arguments to run it with
+            program = shlex.split(cli_command())
             command = shlex.split(hints[0])
-            assert command[0] == "loopgate-lc"
-            argv = command[1:]
+            assert command[:len(program)] == program
+            argv = command[len(program):]
     raise AssertionError("the pages never ended")
 
 
@@ -436,21 +439,47 @@ def test_serve_reads_port_keys_store_and_telegram_from_the_environment(
         assert gw.session("s").active
 
 
-def test_serve_without_a_channel_warns_loudly(tmp_path: Path, store: str) -> None:
+def test_serve_without_a_channel_warns_loudly_and_its_commands_work_as_printed(
+        tmp_path: Path, store: str) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TELEGRAM_", "LOOPGATE_"))}
     proc = subprocess.Popen([*ENTRY, "serve", "--store", store, "--port", str(port),
                              "--log-level", "warning"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
     try:
         assert proc.stderr is not None
-        said = [proc.stderr.readline() for _ in range(5)]  # printed before serving
+        for _ in range(20):  # printed before serving: up to the warning's closing bar
+            said.append(proc.stderr.readline())
+            if sum(line.startswith("!!!") for line in said) == 2 or not said[-1]:
+                break
+        text = "".join(said)
+        assert f"store {store}" in text
+        assert "WARNING: no notification channel is configured" in text
+        assert "requests without timeout_seconds end after 3600 s" in text
+        # each command it names, pasted as printed into another folder, reaches this store
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        pending = re.search(r"`([^`]+ pending --store [^`]+)`", text.replace("\n", " "))
+        assert pending, text
+        listed = subprocess.run(shlex.split(pending.group(1)), capture_output=True,
+                                text=True, timeout=60, cwd=elsewhere, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert f"store {store}" in listed.stderr
+        sign_in = re.search(r"sign in: `([^`]+)`", text)
+        assert sign_in, text
+        made = subprocess.run(shlex.split(sign_in.group(1).replace("NAME", "ann")),
+                              capture_output=True, text=True, timeout=60, cwd=elsewhere,
+                              env=env)
+        assert made.returncode == 0, made.stderr
+        link = made.stdout.strip()
+        assert link.startswith(f"http://127.0.0.1:{port}/inbox/link/"), link
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=30, path="/health")
+        shown = httpx.get(link, timeout=10)  # the link this server made signs in here
+        assert shown.status_code == 200 and "Sign in as ann" in shown.text, shown.text
     finally:
         _interrupt(proc)
-    text = "".join(said)
-    assert f"store {store}" in text
-    assert "WARNING: no notification channel is configured" in text
-    assert "requests without timeout_seconds end after 3600 s" in text
 
 
 def test_audit_filters_by_event_kind(gateway: Loopgate, store: str,

@@ -27,6 +27,7 @@ from loopgate_lc.cli import main as cli_main
 from loopgate_lc.demo import main as demo_main
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.locations import cli_command
 from tests.support.inprocess import Ran, run_main
 
 TIMEOUT = 60  # generous: a hang is what these tests catch, not slowness
@@ -110,14 +111,35 @@ def test_without_a_terminal_it_files_explains_and_exits_0(
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "no terminal to ask" in out and "stays pending" in out
-    assert "loopgate-lc demo --auto approve" in out
-    assert "loopgate-lc approve <request id it prints> --store sqlite:///" in out
+    assert f"`{cli_command()} demo --auto approve`" in out
+    assert f"{cli_command()} approve <request id it prints> --store sqlite:///" in out
     assert "live on production" not in out and "deployed:" not in out
     # the read-only checks and the staging deploy went through on policy alone
     assert "live on staging" in out
     assert re.search(r"auto_approved\s+check_build_status", out)
     assert re.search(r"requested\s+deploy #", out)
     assert list(tmp_path.iterdir()) == []  # the throwaway store is not left in the cwd
+
+
+def test_make_demos_hints_work_in_a_shell_that_never_activated_the_environment(
+        tmp_path: Path) -> None:
+    # `make demo` runs .venv/bin/loopgate-lc by its path; the shell it prints to has no
+    # loopgate-lc on its PATH, so what it tells that person to run must say where it is
+    script = Path(sys.executable).parent / "loopgate-lc"
+    if not script.is_file():
+        pytest.skip("loopgate-lc is not installed in this environment")
+    env = clean_env(PATH="/usr/bin:/bin")
+    first = subprocess.run([str(script), "demo"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+                           env=env)
+    assert first.returncode == 0, first.stderr
+    hint = re.search(r"`([^`]+ demo --auto approve)`", first.stdout)
+    assert hint, first.stdout
+    followed = subprocess.run(shlex.split(hint.group(1)), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=TIMEOUT,
+                              cwd=tmp_path, env=env)
+    assert followed.returncode == 0, followed.stderr
+    assert "deployed: staging, production" in followed.stdout
 
 
 def test_auto_approve_deploys_and_prints_the_audit_trail(
@@ -215,10 +237,10 @@ def test_wait_takes_the_answer_from_another_terminal(
     child.append(process)
     assert process.stdout is not None
     lines = Lines(process.stdout)
-    advice = lines.until(re.compile(r"`(loopgate-lc reject \S+ --store \S+) --reason TEXT`"))
+    advice = lines.until(re.compile(r"`([^`]*loopgate-lc reject \S+ --store \S+) --reason TEXT`"))
     # followed as printed, from another folder
-    command = [*shlex.split(advice.group(1))[1:], "--reason", "release freeze"]
-    answer = subprocess.run([*CLI, *command], capture_output=True, text=True,
+    command = [*shlex.split(advice.group(1)), "--reason", "release freeze"]
+    answer = subprocess.run(command, capture_output=True, text=True,
                             timeout=TIMEOUT, cwd=tmp_path / "elsewhere", env=clean_env())
     assert answer.returncode == 0, answer.stderr
     assert process.wait(TIMEOUT) == 0

@@ -15,21 +15,27 @@ if TYPE_CHECKING:
     from loopgate_lc.stores.base import RequestRecord, SessionRecord
 
 __all__ = [
-    "NO_CHANNEL_WARNING",
     "DeliveryError",
     "Desk",
     "LifecycleNotifier",
     "Notifier",
     "VoteNotifier",
+    "no_channel_warning",
 ]
 
-NO_CHANNEL_WARNING = (
-    "no notification channel is configured, so nobody is told about new requests: they "
-    "wait (and time out) unless someone runs `loopgate-lc pending`, another process with a "
-    "channel shares this store, or a client answers over HTTP. Set TELEGRAM_BOT_TOKEN (and "
-    "TELEGRAM_DEFAULT_CHAT_ID) to reach people on Telegram."
-)
-"""Said at start-up and in ``/health`` by a server or MCP process without a channel."""
+
+def no_channel_warning(store_url: str | None) -> str:
+    """Said at start-up and in ``/health`` by a server or MCP process without a channel;
+    the command it names lists that process's store."""
+    from loopgate_lc.locations import store_command
+
+    pending = store_command("pending", store_url)
+    unless = ("a client answers over HTTP" if pending is None else
+              f"someone runs `{pending}`, another process with a channel shares this "
+              "store, or a client answers over HTTP")
+    return ("no notification channel is configured, so nobody is told about new requests: "
+            f"they wait (and time out) unless {unless}. Set TELEGRAM_BOT_TOKEN (and "
+            "TELEGRAM_DEFAULT_CHAT_ID) to reach people on Telegram.")
 
 
 class DeliveryError(Exception):

@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from loopgate_lc.errors import LoopgateError, RequestNotFound
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.locations import deliveries_hint
-from loopgate_lc.notifiers.base import NO_CHANNEL_WARNING
+from loopgate_lc.notifiers.base import no_channel_warning
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
 from loopgate_lc.server.errors import ApiError, internal_error
 from loopgate_lc.server.hitl import Endpoint, HitlConfig, hitl_routes, read_json
@@ -158,7 +158,7 @@ def create_app(
             "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
             "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
             "channels": channels,
-            "warnings": [] if channels else [NO_CHANNEL_WARNING],
+            "warnings": [] if channels else [no_channel_warning(loopgate.store_url)],
         }
         problem = getattr(telegram, "problem", None)
         if problem:

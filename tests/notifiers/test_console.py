@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from loopgate_lc.errors import AlreadyDecided, InvalidDecision
+from loopgate_lc.locations import cli_command
 from loopgate_lc.notifiers import ConsoleNotifier, LifecycleNotifier
 from loopgate_lc.schema import RequestKind, Status
 from tests.notifiers._records import make_record, resolved
@@ -155,13 +156,13 @@ async def test_empty_answers_never_approve() -> None:
     gateway, out = await run(Script("", " ", ""))
     assert gateway.calls == []
     assert "no usable answer after 3 tries; request req-1 stays pending" in out
-    assert "loopgate-lc approve req-1" in out
+    assert f"{cli_command()} approve req-1" in out
 
 
 async def test_no_terminal_input_leaves_the_request_pending() -> None:
     gateway, out = await run(Script())
     assert gateway.calls == []
-    assert "no terminal input; answer with `loopgate-lc approve req-1 --store " in out
+    assert f"no terminal input; answer with `{cli_command()} approve req-1 --store " in out
 
 
 async def test_eof_while_asking_a_reason_does_not_reject() -> None:
@@ -259,7 +260,7 @@ async def test_without_a_gateway_it_only_shows() -> None:
     assert await notifier.notify(make_record()) is None
     await notifier.join()
     assert script.prompts == []
-    assert "loopgate-lc approve req-1" in out.getvalue()
+    assert f"{cli_command()} approve req-1" in out.getvalue()
 
 
 async def test_the_loop_runs_while_waiting_and_resolution_elsewhere_drops_the_queue() -> None:

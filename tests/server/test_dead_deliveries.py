@@ -14,6 +14,7 @@ import httpx
 
 from loopgate_lc import DeliveryError
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.locations import cli_command
 from tests.server.conftest import ServeFn
 
 CLI = [sys.executable, "-m", "loopgate_lc.cli"]
@@ -52,9 +53,9 @@ def test_a_dead_delivery_shows_in_health_and_the_cli(db_url: str, serve: ServeFn
             assert health["dead_deliveries"] == 1, health
         hint = next(w for w in health["warnings"] if "given up" in w)
         command = hint.split("`")[1]
-        assert command.startswith("loopgate-lc deliveries --store ")
+        assert command.startswith(f"{cli_command()} deliveries --store ")
         # the hint, followed as printed, from another folder, lists the dead delivery
-        listed = subprocess.run([*CLI, *shlex.split(command)[1:]], capture_output=True,
+        listed = subprocess.run(shlex.split(command), capture_output=True,
                                 text=True, timeout=60, cwd="/")
         assert listed.returncode == 0, listed.stderr
         assert f"request={rid}" in listed.stdout and "chat not found" in listed.stdout

@@ -7,10 +7,14 @@ the rules a browser cannot easily show: refusals, scope, headers and the event s
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
+import shlex
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,6 +72,24 @@ def test_pages_need_a_sign_in_and_a_wrong_key_is_refused(base: str) -> None:
         assert refused.status_code == 403
         assert "that API key is not valid" in refused.text
         assert client.get("/inbox/events").status_code == 401
+
+
+def test_without_api_keys_the_sign_in_page_names_a_command_that_signs_in_here(
+        serve: ServeFn, tmp_path: Path) -> None:
+    base = serve().url  # no API keys: only a one-time link signs in
+    with httpx.Client(base_url=base, timeout=10) as client:
+        page = client.get("/inbox/signin")
+    found = re.search(r'<code id="link-command">([^<]+)</code>', page.text)
+    assert found, page.text
+    command = html.unescape(found.group(1)).replace("NAME", "ann")
+    made = subprocess.run(shlex.split(command),
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert link.startswith(f"{base}/inbox/link/"), link
+    with httpx.Client(timeout=10) as browser:
+        shown = browser.get(link)
+        assert shown.status_code == 200 and "Sign in as ann" in shown.text
 
 
 def test_the_cookie_is_http_only_and_strict_and_pages_carry_a_strict_csp(base: str) -> None:

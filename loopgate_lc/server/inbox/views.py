@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from loopgate_lc.errors import (
     RequestNotFound,
 )
 from loopgate_lc.gateway import Loopgate
+from loopgate_lc.locations import store_command
 from loopgate_lc.policy import RiskLevel
 from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import ApprovalRequest, RequestKind, Status
@@ -192,11 +194,18 @@ class _Inbox:
 
     # --- sign-in ----------------------------------------------------------------------
 
+    def _link_command(self, request: Request) -> str | None:
+        """The command that makes a one-time sign-in link to this server, as its operator
+        pastes it: this server's program and store, and the address this browser used (the
+        link must come back here). None for a store in memory: no other process sees it."""
+        here = shlex.quote(str(request.base_url).rstrip("/"))
+        return store_command(f"inbox-link --as NAME --url {here}", self.gw.store_url)
+
     async def signin(self, request: Request) -> Response:
         nxt = _safe_next(request.query_params.get("next"))
         if request.method == "GET":
             return self._page(request, "signin.html", None, next=nxt,
-                              keys=bool(self.config.keys))
+                              keys=bool(self.config.keys), link=self._link_command(request))
         got = await self._form(request)
         if isinstance(got, Response):
             return got
@@ -206,8 +215,7 @@ class _Inbox:
         key = self.config.keys.find(presented) if presented else None
         error = None
         if not self.config.keys:
-            error = "this server has no API keys: sign in with a link from " \
-                    "'loopgate-lc inbox-link --as NAME'"
+            error = "this server has no API keys: sign in with a one-time link"
         elif key is None:
             error = "that API key is not valid"
         elif key.name is None:
@@ -215,7 +223,8 @@ class _Inbox:
                     "(LOOPGATE_API_KEYS=name=key)"
         if error is not None or key is None or key.name is None:
             return self._page(request, "signin.html", None, status=403, next=nxt,
-                              keys=bool(self.config.keys), error=error)
+                              keys=bool(self.config.keys), error=error,
+                              link=self._link_command(request))
         return self._start(request, key.name, nxt)
 
     def _start(self, request: Request, identity: str, nxt: str) -> Response:
