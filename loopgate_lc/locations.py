@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "STORE_ENV",
+    "STORE_NOTE",
     "absolute_store_url",
     "answer_hint",
     "cli_command",
@@ -120,12 +121,25 @@ def cli_command() -> str:
     return shlex.quote(str(script.absolute()))
 
 
-def store_command(args: str, store_url: str | None) -> str | None:
+#: What a command shown to strangers says about the store it needs: a server with API keys
+#: does not tell anonymous callers (``/health``, the inbox's sign-in page) its paths or
+#: database address.
+STORE_NOTE = "STORE: the store the server named when it started"
+
+
+def store_command(args: str, store_url: str | None, *, private: bool = True) -> str | None:
     """``loopgate-lc ARGS --store URL`` as a person pastes it: the program and the store
     written so it runs from any shell and folder, the store's password left out. None for
-    a store in memory, which no other process can see."""
+    a store in memory, which no other process can see.
+
+    Not ``private`` (shown to anyone who can reach a server that has API keys): the bare
+    program and ``STORE`` (see :data:`STORE_NOTE`), so the page tells no stranger where
+    the server keeps its files or database; its start-up line has the whole command.
+    """
     if store_url is not None and store_url.strip().lower().startswith("memory"):
         return None
+    if not private:
+        return f"loopgate-lc {args} --store STORE"
     url = printable_store_url(absolute_store_url(store_url or default_store_url()))
     return f"{cli_command()} {args} --store {shlex.quote(url)}"
 
@@ -142,9 +156,10 @@ def answer_hint(request_id: str, store_url: str | None) -> str:
     return f"answer with `{approve}` or `{reject} --reason TEXT`"
 
 
-def deliveries_hint(store_url: str | None) -> str:
-    """The command that lists dead deliveries of this store, runnable from any folder."""
-    command = store_command("deliveries", store_url)
+def deliveries_hint(store_url: str | None, *, private: bool = True) -> str:
+    """The command that lists dead deliveries of this store, runnable from any folder
+    (see :func:`store_command` for ``private``)."""
+    command = store_command("deliveries", store_url, private=private)
     if command is None:
         return "list them with Loopgate.dead_deliveries() (this store is in memory)"
-    return f"list them with `{command}`"
+    return f"list them with `{command}`{'' if private else f' ({STORE_NOTE})'}"

@@ -153,12 +153,16 @@ def create_app(
     # the channels that reach a person (a callback only tells the asking client)
     channels = [n.name for n in loopgate.notifiers if n.name != CALLBACK_CHANNEL]
 
+    # /health answers anyone. A server without API keys answers anyone everything, so its
+    # hints name its store and program in full, to run as printed; one with keys does not
+    # tell strangers its paths or database address.
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {
             "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
             "telegram": telegram is not None, "mcp": mcp, "auth": bool(keys),
             "channels": channels,
-            "warnings": [] if channels else [no_channel_warning(loopgate.store_url)],
+            "warnings": [] if channels else [
+                no_channel_warning(loopgate.store_url, private=not keys)],
         }
         problem = getattr(telegram, "problem", None)
         if problem:
@@ -183,7 +187,7 @@ def create_app(
         if dead:
             body["warnings"] = [*body["warnings"], (
                 f"{dead}{'+' if dead >= DEAD_COUNTED else ''} deliveries were given up on; "
-                f"{deliveries_hint(loopgate.store_url)}")]
+                f"{deliveries_hint(loopgate.store_url, private=not keys)}")]
         return JSONResponse(body)
 
     document = openapi_document(version=_version(), auth=bool(keys),

@@ -5,7 +5,9 @@ test_hitl) and a signed webhook decision."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +33,20 @@ def test_health(client: httpx.Client) -> None:
     assert body["telegram"] is False
     assert body["channels"] == []
     assert "no notification channel is configured" in body["warnings"][0]
+
+
+def test_health_tells_strangers_no_paths_when_the_server_has_api_keys(
+        serve: ServeFn, db_url: str) -> None:
+    # /health answers anyone: with keys, its hints keep the store's path and the program's
+    # location to the server's own start-up line
+    keyed = serve(api_keys={"ops": "k-0123456789"})
+    body = httpx.get(f"{keyed.url}/health", timeout=10).text
+    assert "pending --store STORE" in body and "the store the server named" in body
+    assert db_url.removeprefix("sqlite:///") not in body
+    assert str(Path(sys.executable).parent) not in body
+    # an open server answers anyone everything anyway: its hint runs as printed
+    open_body = httpx.get(f"{serve().url}/health", timeout=10).json()
+    assert f"pending --store {db_url}" in open_body["warnings"][0]
 
 
 def test_no_docs_page_loads_code_from_a_cdn(client: httpx.Client) -> None:

@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -90,6 +91,14 @@ def test_without_api_keys_the_sign_in_page_names_a_command_that_signs_in_here(
     with httpx.Client(timeout=10) as browser:
         shown = browser.get(link)
         assert shown.status_code == 200 and "Sign in as ann" in shown.text
+
+
+def test_the_sign_in_page_tells_strangers_no_paths_when_the_server_has_api_keys(
+        base: str, db_url: str) -> None:
+    page = httpx.get(f"{base}/inbox/signin", timeout=10).text
+    assert f"inbox-link --as NAME --url {base} --store STORE" in html.unescape(page)
+    assert db_url.removeprefix("sqlite:///") not in page
+    assert str(Path(sys.executable).parent) not in page
 
 
 def test_the_cookie_is_http_only_and_strict_and_pages_carry_a_strict_csp(base: str) -> None:

@@ -36,7 +36,7 @@ from loopgate_lc.errors import (
     RequestNotFound,
 )
 from loopgate_lc.gateway import Loopgate
-from loopgate_lc.locations import store_command
+from loopgate_lc.locations import STORE_NOTE, store_command
 from loopgate_lc.policy import RiskLevel
 from loopgate_lc.quorum import tally_text
 from loopgate_lc.schema import ApprovalRequest, RequestKind, Status
@@ -195,17 +195,21 @@ class _Inbox:
     # --- sign-in ----------------------------------------------------------------------
 
     def _link_command(self, request: Request) -> str | None:
-        """The command that makes a one-time sign-in link to this server, as its operator
-        pastes it: this server's program and store, and the address this browser used (the
-        link must come back here). None for a store in memory: no other process sees it."""
+        """The command that makes a one-time sign-in link to this server, for its operator:
+        the address this browser used (the link must come back here), and, on a server
+        with no API keys (which answers anyone everything), its program and store too; one
+        with keys tells a stranger on this page neither. None for a store in memory: no
+        other process sees it."""
         here = shlex.quote(str(request.base_url).rstrip("/"))
-        return store_command(f"inbox-link --as NAME --url {here}", self.gw.store_url)
+        return store_command(f"inbox-link --as NAME --url {here}", self.gw.store_url,
+                             private=not self.config.keys)
 
     async def signin(self, request: Request) -> Response:
         nxt = _safe_next(request.query_params.get("next"))
         if request.method == "GET":
             return self._page(request, "signin.html", None, next=nxt,
-                              keys=bool(self.config.keys), link=self._link_command(request))
+                              keys=bool(self.config.keys), link=self._link_command(request),
+                              store_note=STORE_NOTE)
         got = await self._form(request)
         if isinstance(got, Response):
             return got
@@ -224,7 +228,7 @@ class _Inbox:
         if error is not None or key is None or key.name is None:
             return self._page(request, "signin.html", None, status=403, next=nxt,
                               keys=bool(self.config.keys), error=error,
-                              link=self._link_command(request))
+                              link=self._link_command(request), store_note=STORE_NOTE)
         return self._start(request, key.name, nxt)
 
     def _start(self, request: Request, identity: str, nxt: str) -> Response:
