@@ -30,7 +30,7 @@ from loopgate_lc.gateway import Loopgate
 from loopgate_lc.locations import deliveries_hint
 from loopgate_lc.notifiers.base import no_channel_warning
 from loopgate_lc.server.callbacks import CALLBACK_CHANNEL, CallbackNotifier, CallbackPolicy
-from loopgate_lc.server.errors import ApiError, internal_error
+from loopgate_lc.server.errors import ApiError, internal_error, log
 from loopgate_lc.server.hitl import Endpoint, HitlConfig, hitl_routes, read_json
 from loopgate_lc.server.middleware import GuardMiddleware, default_allowed_hosts
 from loopgate_lc.server.openapi import openapi_document
@@ -155,7 +155,16 @@ def create_app(
 
     # /health answers anyone. A server without API keys answers anyone everything, so its
     # hints name its store and program in full, to run as printed; one with keys does not
-    # tell strangers its paths or database address.
+    # tell strangers its paths or database address, nor what its store's error said.
+    def store_failed(body: dict[str, Any], exc: Exception) -> Response:
+        reason = str(exc)
+        if keys:
+            log.warning("/health: the store failed: %s", exc)
+            reason = "the store could not complete the operation (the server's log says why)"
+        body.update(status="degraded", error=reason,
+                    reasons=[*body.get("reasons", []), f"store: {reason}"])
+        return JSONResponse(body, status_code=503)
+
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {
             "status": "ok", "version": _version(), "store": type(loopgate.store).__name__,
@@ -174,15 +183,11 @@ def create_app(
         except RequestNotFound:
             pass
         except (LoopgateError, OSError) as exc:
-            body.update(status="degraded", error=str(exc),
-                        reasons=[*body.get("reasons", []), f"store: {exc}"])
-            return JSONResponse(body, status_code=503)
+            return store_failed(body, exc)
         try:
             dead = len(await loopgate.adead_deliveries(limit=DEAD_COUNTED))
         except (LoopgateError, OSError) as exc:
-            body.update(status="degraded", error=str(exc),
-                        reasons=[*body.get("reasons", []), f"store: {exc}"])
-            return JSONResponse(body, status_code=503)
+            return store_failed(body, exc)
         body["dead_deliveries"] = dead
         if dead:
             body["warnings"] = [*body["warnings"], (

@@ -13,12 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
+from loopgate_lc.errors import StoreError
 from loopgate_lc.fake_telegram import FakeBotAPI
 from loopgate_lc.gateway import Loopgate
 from loopgate_lc.notifiers.telegram import TelegramNotifier
 from loopgate_lc.notifiers.webhook import WebhookNotifier
 from loopgate_lc.server import TELEGRAM_WEBHOOK_PATH, create_app
 from loopgate_lc.signing import decision_token, sign, sign_decision
+from loopgate_lc.stores import RequestRecord, SQLiteStore
 from tests.server.conftest import WEBHOOK_SECRET, Receiver, ServeFn
 from tests.support.live import LiveServer, free_socket
 
@@ -47,6 +49,24 @@ def test_health_tells_strangers_no_paths_when_the_server_has_api_keys(
     # an open server answers anyone everything anyway: its hint runs as printed
     open_body = httpx.get(f"{serve().url}/health", timeout=10).json()
     assert f"pending --store {db_url}" in open_body["warnings"][0]
+
+
+class _DiskFails(SQLiteStore):
+    """Opens, then fails every read as a failing disk would (SQLite's own wording)."""
+
+    async def get_request(self, request_id: str) -> RequestRecord:
+        raise StoreError(f"SQLite store {str(self.path)!r} failed: disk I/O error")
+
+
+def test_a_store_that_fails_is_reported_to_strangers_without_its_path(
+        serve: ServeFn, tmp_path: Path) -> None:
+    for keys, shown in (({"ops": "k-0123456789"}, False), (None, True)):
+        with Loopgate(_DiskFails(tmp_path / "private-dir.db")) as gw:
+            health = httpx.get(f"{serve(gw, api_keys=keys).url}/health", timeout=10)
+        assert health.status_code == 503
+        body = health.json()
+        assert body["status"] == "degraded" and body["reasons"][0].startswith("store: ")
+        assert ("private-dir" in health.text) is shown, body
 
 
 def test_no_docs_page_loads_code_from_a_cdn(client: httpx.Client) -> None:
