@@ -404,7 +404,8 @@ def _run(args: argparse.Namespace, out: _Out) -> int:
         model_name = args.model or "scripted (offline; --model provider:name for a real one)"
         out(f"  model:     {model_name}")
         out(f"  approvals: {channel.label}")
-        out(f"  store:     {store}" + (" (throwaway)" if temp_dir else ""))
+        out(f"  store:     {printable_store_url(store)}"
+            + (" (throwaway)" if temp_dir else ""))
         out()
         out(f"you: {TASK}")
         stopped_early = False

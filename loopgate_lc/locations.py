@@ -13,11 +13,12 @@ the environment (as after ``make demo``) does not find a bare ``loopgate-lc``.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = [
     "STORE_ENV",
@@ -88,17 +89,31 @@ def absolute_store_url(url: str) -> str:
     return f"sqlite:///{file}" if file is not None else url.strip()
 
 
+#: libpq's connection parameters that hold a secret, wherever a store URL carries them.
+_SECRETS = frozenset({"password", "sslpassword"})
+#: A secret in a ``key=value`` connection string: the value bare, or quoted with escapes.
+_SECRET_PAIR = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
 def printable_store_url(url: str) -> str:
-    """The URL with any password replaced by ``<password>``: hints and start-up lines are
-    read by people and logged, and must not carry a secret."""
+    """The URL with every password replaced by ``<password>``: hints and start-up lines
+    are read by people and logged, and must not carry a secret. libpq takes one in the
+    URL's user part, as a ``password``/``sslpassword`` query parameter, or in a
+    ``key=value`` connection string; all three are hidden."""
+    if "://" not in url:  # a key=value connection string (or a bare path, left as it is)
+        return _SECRET_PAIR.sub(r"\1<password>", url)
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:<password>@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}=<password>"
+        if unquote(pair.split("=", 1)[0]).strip().lower() in _SECRETS else pair
+        for pair in parts.query.split("&")) if parts.query else parts.query
+    netloc = parts.netloc
+    if parts.password is not None:  # user:password@host, the host written as it was
+        user_info, _, host = netloc.rpartition("@")
+        netloc = f"{user_info.split(':', 1)[0]}:<password>@{host}"
+    if (query, netloc) == (parts.query, parts.netloc):
+        return url  # nothing secret: as written (a rebuilt sqlite:////path loses a slash)
+    return urlunsplit(parts._replace(query=query, netloc=netloc))
 
 
 def cli_command() -> str:

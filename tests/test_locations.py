@@ -1,4 +1,5 @@
-"""Commands the package prints name this environment's program as a shell finds it."""
+"""What the package prints for people to paste: this environment's program as a shell finds
+it, and store URLs that run from any folder and carry no password."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loopgate_lc.locations import cli_command, store_command
+from loopgate_lc.cli import main
+from loopgate_lc.locations import cli_command, printable_store_url, store_command
 
 SCRIPT = Path(sys.executable).parent / ("loopgate-lc.exe" if os.name == "nt" else "loopgate-lc")
 needs_script = pytest.mark.skipif(not SCRIPT.is_file(),
@@ -52,3 +54,31 @@ def test_a_store_command_names_the_program_and_an_absolute_store_without_its_pas
     secret = store_command("pending", "postgresql://ops:s3cret@db.internal:5432/gate")
     assert secret is not None and "s3cret" not in secret and "<password>" in secret
     assert store_command("pending", "memory://") is None
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://ops:s3cret@db:5432/gate",
+    "postgresql://ops@db/gate?sslmode=require&password=s3cret",
+    "postgres://ops@[::1]:5433/gate?PassWord=s3cret",
+    "postgresql://db/gate?sslpassword=s3cret",
+    "host=db user=ops password=s3cret dbname=gate",
+    "host=db password='s3cret with space' dbname=gate",
+])
+def test_a_printed_store_url_carries_no_password_however_libpq_takes_it(url: str) -> None:
+    shown = printable_store_url(url)
+    assert "s3cret" not in shown and "<password>" in shown
+    assert "gate" in shown  # the rest as written
+
+
+@pytest.mark.parametrize("url", ["sqlite:////tmp/a b.db", "sqlite:///rel.db", "memory://",
+                                 "postgresql://ops@db:5432/gate?sslmode=require"])
+def test_a_store_url_without_a_secret_is_printed_as_written(url: str) -> None:
+    assert printable_store_url(url) == url
+
+
+def test_a_store_the_cli_cannot_open_is_named_without_its_password(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pending", "--store", "mysql://root:s3cret@db/gate"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot open a store from 'mysql://root:<password>@db/gate'" in err
+    assert "s3cret" not in err

@@ -106,7 +106,10 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         return _postgres_store_class().from_conn_string(text)
     if "://" not in text and lowered.endswith(_SQLITE_SUFFIXES):
         return SQLiteStore(text)
-    raise ConfigurationError(f"cannot open a store from {text!r}; expected {_ACCEPTED}")
+    from loopgate_lc.locations import printable_store_url  # a leaf: no cycle
+
+    raise ConfigurationError(
+        f"cannot open a store from {printable_store_url(text)!r}; expected {_ACCEPTED}")
 
 
 async def aopen_store(url: str | os.PathLike[str] | Store | None = None) -> Store:

@@ -136,9 +136,10 @@ class PostgresStore(SQLStore):
             ConfigurationError: The string is not a PostgreSQL URL or key=value DSN.
         """
         if "://" in conn_string and not conn_string.startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError(
-                f"expected a 'postgresql://' or 'postgres://' URL, got {conn_string!r}"
-            )
+            from loopgate_lc.locations import printable_store_url  # a leaf: no cycle
+
+            raise ConfigurationError("expected a 'postgresql://' or 'postgres://' URL, got "
+                                     f"{printable_store_url(conn_string)!r}")
         return cls(conn_string, **kwargs)
 
     def __repr__(self) -> str:
