@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -38,11 +37,10 @@ from loopgate_lc.gateway import Loopgate
 from loopgate_lc.guard import guard
 from loopgate_lc.hooks import Hooks
 from loopgate_lc.locations import (
-    absolute_store_url,
     answer_hint,
     cli_command,
-    default_store_url,
     printable_store_url,
+    store_command,
 )
 from loopgate_lc.notifiers.base import Notifier
 from loopgate_lc.notifiers.console import ConsoleNotifier, has_terminal, render_request
@@ -365,11 +363,13 @@ def _explain_no_terminal(out: _Out, record: RequestRecord, store: str, throwaway
     cli = cli_command()
     out(f"  * run `{cli} demo` in a terminal and answer at the prompt, or")
     out(f"  * let the demo answer itself: `{cli} demo --auto approve` (or --auto reject), or")
-    example = shlex.quote(printable_store_url(
-        absolute_store_url(default_store_url() if throwaway else store)))
-    out("  * keep the run waiting and answer from another terminal:")
-    out(f"      {cli} demo --wait --store {example}")
-    out(f"      {cli} approve <request id it prints> --store {example}")
+    shared = None if throwaway else store  # a throwaway store is gone: the default one
+    wait = store_command("demo --wait", shared)
+    approve = store_command("approve <request id it prints>", shared)
+    if wait is not None and approve is not None:  # another process sees the store
+        out("  * keep the run waiting and answer from another terminal:")
+        out(f"      {wait}")
+        out(f"      {approve}")
 
 
 def _say_waiting(out: _Out, record: RequestRecord, store: str, *, only_cli: bool = False

@@ -32,6 +32,7 @@ __all__ = [
     "printable_store_url",
     "sqlite_file",
     "store_command",
+    "store_hint",
 ]
 
 STORE_ENV = "LOOPGATE_STORE"
@@ -159,6 +160,15 @@ def store_command(args: str, store_url: str | None, *, private: bool = True) -> 
     return f"{cli_command()} {args} --store {shlex.quote(url)}"
 
 
+def store_hint(args: str, store_url: str | None, *, private: bool = True) -> str | None:
+    """:func:`store_command` as prose shows it: in backticks, and when not ``private``
+    followed by what its ``STORE`` stands for. None for a store in memory."""
+    command = store_command(args, store_url, private=private)
+    if command is None:
+        return None
+    return f"`{command}`" if private else f"`{command}` ({STORE_NOTE})"
+
+
 def answer_hint(request_id: str, store_url: str | None) -> str:
     """The command a person pastes to answer a request from another terminal; for a
     store in memory, that no other process can see it."""
@@ -174,7 +184,7 @@ def answer_hint(request_id: str, store_url: str | None) -> str:
 def deliveries_hint(store_url: str | None, *, private: bool = True) -> str:
     """The command that lists dead deliveries of this store, runnable from any folder
     (see :func:`store_command` for ``private``)."""
-    command = store_command("deliveries", store_url, private=private)
-    if command is None:
+    hint = store_hint("deliveries", store_url, private=private)
+    if hint is None:
         return "list them with Loopgate.dead_deliveries() (this store is in memory)"
-    return f"list them with `{command}`{'' if private else f' ({STORE_NOTE})'}"
+    return f"list them with {hint}"

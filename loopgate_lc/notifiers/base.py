@@ -28,13 +28,12 @@ def no_channel_warning(store_url: str | None, *, private: bool = True) -> str:
     """Said at start-up and in ``/health`` by a server or MCP process without a channel;
     the command it names lists that process's store (see
     :func:`~loopgate_lc.locations.store_command` for ``private``)."""
-    from loopgate_lc.locations import STORE_NOTE, store_command
+    from loopgate_lc.locations import store_hint
 
-    pending = store_command("pending", store_url, private=private)
-    where = "" if private else f" ({STORE_NOTE})"
+    pending = store_hint("pending", store_url, private=private)
     unless = ("a client answers over HTTP" if pending is None else
-              f"someone runs `{pending}`{where}, another process with a channel shares this "
-              "store, or a client answers over HTTP")
+              f"someone runs {pending}, another process with a channel shares this store, "
+              "or a client answers over HTTP")
     return ("no notification channel is configured, so nobody is told about new requests: "
             f"they wait (and time out) unless {unless}. Set TELEGRAM_BOT_TOKEN (and "
             "TELEGRAM_DEFAULT_CHAT_ID) to reach people on Telegram.")

@@ -93,6 +93,14 @@ def test_without_api_keys_the_sign_in_page_names_a_command_that_signs_in_here(
         assert shown.status_code == 200 and "Sign in as ann" in shown.text
 
 
+def test_without_api_keys_or_a_shared_store_the_sign_in_page_says_what_would_help(
+        serve: ServeFn) -> None:
+    with Loopgate("memory://") as alone:  # no other process can make a link for it
+        page = httpx.get(f"{serve(alone).url}/inbox/signin", timeout=10).text
+    assert "its store is in memory" in page and "LOOPGATE_API_KEYS=name=key" in page
+    assert "link-command" not in page
+
+
 def test_the_sign_in_page_tells_strangers_no_paths_when_the_server_has_api_keys(
         base: str, db_url: str) -> None:
     page = httpx.get(f"{base}/inbox/signin", timeout=10).text

@@ -194,22 +194,24 @@ class _Inbox:
 
     # --- sign-in ----------------------------------------------------------------------
 
-    def _link_command(self, request: Request) -> str | None:
-        """The command that makes a one-time sign-in link to this server, for its operator:
-        the address this browser used (the link must come back here), and, on a server
-        with no API keys (which answers anyone everything), its program and store too; one
-        with keys tells a stranger on this page neither. None for a store in memory: no
-        other process sees it."""
+    def _signin_page(self, request: Request, nxt: str, *, status: int = 200,
+                     error: str | None = None) -> Response:
+        """The sign-in page, naming the command that makes a one-time link to this server
+        for its operator: the address this browser used (the link must come back here),
+        and, on a server with no API keys (which answers anyone everything), its program
+        and store too; one with keys tells a stranger on this page neither. No command for
+        a store in memory: no other process sees it."""
         here = shlex.quote(str(request.base_url).rstrip("/"))
-        return store_command(f"inbox-link --as NAME --url {here}", self.gw.store_url,
+        link = store_command(f"inbox-link --as NAME --url {here}", self.gw.store_url,
                              private=not self.config.keys)
+        return self._page(request, "signin.html", None, status=status, next=nxt,
+                          keys=bool(self.config.keys), error=error, link=link,
+                          store_note=STORE_NOTE)
 
     async def signin(self, request: Request) -> Response:
         nxt = _safe_next(request.query_params.get("next"))
         if request.method == "GET":
-            return self._page(request, "signin.html", None, next=nxt,
-                              keys=bool(self.config.keys), link=self._link_command(request),
-                              store_note=STORE_NOTE)
+            return self._signin_page(request, nxt)
         got = await self._form(request)
         if isinstance(got, Response):
             return got
@@ -226,9 +228,7 @@ class _Inbox:
             error = "that API key has no name; the inbox signs in named keys " \
                     "(LOOPGATE_API_KEYS=name=key)"
         if error is not None or key is None or key.name is None:
-            return self._page(request, "signin.html", None, status=403, next=nxt,
-                              keys=bool(self.config.keys), error=error,
-                              link=self._link_command(request), store_note=STORE_NOTE)
+            return self._signin_page(request, nxt, status=403, error=error)
         return self._start(request, key.name, nxt)
 
     def _start(self, request: Request, identity: str, nxt: str) -> Response:
